@@ -1,0 +1,1 @@
+"""A template Keel plugin: copy it to start your own."""

@@ -1,0 +1,45 @@
+"""The kernel's own defaults, registered through the same hooks as any plugin.
+
+- store ``memory``: complete store semantics, nothing kept across restarts;
+- model ``scripted``: :class:`keel.testing.ScriptedModel`, a test double that answers from a script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from keel.hookspecs import hookimpl
+from keel.types import ModelCapabilities, ModelConfig, ModelSpec, StoreSpec
+
+
+def _memory_store(options: dict[str, Any]) -> Any:
+    from keel.store import MemoryStore
+
+    return MemoryStore()
+
+
+def _scripted_model(config: ModelConfig) -> Any:
+    from keel.testing.scripted import scripted_factory
+
+    return scripted_factory(config)
+
+
+@hookimpl
+def keel_stores() -> Iterator[StoreSpec]:
+    yield StoreSpec(
+        name="memory",
+        description="in-process store; nothing survives a restart",
+        durable=False,
+        factory=_memory_store,
+    )
+
+
+@hookimpl
+def keel_models() -> Iterator[ModelSpec]:
+    yield ModelSpec(
+        name="scripted",
+        description="test double answering from a script (keel.testing.ScriptedModel)",
+        factory=_scripted_model,
+        capabilities=ModelCapabilities(streaming=True, tools=True, json_schema=False),
+    )

@@ -1,0 +1,118 @@
+"""The ``keel`` command. Plugins add sub-commands through the ``keel_commands`` hook."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from keel.errors import KeelError
+from keel.plugins import PluginHost
+from keel.runtime import discover_for
+from keel.stack import Stack, load_stack
+
+__all__ = ["main"]
+
+
+class _State:
+    def __init__(self, host: PluginHost, stack: Stack):
+        self.host = host
+        self.stack = stack
+
+
+def _prescan(argv: Sequence[str], option: str) -> str | None:
+    """Read a global option before click parses, because it decides which plugins (and so which
+    sub-commands) exist."""
+    for i, arg in enumerate(argv):
+        if arg == option and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def build_cli(host: PluginHost, stack: Stack) -> click.Group:
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option("--stack", "stack_name", metavar="NAME", help="a named stack (entry-point group keel.stacks)")
+    @click.option("--stack-file", metavar="PATH", help="a stack file instead of ./keel.toml")
+    @click.pass_context
+    def cli(ctx: click.Context, stack_name: str | None, stack_file: str | None) -> None:
+        """Keel: a plugin-based agent framework."""
+        ctx.obj = _State(host, stack)
+
+    @cli.command()
+    def version() -> None:
+        """Print the kernel's version."""
+        from importlib.metadata import version as dist_version
+
+        click.echo(f"keel-kernel {dist_version('keel-kernel')}")
+
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.pass_obj
+    def plugins(state: _State, as_json: bool) -> None:
+        """List installed plugins, what they implement and what they registered."""
+        infos = state.host.plugin_infos()
+        if as_json:
+            click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        else:
+            for info in infos:
+                dist = f"{info.distribution} {info.version}".strip()
+                click.echo(f"{info.name:<24} {info.status:<12} {dist}")
+                for family, names in sorted(info.registered.items()):
+                    click.echo(f"    {family}s: {', '.join(sorted(names))}")
+                if info.hooks and not info.registered:
+                    click.echo(f"    hooks: {', '.join(info.hooks)}")
+                if info.error:
+                    click.echo(f"    error: {info.error}")
+
+    @cli.command("stack")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.pass_obj
+    def stack_cmd(state: _State, as_json: bool) -> None:
+        """Show the resolved stack: each slot, its driver, and where the choice came from."""
+        report = state.stack.check(state.host)
+        if as_json:
+            click.echo(json.dumps({"layers": state.stack.name, "slots": report}, indent=2))
+            return
+        click.echo(f"stack: {state.stack.name}")
+        for row in report:
+            plugin = f" (plugin {row['plugin']})" if row["plugin"] else ""
+            click.echo(f"  {row['slot']:<9} {row['name']:<12} {row['status']:<9} from {row['source']}{plugin}")
+            if (row["note"] and row["status"] != "ok") or row["source"] == "built-in fallback":
+                click.echo(f"            {row['note']}")
+
+    host.add_commands(cli)
+    return cli
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
+    try:
+        stack = load_stack(_prescan(args, "--stack-file"), name=_prescan(args, "--stack"))
+        host = discover_for(stack)
+        cli = build_cli(host, stack)
+        cli.main(args=args, prog_name="keel", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeelError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,151 @@
+"""RuntimeEvent, and the bus that carries it to subscribers and observers.
+
+Publishing never blocks and never raises: each subscriber and the observer dispatcher has a
+bounded buffer; when one is full its events are dropped and counted in :attr:`EventBus.dropped`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import BaseModel, ConfigDict, Field
+
+from keel.types import new_id
+
+__all__ = ["EventBus", "RuntimeEvent", "Subscription", "new_span_id", "new_trace_id"]
+
+log = logging.getLogger("keel.events")
+
+
+def new_trace_id() -> str:
+    """A 128-bit trace id in hex, as OpenTelemetry spells it."""
+    return os.urandom(16).hex()
+
+
+def new_span_id() -> str:
+    """A 64-bit span id in hex."""
+    return os.urandom(8).hex()
+
+
+class RuntimeEvent(BaseModel):
+    """A fact about the runtime: what happened, to which execution, in which trace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=lambda: new_id("ev"))
+    kind: str = Field(description="dotted name: execution.started, model.delta, action.call, ...")
+    time: float = Field(default_factory=time.time)
+    execution_id: str | None = None
+    seq: int | None = Field(default=None, description="position in the execution's own event sequence")
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    source: str = "keel"
+    level: str = "info"
+    tenant: str = "default"
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+Observer = Callable[[RuntimeEvent], Any]
+
+
+class Subscription:
+    """An async iterator over the events published after it was opened."""
+
+    def __init__(self, bus: EventBus, name: str, receive: MemoryObjectReceiveStream[RuntimeEvent]):
+        self._bus = bus
+        self.name = name
+        self._receive = receive
+
+    def __aiter__(self) -> AsyncIterator[RuntimeEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[RuntimeEvent]:
+        async for event in self._receive:
+            yield event
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._bus._unsubscribe(self.name)
+        self._receive.close()
+
+
+class EventBus:
+    """Fan-out of RuntimeEvents to subscribers (memory streams) and observers (one dispatcher task).
+
+    :param observers: callables invoked, one by one, by :meth:`run_observers`; each is isolated
+        from the others' failures.
+    :param buffer: how many events each subscriber and the dispatcher may hold before dropping.
+    """
+
+    def __init__(self, observers: list[tuple[str, Observer]] | None = None, buffer: int = 1024):
+        self._observers = list(observers or [])
+        self._buffer = buffer
+        self._subs: dict[str, MemoryObjectSendStream[RuntimeEvent]] = {}
+        self._observer_send: MemoryObjectSendStream[RuntimeEvent] | None = None
+        self._observer_receive: MemoryObjectReceiveStream[RuntimeEvent] | None = None
+        if self._observers:
+            self._observer_send, self._observer_receive = anyio.create_memory_object_stream[RuntimeEvent](buffer)
+        self.dropped: dict[str, int] = {}
+        self.published = 0
+
+    def publish(self, event: RuntimeEvent) -> None:
+        """Hand an event to every subscriber and to the observers; never blocks."""
+        self.published += 1
+        for name, send in list(self._subs.items()):
+            self._offer(name, send, event)
+        if self._observer_send is not None:
+            self._offer("observers", self._observer_send, event)
+
+    def _offer(self, name: str, send: MemoryObjectSendStream[RuntimeEvent], event: RuntimeEvent) -> None:
+        try:
+            send.send_nowait(event)
+        except anyio.WouldBlock:
+            self.dropped[name] = self.dropped.get(name, 0) + 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._subs.pop(name, None)
+
+    def subscribe(self, name: str | None = None, buffer: int | None = None) -> Subscription:
+        """Open a subscription; close it (or use ``async with``) when done."""
+        name = name or new_id("sub")
+        send, receive = anyio.create_memory_object_stream[RuntimeEvent](buffer or self._buffer)
+        self._subs[name] = send
+        return Subscription(self, name, receive)
+
+    def _unsubscribe(self, name: str) -> None:
+        send = self._subs.pop(name, None)
+        if send is not None:
+            send.close()
+
+    async def run_observers(self) -> None:
+        """Deliver events to observers until :meth:`close`; run it in a task group."""
+        if self._observer_receive is None:
+            return
+        async for event in self._observer_receive:
+            for plugin, observer in self._observers:
+                try:
+                    result = observer(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:  # an observer must never break the runtime
+                    self.dropped[f"observer:{plugin}"] = self.dropped.get(f"observer:{plugin}", 0) + 1
+                    log.exception("runtime-event observer %r failed on %s", plugin, event.kind)
+
+    def close(self) -> None:
+        """End every subscription and the observer dispatcher (after it drains)."""
+        for name in list(self._subs):
+            self._unsubscribe(name)
+        if self._observer_send is not None:
+            self._observer_send.close()

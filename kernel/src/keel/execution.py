@@ -1,0 +1,133 @@
+"""The ``Execution`` protocol and the registry of runnables.
+
+Plugins that consume other capabilities (the gateway, DevTools, the scheduler, eval) speak only to
+these: an agent execution and a TriggerFlow execution look the same to them, and no plugin imports
+another to start or follow one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from keel.errors import KeelError, NotFoundError
+
+if TYPE_CHECKING:
+    from keel.events import RuntimeEvent
+    from keel.runtime import Runtime
+
+__all__ = ["Execution", "ExecutionRegistry", "ExecutionStatus", "Runnable", "RunnableRegistry"]
+
+
+class ExecutionStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
+
+
+@runtime_checkable
+class Execution(Protocol):
+    """One run of a runnable: an agent answering, a flow executing."""
+
+    id: str
+    kind: str
+    tenant: str
+
+    @property
+    def status(self) -> ExecutionStatus: ...
+
+    def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
+        """This execution's RuntimeEvents with ``seq > since``, live until it finishes."""
+        ...
+
+    async def result(self) -> Any:
+        """Wait for the final, validated result (raises what the execution failed with)."""
+        ...
+
+    async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
+        """Deliver a named signal (an approval, an answer). The same ``request_id`` twice is a no-op;
+        the same id with another payload is a :class:`keel.ConflictError`."""
+        ...
+
+    async def cancel(self, reason: str = "cancelled") -> None: ...
+
+
+@runtime_checkable
+class Runnable(Protocol):
+    """Something that can be started by name with an input: an agent, a flow."""
+
+    name: str
+    kind: str
+    description: str
+
+    def input_schema(self) -> dict[str, Any]: ...
+
+    def output_schema(self) -> dict[str, Any]: ...
+
+    async def start(self, input: Any, *, runtime: Runtime, tenant: str = "default") -> Execution: ...
+
+
+class RunnableRegistry:
+    """Runnables by name; a second runnable under a taken name is an error."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Runnable] = {}
+
+    def add(self, runnable: Runnable) -> Runnable:
+        if not isinstance(runnable, Runnable):
+            raise KeelError(
+                f"{runnable!r} is not a runnable: it needs name, kind, description, input_schema(), "
+                "output_schema() and start()"
+            )
+        existing = self._items.get(runnable.name)
+        if existing is not None and existing is not runnable:
+            raise KeelError(f"a runnable named {runnable.name!r} ({existing.kind}) is already registered")
+        self._items[runnable.name] = runnable
+        return runnable
+
+    def get(self, name: str) -> Runnable:
+        try:
+            return self._items[name]
+        except KeyError:
+            names = ", ".join(sorted(self._items)) or "none"
+            raise NotFoundError(f"no runnable named {name!r}; registered: {names}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __iter__(self) -> Iterator[Runnable]:
+        return iter(list(self._items.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+class ExecutionRegistry:
+    """Live executions by id, scoped by tenant: another tenant's id is simply not found."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], Execution] = {}
+
+    def add(self, execution: Execution) -> Execution:
+        self._items[(execution.tenant, execution.id)] = execution
+        return execution
+
+    def get(self, execution_id: str, tenant: str = "default") -> Execution:
+        try:
+            return self._items[(tenant, execution_id)]
+        except KeyError:
+            raise NotFoundError(f"no execution {execution_id!r}") from None
+
+    def list(self, tenant: str = "default") -> list[Execution]:
+        return [e for (t, _), e in self._items.items() if t == tenant]
+
+    def discard(self, execution_id: str, tenant: str = "default") -> None:
+        self._items.pop((tenant, execution_id), None)

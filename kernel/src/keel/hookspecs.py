@@ -1,0 +1,226 @@
+"""The kernel's whole extension surface: every hook a plugin may implement.
+
+Hooks are synchronous (pluggy has no async). Registration hooks return descriptors; the objects the
+descriptors build have ``async`` methods. The kernel, not the plugins, decides duplicates, ordering
+and conflicts. ``docs/hooks.md`` is generated from this module; a test fails when they drift.
+
+A plugin is a module with functions marked ``@keel.hookimpl``, named by an entry point in the group
+``keel``::
+
+    [project.entry-points.keel]
+    my-plugin = "my_plugin.plugin"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from keel.events import RuntimeEvent
+    from keel.types import (
+        ActionCall,
+        ActionContext,
+        ActionSpec,
+        ChannelSpec,
+        EnvironmentSpec,
+        EvaluatorSpec,
+        ModelSpec,
+        PolicyDecision,
+        StoreSpec,
+    )
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("keel")
+hookimpl = pluggy.HookimplMarker("keel")
+
+
+# ======================================================================= registration: drivers
+
+
+@hookspec
+def keel_models() -> Iterable[ModelSpec]:
+    """Register model providers.
+
+    A stack picks one by name (``model = "openai"``, or an alias in ``[models.<alias>]`` whose
+    ``provider`` is the name). The spec's ``factory`` receives the alias's :class:`keel.ModelConfig`
+    and returns a :class:`keel.Model`; import the provider's SDK inside the factory, not at module
+    level, so that discovery stays fast.
+
+    :returns: model specs; two plugins returning the same name is a :class:`keel.PluginConflictError`.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_models():
+            yield keel.ModelSpec(name="echo", factory=lambda config: EchoModel())
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def keel_stores() -> Iterable[StoreSpec]:
+    """Register store backends (key-value with versions, blobs by hash, append-only logs).
+
+    A stack picks one with ``store = "<name>"`` (or a ``[store]`` table with ``driver`` and
+    options). The spec's ``factory`` receives the options and returns a :class:`keel.store.Store`.
+    Every backend must pass :class:`keel.testing.conformance.StoreConformance`.
+
+    :returns: store specs.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_stores():
+            yield keel.StoreSpec(name="memory", durable=False, factory=lambda options: MemoryStore())
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def keel_environments() -> Iterable[EnvironmentSpec]:
+    """Register kinds of hosted environment: MCP servers, script sandboxes, browsers.
+
+    An environment has a lifecycle (``start``, ``stop``, ``health``) that the kernel's manager
+    owns, and declared :class:`keel.Permissions`.
+
+    :returns: environment specs.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_environments():
+            yield keel.EnvironmentSpec(name="scratch", kind="folder", factory=ScratchFolder)
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def keel_channels() -> Iterable[ChannelSpec]:
+    """Register channels: where product events go (SSE, WebSocket, webhook, console).
+
+    A channel receives :class:`keel.ProductEvent` objects only, never RuntimeEvent payloads.
+    A failing channel never fails the task that produced the event.
+
+    :returns: channel specs.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_channels():
+            yield keel.ChannelSpec(name="console", factory=lambda options: ConsoleChannel())
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def keel_evaluators() -> Iterable[EvaluatorSpec]:
+    """Register evaluators: judges of an output (schema, rules, exact match, a model judge).
+
+    ``evaluate(sample)`` returns (or awaits to) a :class:`keel.EvalResult` with a score in [0, 1].
+
+    :returns: evaluator specs.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_evaluators():
+            yield keel.EvaluatorSpec(name="exact", evaluate=exact_match)
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def keel_actions() -> Iterable[ActionSpec]:
+    """Register actions (tools) agents may call.
+
+    Build specs with :func:`keel.action`, which derives the JSON schema from the function's typed
+    signature. Each action has a risk level (``read``, ``write``, ``irreversible``) that policy
+    uses, and a visible scope (which agents may see it).
+
+    :returns: action specs.
+
+    Example::
+
+        @keel.action(risk="read")
+        def word_count(text: str) -> int:
+            "Count the words in a text."
+            return len(text.split())
+
+        @keel.hookimpl
+        def keel_actions():
+            yield word_count
+    """
+    raise NotImplementedError
+
+
+# ============================================================================ runtime: observers
+
+
+@hookspec
+def keel_on_runtime_event(event: RuntimeEvent) -> None:
+    """Observe every RuntimeEvent (DevTools, OpenTelemetry, logs).
+
+    Called from the event bus's dispatcher, never on an execution's own path: a slow observer
+    fills its buffer and events are dropped (and counted), an observer that raises is logged and
+    skipped. Neither ever stalls or fails an execution. May return an awaitable, which is awaited.
+
+    :param event: the event; treat it as read-only.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_on_runtime_event(event):
+            if event.kind == "execution.failed":
+                print(event.execution_id, event.payload)
+    """
+
+
+# =============================================================================== runtime: policy
+
+
+@hookspec
+def keel_check_action(call: ActionCall, context: ActionContext) -> PolicyDecision | None:
+    """Decide whether an action call may run.
+
+    Every implementation is asked; the kernel combines the answers: any ``deny`` wins, then any
+    ``approve`` (approval required), then ``allow``. When no plugin answers, the kernel's default
+    applies: ``irreversible`` actions need approval, and with no approver available that is a
+    denial (fail closed).
+
+    :param call: the action, its arguments and risk level.
+    :param context: the calling agent, execution id, tenant and whether an approver is available.
+    :returns: a decision, or ``None`` to abstain.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_check_action(call, context):
+            if call.action == "drop_table":
+                return keel.PolicyDecision(verdict="deny", reason="never", policy="dba")
+    """
+
+
+# ================================================================================== command line
+
+
+@hookspec
+def keel_commands(cli: click.Group) -> None:
+    """Add sub-commands to the ``keel`` command line.
+
+    :param cli: the top-level click group; call ``cli.add_command(...)`` or use ``@cli.command()``.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_commands(cli):
+            @cli.command()
+            def hello():
+                "Say hello."
+                click.echo("hello")
+    """

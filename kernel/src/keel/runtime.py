@@ -1,0 +1,162 @@
+"""``Runtime``: one application's plugins, stack, event bus, drivers and executions.
+
+    async with keel.Runtime.open() as runtime:     # discover plugins, read the stack
+        model = runtime.model()                      # the stack's model driver
+        store = runtime.store()                      # the stack's store
+
+Driver instances are built once per runtime and closed when it closes. There is no global
+runtime: pass it where it is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from keel.errors import DriverNotFoundError, KeelError, StackError
+from keel.events import EventBus, RuntimeEvent
+from keel.execution import ExecutionRegistry, Runnable, RunnableRegistry
+from keel.plugins import PluginHost, env_list
+from keel.stack import Stack, load_stack
+from keel.store import Store
+from keel.types import ActionCall, ActionContext, Model, PolicyDecision
+
+__all__ = ["Runtime", "discover_for"]
+
+
+class Runtime:
+    """Everything an application needs at run time, built from a plugin host and a stack."""
+
+    def __init__(self, host: PluginHost | None = None, stack: Stack | None = None, *, buffer: int = 1024):
+        self.host = host or PluginHost()
+        self.stack = stack or Stack()
+        self.bus = EventBus(self.host.observers(), buffer=buffer)
+        self.runnables = RunnableRegistry()
+        self.executions = ExecutionRegistry()
+        self._models: dict[str, Model] = {}
+        self._store: Store | None = None
+        self._task_group: TaskGroup | None = None
+        self._exit: AsyncExitStack | None = None
+
+    @classmethod
+    def from_stack(
+        cls, path: str | Path | None = None, *, name: str | None = None, host: PluginHost | None = None
+    ) -> Runtime:
+        """Read the stack, discover the plugins it allows, and load its ``runnables``."""
+        stack = load_stack(path, name=name)
+        if host is None:
+            host = discover_for(stack)
+        runtime = cls(host, stack)
+        for target in stack.config.runnables:
+            runtime.runnables.add(_import_target(target))
+        return runtime
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: str | Path | None = None, *, name: str | None = None) -> AsyncIterator[Runtime]:
+        """``from_stack`` as an async context: started on entry, closed on exit."""
+        async with cls.from_stack(path, name=name) as runtime:
+            yield runtime
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Runtime:
+        self._exit = AsyncExitStack()
+        self._task_group = await self._exit.enter_async_context(anyio.create_task_group())
+        self._task_group.start_soon(self.bus.run_observers)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+        self.bus.close()
+        if self._exit is not None:
+            exit_stack, self._exit, self._task_group = self._exit, None, None
+            await exit_stack.__aexit__(None, None, None)
+
+    async def aclose(self) -> None:
+        """Close every driver this runtime built."""
+        with anyio.CancelScope(shield=True):
+            for model in list(self._models.values()):
+                await model.aclose()
+            self._models.clear()
+            if self._store is not None:
+                store, self._store = self._store, None
+                await store.aclose()
+
+    @property
+    def task_group(self) -> TaskGroup:
+        """The runtime's task group, for background work that must end with it."""
+        if self._task_group is None:
+            raise KeelError("the runtime is not started: use 'async with runtime:' (or Runtime.open())")
+        return self._task_group
+
+    # ------------------------------------------------------------------------------ drivers
+
+    def model(self, alias: str | None = None) -> Model:
+        """The model driver for an alias (default: the stack's ``model`` slot), built once."""
+        key = alias or ""
+        if key not in self._models:
+            name, config, _source = self.stack.model_config(alias)
+            models = self.host.models()
+            if alias is None:
+                registered, _choice = self.stack.resolve("model", self.host)
+            elif config.provider in models:
+                registered = models[config.provider]
+            else:
+                raise DriverNotFoundError("model", config.provider, models, f"model alias {name!r}")
+            self._models[key] = registered.spec.factory(config)
+        return self._models[key]
+
+    def use_model(self, model: Model, alias: str | None = None) -> Model:
+        """Put a ready model instance in place of the stack's (tests, demos)."""
+        self._models[alias or ""] = model
+        return model
+
+    def store(self) -> Store:
+        """The stack's store, built once."""
+        if self._store is None:
+            registered, choice = self.stack.resolve("store", self.host)
+            self._store = registered.spec.factory(dict(choice.options))
+        return self._store
+
+    # ------------------------------------------------------------------------------- events
+
+    def publish(self, event: RuntimeEvent) -> RuntimeEvent:
+        self.bus.publish(event)
+        return event
+
+    def check_action(self, call: ActionCall, context: ActionContext) -> PolicyDecision:
+        return self.host.check_action(call, context)
+
+    def add(self, runnable: Runnable) -> Runnable:
+        """Register a runnable (an agent, a flow) so that it can be started by name."""
+        return self.runnables.add(runnable)
+
+
+def discover_for(stack: Stack) -> PluginHost:
+    """Discover installed plugins as the environment switches and the stack's ``plugins`` and
+    ``disable_plugins`` allow (the environment's ``KEEL_LOAD_PLUGINS`` wins over the stack's list)."""
+    load = env_list("KEEL_LOAD_PLUGINS")
+    if load is None:
+        load = stack.config.plugins
+    disable = [*(env_list("KEEL_DISABLE_PLUGINS") or []), *stack.config.disable_plugins]
+    return PluginHost.discover(load=load, disable=disable)
+
+
+def _import_target(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise StackError(f"runnables entry {target!r} must be 'package.module:attribute'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise StackError(f"runnables entry {target!r} could not be imported: {err}") from err
+    return obj

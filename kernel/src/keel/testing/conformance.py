@@ -1,0 +1,372 @@
+"""Conformance kit: subclass one of these in your plugin's tests to prove your driver honours the
+kernel's contract (as langchain's standard-tests serve every chat model).
+
+Each class names the fixtures a subclass must provide. Async tests run through anyio; set
+``anyio_mode = "auto"`` in your pytest configuration or mark the module ``pytest.mark.anyio``.
+
+Example::
+
+    from keel.testing.conformance import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        async def store(self, tmp_path):
+            store = MyStore(tmp_path / "db")
+            yield store
+            await store.aclose()
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+
+from keel.actions import invoke_action
+from keel.errors import ActionInputError, ConflictError, NotFoundError
+from keel.store import LogRecord, Store, blob_hash
+from keel.types import (
+    ActionSpec,
+    Channel,
+    ChannelSpec,
+    Environment,
+    EnvironmentSpec,
+    EvalResult,
+    EvalSample,
+    EvaluatorSpec,
+    Message,
+    Model,
+    ModelDone,
+    ModelRequest,
+    ModelSpec,
+    ProductEvent,
+    StoreSpec,
+    TextDelta,
+    ToolCallEvent,
+)
+
+__all__ = [
+    "ActionConformance",
+    "ChannelConformance",
+    "EnvironmentConformance",
+    "EvaluatorConformance",
+    "ModelConformance",
+    "StoreConformance",
+]
+
+
+async def _maybe_await(value: Any) -> Any:
+    if hasattr(value, "__await__"):
+        return await value
+    return value
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+class ModelConformance:
+    """Fixtures: ``model_spec`` (a :class:`keel.ModelSpec`) and ``model`` (an instance built from it).
+
+    Override ``prompt`` to suit a model that needs a particular question.
+    """
+
+    pytestmark = [pytest.mark.anyio]
+
+    prompt = "Reply with the single word: hello"
+
+    def test_spec_is_named(self, model_spec: ModelSpec) -> None:
+        assert model_spec.name and model_spec.name.strip() == model_spec.name
+        assert callable(model_spec.factory)
+
+    async def test_stream_ends_with_exactly_one_done(self, model: Model) -> None:
+        events = [e async for e in model.stream(ModelRequest(messages=[Message(role="user", content=self.prompt)]))]
+        assert events, "a model stream yielded nothing"
+        assert isinstance(events[-1], ModelDone), f"last event must be ModelDone, got {events[-1]!r}"
+        assert sum(isinstance(e, ModelDone) for e in events) == 1
+        for event in events[:-1]:
+            assert isinstance(event, (TextDelta, ToolCallEvent)), f"unexpected event {event!r}"
+
+    async def test_answers_with_text(self, model: Model) -> None:
+        request = ModelRequest(messages=[Message(role="user", content=self.prompt)])
+        text = "".join([e.text async for e in model.stream(request) if isinstance(e, TextDelta)])
+        assert text.strip(), "the model answered with no text"
+
+    async def test_tool_calls_have_object_arguments(self, model: Model) -> None:
+        if not model.capabilities.tools:
+            pytest.skip("model does not declare tool support")
+        request = ModelRequest(messages=[Message(role="user", content=self.prompt)])
+        async for event in model.stream(request):
+            if isinstance(event, ToolCallEvent):
+                assert isinstance(event.call.arguments, dict)
+                assert event.call.id and event.call.name
+
+    async def test_aclose_is_idempotent(self, model: Model) -> None:
+        await model.aclose()
+        await model.aclose()
+
+
+# ---------------------------------------------------------------------------------- actions
+
+
+class ActionConformance:
+    """Fixtures: ``action_spec`` and ``valid_arguments`` (a dict the action accepts)."""
+
+    pytestmark = [pytest.mark.anyio]
+
+    def test_schema_is_an_object_schema(self, action_spec: ActionSpec) -> None:
+        assert action_spec.parameters.get("type") == "object"
+        json.dumps(action_spec.parameters)  # serialisable, so a model can receive it
+        assert action_spec.description, "describe the action: the model reads the description"
+
+    async def test_valid_arguments_give_a_json_result(
+        self, action_spec: ActionSpec, valid_arguments: dict[str, Any]
+    ) -> None:
+        result = await invoke_action(action_spec, valid_arguments)
+        json.dumps(result, default=str)
+
+    async def test_unknown_argument_is_refused(self, action_spec: ActionSpec, valid_arguments: dict[str, Any]) -> None:
+        with pytest.raises(ActionInputError, match=action_spec.name):
+            await invoke_action(action_spec, {**valid_arguments, "__no_such_argument__": 1})
+
+
+# ------------------------------------------------------------------------------- evaluators
+
+
+class EvaluatorConformance:
+    """Fixtures: ``evaluator_spec``, ``passing_sample`` and ``failing_sample``."""
+
+    pytestmark = [pytest.mark.anyio]
+
+    async def _run(self, spec: EvaluatorSpec, sample: EvalSample) -> EvalResult:
+        result = await _maybe_await(spec.evaluate(sample))
+        assert isinstance(result, EvalResult)
+        assert result.evaluator == spec.name
+        return result
+
+    async def test_passing_sample_passes(self, evaluator_spec: EvaluatorSpec, passing_sample: EvalSample) -> None:
+        result = await self._run(evaluator_spec, passing_sample)
+        assert result.passed and 0.0 <= result.score <= 1.0
+
+    async def test_failing_sample_fails_with_a_reason(
+        self, evaluator_spec: EvaluatorSpec, failing_sample: EvalSample
+    ) -> None:
+        result = await self._run(evaluator_spec, failing_sample)
+        assert not result.passed
+        assert result.reason, "a failure must say why"
+
+
+# --------------------------------------------------------------------------------- channels
+
+
+class ChannelConformance:
+    """Fixtures: ``channel_spec`` and ``channel`` (an instance)."""
+
+    pytestmark = [pytest.mark.anyio]
+
+    def test_spec_builds_channels(self, channel_spec: ChannelSpec) -> None:
+        assert channel_spec.name and callable(channel_spec.factory)
+
+    async def test_sends_every_product_event_type(self, channel: Channel) -> None:
+        assert isinstance(channel, Channel)
+        for seq, kind in enumerate(
+            ["task.started", "task.progress", "task.partial", "task.waiting", "task.completed", "task.failed"], 1
+        ):
+            await channel.send(ProductEvent(type=kind, task_id="t1", execution_id="x1", seq=seq))  # type: ignore[arg-type]
+
+    async def test_aclose_is_idempotent(self, channel: Channel) -> None:
+        await channel.aclose()
+        await channel.aclose()
+
+
+# ----------------------------------------------------------------------------- environments
+
+
+class EnvironmentConformance:
+    """Fixtures: ``environment_spec`` and ``environment`` (an instance, not started)."""
+
+    pytestmark = [pytest.mark.anyio]
+
+    def test_spec_declares_kind_and_permissions(self, environment_spec: EnvironmentSpec) -> None:
+        assert environment_spec.kind
+        assert environment_spec.permissions is not None
+
+    async def test_lifecycle(self, environment: Environment) -> None:
+        assert isinstance(environment, Environment)
+        assert environment.status == "stopped"
+        await environment.start()
+        try:
+            status: str = environment.status
+            assert status == "ready"
+            assert (await environment.health()).ok
+        finally:
+            await environment.stop()
+        assert environment.status == "stopped"
+        await environment.stop()  # idempotent
+
+
+# ----------------------------------------------------------------------------------- stores
+
+
+class StoreConformance:
+    """Fixture: ``store`` (a fresh, empty :class:`keel.store.Store`); optionally ``store_spec``."""
+
+    pytestmark = [pytest.mark.anyio]
+
+    T = "tenant-a"
+
+    def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    def test_spec(self, request: pytest.FixtureRequest) -> None:
+        try:
+            spec: StoreSpec = request.getfixturevalue("store_spec")
+        except pytest.FixtureLookupError:
+            pytest.skip("no store_spec fixture")
+        assert spec.name and callable(spec.factory)
+
+    # key-value
+    async def test_put_get_versions(self, store: Store) -> None:
+        assert await store.get(self.T, "ns", "k") is None
+        assert await store.put(self.T, "ns", "k", {"a": [1, 2]}) == 1
+        assert await store.put(self.T, "ns", "k", {"a": 3}) == 2
+        item = await store.get(self.T, "ns", "k")
+        assert item is not None and item.value == {"a": 3} and item.version == 2 and item.key == "k"
+
+    async def test_compare_and_set(self, store: Store) -> None:
+        assert await store.put(self.T, "ns", "k", 1, expected_version=0) == 1
+        with pytest.raises(ConflictError):
+            await store.put(self.T, "ns", "k", 2, expected_version=0)
+        with pytest.raises(ConflictError):
+            await store.put(self.T, "ns", "k", 2, expected_version=5)
+        assert await store.put(self.T, "ns", "k", 2, expected_version=1) == 2
+        with pytest.raises(ConflictError):
+            await store.delete(self.T, "ns", "k", expected_version=1)
+        assert await store.delete(self.T, "ns", "k", expected_version=2) is True
+        assert await store.delete(self.T, "ns", "k") is False
+
+    async def test_concurrent_compare_and_set_has_one_winner(self, store: Store) -> None:
+        await store.put(self.T, "ns", "counter", 0)
+        wins: list[int] = []
+
+        async def attempt(i: int) -> None:
+            try:
+                await store.put(self.T, "ns", "counter", i, expected_version=1)
+                wins.append(i)
+            except ConflictError:
+                pass
+
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(attempt, i)
+        assert len(wins) == 1
+        item = await store.get(self.T, "ns", "counter")
+        assert item is not None and item.value == wins[0] and item.version == 2
+
+    async def test_list_keys_sorted_with_prefix(self, store: Store) -> None:
+        for key in ["b/2", "a/1", "b/1", "c"]:
+            await store.put(self.T, "ns", key, key)
+        assert await store.list_keys(self.T, "ns") == ["a/1", "b/1", "b/2", "c"]
+        assert await store.list_keys(self.T, "ns", prefix="b/") == ["b/1", "b/2"]
+        assert await store.list_keys(self.T, "other") == []
+
+    async def test_values_round_trip_as_json(self, store: Store) -> None:
+        value = {"s": "é✓", "n": None, "f": 1.5, "b": True, "l": [1, {"x": "y"}], "big": 2**53}
+        await store.put(self.T, "ns", "v", value)
+        item = await store.get(self.T, "ns", "v")
+        assert item is not None and item.value == value
+
+    # blobs
+    async def test_blobs_by_content_hash(self, store: Store) -> None:
+        data = b"\x00binary\xff" * 1000
+        ref = await store.put_blob(self.T, data, "application/x-test")
+        assert ref.sha256 == blob_hash(data) and ref.size == len(data)
+        assert await store.has_blob(self.T, ref.sha256)
+        assert await store.get_blob(self.T, ref.sha256) == data
+        again = await store.put_blob(self.T, data, "application/x-test")
+        assert again == ref
+        chunks = [c async for c in store.stream_blob(self.T, ref.sha256, chunk_size=999)]
+        assert b"".join(chunks) == data and max(len(c) for c in chunks) <= 999
+        with pytest.raises(NotFoundError):
+            await store.get_blob(self.T, "0" * 64)
+        assert not await store.has_blob(self.T, "0" * 64)
+
+    # logs
+    async def test_append_and_read(self, store: Store) -> None:
+        assert await store.last_seq(self.T, "s") == 0
+        assert await store.append(self.T, "s", [{"n": 1}, {"n": 2}]) == 2
+        assert await store.append(self.T, "s", [{"n": 3}]) == 3
+        records = await store.read(self.T, "s")
+        assert [r.seq for r in records] == [1, 2, 3]
+        assert [r.data["n"] for r in records] == [1, 2, 3]
+        assert all(isinstance(r, LogRecord) and r.stream == "s" for r in records)
+        assert [r.seq for r in await store.read(self.T, "s", after=1, limit=1)] == [2]
+        assert await store.read(self.T, "s", after=3) == []
+        assert await store.last_seq(self.T, "s") == 3
+
+    async def test_append_with_expected_seq(self, store: Store) -> None:
+        assert await store.append(self.T, "s", ["a"], expected_seq=0) == 1
+        with pytest.raises(ConflictError):
+            await store.append(self.T, "s", ["b"], expected_seq=0)
+        assert await store.append(self.T, "s", ["b"], expected_seq=1) == 2
+        assert [r.data for r in await store.read(self.T, "s")] == ["a", "b"]
+
+    async def test_streams_listed_and_deleted(self, store: Store) -> None:
+        await store.append(self.T, "flow/1", [1])
+        await store.append(self.T, "flow/2", [1])
+        await store.append(self.T, "other", [1])
+        assert await store.list_streams(self.T, prefix="flow/") == ["flow/1", "flow/2"]
+        await store.delete_stream(self.T, "flow/1")
+        assert await store.list_streams(self.T, prefix="flow/") == ["flow/2"]
+        assert await store.read(self.T, "flow/1") == []
+
+    async def test_subscribe_replays_then_follows(self, store: Store) -> None:
+        await store.append(self.T, "s", ["old"])
+        seen: list[Any] = []
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+
+                async def follow() -> None:
+                    async for record in store.subscribe(self.T, "s"):
+                        seen.append(record.data)
+                        if len(seen) == 3:
+                            tg.cancel_scope.cancel()
+
+                tg.start_soon(follow)
+                await anyio.sleep(0.05)
+                await store.append(self.T, "s", ["new1"])
+                await store.append(self.T, "s", ["new2"])
+        assert seen == ["old", "new1", "new2"]
+
+    # tenants
+    async def test_tenants_are_isolated(self, store: Store) -> None:
+        other = "tenant-b"
+        await store.put(self.T, "ns", "k", "mine")
+        ref = await store.put_blob(self.T, b"secret")
+        await store.append(self.T, "s", ["mine"])
+        assert await store.get(other, "ns", "k") is None
+        assert await store.list_keys(other, "ns") == []
+        assert not await store.has_blob(other, ref.sha256)
+        with pytest.raises(NotFoundError):
+            await store.get_blob(other, ref.sha256)
+        assert await store.read(other, "s") == []
+        assert await store.list_streams(other) == []
+        assert await store.put(other, "ns", "k", "theirs") == 1  # versions are per tenant
+        item = await store.get(self.T, "ns", "k")
+        assert item is not None and item.value == "mine"
+
+    # retention
+    async def test_purge_removes_old_keys_and_streams(self, store: Store) -> None:
+        import time
+
+        await store.put(self.T, "ns", "old", 1)
+        await store.append(self.T, "old-stream", [1])
+        cutoff = time.time() + 0.001
+        await anyio.sleep(0.01)
+        await store.put(self.T, "ns", "new", 1)
+        await store.append(self.T, "new-stream", [1])
+        removed = await store.purge(self.T, older_than=cutoff)
+        assert removed == 2
+        assert await store.list_keys(self.T, "ns") == ["new"]
+        assert await store.list_streams(self.T) == ["new-stream"]

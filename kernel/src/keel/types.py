@@ -1,0 +1,354 @@
+"""The pydantic types that cross plugin boundaries.
+
+Registration hooks return the ``*Spec`` descriptors defined here. A descriptor is cheap to build: it
+carries a ``factory`` that imports a heavy SDK only when the driver is first used.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ActionCall",
+    "ActionContext",
+    "ActionSpec",
+    "Channel",
+    "ChannelSpec",
+    "Environment",
+    "EnvironmentSpec",
+    "EnvironmentStatus",
+    "EvalResult",
+    "EvalSample",
+    "EvaluatorSpec",
+    "Health",
+    "Message",
+    "Model",
+    "ModelCapabilities",
+    "ModelConfig",
+    "ModelDone",
+    "ModelEvent",
+    "ModelRequest",
+    "ModelSpec",
+    "Permissions",
+    "PolicyDecision",
+    "ProductEvent",
+    "RestartPolicy",
+    "Risk",
+    "StoreSpec",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallEvent",
+    "ToolSchema",
+    "Usage",
+    "new_id",
+]
+
+Risk = Literal["read", "write", "irreversible"]
+
+
+def new_id(prefix: str = "") -> str:
+    """A time-ordered unique id: milliseconds since the epoch, then 64 random bits (hex)."""
+    body = f"{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+    return f"{prefix}_{body}" if prefix else body
+
+
+class _Type(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Spec(BaseModel):
+    """Descriptors: immutable, may hold callables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# --------------------------------------------------------------------------------------- models
+
+
+class ToolCall(_Type):
+    """A model's request to call an action."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(_Type):
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class ToolSchema(_Type):
+    """An action as the model sees it."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ModelRequest(_Type):
+    """Everything a model driver needs for one call."""
+
+    messages: list[Message]
+    tools: list[ToolSchema] = Field(default_factory=list)
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON schema the answer must match (native structured output when supported)"
+    )
+    output_name: str = "output"
+    options: dict[str, Any] = Field(default_factory=dict, description="temperature, max_tokens, seed, ...")
+
+
+class Usage(_Type):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class TextDelta(_Type):
+    """A piece of the answer's text."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ToolCallEvent(_Type):
+    """A complete tool call from the model."""
+
+    type: Literal["tool_call"] = "tool_call"
+    call: ToolCall
+
+
+class ModelDone(_Type):
+    """The last event of every model stream."""
+
+    type: Literal["done"] = "done"
+    finish_reason: str = "stop"
+    usage: Usage | None = None
+    model: str | None = None
+
+
+ModelEvent = TextDelta | ToolCallEvent | ModelDone
+
+
+class ModelCapabilities(_Type):
+    streaming: bool = True
+    tools: bool = False
+    json_schema: bool = Field(default=False, description="honours ModelRequest.output_schema natively")
+
+
+class ModelConfig(BaseModel):
+    """One ``[models.<alias>]`` table of a stack. Unknown keys go to the driver as options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    provider: str
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A model driver instance, built by ``ModelSpec.factory``."""
+
+    name: str
+    capabilities: ModelCapabilities
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        """Yield text deltas and tool calls, then exactly one ``ModelDone``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class ModelSpec(_Spec):
+    """A model provider. ``factory(config)`` builds a :class:`Model`."""
+
+    name: str
+    description: str = ""
+    factory: Callable[[ModelConfig], Model]
+    capabilities: ModelCapabilities = ModelCapabilities()
+
+
+# -------------------------------------------------------------------------------------- actions
+
+
+class ActionSpec(_Spec):
+    """An action (a tool): a typed callable with a schema, a scope and a risk level.
+
+    Build one with :func:`keel.action` rather than by hand.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(description="JSON schema of the arguments (an object)")
+    handler: Callable[..., Any] = Field(description="sync or async; called with validated keyword arguments")
+    risk: Risk = "read"
+    tags: frozenset[str] = frozenset()
+    visible_to: frozenset[str] | None = Field(
+        default=None, description="agent names or 'tag:<t>' allowed to see it; None = every agent"
+    )
+    timeout: float | None = 30.0
+    redact: frozenset[str] = Field(default=frozenset(), description="argument names hidden in audit records")
+    input_model: type[BaseModel] | None = None
+    idempotency_key: Callable[[dict[str, Any]], str] | None = None
+
+    def tool_schema(self) -> ToolSchema:
+        return ToolSchema(name=self.name, description=self.description, parameters=self.parameters)
+
+
+class ActionContext(_Type):
+    """Who is calling, for policy and audit."""
+
+    agent: str | None = None
+    execution_id: str | None = None
+    tenant: str = "default"
+    approver_available: bool = False
+
+
+class ActionCall(_Type):
+    """One call of an action, as policy sees it."""
+
+    id: str = Field(default_factory=lambda: new_id("call"))
+    action: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    risk: Risk = "read"
+    tags: frozenset[str] = frozenset()
+
+
+class PolicyDecision(_Type):
+    """A policy plugin's answer. The kernel combines answers: deny beats approve beats allow."""
+
+    verdict: Literal["allow", "deny", "approve"]
+    reason: str = ""
+    policy: str = ""
+
+
+# --------------------------------------------------------------------------------- environments
+
+
+class Permissions(_Type):
+    read_paths: list[str] = Field(default_factory=list)
+    write_paths: list[str] = Field(default_factory=list)
+    network: bool = False
+    env: list[str] = Field(default_factory=list, description="environment variable names passed through")
+    cpu_seconds: float | None = None
+    memory_mb: int | None = None
+    wall_seconds: float | None = None
+
+
+class RestartPolicy(_Type):
+    mode: Literal["never", "on-failure"] = "on-failure"
+    max_restarts: int = 5
+    backoff_seconds: float = 0.5
+
+
+EnvironmentStatus = Literal["stopped", "starting", "ready", "unhealthy", "restarting", "failed"]
+
+
+class Health(_Type):
+    ok: bool
+    detail: str = ""
+    checked_at: float = Field(default_factory=time.time)
+
+
+@runtime_checkable
+class Environment(Protocol):
+    """Something hosted with a lifecycle (an MCP server, a sandbox, a browser)."""
+
+    name: str
+
+    @property
+    def status(self) -> EnvironmentStatus: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def health(self) -> Health: ...
+
+
+class EnvironmentSpec(_Spec):
+    name: str
+    kind: str
+    description: str = ""
+    permissions: Permissions = Permissions()
+    restart: RestartPolicy = RestartPolicy()
+    factory: Callable[[dict[str, Any]], Environment]
+
+
+# ---------------------------------------------------------------------------------------- stores
+
+
+class StoreSpec(_Spec):
+    """A store backend. ``factory(options)`` builds a :class:`keel.store.Store`."""
+
+    name: str
+    description: str = ""
+    durable: bool = Field(description="data survives a process restart")
+    factory: Callable[[dict[str, Any]], Any]
+
+
+# -------------------------------------------------------------------------------------- channels
+
+
+class ProductEvent(_Type):
+    """What a UI or an IM channel sees: never RuntimeEvent payloads or parser paths."""
+
+    type: Literal["task.started", "task.progress", "task.partial", "task.waiting", "task.completed", "task.failed"]
+    task_id: str
+    execution_id: str
+    seq: int = 0
+    message: str = ""
+    percent: float | None = None
+    data: Any = None
+    waiting_for: dict[str, Any] | None = None
+    time: float = Field(default_factory=time.time)
+
+
+@runtime_checkable
+class Channel(Protocol):
+    name: str
+
+    async def send(self, event: ProductEvent) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ChannelSpec(_Spec):
+    name: str
+    description: str = ""
+    factory: Callable[[dict[str, Any]], Channel]
+
+
+# ------------------------------------------------------------------------------------ evaluators
+
+
+class EvalSample(_Type):
+    input: Any = None
+    output: Any = None
+    expected: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalResult(_Type):
+    evaluator: str
+    passed: bool
+    score: float = Field(ge=0.0, le=1.0)
+    reason: str = ""
+
+
+class EvaluatorSpec(_Spec):
+    name: str
+    description: str = ""
+    evaluate: Callable[[EvalSample], EvalResult | Awaitable[EvalResult]]

@@ -1,0 +1,125 @@
+"""The keel command, run as a user runs it: a subprocess, with plugins installed on its path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import BROKEN_PLUGIN, GOOD_PLUGIN
+
+DUPLICATE = GOOD_PLUGIN  # registers model "echo" too
+
+COMMANDS_PLUGIN = """
+import click
+import keel
+
+@keel.hookimpl
+def keel_commands(cli):
+    @cli.command()
+    @click.argument("name")
+    def greet(name):
+        "Greet someone."
+        click.echo(f"hello {name}")
+"""
+
+
+def keel_cli(site: Path | None, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    if site is not None:
+        clean["PYTHONPATH"] = str(site)
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "keel.cli", *args], capture_output=True, text=True, cwd=cwd, env=clean, timeout=60
+    )
+
+
+@pytest.fixture
+def site(fake_site: Callable[..., Path]) -> Path:
+    return fake_site("keel-echo", entry_points={"keel": {"echo": "keel_echo"}}, modules={"keel_echo": GOOD_PLUGIN})
+
+
+def test_plugins_json_lists_installed_plugins(site: Path, tmp_path: Path) -> None:
+    result = keel_cli(site, "plugins", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["echo"]["status"] == "loaded"
+    assert plugins["echo"]["distribution"] == "keel-echo"
+    assert plugins["echo"]["registered"] == {"model": ["echo"]}
+    assert plugins["keel.builtins"]["registered"] == {"model": ["scripted"], "store": ["memory"]}
+
+
+def test_load_plugins_empty_lists_none(site: Path, tmp_path: Path) -> None:
+    result = keel_cli(site, "plugins", "--json", cwd=tmp_path, KEEL_LOAD_PLUGINS="")
+    loaded = [p["name"] for p in json.loads(result.stdout) if p["status"] == "loaded"]
+    assert loaded == []
+
+
+def test_broken_plugin_warns_then_strict_exits_nonzero(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    site = fake_site(
+        "keel-broken", entry_points={"keel": {"broken": "keel_broken"}}, modules={"keel_broken": BROKEN_PLUGIN}
+    )
+    relaxed = keel_cli(site, "plugins", cwd=tmp_path)
+    assert relaxed.returncode == 0
+    assert "plugin 'broken'" in relaxed.stderr and "boom: missing native library" in relaxed.stderr
+    assert "keel-broken" in relaxed.stderr
+    strict = keel_cli(site, "plugins", cwd=tmp_path, KEEL_STRICT_PLUGINS="1")
+    assert strict.returncode == 1
+    assert "plugin 'broken'" in strict.stderr and "boom" in strict.stderr
+    assert "Traceback" not in strict.stderr
+
+
+def test_duplicate_model_names_exit_naming_both(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    fake_site("keel-echo", entry_points={"keel": {"echo": "keel_echo"}}, modules={"keel_echo": GOOD_PLUGIN})
+    site = fake_site("keel-echo2", entry_points={"keel": {"echo2": "keel_echo2"}}, modules={"keel_echo2": DUPLICATE})
+    result = keel_cli(site, "plugins", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "'echo'" in result.stderr and "'echo2'" in result.stderr and "registered by two plugins" in result.stderr
+
+
+def test_unknown_store_prints_available_and_fails(site: Path, tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('store = "casandra"\n')
+    result = keel_cli(site, "stack", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "unknown store 'casandra'" in result.stderr and "Available: 'memory'" in result.stderr
+
+
+def test_stack_json_shows_sources(site: Path, tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('model = "echo"\n')
+    result = keel_cli(site, "stack", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    slots = {row["slot"]: row for row in json.loads(result.stdout)["slots"]}
+    assert slots["model"]["plugin"] == "echo" and slots["model"]["source"].endswith("keel.toml")
+    assert slots["store"]["source"] == "built-in fallback"
+
+
+def test_named_stack_option(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    site = fake_site(
+        "acme",
+        entry_points={"keel.stacks": {"prod": "acme_stack:prod"}},
+        modules={"acme_stack": 'prod = {"store": "nope"}'},
+    )
+    result = keel_cli(site, "--stack", "prod", "stack", cwd=tmp_path)
+    assert result.returncode == 1 and "stack:prod" in result.stderr
+    result = keel_cli(site, "stack", cwd=tmp_path, KEEL_STACK="missing")
+    assert result.returncode == 1 and "Available: prod" in result.stderr
+
+
+def test_plugins_add_subcommands(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    site = fake_site(
+        "keel-greet", entry_points={"keel": {"greet": "keel_greet"}}, modules={"keel_greet": COMMANDS_PLUGIN}
+    )
+    result = keel_cli(site, "greet", "Ada", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello Ada"
+    assert "greet" in keel_cli(site, "--help", cwd=tmp_path).stdout
+
+
+def test_version_and_usage_errors(tmp_path: Path) -> None:
+    assert keel_cli(None, "version", cwd=tmp_path).stdout.startswith("keel-kernel ")
+    bad = keel_cli(None, "no-such-command", cwd=tmp_path)
+    assert bad.returncode == 2 and "No such command" in bad.stderr

@@ -1,0 +1,82 @@
+"""The event bus: fan-out, bounded buffers that drop and count, isolated observers."""
+
+from __future__ import annotations
+
+import anyio
+import keel
+from keel.events import EventBus
+from keel.stack import Stack
+from keel.testing import make_host
+
+
+async def test_subscription_receives_published_events() -> None:
+    bus = EventBus()
+    sub = bus.subscribe("ui")
+    for i in range(3):
+        bus.publish(keel.RuntimeEvent(kind="t", seq=i))
+    bus.close()
+    assert [e.seq async for e in sub] == [0, 1, 2]
+
+
+async def test_a_slow_subscriber_drops_and_counts_never_blocks() -> None:
+    bus = EventBus(buffer=4)
+    slow = bus.subscribe("slow")
+    with anyio.fail_after(1):
+        for i in range(10):
+            bus.publish(keel.RuntimeEvent(kind="t", seq=i))
+    assert bus.dropped == {"slow": 6}
+    bus.close()
+    assert [e.seq async for e in slow] == [0, 1, 2, 3]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    @keel.hookimpl
+    def keel_on_runtime_event(self, event: keel.RuntimeEvent) -> None:
+        self.kinds.append(event.kind)
+
+
+class Exploder:
+    @keel.hookimpl
+    def keel_on_runtime_event(self, event: keel.RuntimeEvent) -> None:
+        raise RuntimeError("observer bug")
+
+
+class AsyncObserver:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    @keel.hookimpl
+    async def keel_on_runtime_event(self, event: keel.RuntimeEvent) -> None:
+        await anyio.sleep(0)
+        self.kinds.append(event.kind)
+
+
+async def test_observers_get_every_event_and_a_failing_one_is_isolated() -> None:
+    recorder, async_observer = Recorder(), AsyncObserver()
+    host = make_host(Exploder(), recorder, async_observer)
+    async with keel.Runtime(host, Stack()) as runtime:
+        for kind in ("a", "b", "c"):
+            runtime.publish(keel.RuntimeEvent(kind=kind))
+        await anyio.sleep(0.05)
+    assert recorder.kinds == ["a", "b", "c"]
+    assert async_observer.kinds == ["a", "b", "c"]
+    assert runtime.bus.dropped["observer:" + host.observers()[0][0]] == 3
+
+
+async def test_a_stalled_observer_does_not_stall_publishing() -> None:
+    gate = anyio.Event()
+
+    class Stuck:
+        @keel.hookimpl
+        async def keel_on_runtime_event(self, event: keel.RuntimeEvent) -> None:
+            await gate.wait()
+
+    async with keel.Runtime(make_host(Stuck()), Stack(), buffer=8) as runtime:
+        with anyio.fail_after(1):
+            for _ in range(100):
+                runtime.publish(keel.RuntimeEvent(kind="x"))
+        assert runtime.bus.dropped["observers"] >= 90
+        gate.set()

@@ -1,0 +1,63 @@
+"""The contract module itself: every hook documented, typed, prefixed, and validated on register."""
+
+from __future__ import annotations
+
+import inspect
+
+import keel
+import pluggy
+import pytest
+from keel import hookspecs
+from keel.plugins import FAMILIES, PluginHost
+
+SPECS = {name: fn for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, "keel_spec")}
+
+
+def test_the_families_of_the_design_card_exist() -> None:
+    assert set(SPECS) == {
+        "keel_models",
+        "keel_actions",
+        "keel_environments",
+        "keel_stores",
+        "keel_channels",
+        "keel_evaluators",
+        "keel_on_runtime_event",
+        "keel_check_action",
+        "keel_commands",
+    }
+    assert set(FAMILIES) <= set(SPECS)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_hook_is_documented_and_typed(name: str) -> None:
+    fn = SPECS[name]
+    doc = inspect.getdoc(fn) or ""
+    summary = doc.splitlines()[0] if doc else ""
+    assert summary.endswith("."), f"{name}: the docstring must open with a one-line summary"
+    assert "Example::" in doc, f"{name}: the docstring needs a runnable example"
+    assert ":returns:" in doc or ":param" in doc, f"{name}: document the parameters or the return value"
+    signature = inspect.signature(fn)
+    assert signature.return_annotation is not inspect.Signature.empty, f"{name}: annotate the return type"
+    for param in signature.parameters.values():
+        assert param.annotation is not inspect.Parameter.empty, f"{name}: annotate {param.name}"
+
+
+def test_a_misspelled_hook_is_an_error_not_silence() -> None:
+    class Typo:
+        @keel.hookimpl
+        def keel_model(self) -> list[keel.ModelSpec]:  # missing the final s
+            return []
+
+    host = PluginHost()
+    with pytest.raises(pluggy.PluginValidationError, match="keel_model"):
+        host.register(Typo(), name="typo")
+    assert host.pm.get_plugin("typo") is None
+
+
+def test_a_wrong_argument_name_is_an_error() -> None:
+    class Wrong:
+        @keel.hookimpl
+        def keel_on_runtime_event(self, evnt: keel.RuntimeEvent) -> None: ...
+
+    with pytest.raises(pluggy.PluginValidationError):
+        PluginHost().register(Wrong(), name="wrong")

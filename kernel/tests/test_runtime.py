@@ -1,0 +1,76 @@
+"""Runtime: drivers resolved from the stack, built once, closed with it; runnables and executions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keel
+import pytest
+from keel.stack import load_stack
+from keel.testing import ScriptedModel, make_host
+
+
+async def test_model_and_store_come_from_the_stack(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text(
+        'model = "s"\nstore = "memory"\n[models.s]\nprovider = "scripted"\nreplies = ["ok"]\n'
+    )
+    async with keel.Runtime(make_host(), load_stack(cwd=tmp_path)) as runtime:
+        model = runtime.model()
+        assert isinstance(model, ScriptedModel)
+        assert runtime.model() is model, "built once per runtime"
+        store = runtime.store()
+        await store.put("t", "n", "k", 1)
+        assert runtime.store() is store
+    assert model.closed, "the runtime closes the drivers it built"
+
+
+async def test_unknown_alias_provider(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('[models.big]\nprovider = "openai"\n')
+    runtime = keel.Runtime(make_host(), load_stack(cwd=tmp_path))
+    with pytest.raises(keel.DriverNotFoundError, match=r"unknown model 'openai'.*alias 'big'"):
+        runtime.model("big")
+
+
+def test_task_group_needs_a_started_runtime() -> None:
+    with pytest.raises(keel.KeelError, match="async with runtime"):
+        keel.Runtime(make_host()).task_group  # noqa: B018
+
+
+class EchoRunnable:
+    name = "echo"
+    kind = "test"
+    description = "returns its input"
+
+    def input_schema(self) -> dict[str, Any]:
+        return {}
+
+    def output_schema(self) -> dict[str, Any]:
+        return {}
+
+    async def start(self, input: Any, *, runtime: keel.Runtime, tenant: str = "default") -> keel.Execution:
+        raise NotImplementedError
+
+
+def test_runnable_registry() -> None:
+    runtime = keel.Runtime(make_host())
+    runtime.add(EchoRunnable())
+    assert runtime.runnables.names() == ["echo"]
+    with pytest.raises(keel.KeelError, match="already registered"):
+        runtime.add(EchoRunnable())
+    with pytest.raises(keel.NotFoundError, match="registered: echo"):
+        runtime.runnables.get("nope")
+    with pytest.raises(keel.KeelError, match="not a runnable"):
+        runtime.add(object())  # type: ignore[arg-type]
+
+
+def test_execution_registry_is_tenant_scoped() -> None:
+    class Ex:
+        id, kind, tenant = "x1", "test", "acme"
+
+    registry = keel.ExecutionRegistry()
+    registry.add(Ex())  # type: ignore[arg-type]
+    assert registry.get("x1", tenant="acme").id == "x1"
+    with pytest.raises(keel.NotFoundError):
+        registry.get("x1", tenant="other")
+    assert registry.list("other") == []

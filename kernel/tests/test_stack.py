@@ -1,0 +1,99 @@
+"""Stacks: layers, provenance, named stacks from entry points, and clear errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import keel
+import pytest
+from keel.stack import load_stack
+from keel.testing import make_host
+
+
+def test_no_file_means_embedded_defaults(tmp_path: Path) -> None:
+    stack = load_stack(cwd=tmp_path)
+    assert stack.name == "embedded defaults"
+    assert stack.choice("model").name == "local"
+    _registered, choice = stack.resolve("store", make_host())
+    assert (choice.name, choice.source) == ("memory", "built-in fallback")
+    assert "nothing survives a restart" in choice.note
+
+
+def test_missing_default_model_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(keel.DriverNotFoundError, match="install keel-model-local") as caught:
+        load_stack(cwd=tmp_path).resolve("model", make_host())
+    assert caught.value.available == ["scripted"]
+
+
+def test_keel_toml_picks_drivers_with_provenance(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text(
+        'model = "fast"\nstore = "memory"\n[models.fast]\nprovider = "scripted"\nreplies = ["hi"]\n'
+    )
+    stack = load_stack(cwd=tmp_path)
+    registered, choice = stack.resolve("model", make_host())
+    assert registered.spec.name == "scripted" and choice.note == "alias 'fast'"
+    assert stack.sources["store"].endswith("keel.toml")
+
+
+def test_pyproject_tool_keel(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname="app"\n[tool.keel]\nstore = "memory"\n')
+    assert load_stack(cwd=tmp_path).choice("store").source.endswith("pyproject.toml")
+
+
+def test_unknown_store_lists_available(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('store = "casandra"\n')
+    stack = load_stack(cwd=tmp_path)
+    with pytest.raises(keel.DriverNotFoundError) as caught:
+        stack.check(make_host())
+    assert "'casandra'" in str(caught.value) and "'memory'" in str(caught.value)
+    assert "keel.toml" in str(caught.value)
+
+
+def test_a_typo_in_the_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('stroe = "memory"\n')
+    with pytest.raises(keel.StackError, match="stroe"):
+        load_stack(cwd=tmp_path)
+
+
+def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text("model = \n")
+    with pytest.raises(keel.StackError, match="keel.toml: not valid TOML"):
+        load_stack(cwd=tmp_path)
+
+
+NAMED = """
+prod = {"store": {"driver": "memory", "path": "/data"}, "model": "scripted", "channels": []}
+base = {"model": "scripted"}
+child = {"extends": "base", "store": "memory"}
+loop_a = {"extends": "loop_b"}
+loop_b = {"extends": "loop_a"}
+"""
+
+
+def test_named_stack_from_entry_point_and_local_override(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    fake_site(
+        "acme-stacks",
+        entry_points={"keel.stacks": {n: f"acme_stacks:{n}" for n in ("prod", "base", "child", "loop_a", "loop_b")}},
+        modules={"acme_stacks": NAMED},
+    )
+    app = tmp_path / "app"
+    app.mkdir()
+    stack = load_stack(cwd=app, name="prod")
+    store = stack.choice("store")
+    assert (store.name, dict(store.options), store.source) == ("memory", {"path": "/data"}, "stack:prod")
+    (app / "keel.toml").write_text('extends = "child"\nmodel = "local"\n')
+    stack = load_stack(cwd=app)
+    assert stack.name == "stack:base < stack:child < " + str(app / "keel.toml")
+    assert stack.choice("model").source.endswith("keel.toml")
+    assert stack.choice("store").source == "stack:child"
+    with pytest.raises(keel.StackError, match="loop"):
+        load_stack(cwd=tmp_path, name="loop_a")
+    with pytest.raises(keel.StackError, match=r"Available: base, child"):
+        load_stack(cwd=tmp_path, name="nope")
+
+
+def test_runnables_must_be_importable(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('runnables = ["no_such_module:agent"]\n')
+    with pytest.raises(keel.StackError, match="no_such_module"):
+        keel.Runtime.from_stack(tmp_path / "keel.toml", host=make_host())

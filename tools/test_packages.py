@@ -1,0 +1,64 @@
+"""Run each package's own tests in a virtual environment holding only that package, its declared
+dependencies and the kernel. A hidden import of a sibling plugin fails here.
+
+    python tools/test_packages.py [PACKAGE_DIR ...]     # default: kernel, plugins/*, contrib/*
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENVS = ROOT / ".venvs"
+
+
+def packages() -> list[Path]:
+    found = [ROOT / "kernel"]
+    for group in ("plugins", "contrib"):
+        found += sorted(p for p in (ROOT / group).glob("*") if (p / "pyproject.toml").is_file())
+    return found
+
+
+def uv(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "uv", *args], check=True, cwd=ROOT)
+
+
+def test_package(package: Path) -> bool:
+    name = package.name if package.parent != ROOT else "kernel"
+    venv = VENVS / name
+    python = venv / "bin" / "python"
+    started = time.monotonic()
+    # a fresh venv each run: nothing a previous run installed can hide a missing dependency
+    subprocess.run(["rm", "-rf", str(venv)], check=True)
+    uv("venv", "--quiet", "--python", sys.executable, str(venv))
+    targets = ["-e", f"{ROOT / 'kernel'}[test]"]
+    if package != ROOT / "kernel":
+        targets += ["-e", f"{package}[test]"]
+    uv("pip", "install", "--quiet", "--python", str(python), *targets)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    env["KEEL_STRICT_PLUGINS"] = "1"
+    print(f"== {package.relative_to(ROOT)} (isolated venv {venv.relative_to(ROOT)})", flush=True)
+    result = subprocess.run([str(python), "-m", "pytest", "-q"], cwd=package, env=env)
+    print(
+        f"== {package.relative_to(ROOT)}: {'ok' if result.returncode == 0 else 'FAILED'} "
+        f"in {time.monotonic() - started:.1f}s",
+        flush=True,
+    )
+    return result.returncode == 0
+
+
+def main(argv: list[str]) -> int:
+    chosen = [ROOT / a for a in argv] if argv else packages()
+    failed = [p.relative_to(ROOT) for p in chosen if not test_package(p)]
+    if failed:
+        print(f"packages failing in isolation: {', '.join(map(str, failed))}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

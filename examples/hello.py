@@ -1,7 +1,9 @@
-"""Keel's first example: extract a structured invoice from text, on the embedded defaults.
+"""Keel's first example: an agent extracts a structured invoice from a short text.
 
-Runs offline with no API key. Until a real model plugin is installed it answers with the kernel's
-scripted test model, and says so.
+Runs offline with no API key, on the embedded defaults: the stack's model (the ``local`` model
+plugin, when it is installed) answers; with no model plugin installed, the kernel's scripted test
+model gives a canned answer, and the output says so. The answer streams as instant events (shown
+as they complete), then the validated invoice is what gets stored.
 """
 
 from __future__ import annotations
@@ -9,18 +11,29 @@ from __future__ import annotations
 import json
 
 import anyio
+from pydantic import BaseModel, Field
+
 import keel
 from keel.testing import ScriptedModel
-from pydantic import BaseModel
 
 TEXT = "Invoice 2024-117 from Nordlys AS, due 2024-12-01: 3 licences at 120.00 EUR each."
+CANNED = '{"number": "2024-117", "vendor": "Nordlys AS", "due": "2024-12-01", "total_eur": 360.0}'
 
 
 class Invoice(BaseModel):
-    number: str
-    vendor: str
-    due: str
-    total_eur: float
+    number: str = Field(description="the invoice number, as printed")
+    vendor: str = Field(description="the company that issued the invoice")
+    due: str = Field(description="the due date, YYYY-MM-DD")
+    total_eur: float = Field(ge=0, description="the total amount in EUR")
+
+
+agent = keel.Agent(
+    "invoice",
+    "Extract the invoice from the user's text. Compute the total if only unit prices are given.",
+    output=Invoice,
+    ensure_keys=["vendor", "number"],
+    max_retries=2,
+)
 
 
 async def main() -> None:
@@ -29,24 +42,18 @@ async def main() -> None:
             model = runtime.model()
             note = f"model: {model.name}"
         except keel.DriverNotFoundError:
-            canned = '{"number": "2024-117", "vendor": "Nordlys AS", "due": "2024-12-01", "total_eur": 360.0}'
-            model = runtime.use_model(ScriptedModel([canned], chunks=7))
+            runtime.use_model(ScriptedModel([CANNED], chunks=7))
             note = "model: scripted (no model plugin installed; this answer is canned)"
-        request = keel.ModelRequest(
-            messages=[
-                keel.Message(role="system", content="Extract the invoice as JSON."),
-                keel.Message(role="user", content=TEXT),
-            ],
-            output_schema=Invoice.model_json_schema(),
-        )
-        text = ""
-        async for event in model.stream(request):
-            if isinstance(event, keel.TextDelta):
-                text += event.text
-        invoice = Invoice.model_validate_json(text)
+        print(note)
+        execution = await agent.start(TEXT, runtime=runtime)
+        async for event in execution.instant():
+            if event.kind == "reset":
+                print(f"  (attempt {event.attempt} was rejected; retrying)")
+            elif event.is_complete and event.path:
+                print(f"  {event.path}: {event.value!r}")
+        invoice = await execution.get_data()  # validated; the only thing we store
         store = runtime.store()
         await store.put("default", "invoices", invoice.number, invoice.model_dump())
-        print(note)
         print(f"store: {type(store).__name__}")
         print(json.dumps(invoice.model_dump(), indent=2))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, clean_env
+
 from keel import hookspecs
 
 PAGES = sorted((ROOT / "docs").glob("*.md"))

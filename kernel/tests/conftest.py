@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from keel import plugins as plugins_module
 from stevedore import ExtensionManager
+
+from keel import plugins as plugins_module
 
 
 def write_dist(site: Path, name: str, *, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> Path:

@@ -7,9 +7,10 @@ import time
 from typing import Literal
 
 import anyio
-import keel
 import pytest
 from pydantic import BaseModel
+
+import keel
 
 
 class Address(BaseModel):

@@ -90,7 +90,7 @@ def test_unknown_store_prints_available_and_fails(site: Path, tmp_path: Path) ->
 
 def test_stack_json_shows_sources(site: Path, tmp_path: Path) -> None:
     (tmp_path / "keel.toml").write_text('model = "echo"\n')
-    result = keel_cli(site, "stack", "--json", cwd=tmp_path)
+    result = keel_cli(site, "stack", "--json", cwd=tmp_path, KEEL_LOAD_PLUGINS="echo")
     assert result.returncode == 0, result.stderr
     slots = {row["slot"]: row for row in json.loads(result.stdout)["slots"]}
     assert slots["model"]["plugin"] == "echo" and slots["model"]["source"].endswith("keel.toml")
@@ -123,3 +123,66 @@ def test_version_and_usage_errors(tmp_path: Path) -> None:
     assert keel_cli(None, "version", cwd=tmp_path).stdout.startswith("keel-kernel ")
     bad = keel_cli(None, "no-such-command", cwd=tmp_path)
     assert bad.returncode == 2 and "No such command" in bad.stderr
+
+
+ENV_PLUGIN = """
+import sys, anyio, keel
+
+class Proc:
+    def __init__(self, options):
+        self.name = "proc"
+        self.code = options["code"]
+        self.process = None
+        self._status = "stopped"
+
+    @property
+    def status(self):
+        return self._status
+
+    async def start(self):
+        self.process = await anyio.open_process([sys.executable, "-c", self.code])
+        self._status = "ready"
+
+    async def stop(self):
+        if self.process is not None:
+            self.process.kill()
+            await self.process.wait()
+        self._status = "stopped"
+
+    async def health(self):
+        return keel.Health(ok=self.process.returncode is None)
+
+@keel.hookimpl
+def keel_environments():
+    yield keel.EnvironmentSpec(name="process", kind="process", factory=Proc)
+"""
+
+
+def processes_with(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_env_status_json_and_nothing_left_running(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    site = fake_site("keel-proc", entry_points={"keel": {"proc": "keel_proc"}}, modules={"keel_proc": ENV_PLUGIN})
+    marker = f"keel-env-marker-{tmp_path.name}"
+    (tmp_path / "keel.toml").write_text(
+        f'[environments.worker]\ndriver = "process"\nstart = "eager"\ncode = "import time; time.sleep(600)  # {marker}"\n'
+        '[environments.later]\ndriver = "process"\ncode = "pass"\n'
+    )
+    listed = keel_cli(site, "env", "list", "--json", cwd=tmp_path)
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["stopped", "stopped"]
+    result = keel_cli(site, "env", "status", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["worker"]["status"] == "ready" and rows["worker"]["last_health"]["ok"] is True
+    assert rows["worker"]["restarts"] == 0
+    assert rows["later"]["status"] == "stopped" and rows["later"]["last_health"] is None
+    assert processes_with(marker) == [], "an environment process outlived the command"

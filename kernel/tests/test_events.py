@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+
 import keel
 from keel.events import EventBus
 from keel.stack import Stack

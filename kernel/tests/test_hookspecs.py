@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 
-import keel
 import pluggy
 import pytest
+
+import keel
 from keel import hookspecs
 from keel.plugins import FAMILIES, PluginHost
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import keel
 import pytest
 from conftest import BROKEN_PLUGIN, GOOD_PLUGIN
+
+import keel
 from keel.plugins import PluginHost
 from keel.testing import make_host
 

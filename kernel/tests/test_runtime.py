@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import keel
 import pytest
+
+import keel
 from keel.stack import load_stack
 from keel.testing import ScriptedModel, make_host
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import keel
 import pytest
+
+import keel
 from keel.testing import Reply, ScriptedModel, make_host
 from keel.testing.conformance import ModelConformance
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import keel
 import pytest
+
+import keel
 from keel.stack import load_stack
 from keel.testing import make_host
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import keel
 import pytest
+
+import keel
 from keel.testing import make_host
 from keel.testing.conformance import ActionConformance, EvaluatorConformance
 from keel_plugin_template import plugin

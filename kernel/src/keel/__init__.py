@@ -6,7 +6,9 @@ plugins through the entry-point group ``keel``, and runs executions. Everything 
 
 from __future__ import annotations
 
-from keel.actions import action, invoke_action
+from keel.actions import ActionOutcome, ActionRegistry, action, call_action, invoke_action, is_visible
+from keel.agent import Agent, AgentExecution, AgentTimeoutError, ExecutionCancelled
+from keel.environments import EnvironmentManager, EnvironmentState
 from keel.errors import (
     ActionDenied,
     ActionError,
@@ -25,7 +27,10 @@ from keel.errors import (
 from keel.events import EventBus, RuntimeEvent
 from keel.execution import Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.hookspecs import hookimpl
+from keel.instant import InstantEvent, InstantParser
+from keel.output import OutputCheck, OutputContract
 from keel.plugins import PluginHost, PluginInfo
+from keel.policy import ApprovalDecision, ApprovalRequest, Approver, CallbackApprover, ConsoleApprover
 from keel.runtime import Runtime
 from keel.stack import Stack, StackConfig, load_stack
 from keel.store import BlobRef, LogRecord, MemoryStore, Store, Versioned
@@ -64,12 +69,26 @@ from keel.types import (
 )
 
 __all__ = [
+    "ActionOutcome",
+    "ActionRegistry",
+    "call_action",
+    "is_visible",
+    "EnvironmentManager",
+    "EnvironmentState",
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "Approver",
+    "CallbackApprover",
+    "ConsoleApprover",
     "ActionCall",
     "ActionContext",
     "ActionDenied",
     "ActionError",
     "ActionInputError",
     "ActionSpec",
+    "Agent",
+    "AgentExecution",
+    "AgentTimeoutError",
     "ApprovalRequired",
     "BlobRef",
     "Channel",
@@ -83,9 +102,12 @@ __all__ = [
     "EvaluatorSpec",
     "EventBus",
     "Execution",
+    "ExecutionCancelled",
     "ExecutionRegistry",
     "ExecutionStatus",
     "Health",
+    "InstantEvent",
+    "InstantParser",
     "KeelError",
     "LogRecord",
     "MemoryStore",
@@ -98,6 +120,8 @@ __all__ = [
     "ModelRequest",
     "ModelSpec",
     "NotFoundError",
+    "OutputCheck",
+    "OutputContract",
     "OutputValidationError",
     "Permissions",
     "PluginConflictError",

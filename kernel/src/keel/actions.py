@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from typing import Any, get_type_hints, overload
 
@@ -11,9 +13,10 @@ import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from keel.errors import ActionError, ActionInputError
-from keel.types import ActionSpec, Risk
+from keel.policy import ApprovalRequest, Approver, ask
+from keel.types import ActionCall, ActionContext, ActionSpec, PolicyDecision, Risk, new_id
 
-__all__ = ["action", "invoke_action"]
+__all__ = ["ActionOutcome", "ActionRegistry", "action", "call_action", "invoke_action", "is_visible", "redact"]
 
 
 @overload
@@ -113,3 +116,188 @@ async def invoke_action(spec: ActionSpec, arguments: dict[str, Any]) -> Any:
         if inspect.iscoroutinefunction(spec.handler):
             return await spec.handler(**kwargs)
         return await anyio.to_thread.run_sync(lambda: spec.handler(**kwargs))
+
+
+# ------------------------------------------------------------------------------- calling actions
+
+#: argument names always hidden in audit records, besides each action's own ``redact``
+ALWAYS_REDACT = frozenset({"password", "api_key", "apikey", "secret", "token", "authorization"})
+
+
+class ActionOutcome(BaseModel):
+    """The result of one action call as the model and the audit log see it."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    call_id: str
+    action: str
+    ok: bool
+    result: Any = None
+    error: dict[str, str] | None = None
+    duration_ms: float = 0.0
+    verdict: str = "allow"
+
+    def for_model(self) -> str:
+        """The content handed back to the model: the result, or a structured error."""
+        if self.ok:
+            return self.result if isinstance(self.result, str) else json.dumps(self.result, default=str)
+        return json.dumps({"error": self.error})
+
+
+def is_visible(spec: ActionSpec, agent: str | None, wanted: Iterable[str] | None = None) -> bool:
+    """Whether an agent may see an action.
+
+    :param agent: the agent's name (``None``: code calling directly, sees everything unrestricted).
+    :param wanted: the agent's own selection: action names or ``tag:<t>``; ``None`` = everything.
+    """
+    if spec.visible_to is not None and agent is not None:
+        allowed = agent in spec.visible_to or any(f"tag:{t}" in spec.visible_to for t in spec.tags)
+        if not allowed:
+            return False
+    if wanted is None:
+        return True
+    wanted = set(wanted)
+    return spec.name in wanted or any(f"tag:{t}" in wanted for t in spec.tags)
+
+
+class ActionRegistry:
+    """Plugin actions (``keel_actions``) plus actions the application adds; one name, one action."""
+
+    def __init__(self, plugin_actions: dict[str, Any] | None = None):
+        self._items: dict[str, tuple[ActionSpec, str]] = {
+            name: (reg.spec, reg.plugin) for name, reg in (plugin_actions or {}).items()
+        }
+
+    def add(self, spec: ActionSpec, source: str = "application") -> ActionSpec:
+        existing = self._items.get(spec.name)
+        if existing is not None and existing[0] is not spec:
+            raise ActionError(f"action {spec.name!r} is already registered by {existing[1]!r}; rename one of them")
+        self._items[spec.name] = (spec, source)
+        return spec
+
+    def replace(self, spec: ActionSpec, source: str) -> ActionSpec:
+        """Register or re-register an action owned by ``source`` (an environment after a restart)."""
+        existing = self._items.get(spec.name)
+        if existing is not None and existing[1] != source:
+            raise ActionError(f"action {spec.name!r} from {source} clashes with the one from {existing[1]!r}")
+        self._items[spec.name] = (spec, source)
+        return spec
+
+    def get(self, name: str) -> ActionSpec:
+        try:
+            return self._items[name][0]
+        except KeyError:
+            names = ", ".join(sorted(self._items)) or "none"
+            raise ActionError(f"unknown action {name!r}; registered actions: {names}") from None
+
+    def source(self, name: str) -> str:
+        return self._items[name][1]
+
+    def visible(self, agent: str | None, wanted: Iterable[str] | None = None) -> list[ActionSpec]:
+        wanted_list = list(wanted) if wanted is not None else None
+        return [spec for spec, _ in self._items.values() if is_visible(spec, agent, wanted_list)]
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter([spec for spec, _ in self._items.values()])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+def redact(spec: ActionSpec | None, arguments: dict[str, Any]) -> dict[str, Any]:
+    hidden = ALWAYS_REDACT | (spec.redact if spec else frozenset())
+    return {k: ("***" if k.lower() in hidden or k in hidden else v) for k, v in arguments.items()}
+
+
+def _summary(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+Emit = Callable[[str, dict[str, Any]], Any]
+
+
+async def call_action(
+    registry: ActionRegistry,
+    name: str,
+    arguments: dict[str, Any],
+    *,
+    context: ActionContext,
+    check: Callable[[ActionCall, ActionContext], PolicyDecision],
+    approver: Approver | None = None,
+    approval_timeout: float | None = 300.0,
+    emit: Emit | None = None,
+    call_id: str | None = None,
+    visible: Iterable[str] | None = None,
+) -> ActionOutcome:
+    """Run one action call through scope, policy, approval and the handler, leaving an audit trail.
+
+    Never raises for the call's own failures: an unknown or invisible action, bad arguments, a
+    denial, a timeout or an exception in the handler each become an ``ActionOutcome`` with
+    ``ok=False`` and a structured error, and the matching ``action.*`` events.
+
+    :param check: the policy, normally ``runtime.check_action``.
+    :param emit: ``emit(kind, payload)`` for the audit events (``action.requested``,
+        ``action.approved``/``action.denied``, ``action.started``, ``action.completed``/``action.failed``).
+    :param visible: the calling agent's own action selection (names or ``tag:<t>``).
+    """
+    emit = emit or (lambda kind, payload: None)
+    call_id = call_id or new_id("call")
+    spec = registry.get(name) if name in registry else None
+    caller = {"agent": context.agent, "execution_id": context.execution_id, "tenant": context.tenant}
+    base = {"call_id": call_id, "action": name, "caller": caller}
+    emit("action.requested", {**base, "arguments": redact(spec, arguments), "risk": spec.risk if spec else None})
+
+    def fail(kind: str, message: str, verdict: str = "allow", duration: float = 0.0) -> ActionOutcome:
+        outcome = ActionOutcome(
+            call_id=call_id, action=name, ok=False, error={"type": kind, "message": message},
+            duration_ms=duration, verdict=verdict,
+        )  # fmt: skip
+        emit(
+            "action.failed" if verdict != "deny" else "action.denied",
+            {**base, "error": outcome.error, "verdict": verdict},
+        )
+        return outcome
+
+    if spec is None or not is_visible(spec, context.agent, visible):
+        known = ", ".join(s.name for s in registry.visible(context.agent, visible)) or "none"
+        return fail("unknown_action", f"no action named {name!r} is available to you; available: {known}")
+    call = ActionCall(id=call_id, action=name, arguments=arguments, risk=spec.risk, tags=spec.tags)
+    decision = check(call, context.model_copy(update={"approver_available": approver is not None}))
+    if decision.verdict == "approve":
+        request = ApprovalRequest(
+            call_id=call_id, action=name, arguments=redact(spec, arguments), risk=spec.risk,
+            reason=decision.reason, agent=context.agent, execution_id=context.execution_id, tenant=context.tenant,
+        )  # fmt: skip
+        answer = await ask(approver, request, approval_timeout)
+        if not answer.approved:
+            why = answer.reason or f"refused by {answer.by or 'the approver'}"
+            return fail("denied", f"action {name!r} was not approved: {why}", verdict="deny")
+        emit("action.approved", {**base, "by": answer.by, "policy": decision.policy, "reason": decision.reason})
+    elif decision.verdict == "deny":
+        return fail(
+            "denied", f"action {name!r} is denied by policy {decision.policy!r}: {decision.reason}", verdict="deny"
+        )
+    else:
+        emit("action.approved", {**base, "by": "policy", "policy": decision.policy, "reason": decision.reason})
+
+    key = context.idempotency_key or (spec.idempotency_key(arguments) if spec.idempotency_key else None)
+    emit("action.started", {**base, "idempotency_key": key})
+    started = time.perf_counter()
+    try:
+        result = await invoke_action(spec, arguments)
+    except ActionInputError as err:
+        return fail("invalid_arguments", str(err), duration=_ms(started))
+    except TimeoutError:
+        return fail("timeout", f"action {name!r} did not finish within {spec.timeout}s", duration=_ms(started))
+    except Exception as err:  # the handler's own failure goes back to the model, not up the stack
+        return fail(type(err).__name__, f"action {name!r} failed: {err}", duration=_ms(started))
+    duration = _ms(started)
+    emit("action.completed", {**base, "result": _summary(result), "duration_ms": duration, "policy": decision.policy})
+    return ActionOutcome(
+        call_id=call_id, action=name, ok=True, result=result, duration_ms=duration, verdict=decision.verdict
+    )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

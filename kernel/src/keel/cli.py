@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import click
 
 from keel.errors import KeelError
 from keel.plugins import PluginHost
-from keel.runtime import discover_for
+from keel.runtime import Runtime, discover_for
 from keel.stack import Stack, load_stack
 
 __all__ = ["main"]
@@ -86,8 +88,72 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
             if (row["note"] and row["status"] != "ok") or row["source"] == "built-in fallback":
                 click.echo(f"            {row['note']}")
 
+    @cli.group("env")
+    def env_group() -> None:
+        """Environments of the stack: MCP servers, sandboxes, anything with a lifecycle."""
+
+    @env_group.command("list")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.pass_obj
+    def env_list_cmd(state: _State, as_json: bool) -> None:
+        """List declared environments (nothing is started)."""
+        rows = [s.as_dict() for s in Runtime(state.host, state.stack).environments.status()]
+        _print_envs(rows, as_json)
+
+    @env_group.command("status")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.option("--start", "start_all", is_flag=True, help="start lazy environments too before checking")
+    @click.pass_obj
+    def env_status_cmd(state: _State, as_json: bool, start_all: bool) -> None:
+        """Start the stack's eager environments, check each one's health, print, stop them."""
+
+        async def run() -> list[dict[str, Any]]:
+            async with Runtime(state.host, state.stack) as runtime:
+                for name in runtime.environments.names():
+                    if start_all:
+                        with contextlib.suppress(KeelError):
+                            await runtime.environments.ensure(name)
+                    if runtime.environments.status_of(name).status in ("ready", "unhealthy"):
+                        await runtime.environments.check(name)
+                return [s.as_dict() for s in runtime.environments.status()]
+
+        _print_envs(anyio.run(run), as_json)
+
+    @env_group.command("start")
+    @click.argument("name")
+    @click.option("--hold", is_flag=True, help="keep it running (supervised, restarted on failure) until Ctrl-C")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.pass_obj
+    def env_start_cmd(state: _State, name: str, hold: bool, as_json: bool) -> None:
+        """Start one environment and check its health; with --hold, supervise it until Ctrl-C."""
+
+        async def run() -> list[dict[str, Any]]:
+            async with Runtime(state.host, state.stack) as runtime:
+                await runtime.environments.start(name)
+                await runtime.environments.check(name)
+                _print_envs([runtime.environments.status_of(name).as_dict()], as_json)
+                if hold:
+                    await anyio.sleep_forever()
+                return []
+
+        anyio.run(run)
+
     host.add_commands(cli)
     return cli
+
+
+def _print_envs(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no environments declared: add [environments.<name>] tables to keel.toml")
+    for row in rows:
+        health = row["last_health"]
+        checked = "healthy" if health and health["ok"] else (health["detail"] if health else "not checked")
+        click.echo(f"{row['name']:<16} {row['driver']:<10} {row['status']:<10} restarts={row['restarts']} {checked}")
+        if row["error"]:
+            click.echo(f"    error: {row['error']}")
 
 
 def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:

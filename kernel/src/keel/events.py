@@ -37,7 +37,7 @@ def new_span_id() -> str:
 class RuntimeEvent(BaseModel):
     """A fact about the runtime: what happened, to which execution, in which trace."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str = Field(default_factory=lambda: new_id("ev"))
     kind: str = Field(description="dotted name: execution.started, model.delta, action.call, ...")

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
+from keel.actions import ActionOutcome, ActionRegistry, call_action
+from keel.environments import EnvironmentManager
 from keel.errors import DriverNotFoundError, KeelError, StackError
 from keel.events import EventBus, RuntimeEvent
 from keel.execution import ExecutionRegistry, Runnable, RunnableRegistry
 from keel.plugins import PluginHost, env_list
+from keel.policy import Approver
 from keel.stack import Stack, load_stack
 from keel.store import Store
 from keel.types import ActionCall, ActionContext, Model, PolicyDecision
@@ -33,16 +36,26 @@ __all__ = ["Runtime", "discover_for"]
 class Runtime:
     """Everything an application needs at run time, built from a plugin host and a stack."""
 
-    def __init__(self, host: PluginHost | None = None, stack: Stack | None = None, *, buffer: int = 1024):
+    def __init__(
+        self,
+        host: PluginHost | None = None,
+        stack: Stack | None = None,
+        *,
+        buffer: int = 1024,
+        approver: Approver | None = None,
+    ):
         self.host = host or PluginHost()
+        #: who approves actions that policy says need approval; ``None`` = deny them (fail closed)
+        self.approver = approver
         self.stack = stack or Stack()
         self.bus = EventBus(self.host.observers(), buffer=buffer)
         self.runnables = RunnableRegistry()
         self.executions = ExecutionRegistry()
+        self._actions: ActionRegistry | None = None
+        self._environments: EnvironmentManager | None = None
         self._models: dict[str, Model] = {}
         self._store: Store | None = None
         self._task_group: TaskGroup | None = None
-        self._exit: AsyncExitStack | None = None
 
     @classmethod
     def from_stack(
@@ -67,17 +80,30 @@ class Runtime:
     # ---------------------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Runtime:
-        self._exit = AsyncExitStack()
-        self._task_group = await self._exit.enter_async_context(anyio.create_task_group())
-        self._task_group.start_soon(self.bus.run_observers)
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        task_group.start_soon(self.bus.run_observers)
+        try:
+            await self.environments.run(task_group)
+        except BaseException as err:
+            await self.__aexit__(type(err), err, err.__traceback__)
+            raise
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-        self.bus.close()
-        if self._exit is not None:
-            exit_stack, self._exit, self._task_group = self._exit, None, None
-            await exit_stack.__aexit__(None, None, None)
+    async def __aexit__(self, *exc: Any) -> None:
+        task_group, self._task_group = self._task_group, None
+        try:
+            if self._environments is not None:
+                await self._environments.stop_all()  # also cancels their supervisors
+            await self.aclose()
+        finally:
+            self.bus.close()  # the observer dispatcher drains, then ends
+            if task_group is not None:
+                # pass on only a cancellation: any other error propagates from the caller's
+                # block as itself, not wrapped in an exception group by our task group
+                cancelled = isinstance(exc[1], anyio.get_cancelled_exc_class())
+                await task_group.__aexit__(*(exc if cancelled else (None, None, None)))
 
     async def aclose(self) -> None:
         """Close every driver this runtime built."""
@@ -133,6 +159,48 @@ class Runtime:
 
     def check_action(self, call: ActionCall, context: ActionContext) -> PolicyDecision:
         return self.host.check_action(call, context)
+
+    @property
+    def environments(self) -> EnvironmentManager:
+        """The stack's environments (``[environments.<name>]``), owned by this runtime."""
+        if self._environments is None:
+            self._environments = EnvironmentManager(
+                self.host.environments(), self.stack.config.environments, emit=self._emit_plain, actions=self.actions
+            )
+        return self._environments
+
+    def _emit_plain(self, kind: str, payload: dict[str, Any]) -> None:
+        self.publish(RuntimeEvent(kind=kind, payload=payload))
+
+    @property
+    def actions(self) -> ActionRegistry:
+        """Every action: the plugins' (``keel_actions``) and the ones the application adds."""
+        if self._actions is None:
+            self._actions = ActionRegistry(self.host.actions())
+        return self._actions
+
+    async def call_action(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        context: ActionContext | None = None,
+        approver: Approver | None = None,
+        approval_timeout: float | None = 300.0,
+    ) -> ActionOutcome:
+        """Call an action through policy, approval and audit (events on the runtime bus)."""
+        context = context or ActionContext()
+        approver = approver or self.approver
+
+        def emit(kind: str, payload: dict[str, Any]) -> None:
+            self.publish(
+                RuntimeEvent(kind=kind, execution_id=context.execution_id, tenant=context.tenant, payload=payload)
+            )
+
+        return await call_action(
+            self.actions, name, arguments, context=context, check=self.check_action, approver=approver,
+            approval_timeout=approval_timeout, emit=emit,
+        )  # fmt: skip
 
     def add(self, runnable: Runnable) -> Runnable:
         """Register a runnable (an agent, a flow) so that it can be started by name."""

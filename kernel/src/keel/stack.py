@@ -51,7 +51,7 @@ HINTS: dict[str, str] = {
 class StoreSlot(BaseModel):
     """``[store]`` as a table: ``driver`` plus the driver's options."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     driver: str
 
@@ -59,7 +59,7 @@ class StoreSlot(BaseModel):
 class StackConfig(BaseModel):
     """One layer of a stack, as written in TOML. Unknown keys are an error (a typo is not silence)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     extends: str | None = Field(default=None, description="name of a stack in the keel.stacks entry-point group")
     plugins: list[str] | None = Field(default=None, description="load only these plugins (entry-point names)")
@@ -69,6 +69,10 @@ class StackConfig(BaseModel):
     runner: str | None = None
     channels: list[str] | None = None
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    environments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="[environments.<name>] tables: driver, start, health_interval, restart, options",
+    )
     runnables: list[str] = Field(default_factory=list, description="'module:attribute' of agents and flows to serve")
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings tables")
 
@@ -100,7 +104,7 @@ class Stack:
         for layer in self.layers:
             data = layer.config.model_dump(exclude_unset=True, exclude={"extends"})
             for key, value in data.items():
-                if key in ("models", "settings"):
+                if key in ("models", "settings", "environments"):
                     for sub, subvalue in value.items():
                         merged.setdefault(key, {})[sub] = subvalue
                         self.sources[f"{key}.{sub}"] = layer.source

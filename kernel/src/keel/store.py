@@ -24,7 +24,7 @@ __all__ = ["BlobRef", "LogRecord", "MemoryStore", "Store", "Versioned", "blob_ha
 
 
 class Versioned(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     key: str
     value: Any
@@ -35,7 +35,7 @@ class Versioned(BaseModel):
 class BlobRef(BaseModel):
     """A reference to stored bytes: what execution state and prompts carry instead of the bytes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     sha256: str
     size: int
@@ -43,7 +43,7 @@ class BlobRef(BaseModel):
 
 
 class LogRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     stream: str
     seq: int
@@ -100,6 +100,9 @@ class Store(Protocol):
     # append-only logs
     async def append(self, tenant: str, stream: str, records: Sequence[Any], *, expected_seq: int | None = None) -> int:
         """Append records; returns the sequence number of the last one (the first record ever is 1).
+
+        Appending no records creates nothing and returns the current last sequence number. A
+        deleted stream starts again at 1.
 
         ``expected_seq``: the stream's current last sequence number, or :class:`keel.ConflictError`
         (optimistic concurrency for a single writer per stream). An acknowledged append is durable
@@ -196,7 +199,7 @@ class MemoryStore:
             yield data[start : start + chunk_size]
 
     async def append(self, tenant: str, stream: str, records: Sequence[Any], *, expected_seq: int | None = None) -> int:
-        log = self._logs.setdefault((tenant, stream), [])
+        log = self._logs.get((tenant, stream), [])
         if expected_seq is not None and expected_seq != len(log):
             raise ConflictError(
                 f"stream {stream!r} is at seq {len(log)}, not {expected_seq}: another writer appended; "
@@ -204,6 +207,9 @@ class MemoryStore:
             )
         now = time.time()
         copies = [_json_copy(r) for r in records]  # validate all before appending any
+        if not copies:
+            return len(log)
+        self._logs[(tenant, stream)] = log
         for data in copies:
             log.append(LogRecord(stream=stream, seq=len(log) + 1, data=data, time=now))
         self._notify()

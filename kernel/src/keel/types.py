@@ -58,13 +58,13 @@ def new_id(prefix: str = "") -> str:
 
 
 class _Type(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class _Spec(BaseModel):
     """Descriptors: immutable, may hold callables."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
 
 # --------------------------------------------------------------------------------------- models
@@ -148,7 +148,7 @@ class ModelCapabilities(_Type):
 class ModelConfig(BaseModel):
     """One ``[models.<alias>]`` table of a stack. Unknown keys go to the driver as options."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     provider: str
     model: str | None = None
@@ -214,6 +214,9 @@ class ActionContext(_Type):
     execution_id: str | None = None
     tenant: str = "default"
     approver_available: bool = False
+    idempotency_key: str | None = Field(
+        default=None, description="set by a flow step: the same key means the same effect"
+    )
 
 
 class ActionCall(_Type):

@@ -216,10 +216,10 @@ class StoreConformance:
 
     T = "tenant-a"
 
-    def test_is_a_store(self, store: Store) -> None:
+    async def test_is_a_store(self, store: Store) -> None:
         assert isinstance(store, Store)
 
-    def test_spec(self, request: pytest.FixtureRequest) -> None:
+    async def test_spec(self, request: pytest.FixtureRequest) -> None:
         try:
             spec: StoreSpec = request.getfixturevalue("store_spec")
         except pytest.FixtureLookupError:
@@ -304,6 +304,16 @@ class StoreConformance:
         assert [r.seq for r in await store.read(self.T, "s", after=1, limit=1)] == [2]
         assert await store.read(self.T, "s", after=3) == []
         assert await store.last_seq(self.T, "s") == 3
+
+    async def test_empty_append_creates_nothing(self, store: Store) -> None:
+        assert await store.append(self.T, "empty", []) == 0
+        assert await store.list_streams(self.T) == []
+
+    async def test_a_deleted_stream_starts_again_at_one(self, store: Store) -> None:
+        await store.append(self.T, "s", ["a", "b"])
+        await store.delete_stream(self.T, "s")
+        assert await store.last_seq(self.T, "s") == 0
+        assert await store.append(self.T, "s", ["c"]) == 1
 
     async def test_append_with_expected_seq(self, store: Store) -> None:
         assert await store.append(self.T, "s", ["a"], expected_seq=0) == 1

@@ -1,0 +1,733 @@
+"""``Agent`` (a definition) and ``AgentExecution`` (one run of it).
+
+    agent = keel.Agent("invoice", "Extract the invoice.", output={"vendor": (str, "who issued it")})
+    execution = await agent.start(text, runtime=runtime)
+    async for event in execution.instant():      # temporary UI: fields while they stream
+        ...
+    invoice = await execution.get_data()         # durable writes: the validated object, nothing partial
+
+An ``Agent`` holds no per-run state: any number of executions may share it at once. Everything a run
+owns (messages, attempts, events, the partial parse) lives on its :class:`AgentExecution`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import tomllib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel
+
+from keel.actions import call_action
+from keel.errors import KeelError, OutputValidationError
+from keel.events import RuntimeEvent, new_span_id, new_trace_id
+from keel.execution import ExecutionStatus
+from keel.instant import InstantEvent, InstantParser, reset_event
+from keel.output import OutputContract
+from keel.types import (
+    ActionContext,
+    Message,
+    Model,
+    ModelDone,
+    ModelRequest,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+    ToolSchema,
+    Usage,
+    new_id,
+)
+
+if TYPE_CHECKING:
+    from keel.runtime import Runtime
+
+__all__ = ["Agent", "AgentExecution", "AgentTimeoutError", "ExecutionCancelled"]
+
+_FILE_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "role",
+        "instructions",
+        "model",
+        "actions",
+        "output",
+        "output_model",
+        "output_name",
+        "ensure_keys",
+        "max_retries",
+        "max_tool_steps",
+        "max_parallel_tools",
+        "timeout",
+        "options",
+    }
+)
+
+
+class AgentTimeoutError(KeelError, TimeoutError):
+    """An agent execution ran past its ``timeout``."""
+
+
+class ExecutionCancelled(KeelError):
+    """The execution was cancelled before it finished; the message says why."""
+
+
+# ------------------------------------------------------------------------------------------ agent
+
+
+class Agent:
+    """An agent definition: who it is, which model it uses, what it may call, what it must answer.
+
+    :param name: the name it is registered and started under.
+    :param instructions: the system prompt (with ``role`` prepended when given).
+    :param model: a model alias from the stack's ``[models]``; ``None`` = the stack's ``model`` slot.
+    :param actions: names (or ``tag:<t>``) of the actions it may see (the tool loop uses them).
+    :param output: the output contract: a pydantic model, the dict shorthand, an
+        :class:`~keel.output.OutputContract`, or ``None`` for a free-text answer.
+    :param ensure_keys: paths that must be present and non-empty (``items[*].title``).
+    :param max_retries: how many times a failed parse/validation is fed back and retried.
+    :param max_tool_steps: how many rounds of tool calls one attempt may make before it fails.
+    :param max_parallel_tools: how many of one round's tool calls run at once.
+    :param timeout: seconds for a whole execution (``None`` = no limit).
+    :param options: passed to the model driver (``temperature``, ``max_tokens``, ...).
+    """
+
+    kind = "agent"
+
+    def __init__(
+        self,
+        name: str,
+        instructions: str = "",
+        *,
+        role: str = "",
+        description: str = "",
+        model: str | None = None,
+        actions: Iterable[str] = (),
+        output: OutputContract | type[BaseModel] | Mapping[str, Any] | None = None,
+        ensure_keys: Iterable[str] = (),
+        output_name: str | None = None,
+        max_retries: int = 2,
+        max_tool_steps: int = 8,
+        max_parallel_tools: int = 4,
+        timeout: float | None = None,
+        options: Mapping[str, Any] | None = None,
+    ):
+        if not name:
+            raise KeelError("an agent needs a name")
+        if max_retries < 0:
+            raise KeelError(f"agent {name!r}: max_retries must be 0 or more, got {max_retries}")
+        self.name = name
+        self.instructions = instructions
+        self.role = role
+        self.description = description or (instructions.strip().splitlines() or [""])[0]
+        self.model = model
+        self.actions = (actions,) if isinstance(actions, str) else tuple(actions)
+        keys = tuple(ensure_keys)
+        if output is None and keys:
+            raise KeelError(f"agent {name!r}: ensure_keys needs an output contract")
+        if output_name is None and isinstance(output, Mapping):
+            output_name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part) or None
+        self.contract = None if output is None else OutputContract.of(output, ensure_keys=keys, name=output_name)
+        self.max_retries = max_retries
+        if max_tool_steps < 1 or max_parallel_tools < 1:
+            raise KeelError(f"agent {name!r}: max_tool_steps and max_parallel_tools must be at least 1")
+        self.max_tool_steps = max_tool_steps
+        self.max_parallel_tools = max_parallel_tools
+        self.timeout = timeout
+        self.options: dict[str, Any] = dict(options or {})
+        # built once per agent (per kind of model), never per execution
+        self._system: dict[bool, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, model={self.model!r}, output={self.contract.name if self.contract else None!r})"
+
+    # ------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Agent:
+        """Load an agent from a TOML file (or YAML, with ``keel-kernel[yaml]``).
+
+        The keys live in an ``[agent]`` table or at the top level: ``name``, ``instructions``,
+        ``role``, ``description``, ``model``, ``actions``, ``output`` (the dict shorthand, type
+        names as strings) or ``output_model = "package.module:Model"``, ``ensure_keys``,
+        ``max_retries``, ``timeout``, ``options``.
+        """
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as err:
+            raise KeelError(f"agent file {file}: cannot be read: {err}") from err
+        if file.suffix in (".yaml", ".yml"):
+            try:
+                import yaml  # type: ignore[import-untyped]
+            except ImportError:
+                raise KeelError(
+                    f"agent file {file}: YAML needs PyYAML; install keel-kernel[yaml] or write the file as TOML"
+                ) from None
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                raise KeelError(f"agent file {file}: not valid YAML: {err}") from err
+        else:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as err:
+                raise KeelError(f"agent file {file}: not valid TOML: {err}") from err
+        if not isinstance(data, dict):
+            raise KeelError(f"agent file {file}: expected a table of settings, got {type(data).__name__}")
+        return cls.from_dict(data.get("agent", data), source=str(file))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "agent definition") -> Agent:
+        """Build an agent from plain data (what :meth:`from_file` reads)."""
+        unknown = set(data) - _FILE_KEYS
+        if unknown:
+            raise KeelError(f"{source}: unknown key(s) {sorted(unknown)}; known: {', '.join(sorted(_FILE_KEYS))}")
+        if "name" not in data:
+            raise KeelError(f'{source}: an agent needs a name (name = "...")')
+        settings = dict(data)
+        output: Any = settings.pop("output", None)
+        target = settings.pop("output_model", None)
+        if target is not None:
+            if output is not None:
+                raise KeelError(f"{source}: give either output or output_model, not both")
+            output = _import_model(str(target), source)
+        try:
+            return cls(settings.pop("name"), output=output, **settings)
+        except TypeError as err:
+            raise KeelError(f"{source}: {err}") from err
+        except KeelError as err:
+            raise KeelError(f"{source}: {err}") from err
+
+    # ---------------------------------------------------------------------------- runnable
+
+    def input_schema(self) -> dict[str, Any]:
+        return {
+            "description": "the task: text, or an object sent to the model as JSON",
+            "anyOf": [{"type": "string"}, {"type": "object"}],
+        }
+
+    def output_schema(self) -> dict[str, Any]:
+        return self.contract.json_schema if self.contract is not None else {"type": "string"}
+
+    async def start(
+        self,
+        input: Any,
+        *,
+        runtime: Runtime,
+        tenant: str = "default",
+        trace_id: str | None = None,
+        parent_span_id: str | None = None,
+    ) -> AgentExecution:
+        """Start an execution in the runtime's task group and return it at once."""
+        model = runtime.model(self.model)
+        execution = AgentExecution(
+            self, input, runtime=runtime, model=model, tenant=tenant, trace_id=trace_id, parent_span_id=parent_span_id
+        )
+        runtime.executions.add(execution)
+        runtime.task_group.start_soon(execution._run, name=f"keel agent {self.name} {execution.id}")
+        return execution
+
+    async def run(self, input: Any, *, runtime: Runtime, tenant: str = "default") -> Any:
+        """Start an execution and wait for its validated data."""
+        execution = await self.start(input, runtime=runtime, tenant=tenant)
+        return await execution.get_data()
+
+    def run_sync(
+        self,
+        input: Any,
+        *,
+        runtime: Runtime | None = None,
+        stack: str | Path | None = None,
+        model: Model | None = None,
+        tenant: str = "default",
+    ) -> Any:
+        """For scripts only: run one execution in a new event loop and return its data.
+
+        :param runtime: a runtime that is not started yet (it is started and closed here);
+            default: one built from the stack (``stack`` or the local ``keel.toml``).
+        :param model: a model instance to use instead of the stack's (offline demos, tests).
+        """
+
+        try:
+            anyio.get_current_task()
+        except RuntimeError:  # no event loop here: as it should be
+            pass
+        else:
+            raise KeelError(
+                f"agent {self.name!r}: run_sync() is for scripts and cannot run inside an event loop; "
+                "in async code use 'await agent.run(input, runtime=runtime)'"
+            )
+
+        async def main() -> Any:
+            from keel.runtime import Runtime
+
+            rt = runtime if runtime is not None else Runtime.from_stack(stack)
+            async with rt:
+                if model is not None:
+                    rt.use_model(model, self.model)
+                return await self.run(input, runtime=rt, tenant=tenant)
+
+        return anyio.run(main)
+
+    # ------------------------------------------------------------------------------ prompts
+
+    def system_prompt(self, native_schema: bool) -> str:
+        """The system message; it describes the contract when the model has no native schema support."""
+        prompt = self._system.get(native_schema)
+        if prompt is None:
+            parts = [self.role.strip(), self.instructions.strip()]
+            if self.contract is not None and not native_schema:
+                parts.append(self.contract.instructions)
+            prompt = self._system[native_schema] = "\n\n".join(p for p in parts if p)
+        return prompt
+
+    def render_input(self, input: Any) -> str:
+        """The user message for an input: text as is, anything else as JSON."""
+        if isinstance(input, str):
+            return input
+        if isinstance(input, BaseModel):
+            return input.model_dump_json()
+        try:
+            return json.dumps(input, ensure_ascii=False, default=str)
+        except (TypeError, ValueError) as err:
+            raise KeelError(f"agent {self.name!r}: cannot send the input to a model as JSON: {err}") from err
+
+
+def _import_model(target: str, source: str) -> type[BaseModel]:
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise KeelError(f"{source}: output_model {target!r} could not be imported: {err}") from err
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise KeelError(f"{source}: output_model {target!r} is not a pydantic model")
+    return obj
+
+
+# ------------------------------------------------------------------------------------- execution
+
+_EVENT_FIELDS = frozenset(RuntimeEvent.model_fields)
+_setattr = object.__setattr__
+
+
+def _event(fields: dict[str, Any]) -> RuntimeEvent:
+    """A RuntimeEvent from values that are valid by construction, without validation.
+
+    An execution emits one per streamed chunk, so this is a hot path: pydantic's validation costs
+    about 5 us an event and ``model_construct`` about 8 us; filling the instance directly, as
+    ``model_construct`` does, costs under 1 us. ``tests/test_agent.py`` checks that the result
+    equals a validated event, so a pydantic change that breaks this is caught.
+    """
+    event = RuntimeEvent.__new__(RuntimeEvent)
+    _setattr(event, "__dict__", fields)
+    _setattr(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))  # its own: assignment adds to it
+    _setattr(event, "__pydantic_extra__", None)
+    _setattr(event, "__pydantic_private__", None)
+    return event
+
+
+class AgentExecution:
+    """One run of an :class:`Agent`; implements :class:`keel.Execution`.
+
+    Consume it three ways, together if you like; a consumer that starts late still sees everything
+    from the beginning:
+
+    - ``await get_data()``: the validated output (a pydantic instance; the text when the agent has
+      no contract); raises what the execution failed with;
+    - ``async for ev in instant()``: :class:`~keel.instant.InstantEvent` objects while the answer
+      streams, with a ``reset`` event closing every attempt that was not accepted;
+    - ``async for ev in events()``: this execution's RuntimeEvents (also published on the bus).
+    """
+
+    kind = "agent"
+
+    def __init__(
+        self,
+        agent: Agent,
+        input: Any,
+        *,
+        runtime: Runtime,
+        model: Model,
+        tenant: str = "default",
+        trace_id: str | None = None,
+        parent_span_id: str | None = None,
+    ):
+        self.id = new_id("exe")
+        self.agent = agent
+        self.input = input
+        self.runtime = runtime
+        self.model = model
+        self.tenant = tenant
+        self.trace_id = trace_id or new_trace_id()
+        self.span_id = new_span_id()
+        self.parent_span_id = parent_span_id
+        self.reason = ""
+        self.attempts: list[dict[str, Any]] = []
+        self.messages: list[Message] = []
+        self._tokens = [0, 0]  # input, output: summed over attempts
+        self._status = ExecutionStatus.PENDING
+        self._events: list[RuntimeEvent] = []
+        self._instant: list[InstantEvent] = []
+        self._wake: anyio.Event | None = None
+        self._done = anyio.Event()
+        self._data: Any = None
+        self._error: BaseException | None = None
+        self._scope = anyio.CancelScope()
+        self._cancel_reason = ""
+        self._attempt_has_instant = False
+        self._attempt = 0
+
+    def __repr__(self) -> str:
+        return f"AgentExecution({self.id!r}, agent={self.agent.name!r}, status={self._status.value})"
+
+    @property
+    def status(self) -> ExecutionStatus:
+        return self._status
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens used by every attempt together."""
+        return Usage(input_tokens=self._tokens[0], output_tokens=self._tokens[1])
+
+    # ------------------------------------------------------------------------------ consuming
+
+    async def get_data(self) -> Any:
+        """The final validated output; never anything partial."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._data
+
+    async def result(self) -> Any:
+        return await self.get_data()
+
+    async def instant(self, since: int = 0) -> AsyncIterator[InstantEvent]:
+        """Instant events from position ``since``, live until the execution finishes."""
+        i = since
+        while True:
+            items = self._instant
+            while i < len(items):
+                yield items[i]
+                i += 1
+            if self._status.finished:
+                return
+            await self._changed()
+
+    async def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
+        """RuntimeEvents with ``seq > since``, live until the execution finishes."""
+        i = since
+        while True:
+            items = self._events
+            while i < len(items):
+                yield items[i]
+                i += 1
+            if self._status.finished:
+                return
+            await self._changed()
+
+    async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
+        raise KeelError(
+            f"agent execution {self.id} takes no signals (got {name!r}); approvals reach agents through "
+            "the actions support"
+        )
+
+    async def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the execution; its streams end and ``status`` becomes ``cancelled`` with ``reason``."""
+        if self._status.finished:
+            return
+        self._cancel_reason = reason
+        self._scope.cancel()
+        await self._done.wait()
+
+    async def _changed(self) -> None:
+        if self._wake is None:
+            self._wake = anyio.Event()
+        await self._wake.wait()
+
+    def _notify(self) -> None:
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+
+    # -------------------------------------------------------------------------------- events
+
+    def emit(
+        self, kind: str, payload: dict[str, Any], *, span_id: str | None = None, level: str = "info"
+    ) -> RuntimeEvent:
+        """Record a RuntimeEvent of this execution and publish it on the runtime bus (never blocks)."""
+        seq = len(self._events) + 1
+        event = _event(
+            {
+                "id": f"ev_{self.id[4:]}_{seq}",
+                "kind": kind,
+                "time": time.time(),
+                "execution_id": self.id,
+                "seq": seq,
+                "trace_id": self.trace_id,
+                "span_id": span_id or self.span_id,
+                "parent_span_id": self.span_id if span_id else self.parent_span_id,
+                "source": "keel",
+                "level": level,
+                "tenant": self.tenant,
+                "payload": payload,
+            }
+        )
+        self._events.append(event)
+        self.runtime.publish(event)
+        self._notify()
+        return event
+
+    # ------------------------------------------------------------------------------- running
+
+    async def _run(self) -> None:
+        """The execution's task: never raises into the runtime's task group (except cancellation)."""
+        agent = self.agent
+        if self._scope.cancel_called:  # cancelled before it ever ran
+            self._finish(
+                ExecutionStatus.CANCELLED,
+                ExecutionCancelled(f"execution {self.id} of agent {agent.name!r} was cancelled: {self._cancel_reason}"),
+                self._cancel_reason,
+            )
+            return
+        try:
+            with self._scope:
+                with anyio.move_on_after(agent.timeout) as deadline:
+                    await self._execute()
+            if self._status.finished:
+                pass
+            elif deadline.cancelled_caught:
+                error = AgentTimeoutError(
+                    f"agent {agent.name!r} did not finish within {agent.timeout}s (execution {self.id}); "
+                    "raise the agent's timeout or make the task smaller"
+                )
+                self._finish(ExecutionStatus.FAILED, error, f"timeout after {agent.timeout}s")
+            elif self._scope.cancelled_caught:
+                self._finish(
+                    ExecutionStatus.CANCELLED,
+                    ExecutionCancelled(
+                        f"execution {self.id} of agent {agent.name!r} was cancelled: {self._cancel_reason}"
+                    ),
+                    self._cancel_reason,
+                )
+        except Exception as err:  # the execution's failure is its result, not the runtime's
+            self._finish(ExecutionStatus.FAILED, err, f"{type(err).__name__}: {err}")
+        finally:
+            if not self._status.finished:  # the runtime itself is shutting down
+                self._finish(
+                    ExecutionStatus.CANCELLED,
+                    ExecutionCancelled(f"execution {self.id} of agent {agent.name!r} was cancelled: runtime closed"),
+                    "runtime closed",
+                )
+
+    def _finish(self, status: ExecutionStatus, error: BaseException | None, reason: str) -> None:
+        if self._attempt_has_instant and status is not ExecutionStatus.COMPLETED:
+            self._instant.append(reset_event(self._attempt, reason))
+            self._attempt_has_instant = False
+        self._error = error
+        self.reason = reason
+        self._status = status
+        payload: dict[str, Any] = {"agent": self.agent.name, "reason": reason, "attempts": len(self.attempts)}
+        payload["usage"] = {"input_tokens": self._tokens[0], "output_tokens": self._tokens[1]}
+        if error is not None:
+            payload["error"] = f"{type(error).__name__}: {error}"
+        # events the bus dropped so far (all executions): a slow observer is visible, never blocking
+        payload["bus_dropped"] = sum(self.runtime.bus.dropped.values())
+        level = (
+            "info"
+            if status is ExecutionStatus.COMPLETED
+            else ("warning" if status is ExecutionStatus.CANCELLED else "error")
+        )
+        self.emit(f"execution.{status.value}", payload, level=level)
+        self._done.set()
+
+    async def _execute(self) -> None:
+        agent, contract, model = self.agent, self.agent.contract, self.model
+        self._status = ExecutionStatus.RUNNING
+        native = model.capabilities.json_schema
+        self.emit(
+            "execution.started",
+            {"agent": agent.name, "model": model.name, "native_schema": native, "max_retries": agent.max_retries},
+        )
+        system = agent.system_prompt(native)
+        messages = [Message(role="system", content=system)] if system else []
+        messages.append(Message(role="user", content=agent.render_input(self.input)))
+        self.messages = messages
+        for attempt in range(agent.max_retries + 1):
+            self._attempt = attempt
+            text = await self._answer(attempt)
+            if contract is None:
+                self.attempts.append({"attempt": attempt, "text": text, "errors": []})
+                self.emit("output.parsed", {"attempt": attempt, "repaired": False})
+                self._data = text
+                break
+            check = contract.check(text)
+            self.attempts.append({"attempt": attempt, "text": text, "errors": check.errors})
+            if check.ok:
+                self.emit("output.parsed", {"attempt": attempt, "repaired": check.repaired})
+                self._data = check.data
+                break
+            if attempt == agent.max_retries:
+                raise OutputValidationError(
+                    f"agent {agent.name!r}: the answer did not satisfy the output contract {contract.name!r} "
+                    f"after {attempt + 1} attempt(s); last errors: {'; '.join(check.errors)}",
+                    attempts=[dict(a) for a in self.attempts],
+                )
+            self.emit("output.retry", {"attempt": attempt, "errors": check.errors}, level="warning")
+            if self._attempt_has_instant:
+                self._instant.append(reset_event(attempt, "output.retry"))
+                self._attempt_has_instant = False
+            # a new list: the request already sent keeps the messages it was sent with
+            messages = [
+                *messages,
+                Message(role="assistant", content=text),
+                Message(role="user", content=contract.feedback(check.errors)),
+            ]
+            self.messages = messages
+        self._finish(ExecutionStatus.COMPLETED, None, "")
+
+    async def _answer(self, attempt: int) -> str:
+        """One attempt: model turns, with rounds of tool calls between them, until a final text."""
+        for step in range(self.agent.max_tool_steps + 1):
+            text, calls = await self._call_model(attempt)
+            if not calls:
+                return text
+            if step == self.agent.max_tool_steps:
+                raise KeelError(
+                    f"agent {self.agent.name!r} reached its limit of {self.agent.max_tool_steps} tool-call rounds "
+                    "without a final answer; raise max_tool_steps or change the instructions"
+                )
+            if self._attempt_has_instant:  # text shown before the tool calls is not the answer
+                self._instant.append(reset_event(attempt, "tool_calls"))
+                self._attempt_has_instant = False
+            results = await self.run_tool_calls(calls)
+            self.messages = [
+                *self.messages,
+                Message(role="assistant", content=text, tool_calls=calls),
+                *results,
+            ]
+        raise AssertionError("unreachable")
+
+    async def _call_model(self, attempt: int) -> tuple[str, list[ToolCall]]:
+        agent, contract, model = self.agent, self.agent.contract, self.model
+        request = ModelRequest(
+            messages=self.messages,
+            tools=self.tool_schemas(),
+            output_schema=contract.json_schema if contract is not None else None,
+            output_name=contract.name if contract is not None else "output",
+            options=dict(agent.options),
+        )
+        span = new_span_id()
+        self.emit(
+            "model.request", {"attempt": attempt, "model": model.name, "messages": len(request.messages)}, span_id=span
+        )
+        parser = InstantParser(attempt) if contract is not None else None
+        parts: list[str] = []
+        calls: list[ToolCall] = []
+        instant = self._instant
+        done: ModelDone | None = None
+        started = time.perf_counter()
+        first: float | None = None
+        stream = model.stream(request)
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    piece = event.text
+                    if first is None:
+                        first = time.perf_counter()
+                    parts.append(piece)
+                    if parser is not None:
+                        found = parser.feed(piece)
+                        if found:
+                            instant.extend(found)
+                            self._attempt_has_instant = True
+                    elif piece:
+                        instant.append(InstantEvent("", piece, len(parts), False, attempt, parts=parts))
+                        self._attempt_has_instant = True
+                    self.emit("model.delta", {"attempt": attempt, "text": piece}, span_id=span)
+                elif isinstance(event, ToolCallEvent):
+                    calls.append(event.call)
+                    self.emit(
+                        "model.tool_call",
+                        {"attempt": attempt, "id": event.call.id, "name": event.call.name},
+                        span_id=span,
+                    )
+                elif isinstance(event, ModelDone):
+                    done = event
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
+        text = "".join(parts)
+        if calls:
+            pass  # a turn that calls tools is not the answer: no final parse of its text
+        elif parser is not None:
+            tail = parser.finish()
+            if tail:
+                instant.extend(tail)
+                self._attempt_has_instant = True
+        else:
+            instant.append(InstantEvent("", "", text, True, attempt))
+            self._attempt_has_instant = True
+        elapsed = time.perf_counter() - started
+        usage = done.usage if done is not None else None
+        used = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens} if usage else None
+        if used is not None:
+            self._tokens[0] += used["input_tokens"]
+            self._tokens[1] += used["output_tokens"]
+        self.emit(
+            "model.response",
+            {
+                "attempt": attempt,
+                "model": (done.model if done is not None else None) or model.name,
+                "finish_reason": done.finish_reason if done is not None else "incomplete",
+                "usage": used,
+                "latency_ms": round(elapsed * 1000, 3),
+                "first_delta_ms": round((first - started) * 1000, 3) if first is not None else None,
+                "chars": len(text),
+                "tool_calls": len(calls),
+            },
+            span_id=span,
+        )
+        return text, calls
+
+    # --------------------------------------------------------------------------- the tool loop
+
+    def tool_schemas(self) -> list[ToolSchema]:
+        """The actions this execution shows the model: the agent's own selection, within each
+        action's visible scope. An agent that names no actions sees none."""
+        if not self.agent.actions:
+            return []
+        return [spec.tool_schema() for spec in self.runtime.actions.visible(self.agent.name, self.agent.actions)]
+
+    async def run_tool_calls(self, calls: list[ToolCall]) -> list[Message]:
+        """Run one round of tool calls (concurrently, at most ``max_parallel_tools`` at once) through
+        scope, policy, approval and audit; every outcome, success or error, goes back to the model."""
+        context = ActionContext(agent=self.agent.name, execution_id=self.id, tenant=self.tenant)
+        limiter = anyio.CapacityLimiter(self.agent.max_parallel_tools)
+        results: list[Message | None] = [None] * len(calls)
+
+        async def one(index: int, call: ToolCall) -> None:
+            async with limiter:
+                outcome = await call_action(
+                    self.runtime.actions, call.name, call.arguments, context=context,
+                    check=self.runtime.check_action, approver=self.runtime.approver,
+                    emit=self.emit, call_id=call.id, visible=self.agent.actions,
+                )  # fmt: skip
+            results[index] = Message(role="tool", content=outcome.for_model(), tool_call_id=call.id, name=call.name)
+
+        async with anyio.create_task_group() as group:
+            for index, call in enumerate(calls):
+                group.start_soon(one, index, call)
+        return [message for message in results if message is not None]

@@ -1,0 +1,209 @@
+"""The EnvironmentManager owns lifecycles: start, health, restart with backoff, give up, stop all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+import keel
+from keel.stack import load_stack
+from keel.testing import make_host
+
+
+class ProcessEnvironment:
+    """A long-lived child process: healthy while it runs."""
+
+    def __init__(self, options: dict[str, Any]):
+        self.name = options.get("name", "proc")
+        self.command = [sys.executable, "-c", options.get("code", "import time; time.sleep(600)")]
+        self.process: Process | None = None
+        self._status = "stopped"
+        self.offers = options.get("offers")
+
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        return self._status
+
+    async def start(self) -> None:
+        self._status = "starting"
+        self.process = await anyio.open_process(self.command)
+        await anyio.sleep(0.2)
+        if self.process.returncode is not None:
+            code = self.process.returncode
+            self.process = None
+            self._status = "failed"
+            raise RuntimeError(f"exited at start with code {code}")
+        self._status = "ready"
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            with anyio.move_on_after(5):
+                await self.process.wait()
+            if self.process.returncode is None:
+                self.process.kill()
+                await self.process.wait()
+        self.process = None
+        self._status = "stopped"
+
+    async def health(self) -> keel.Health:
+        alive = self.process is not None and self.process.returncode is None
+        return keel.Health(ok=alive, detail="" if alive else "process is not running")
+
+    async def actions(self) -> list[keel.ActionSpec]:
+        if not self.offers:
+            return []
+        pid = self.process.pid if self.process else None
+
+        @keel.action(name=self.offers)
+        def whoami() -> int:
+            """The serving process id."""
+            return pid or 0
+
+        return [whoami]
+
+
+class Plugin:
+    @keel.hookimpl
+    def keel_environments(self) -> list[keel.EnvironmentSpec]:
+        return [
+            keel.EnvironmentSpec(
+                name="process", kind="process", factory=ProcessEnvironment,
+                restart=keel.RestartPolicy(max_restarts=2, backoff_seconds=0.05),
+            )
+        ]  # fmt: skip
+
+
+def runtime(tmp_path: Path, toml: str) -> keel.Runtime:
+    (tmp_path / "keel.toml").write_text(toml)
+    return keel.Runtime(make_host(Plugin()), load_stack(cwd=tmp_path))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class Events:
+    def __init__(self, rt: keel.Runtime):
+        self.sub = rt.bus.subscribe(buffer=1000)
+
+    def drain(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        while True:
+            try:
+                event = self.sub._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return out
+            out.append((event.kind, event.payload))
+
+
+EAGER = '[environments.worker]\ndriver = "process"\nstart = "eager"\nhealth_interval = 0.1\noffers = "whoami"\n'
+
+
+async def test_eager_start_ready_then_stopped_with_the_runtime(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, EAGER)
+    events = Events(rt)
+    async with rt:
+        (state,) = rt.environments.status()
+        assert state.status == "ready" and state.actions == ["whoami"]
+        env = await rt.environments.ensure("worker")
+        pid = env.process.pid  # type: ignore[attr-defined]
+        assert alive(pid)
+        outcome = await rt.call_action("whoami", {})
+        assert outcome.ok and outcome.result == pid
+        assert rt.actions.source("whoami") == "environment:worker"
+    assert not alive(pid), "no environment process outlives its runtime"
+    kinds = [k for k, _ in events.drain() if k.startswith("environment.")]
+    assert kinds == ["environment.starting", "environment.ready", "environment.stopped"]
+
+
+async def test_killed_process_is_restarted(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, EAGER)
+    events = Events(rt)
+    async with rt:
+        first = (await rt.environments.ensure("worker")).process.pid  # type: ignore[attr-defined]
+        os.kill(first, signal.SIGKILL)
+        with anyio.fail_after(10):
+            while rt.environments.status()[0].restarts == 0 or rt.environments.status()[0].status != "ready":
+                await anyio.sleep(0.05)
+        second = (await rt.environments.ensure("worker")).process.pid  # type: ignore[attr-defined]
+        assert second != first and alive(second)
+        assert (await rt.call_action("whoami", {})).result == second, "actions are re-registered after a restart"
+    kinds = [k for k, _ in events.drain()]
+    assert "environment.unhealthy" in kinds and "environment.restarting" in kinds
+    assert not alive(second)
+
+
+async def test_a_server_that_exits_at_start_is_given_up_and_reported(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, EAGER + 'code = "raise SystemExit(3)"\n')
+    events = Events(rt)
+    async with rt:
+        (state,) = rt.environments.status()
+        assert state.status == "failed" and state.restarts == 2
+        assert "exited at start with code 3" in state.error
+        with pytest.raises(keel.KeelError, match="given up after 2 restart"):
+            await rt.environments.ensure("worker")
+    kinds = [k for k, _ in events.drain()]
+    assert kinds.count("environment.restarting") == 2 and kinds[-1] == "environment.failed"
+
+
+async def test_lazy_environments_start_on_first_use(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, '[environments.worker]\ndriver = "process"\n')
+    async with rt:
+        assert rt.environments.status()[0].status == "stopped"
+        env = await rt.environments.ensure("worker")
+        assert rt.environments.status()[0].status == "ready"
+        pid = env.process.pid  # type: ignore[attr-defined]
+    assert not alive(pid)
+
+
+async def test_no_process_outlives_an_exception(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, EAGER)
+    pid = 0
+    with pytest.raises(ZeroDivisionError):
+        async with rt:
+            pid = (await rt.environments.ensure("worker")).process.pid  # type: ignore[attr-defined]
+            1 / 0  # noqa: B018
+    assert pid and not alive(pid)
+
+
+def test_unknown_driver_lists_the_available_ones(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, '[environments.x]\ndriver = "docker"\n')
+    with pytest.raises(keel.DriverNotFoundError, match=r"'docker'.*Available: 'process'"):
+        rt.environments  # noqa: B018
+
+
+async def test_bad_options_fail_at_once_without_retries(tmp_path: Path) -> None:
+    class Strict:
+        @keel.hookimpl
+        def keel_environments(self) -> list[keel.EnvironmentSpec]:
+            def factory(options: dict[str, Any]) -> ProcessEnvironment:
+                if "colour" in options:
+                    raise keel.StackError("unknown option 'colour'")
+                return ProcessEnvironment(options)
+
+            return [keel.EnvironmentSpec(name="strict", kind="process", factory=factory)]
+
+    (tmp_path / "keel.toml").write_text('[environments.w]\ndriver = "strict"\nstart = "eager"\ncolour = "red"\n')
+    async with keel.Runtime(make_host(Strict()), load_stack(cwd=tmp_path)) as rt:
+        (state,) = rt.environments.status()
+    assert state.status == "failed" and state.restarts == 0
+    assert "[environments.w] is invalid: unknown option 'colour'" in state.error
+
+
+async def test_the_factory_receives_the_environment_name(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, '[environments.named]\ndriver = "process"\n')
+    async with rt:
+        env = await rt.environments.ensure("named")
+        assert env.name == "named"

@@ -1,0 +1,401 @@
+"""``PostgresStore``: the kernel's store contract on PostgreSQL through asyncpg.
+
+Every write is one statement or one transaction; an acknowledged write has committed (with the
+server's ``synchronous_commit = on``, its default, the commit record is flushed to the WAL first, and
+PostgreSQL's own group commit shares that flush between concurrent transactions). Compare-and-set is
+a conditional ``UPDATE``/``INSERT ... ON CONFLICT`` on the row; an append locks its stream's row, so
+concurrent appenders to one stream get consecutive sequence numbers. Appends ``NOTIFY`` the channel
+``keel_log``; ``subscribe`` listens on one dedicated connection and also polls every
+``poll_interval`` seconds, in case that connection is lost.
+
+asyncpg runs on asyncio: use this store under anyio's asyncio backend (the default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from keel import BlobRef, ConflictError, LogRecord, NotFoundError, StoreError, Versioned
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["DEFAULT_DSN", "PostgresStore", "PostgresStoreOptions"]
+
+DEFAULT_DSN = "postgresql://127.0.0.1:5432/postgres"
+CHANNEL = "keel_log"
+
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.kv (
+    tenant text NOT NULL, namespace text NOT NULL, key text NOT NULL,
+    value text NOT NULL, version bigint NOT NULL, updated_at double precision NOT NULL,
+    PRIMARY KEY (tenant, namespace, key)
+);
+CREATE INDEX IF NOT EXISTS kv_updated ON {s}.kv (tenant, updated_at);
+CREATE TABLE IF NOT EXISTS {s}.blobs (
+    tenant text NOT NULL, sha256 text NOT NULL, size bigint NOT NULL, media_type text NOT NULL,
+    data bytea NOT NULL, created_at double precision NOT NULL,
+    PRIMARY KEY (tenant, sha256)
+);
+ALTER TABLE {s}.blobs ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE IF NOT EXISTS {s}.streams (
+    tenant text NOT NULL, stream text NOT NULL, last_seq bigint NOT NULL, updated_at double precision NOT NULL,
+    PRIMARY KEY (tenant, stream)
+);
+CREATE INDEX IF NOT EXISTS streams_updated ON {s}.streams (tenant, updated_at);
+CREATE TABLE IF NOT EXISTS {s}.log (
+    tenant text NOT NULL, stream text NOT NULL, seq bigint NOT NULL, data text NOT NULL,
+    time double precision NOT NULL,
+    PRIMARY KEY (tenant, stream, seq)
+);
+"""
+
+
+class PostgresStoreOptions(BaseModel):
+    """The options of ``store = "postgres"`` (the ``[store]`` table of a stack)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dsn: str | None = Field(default=None, description=f"libpq URL; default: $KEEL_POSTGRES_DSN, else {DEFAULT_DSN}")
+    schema_name: str = Field(default="keel", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    min_size: int = Field(default=1, ge=0)
+    max_size: int = Field(default=10, ge=1)
+    poll_interval: float = Field(default=1.0, gt=0, le=60, description="subscribe()'s fallback poll, seconds")
+
+
+def _encode(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as err:
+        raise StoreError(
+            f"value is not JSON-compatible ({err}); store large or binary data with put_blob() and keep the BlobRef"
+        ) from err
+
+
+def _conflict(namespace: str, key: str, current: int, expected: int) -> ConflictError:
+    state = f"at version {current}" if current else "missing"
+    return ConflictError(
+        f"{namespace}/{key} is {state}, not at version {expected}: it changed since you read it; "
+        "read it again and retry"
+    )
+
+
+def _seq_conflict(stream: str, current: int, expected: int) -> ConflictError:
+    return ConflictError(
+        f"stream {stream!r} is at seq {current}, not {expected}: another writer appended; re-read the stream and retry"
+    )
+
+
+def _payload(tenant: str, stream: str) -> str:
+    payload = json.dumps([tenant, stream])
+    return payload if len(payload.encode()) < 7900 else "*"  # NOTIFY payloads stop at 8000 bytes
+
+
+class PostgresStore:
+    """A durable :class:`keel.Store` on PostgreSQL. The pool opens on first use."""
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = "keel",
+        min_size: int = 1,
+        max_size: int = 10,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            raise StoreError(f"store 'postgres': schema {schema!r} must be a lower-case SQL identifier")
+        self.dsn = dsn or os.environ.get("KEEL_POSTGRES_DSN") or DEFAULT_DSN
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.poll_interval = poll_interval
+        self._pool: asyncpg.Pool | None = None
+        self._opening: anyio.Lock | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._waiters: dict[tuple[str, str], anyio.Event] = {}
+        self._closed = False
+        s = schema
+        self._sql = {
+            "get": f"SELECT value, version, updated_at FROM {s}.kv WHERE tenant=$1 AND namespace=$2 AND key=$3",
+            "version": f"SELECT version FROM {s}.kv WHERE tenant=$1 AND namespace=$2 AND key=$3",
+            "upsert": f"INSERT INTO {s}.kv AS kv (tenant, namespace, key, value, version, updated_at) "
+            "VALUES ($1,$2,$3,$4,1,$5) ON CONFLICT (tenant, namespace, key) DO UPDATE SET "
+            "value=EXCLUDED.value, version=kv.version+1, updated_at=EXCLUDED.updated_at RETURNING version",
+            "insert": f"INSERT INTO {s}.kv (tenant, namespace, key, value, version, updated_at) "
+            "VALUES ($1,$2,$3,$4,1,$5) ON CONFLICT DO NOTHING RETURNING version",
+            "update": f"UPDATE {s}.kv SET value=$4, version=version+1, updated_at=$5 "
+            "WHERE tenant=$1 AND namespace=$2 AND key=$3 AND version=$6 RETURNING version",
+            "delete": f"DELETE FROM {s}.kv WHERE tenant=$1 AND namespace=$2 AND key=$3 RETURNING version",
+            "delete_v": f"DELETE FROM {s}.kv WHERE tenant=$1 AND namespace=$2 AND key=$3 AND version=$4 "
+            "RETURNING version",
+            "keys": f"SELECT key FROM {s}.kv WHERE tenant=$1 AND namespace=$2 AND starts_with(key, $3)",
+            "blob_put": f"INSERT INTO {s}.blobs (tenant, sha256, size, media_type, data, created_at) "
+            "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT DO NOTHING",
+            "blob_type": f"SELECT media_type FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
+            "blob_get": f"SELECT data FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
+            "blob_size": f"SELECT size FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
+            "blob_part": f"SELECT substring(data FROM $3 FOR $4) FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
+            "last_seq": f"SELECT last_seq FROM {s}.streams WHERE tenant=$1 AND stream=$2",
+            "seq_any": f"INSERT INTO {s}.streams AS st (tenant, stream, last_seq, updated_at) VALUES ($1,$2,$3,$4) "
+            "ON CONFLICT (tenant, stream) DO UPDATE SET last_seq=st.last_seq+EXCLUDED.last_seq, "
+            "updated_at=EXCLUDED.updated_at RETURNING last_seq",
+            "seq_new": f"INSERT INTO {s}.streams (tenant, stream, last_seq, updated_at) VALUES ($1,$2,$3,$4) "
+            "ON CONFLICT DO NOTHING RETURNING last_seq",
+            "seq_at": f"UPDATE {s}.streams SET last_seq=last_seq+$3, updated_at=$4 "
+            "WHERE tenant=$1 AND stream=$2 AND last_seq=$5 RETURNING last_seq",
+            "log_put": f"INSERT INTO {s}.log (tenant, stream, seq, data, time) VALUES ($1,$2,$3,$4,$5)",
+            "log_read": f"SELECT seq, data, time FROM {s}.log WHERE tenant=$1 AND stream=$2 AND seq>$3 "
+            "ORDER BY seq LIMIT $4",
+            "streams": f"SELECT stream FROM {s}.streams WHERE tenant=$1 AND starts_with(stream, $2)",
+            "log_drop": f"DELETE FROM {s}.log WHERE tenant=$1 AND stream=ANY($2::text[])",
+            "stream_drop": f"DELETE FROM {s}.streams WHERE tenant=$1 AND stream=$2",
+            "purge_kv": f"DELETE FROM {s}.kv WHERE tenant=$1 AND updated_at<$2",
+            "purge_streams": f"DELETE FROM {s}.streams WHERE tenant=$1 AND updated_at<$2 RETURNING stream",
+        }
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> PostgresStore:
+        """Build from a stack's ``[store]`` options; an unknown or invalid option is a :class:`keel.StoreError`."""
+        try:
+            parsed = PostgresStoreOptions.model_validate(options)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise StoreError(
+                f"store 'postgres': invalid options ({problems}). "
+                "Valid options: dsn, schema, min_size, max_size, poll_interval"
+            ) from err
+        return cls(
+            parsed.dsn,
+            schema=parsed.schema_name,
+            min_size=parsed.min_size,
+            max_size=parsed.max_size,
+            poll_interval=parsed.poll_interval,
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    # ----------------------------------------------------------------------------- plumbing
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = anyio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                import asyncpg
+
+                try:
+                    pool = await asyncpg.create_pool(self.dsn, min_size=self.min_size, max_size=self.max_size)
+                except (OSError, asyncpg.PostgresError) as err:
+                    raise StoreError(
+                        f"store 'postgres': cannot connect to PostgreSQL ({type(err).__name__}: {err}). "
+                        "Start the server, or set dsn in the [store] table (or KEEL_POSTGRES_DSN)"
+                    ) from err
+                async with pool.acquire() as conn, conn.transaction():
+                    # one creator at a time across processes: CREATE ... IF NOT EXISTS races otherwise
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"keel-schema:{self.schema}")
+                    await conn.execute(_SCHEMA.format(s=self.schema))
+                self._pool = pool
+        assert self._pool is not None
+        return self._pool
+
+    # --------------------------------------------------------------------------- key-value
+
+    async def get(self, tenant: str, namespace: str, key: str) -> Versioned | None:
+        row = await (await self._get_pool()).fetchrow(self._sql["get"], tenant, namespace, key)
+        if row is None:
+            return None
+        return Versioned(key=key, value=json.loads(row[0]), version=row[1], updated_at=row[2])
+
+    async def put(
+        self, tenant: str, namespace: str, key: str, value: Any, *, expected_version: int | None = None
+    ) -> int:
+        encoded = _encode(value)
+        pool = await self._get_pool()
+        now = time.time()
+        if expected_version is None:
+            version = await pool.fetchval(self._sql["upsert"], tenant, namespace, key, encoded, now)
+        elif expected_version == 0:
+            version = await pool.fetchval(self._sql["insert"], tenant, namespace, key, encoded, now)
+        else:
+            version = await pool.fetchval(self._sql["update"], tenant, namespace, key, encoded, now, expected_version)
+        if version is None:
+            current = await pool.fetchval(self._sql["version"], tenant, namespace, key)
+            raise _conflict(namespace, key, current or 0, expected_version or 0)
+        return int(version)
+
+    async def delete(self, tenant: str, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
+        pool = await self._get_pool()
+        if expected_version is None:
+            return await pool.fetchval(self._sql["delete"], tenant, namespace, key) is not None
+        if expected_version == 0:
+            current = await pool.fetchval(self._sql["version"], tenant, namespace, key)
+            if current:
+                raise _conflict(namespace, key, current, 0)
+            return False
+        if await pool.fetchval(self._sql["delete_v"], tenant, namespace, key, expected_version) is None:
+            current = await pool.fetchval(self._sql["version"], tenant, namespace, key)
+            raise _conflict(namespace, key, current or 0, expected_version)
+        return True
+
+    async def list_keys(self, tenant: str, namespace: str, prefix: str = "") -> list[str]:
+        rows = await (await self._get_pool()).fetch(self._sql["keys"], tenant, namespace, prefix)
+        return sorted(r[0] for r in rows)
+
+    # -------------------------------------------------------------------------------- blobs
+
+    async def put_blob(self, tenant: str, data: bytes, media_type: str = "application/octet-stream") -> BlobRef:
+        data = bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        pool = await self._get_pool()
+        await pool.execute(self._sql["blob_put"], tenant, digest, len(data), media_type, data, time.time())
+        stored = await pool.fetchval(self._sql["blob_type"], tenant, digest)
+        return BlobRef(sha256=digest, size=len(data), media_type=stored)
+
+    async def get_blob(self, tenant: str, sha256: str) -> bytes:
+        data = await (await self._get_pool()).fetchval(self._sql["blob_get"], tenant, sha256)
+        if data is None:
+            raise NotFoundError(f"no blob {sha256} for tenant {tenant!r}")
+        return bytes(data)
+
+    async def has_blob(self, tenant: str, sha256: str) -> bool:
+        return await (await self._get_pool()).fetchval(self._sql["blob_size"], tenant, sha256) is not None
+
+    async def stream_blob(self, tenant: str, sha256: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
+        """Chunks read with ``substring``: blobs are stored uncompressed, so each read touches its slice only."""
+        pool = await self._get_pool()
+        size = await pool.fetchval(self._sql["blob_size"], tenant, sha256)
+        if size is None:
+            raise NotFoundError(f"no blob {sha256} for tenant {tenant!r}")
+        for start in range(0, size, chunk_size):
+            yield bytes(await pool.fetchval(self._sql["blob_part"], tenant, sha256, start + 1, chunk_size))
+
+    # --------------------------------------------------------------------------------- logs
+
+    async def append(self, tenant: str, stream: str, records: Sequence[Any], *, expected_seq: int | None = None) -> int:
+        encoded = [_encode(r) for r in records]  # validate all before appending any
+        pool = await self._get_pool()
+        n = len(encoded)
+        if n == 0:
+            current = await self.last_seq(tenant, stream)
+            if expected_seq is not None and expected_seq != current:
+                raise _seq_conflict(stream, current, expected_seq)
+            return current
+        now = time.time()
+        async with pool.acquire() as conn, conn.transaction():
+            if expected_seq is None:
+                last = await conn.fetchval(self._sql["seq_any"], tenant, stream, n, now)
+            elif expected_seq == 0:
+                last = await conn.fetchval(self._sql["seq_new"], tenant, stream, n, now)
+            else:
+                last = await conn.fetchval(self._sql["seq_at"], tenant, stream, n, now, expected_seq)
+            if last is None:
+                current = await conn.fetchval(self._sql["last_seq"], tenant, stream)
+                raise _seq_conflict(stream, current or 0, expected_seq or 0)
+            first = last - n + 1
+            await conn.executemany(
+                self._sql["log_put"], [(tenant, stream, first + i, data, now) for i, data in enumerate(encoded)]
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, _payload(tenant, stream))
+        return int(last)
+
+    async def read(self, tenant: str, stream: str, *, after: int = 0, limit: int | None = None) -> list[LogRecord]:
+        rows = await (await self._get_pool()).fetch(self._sql["log_read"], tenant, stream, after, limit)
+        return [LogRecord(stream=stream, seq=r[0], data=json.loads(r[1]), time=r[2]) for r in rows]
+
+    async def _listen(self) -> None:
+        if self._listener is not None or self._closed:
+            return
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(self.dsn)
+            await conn.add_listener(CHANNEL, self._notified)
+        except (OSError, asyncpg.PostgresError):
+            return  # subscribe still works by polling
+        if self._listener is None:
+            self._listener = conn
+        else:
+            await conn.close()
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            tenant, stream = json.loads(payload)
+            keys = [(str(tenant), str(stream))]
+        except (ValueError, TypeError):  # "*" (a name too long for a payload), or someone else's message
+            keys = list(self._waiters)
+        for key in keys:
+            event = self._waiters.pop(key, None)
+            if event is not None:
+                event.set()
+
+    async def subscribe(self, tenant: str, stream: str, *, after: int = 0) -> AsyncIterator[LogRecord]:
+        await self._listen()
+        key = (tenant, stream)
+        while True:
+            event = self._waiters.get(key)
+            if event is None:
+                event = self._waiters[key] = anyio.Event()
+            records = await self.read(tenant, stream, after=after)
+            for record in records:
+                yield record
+                after = record.seq
+            if not records:
+                with anyio.move_on_after(self.poll_interval):
+                    await event.wait()
+
+    async def last_seq(self, tenant: str, stream: str) -> int:
+        value = await (await self._get_pool()).fetchval(self._sql["last_seq"], tenant, stream)
+        return int(value or 0)
+
+    async def list_streams(self, tenant: str, prefix: str = "") -> list[str]:
+        rows = await (await self._get_pool()).fetch(self._sql["streams"], tenant, prefix)
+        return sorted(r[0] for r in rows)
+
+    async def delete_stream(self, tenant: str, stream: str) -> None:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(self._sql["log_drop"], tenant, [stream])
+            await conn.execute(self._sql["stream_drop"], tenant, stream)
+
+    # ---------------------------------------------------------------------------- retention
+
+    async def purge(self, tenant: str, *, older_than: float) -> int:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(self._sql["purge_kv"], tenant, older_than)
+            streams = [r[0] for r in await conn.fetch(self._sql["purge_streams"], tenant, older_than)]
+            if streams:
+                await conn.execute(self._sql["log_drop"], tenant, streams)
+        return int(status.split()[-1]) + len(streams)
+
+    async def aclose(self) -> None:
+        """Close the listener and the pool. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            if self._listener is not None:
+                listener, self._listener = self._listener, None
+                await listener.close()
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                await pool.close()
+        for event in self._waiters.values():
+            event.set()
+        self._waiters.clear()

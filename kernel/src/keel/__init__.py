@@ -7,15 +7,17 @@ plugins through the entry-point group ``keel``, and runs executions. Everything 
 from __future__ import annotations
 
 from keel.actions import ActionOutcome, ActionRegistry, action, call_action, invoke_action, is_visible
-from keel.agent import Agent, AgentExecution, AgentTimeoutError, ExecutionCancelled
+from keel.agent import Agent, AgentExecution
 from keel.environments import EnvironmentManager, EnvironmentState
 from keel.errors import (
     ActionDenied,
     ActionError,
     ActionInputError,
+    AgentTimeoutError,
     ApprovalRequired,
     ConflictError,
     DriverNotFoundError,
+    ExecutionCancelled,
     KeelError,
     NotFoundError,
     OutputValidationError,

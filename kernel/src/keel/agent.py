@@ -24,7 +24,7 @@ import anyio
 from pydantic import BaseModel
 
 from keel.actions import call_action
-from keel.errors import KeelError, OutputValidationError
+from keel.errors import AgentTimeoutError, ExecutionCancelled, KeelError, OutputValidationError
 from keel.events import RuntimeEvent, new_span_id, new_trace_id
 from keel.execution import ExecutionStatus
 from keel.instant import InstantEvent, InstantParser, reset_event
@@ -67,14 +67,6 @@ _FILE_KEYS = frozenset(
         "options",
     }
 )
-
-
-class AgentTimeoutError(KeelError, TimeoutError):
-    """An agent execution ran past its ``timeout``."""
-
-
-class ExecutionCancelled(KeelError):
-    """The execution was cancelled before it finished; the message says why."""
 
 
 # ------------------------------------------------------------------------------------------ agent

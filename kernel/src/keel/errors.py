@@ -11,9 +11,11 @@ __all__ = [
     "ActionDenied",
     "ActionError",
     "ActionInputError",
+    "AgentTimeoutError",
     "ApprovalRequired",
     "ConflictError",
     "DriverNotFoundError",
+    "ExecutionCancelled",
     "KeelError",
     "NotFoundError",
     "OutputValidationError",
@@ -92,6 +94,14 @@ class OutputValidationError(KeelError):
     def __init__(self, message: str, attempts: list[dict[str, object]] | None = None):
         self.attempts = attempts or []
         super().__init__(message)
+
+
+class AgentTimeoutError(KeelError, TimeoutError):
+    """An agent execution ran past its ``timeout``."""
+
+
+class ExecutionCancelled(KeelError):
+    """The execution was cancelled before it finished; the message says why."""
 
 
 class ActionError(KeelError):

@@ -101,6 +101,11 @@ class EventBus:
         self.dropped: dict[str, int] = {}
         self.published = 0
 
+    @property
+    def has_listeners(self) -> bool:
+        """Whether anything would receive an event: producers may skip building costly ones."""
+        return bool(self._subs) or self._observer_send is not None
+
     def publish(self, event: RuntimeEvent) -> None:
         """Hand an event to every subscriber and to the observers; never blocks."""
         self.published += 1

@@ -35,7 +35,22 @@ class ExecutionStatus(enum.StrEnum):
 
 @runtime_checkable
 class Execution(Protocol):
-    """One run of a runnable: an agent answering, a flow executing."""
+    """One run of a runnable: an agent answering, a flow executing.
+
+    Conventions every implementation follows, so that the gateway, DevTools and the scheduler can
+    serve any kind of execution without importing its plugin:
+
+    - **Event kinds.** ``execution.started`` first; ``execution.completed``, ``execution.failed``
+      or ``execution.cancelled`` last (payload ``reason`` for the latter two, user-safe).
+    - **Waiting.** An execution that waits for a signal sets its status to ``waiting`` and emits
+      ``execution.waiting`` with payload ``{"interrupts": [{"name": <signal name>, "payload":
+      <a message, or {"message": ..., "schema": <JSON schema of the expected answer>}>}]}``;
+      answering is ``signal(name, answer, request_id=...)``.
+    - **Optional instant stream.** An execution whose answer streams in fields also offers
+      ``instant(since=0)``: an async iterator of :class:`keel.instant.InstantEvent` (``path``,
+      ``delta``, ``value``, ``is_complete``, and ``reset`` events for abandoned attempts).
+      Check with ``hasattr(execution, "instant")``.
+    """
 
     id: str
     kind: str

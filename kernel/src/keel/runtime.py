@@ -32,6 +32,9 @@ from keel.types import ActionCall, ActionContext, Model, PolicyDecision
 
 __all__ = ["Runtime", "discover_for"]
 
+#: how long closing a runtime waits for observers to drain their events before cancelling them
+OBSERVER_GRACE_SECONDS = 5.0
+
 
 class Runtime:
     """Everything an application needs at run time, built from a plugin host and a stack."""
@@ -53,6 +56,7 @@ class Runtime:
         self.executions = ExecutionRegistry()
         self._actions: ActionRegistry | None = None
         self._environments: EnvironmentManager | None = None
+        self._observer_scope: anyio.CancelScope | None = None
         self._models: dict[str, Model] = {}
         self._store: Store | None = None
         self._task_group: TaskGroup | None = None
@@ -83,13 +87,17 @@ class Runtime:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        task_group.start_soon(self.bus.run_observers)
+        task_group.start_soon(self._run_observers)
         try:
             await self.environments.run(task_group)
         except BaseException as err:
             await self.__aexit__(type(err), err, err.__traceback__)
             raise
         return self
+
+    async def _run_observers(self) -> None:
+        with anyio.CancelScope() as self._observer_scope:
+            await self.bus.run_observers()
 
     async def __aexit__(self, *exc: Any) -> None:
         task_group, self._task_group = self._task_group, None
@@ -98,7 +106,9 @@ class Runtime:
                 await self._environments.stop_all()  # also cancels their supervisors
             await self.aclose()
         finally:
-            self.bus.close()  # the observer dispatcher drains, then ends
+            self.bus.close()  # the observer dispatcher drains, then ends...
+            if self._observer_scope is not None:  # ...unless an observer hangs: then it is cancelled
+                self._observer_scope.deadline = anyio.current_time() + OBSERVER_GRACE_SECONDS
             if task_group is not None:
                 # pass on only a cancellation: any other error propagates from the caller's
                 # block as itself, not wrapped in an exception group by our task group
@@ -114,6 +124,11 @@ class Runtime:
             if self._store is not None:
                 store, self._store = self._store, None
                 await store.aclose()
+
+    @property
+    def started(self) -> bool:
+        """Whether the runtime is running (inside ``async with runtime``)."""
+        return self._task_group is not None
 
     @property
     def task_group(self) -> TaskGroup:
@@ -143,6 +158,11 @@ class Runtime:
         """Put a ready model instance in place of the stack's (tests, demos)."""
         self._models[alias or ""] = model
         return model
+
+    def use_store(self, store: Store) -> Store:
+        """Put a ready store in place of the stack's (tests, demos); the runtime closes it."""
+        self._store = store
+        return store
 
     def store(self) -> Store:
         """The stack's store, built once."""

@@ -311,6 +311,7 @@ class ProductEvent(_Type):
     type: Literal["task.started", "task.progress", "task.partial", "task.waiting", "task.completed", "task.failed"]
     task_id: str
     execution_id: str
+    tenant: str = "default"
     seq: int = 0
     message: str = ""
     percent: float | None = None

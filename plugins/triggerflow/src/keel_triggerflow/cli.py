@@ -1,0 +1,281 @@
+"""``keel flow ...``: run, list, show, signal, resume and cancel flow executions."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import click
+
+from keel import KeelError, Runtime
+from keel_triggerflow._engine import FlowExecution
+from keel_triggerflow._history import list_index, stream_name
+from keel_triggerflow.flow import TriggerFlow
+from keel_triggerflow.types import CloseSnapshot, LeaseError
+
+__all__ = ["flow_group", "import_flow"]
+
+
+def import_flow(target: str) -> TriggerFlow:
+    """``path/to/file.py[:name]`` or ``package.module[:name]``; without a name, the module's only
+    TriggerFlow (or the one called ``flow``)."""
+    where, _, attr = target.partition(":")
+    if where.endswith(".py") or Path(where).is_file():
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise KeelError(f"no such flow file: {where}")
+        spec = importlib.util.spec_from_file_location(f"_keel_flow_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent))
+        spec.loader.exec_module(module)
+        ref_base = str(path)
+    else:
+        module = importlib.import_module(where)
+        ref_base = where
+    flows = {k: v for k, v in vars(module).items() if isinstance(v, TriggerFlow)}
+    if attr:
+        if attr not in flows:
+            raise KeelError(f"{where} has no TriggerFlow named {attr!r} (it has: {', '.join(flows) or 'none'})")
+    elif len(flows) == 1:
+        attr = next(iter(flows))
+    elif "flow" in flows:
+        attr = "flow"
+    else:
+        raise KeelError(f"{where} defines {len(flows)} flows ({', '.join(flows) or 'none'}); name one: {where}:NAME")
+    flow = flows[attr]
+    flow.ref = f"{ref_base}:{attr}"
+    return flow
+
+
+def _runtime(ctx: click.Context) -> Runtime:
+    state = ctx.find_root().obj
+    return Runtime(state.host, state.stack)
+
+
+def _run(ctx: click.Context, body: Callable[[Runtime], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        async with _runtime(ctx) as runtime:
+            return await body(runtime)
+
+    return anyio.run(main)
+
+
+async def _flow_for(runtime: Runtime, execution_id: str, tenant: str) -> TriggerFlow:
+    records = await runtime.store().read(tenant, stream_name(execution_id), limit=1)
+    if not records:
+        raise KeelError(f"no execution {execution_id!r} in the stack's store (tenant {tenant!r}); see 'keel flow ls'")
+    start = records[0].data
+    name = start.get("flow", "")
+    if name in runtime.runnables and isinstance(runtime.runnables.get(name), TriggerFlow):
+        flow = runtime.runnables.get(name)
+        assert isinstance(flow, TriggerFlow)
+        return flow
+    if start.get("ref"):
+        return import_flow(start["ref"])
+    raise KeelError(
+        f"execution {execution_id} runs flow {name!r}, which this process cannot find: list it under "
+        "runnables in keel.toml, or start flows with 'keel flow run FILE' so their file is recorded"
+    )
+
+
+async def _drive(execution: FlowExecution, body: Callable[[], Awaitable[CloseSnapshot]], quiet: bool) -> CloseSnapshot:
+    """Run ``body`` while printing progress to stderr."""
+    result: list[CloseSnapshot] = []
+
+    async def progress() -> None:
+        async for event in execution.events(len(execution._events)):
+            if event.kind == "flow.step.completed":
+                click.echo(f"  ✓ {event.payload['step']}  ({event.payload['path']})", err=True)
+            elif event.kind == "flow.step.failed":
+                click.echo(f"  ✗ {event.payload['step']}: {event.payload['error']['message']}", err=True)
+            elif event.kind == "execution.waiting":
+                names = ", ".join(i["name"] for i in event.payload["interrupts"])
+                click.echo(f"  … waiting for {names}", err=True)
+
+    async with anyio.create_task_group() as tg:
+        if not quiet:
+            tg.start_soon(progress)
+        result.append(await body())
+        tg.cancel_scope.cancel()
+    return result[0]
+
+
+def _report(snapshot: CloseSnapshot, as_json: bool) -> None:
+    if as_json:
+        click.echo(snapshot.model_dump_json(indent=2))
+        return
+    click.echo(
+        f"execution {snapshot.execution_id} ({snapshot.flow}): {snapshot.status}, {snapshot.steps_completed} steps"
+    )
+    if snapshot.status == "completed":
+        click.echo(json.dumps(snapshot.result, indent=2, default=str))
+    elif snapshot.error:
+        click.echo(f"error: {snapshot.error}")
+    for interrupt in snapshot.pending_interrupts:
+        click.echo(
+            f"waiting for {interrupt.name!r} (interrupt {interrupt.id}), payload: {json.dumps(interrupt.payload)}"
+        )
+        click.echo(f"  answer with: keel flow signal {snapshot.execution_id} {interrupt.name} '<json>'")
+
+
+def _exit_code(snapshot: CloseSnapshot) -> None:
+    if snapshot.status in {"failed", "cancelled"}:
+        sys.exit(1)
+
+
+def _json_arg(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"{what} must be JSON ({err}); quote strings: '\"text\"'") from None
+
+
+@click.group("flow")
+def flow_group() -> None:
+    """Run and manage TriggerFlow executions."""
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+_tenant_option = click.option("--tenant", default="default", show_default=True)
+
+
+@flow_group.command("run")
+@click.argument("target")
+@click.option("--input", "input_json", metavar="JSON", help="the flow's input, as JSON")
+@_json_option
+@_tenant_option
+@click.pass_context
+def run_cmd(ctx: click.Context, target: str, input_json: str | None, as_json: bool, tenant: str) -> None:
+    """Run FILE[:flow] (or module:flow) until it ends or waits."""
+    value = _json_arg(input_json, "--input")
+    flow = import_flow(target)
+
+    async def body(runtime: Runtime) -> CloseSnapshot:
+        execution = flow.create_execution(runtime, tenant=tenant)
+        if not as_json:
+            click.echo(f"execution {execution.id}", err=True)
+        return await _drive(execution, lambda: execution.run(value), as_json)
+
+    snapshot = _run(ctx, body)
+    _report(snapshot, as_json)
+    _exit_code(snapshot)
+
+
+@flow_group.command("ls")
+@_json_option
+@_tenant_option
+@click.pass_context
+def ls_cmd(ctx: click.Context, as_json: bool, tenant: str) -> None:
+    """List executions in the stack's store."""
+
+    async def body(runtime: Runtime) -> list[dict[str, Any]]:
+        return await list_index(runtime.store(), tenant)
+
+    rows = _run(ctx, body)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no executions")
+    for row in rows:
+        click.echo(f"{row['id']}  {row.get('flow', '?'):<20} {row.get('status', '?')}")
+
+
+@flow_group.command("show")
+@click.argument("execution_id")
+@_json_option
+@_tenant_option
+@click.pass_context
+def show_cmd(ctx: click.Context, execution_id: str, as_json: bool, tenant: str) -> None:
+    """Show an execution: status, steps, pending interrupts, result."""
+
+    async def body(runtime: Runtime) -> CloseSnapshot:
+        flow = await _flow_for(runtime, execution_id, tenant)
+        execution = await flow.load(execution_id, runtime, tenant=tenant)
+        return execution.snapshot()
+
+    _report(_run(ctx, body), as_json)
+
+
+@flow_group.command("signal")
+@click.argument("execution_id")
+@click.argument("name")
+@click.argument("payload", required=False)
+@click.option("--request-id", help="idempotency key: the same id again is a no-op")
+@_json_option
+@_tenant_option
+@click.pass_context
+def signal_cmd(
+    ctx: click.Context,
+    execution_id: str,
+    name: str,
+    payload: str | None,
+    request_id: str | None,
+    as_json: bool,
+    tenant: str,
+) -> None:
+    """Answer a waiting execution (PAYLOAD is JSON), then run it on until it ends or waits."""
+    value = _json_arg(payload, "PAYLOAD")
+
+    async def body(runtime: Runtime) -> CloseSnapshot:
+        flow = await _flow_for(runtime, execution_id, tenant)
+        execution = await flow.load(execution_id, runtime, tenant=tenant)
+        await execution.signal(name, value, request_id=request_id)
+        try:
+            return await _drive(execution, execution.run, as_json)
+        except LeaseError as err:  # a live process owns it: the answer waits in its inbox
+            if not as_json:
+                click.echo(f"delivered to the process that runs it ({err})", err=True)
+            return execution.snapshot()
+
+    snapshot = _run(ctx, body)
+    _report(snapshot, as_json)
+    _exit_code(snapshot)
+
+
+@flow_group.command("resume")
+@click.argument("execution_id")
+@_json_option
+@_tenant_option
+@click.pass_context
+def resume_cmd(ctx: click.Context, execution_id: str, as_json: bool, tenant: str) -> None:
+    """Resume an execution from its history (completed steps do not run again)."""
+
+    async def body(runtime: Runtime) -> CloseSnapshot:
+        flow = await _flow_for(runtime, execution_id, tenant)
+        execution = await flow.load(execution_id, runtime, tenant=tenant)
+        return await _drive(execution, execution.run, as_json)
+
+    snapshot = _run(ctx, body)
+    _report(snapshot, as_json)
+    _exit_code(snapshot)
+
+
+@flow_group.command("cancel")
+@click.argument("execution_id")
+@click.option("--reason", default="cancelled from the command line")
+@_json_option
+@_tenant_option
+@click.pass_context
+def cancel_cmd(ctx: click.Context, execution_id: str, reason: str, as_json: bool, tenant: str) -> None:
+    """Cancel an execution that no live process owns."""
+
+    async def body(runtime: Runtime) -> CloseSnapshot:
+        records = await runtime.store().read(tenant, stream_name(execution_id), limit=1)
+        if not records:
+            raise KeelError(f"no execution {execution_id!r} in the stack's store; see 'keel flow ls'")
+        flow = TriggerFlow(records[0].data.get("flow", "?"))  # cancelling needs no steps
+        execution = await flow.load(execution_id, runtime, tenant=tenant)
+        await execution.cancel(reason)
+        return execution.snapshot()
+
+    _report(_run(ctx, body), as_json)

@@ -1,0 +1,130 @@
+"""Runners: the interface between a flow definition and what executes it, and the ``local`` runner."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keel import DriverNotFoundError, Execution, PluginConflictError, Runtime
+from keel_triggerflow import hookspecs
+from keel_triggerflow._history import NAMESPACE, list_index
+from keel_triggerflow.flow import TriggerFlow
+from keel_triggerflow.types import LeaseError
+
+__all__ = ["LocalRunner", "Runner", "RunnerSpec", "get_runner", "runner_specs"]
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """What runs flows. Every method takes the definition itself (not a copy), so any runner can
+    run any flow; executions it returns implement :class:`keel.Execution`."""
+
+    name: str
+
+    async def start(
+        self, flow: TriggerFlow, input: Any = None, *, tenant: str = "default", **options: Any
+    ) -> Execution:
+        """Start a new execution and return it at once (it runs in the background)."""
+        ...
+
+    async def resume(
+        self, flow: TriggerFlow, execution_id: str, *, tenant: str = "default", **options: Any
+    ) -> Execution:
+        """Continue an execution from its history (completed steps do not run again)."""
+        ...
+
+    async def recover(self, flows: Iterable[TriggerFlow], *, tenant: str = "default") -> list[Execution]:
+        """Resume every unfinished execution of these flows whose owner is gone (lease expired)."""
+        ...
+
+
+class RunnerSpec(BaseModel):
+    """A runner a plugin registers: ``factory(runtime, options) -> Runner``."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    description: str = ""
+    factory: Callable[[Runtime, dict[str, Any]], Any] = Field(description="builds the runner")
+
+
+class LocalRunner:
+    """In-process runner on anyio: executions run in the runtime's task group."""
+
+    name = "local"
+
+    def __init__(self, runtime: Runtime, options: Mapping[str, Any] | None = None):
+        self.runtime = runtime
+        self.options = dict(options or {})
+
+    async def start(
+        self, flow: TriggerFlow, input: Any = None, *, tenant: str = "default", **options: Any
+    ) -> Execution:
+        execution = flow.create_execution(self.runtime, tenant=tenant, **options)
+        await execution.start(input)
+        return execution
+
+    async def resume(
+        self, flow: TriggerFlow, execution_id: str, *, tenant: str = "default", **options: Any
+    ) -> Execution:
+        execution = await flow.load(execution_id, self.runtime, tenant=tenant, **options)
+        await execution.resume()
+        return execution
+
+    async def recover(self, flows: Iterable[TriggerFlow], *, tenant: str = "default") -> list[Execution]:
+        by_name = {f.name: f for f in flows}
+        store = self.runtime.store()
+        resumed: list[Execution] = []
+        for row in await list_index(store, tenant):
+            flow = by_name.get(row.get("flow", ""))
+            if flow is None or row.get("status") in {"completed", "failed", "cancelled"}:
+                continue
+            lease = await store.get(tenant, NAMESPACE, f"lease:{row['id']}")
+            if lease is not None and lease.value.get("owner") and float(lease.value.get("expires", 0)) > time.time():
+                continue  # a live owner has it
+            try:
+                resumed.append(await self.resume(flow, row["id"], tenant=tenant))
+            except LeaseError:
+                continue  # another recoverer was faster
+        return resumed
+
+
+def _local(runtime: Runtime, options: dict[str, Any]) -> LocalRunner:
+    return LocalRunner(runtime, options)
+
+
+def add_hookspecs(runtime: Runtime) -> None:
+    """Add TriggerFlow's hookspecs to the runtime's plugin manager (once)."""
+    pm = runtime.host.pm
+    caller = getattr(pm.hook, "keel_triggerflow_runners", None)
+    if caller is None or caller.spec is None:
+        pm.add_hookspecs(hookspecs)
+
+
+def runner_specs(runtime: Runtime) -> dict[str, tuple[str, RunnerSpec]]:
+    """Every registered runner by name, with the plugin that registered it (``local`` built in)."""
+    add_hookspecs(runtime)
+    found: dict[str, tuple[str, RunnerSpec]] = {}
+    pm = runtime.host.pm
+    for impl in pm.hook.keel_triggerflow_runners.get_hookimpls():
+        specs: Iterable[RunnerSpec] = impl.function() or ()  # type: ignore[assignment]
+        for spec in specs:
+            if spec.name in found and found[spec.name][0] != impl.plugin_name:
+                raise PluginConflictError("runner", spec.name, found[spec.name][0], impl.plugin_name)
+            found[spec.name] = (impl.plugin_name, spec)
+    found.setdefault("local", ("keel-triggerflow", RunnerSpec(name="local", factory=_local)))
+    return found
+
+
+def get_runner(runtime: Runtime, name: str | None = None) -> Runner:
+    """The runner the stack's ``runner`` slot names (default ``local``)."""
+    choice = runtime.stack.choice("runner")
+    wanted = name or choice.name
+    specs = runner_specs(runtime)
+    if wanted not in specs:
+        raise DriverNotFoundError("runner", wanted, specs, "" if name else choice.source)
+    runner: Runner = specs[wanted][1].factory(runtime, dict(choice.options))
+    return runner

@@ -1,0 +1,350 @@
+"""The chained builder's verbs, run in memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from keel import ExecutionStatus
+from keel_triggerflow import BranchError, FlowDefinitionError, StepFailed, TriggerFlow
+
+
+async def inc(ctx: Any) -> int:
+    return (ctx.value or 0) + 1
+
+
+async def double(ctx: Any) -> int:
+    return ctx.value * 2
+
+
+async def test_linear_chain_returns_the_last_value() -> None:
+    flow = TriggerFlow("linear")
+    flow.to(inc).to(double).to(inc)
+    assert await flow.run(1) == 5
+
+
+async def test_the_same_chunk_at_several_places_never_loops() -> None:
+    calls: list[str] = []
+
+    async def step(ctx: Any) -> int:
+        calls.append(ctx.path)
+        return ctx.value + 1
+
+    flow = TriggerFlow("reuse")
+    flow.to(step).to(step).to(step)
+    assert await flow.run(0) == 3
+    assert calls == ["@0", "@1", "@2"]
+
+
+async def test_if_elif_else() -> None:
+    flow = TriggerFlow("cond")
+    (
+        flow.if_condition(lambda v: v > 5)
+        .to(double)
+        .elif_condition(lambda v: v > 2)
+        .to(inc)
+        .else_condition()
+        .to(inc)
+        .to(inc)
+        .end_condition()
+    )
+    assert [await flow.run(v) for v in (10, 3, 0)] == [20, 4, 2]
+
+
+async def test_condition_may_read_state() -> None:
+    async def mark(ctx: Any) -> int:
+        ctx.state.set("limit", 1)
+        return ctx.value
+
+    flow = TriggerFlow("state-cond")
+    flow.to(mark).if_condition(lambda v, state: v > state["limit"]).to(double).end_condition()
+    assert await flow.run(3) == 6
+    assert await flow.run(1) == 1
+
+
+async def test_match_hit_first_and_hit_all() -> None:
+    first = TriggerFlow("m1")
+    first.match().case("a").to(lambda ctx: "A").case(lambda v: v.startswith("b")).to(lambda ctx: "B").case_else().to(
+        lambda ctx: "?"
+    ).end_match()
+    assert [await first.run(v) for v in ("a", "bee", "z")] == ["A", "B", "?"]
+    every = TriggerFlow("m2")
+    every.match(mode="hit_all").case(lambda v: v > 1).to(inc).case(lambda v: v > 2).to(double).end_match()
+    assert await every.run(3) == [4, 6]
+
+
+async def test_batch_joins_by_name() -> None:
+    flow = TriggerFlow("batch")
+    flow.batch(("plus", inc), ("times", double), concurrency=2).to(lambda ctx: ctx.value)
+    assert await flow.run(5) == {"plus": 6, "times": 10}
+
+
+async def test_for_each_1000_items_with_concurrency_16() -> None:
+    running = 0
+    peak = 0
+
+    async def work(ctx: Any) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(0)
+        running -= 1
+        return ctx.value * 2
+
+    flow = TriggerFlow("each")
+    flow.for_each(concurrency=16).to(work).end_for_each()
+    result = await flow.run(list(range(1000)))
+    assert result == [i * 2 for i in range(1000)]
+    assert peak == 16
+
+
+async def test_batch_fail_fast_cancels_the_other_branches() -> None:
+    cancelled: list[str] = []
+
+    async def slow(ctx: Any) -> None:
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(ctx.path)
+            raise
+
+    async def boom(ctx: Any) -> None:
+        await anyio.sleep(0.01)
+        raise ValueError("no")
+
+    flow = TriggerFlow("ff")
+    flow.batch(("a", slow), ("b", boom), ("c", slow))
+    execution = flow.create_execution()
+    await execution.run(None)
+    assert execution.status is ExecutionStatus.FAILED
+    with pytest.raises(StepFailed, match="ValueError: no"):
+        await execution.result()
+    assert len(cancelled) == 2
+
+
+async def test_batch_can_collect_errors() -> None:
+    async def boom(ctx: Any) -> None:
+        raise ValueError("no")
+
+    flow = TriggerFlow("collect-errors")
+    flow.batch(("ok", inc), ("bad", boom), on_error="collect")
+    result = await flow.run(1)
+    assert result["ok"] == 2
+    assert BranchError.model_validate(result["bad"]).error == {"type": "ValueError", "message": "no"}
+
+
+async def test_cancel_reaches_every_running_branch() -> None:
+    started = anyio.Event()
+    cancelled: list[int] = []
+    count = 0
+
+    async def hang(ctx: Any) -> None:
+        nonlocal count
+        count += 1
+        if count == 8:
+            started.set()
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(ctx.value)
+            raise
+
+    flow = TriggerFlow("hang")
+    flow.for_each().to(hang).end_for_each()
+    async with flow.create_execution() as execution:
+        await execution.start(list(range(8)))
+        await started.wait()
+        await execution.cancel("test")
+        with pytest.raises(Exception, match="cancelled"):
+            await execution.result()
+    assert execution.status is ExecutionStatus.CANCELLED
+    assert sorted(cancelled) == list(range(8))
+
+
+async def test_loop_by_event_runs_to_its_end() -> None:
+    flow = TriggerFlow("loop")
+    flow.to(inc).emit("tick")
+    flow.when("tick").to(inc).if_condition(lambda v: v < 500).emit("tick").else_condition().end().end_condition()
+    assert await flow.run(0) == 500
+
+
+async def test_emit_from_a_chunk_and_collect() -> None:
+    async def fan(ctx: Any) -> None:
+        ctx.emit("A", 1)
+        ctx.emit("B", 2)
+
+    flow = TriggerFlow("collect")
+    flow.to(fan)
+    flow.when("A").to(inc).collect("both", "a").to(lambda ctx: ctx.value).end()
+    flow.when("B").to(double).collect("both", "b")
+    assert await flow.run(None) == {"a": 2, "b": 4}
+
+
+async def test_when_all_events() -> None:
+    async def fan(ctx: Any) -> None:
+        ctx.emit("x", 1)
+        ctx.emit("y", 2)
+
+    flow = TriggerFlow("and")
+    flow.to(fan)
+    flow.when(["x", "y"], mode="and").to(lambda ctx: ctx.value).end()
+    assert await flow.run(None) == {"x": 1, "y": 2}
+
+
+class Question(BaseModel):
+    topic: str
+
+
+class Answer(BaseModel):
+    text: str
+
+
+async def test_sub_flow_returns_its_result_with_its_own_state() -> None:
+    async def research(ctx: Any) -> dict[str, str]:
+        ctx.state.set("seen", ctx.value.topic)
+        return {"text": f"about {ctx.value.topic}"}
+
+    child = TriggerFlow("child", input_model=Question, output_model=Answer)
+    child.to(research)
+
+    async def parent_step(ctx: Any) -> str:
+        assert "seen" not in ctx.state  # the child's state stayed in the child
+        return ctx.value.text.upper()
+
+    parent = TriggerFlow("parent")
+    parent.to(child).to(parent_step)
+    assert await parent.run({"topic": "tides"}) == "ABOUT TIDES"
+
+
+async def test_sub_flow_refuses_input_outside_its_contract() -> None:
+    child = TriggerFlow("child", input_model=Question)
+    child.to(lambda ctx: ctx.value.topic)
+    parent = TriggerFlow("parent")
+    parent.to(child)
+    with pytest.raises(Exception, match="topic"):
+        await parent.run({"nope": 1})
+
+
+async def test_reducers_merge_parallel_state_writes() -> None:
+    async def find(ctx: Any) -> int:
+        ctx.state.set("found", ctx.value)
+        ctx.state.set("by", {str(ctx.value): True})
+        return ctx.value
+
+    flow = TriggerFlow("reduce", reducers={"found": "list", "by": "dict", "total": lambda old, new: (old or 0) + new})
+    flow.for_each(concurrency=4).to(find).end_for_each().to(lambda ctx: sum(ctx.value)).set_state("total")
+    execution = flow.create_execution()
+    snapshot = await execution.run([1, 2, 3])
+    assert sorted(snapshot.state["found"]) == [1, 2, 3]
+    assert snapshot.state["by"] == {"1": True, "2": True, "3": True}
+    assert snapshot.state["total"] == 6
+
+
+async def test_runtime_stream_and_rejoin_by_sequence() -> None:
+    async def talk(ctx: Any) -> str:
+        for word in ("a", "b", "c"):
+            ctx.put_into_stream(word)
+        return "done"
+
+    flow = TriggerFlow("stream")
+    flow.to(talk)
+    execution = flow.create_execution()
+    await execution.run(None)
+    assert [item async for item in execution.stream()] == ["a", "b", "c"]
+    events = [e async for e in execution.events()]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    later = [e async for e in execution.events(since=events[2].seq)]
+    assert later == events[3:]
+    assert events[0].kind == "execution.started" and events[-1].kind == "execution.completed"
+
+
+async def test_unclosed_constructs_are_listed_together() -> None:
+    flow = TriggerFlow("open")
+    flow.if_condition(lambda v: True).to(inc).for_each().to(inc)
+    flow.when("E").match().case(1)
+    with pytest.raises(FlowDefinitionError) as caught:
+        flow.compile()
+    assert len(caught.value.problems) == 3
+
+
+async def test_misplaced_verbs_are_refused() -> None:
+    with pytest.raises(FlowDefinitionError, match="end_condition"):
+        TriggerFlow("x").to(inc).end_condition()
+
+
+async def test_retries_then_succeeds_with_a_new_attempt_number() -> None:
+    keys: list[str] = []
+
+    async def flaky(ctx: Any) -> str:
+        keys.append(ctx.idempotency_key)
+        if ctx.attempt < 3:
+            raise RuntimeError("try again")
+        return "ok"
+
+    flow = TriggerFlow("retry")
+    flow.to(flaky, retries=2)
+    execution = flow.create_execution()
+    await execution.run(None)
+    assert await execution.result() == "ok"
+    assert keys == [f"{execution.id}:@0:{n}" for n in (1, 2, 3)]
+
+
+async def test_flow_is_a_runnable_registered_with_the_runtime(keel_runtime: Any) -> None:
+    flow = TriggerFlow("runnable")
+    flow.to(inc)
+    keel_runtime.add(flow)
+    execution = await keel_runtime.runnables.get("runnable").start(1, runtime=keel_runtime)
+    assert await execution.result() == 2
+    assert keel_runtime.executions.get(execution.id) is execution
+
+
+def test_sync_facade() -> None:
+    flow = TriggerFlow("sync")
+    flow.to(inc)
+    assert flow.run_sync(1) == 2
+
+
+async def test_external_events_reach_when_chains_and_close_returns_the_snapshot() -> None:
+    seen: list[Any] = []
+
+    async def wait_for_orders(ctx: Any) -> str:
+        return await ctx.pause_for("stop")
+
+    async def record(ctx: Any) -> None:
+        seen.append(ctx.value)
+
+    flow = TriggerFlow("events")
+    flow.to(wait_for_orders)
+    flow.when("order").to(record)
+    async with flow.create_execution() as execution:
+        await execution.start(None)
+        while not execution.get_pending_interrupts():
+            await anyio.sleep(0.01)
+        await execution.emit("order", {"id": 1})
+        await execution.signal("order", {"id": 2})  # a signal no wait expects, but a when() handles
+        await execution.signal("stop", "enough")
+        snapshot = await execution.close()
+    assert snapshot.status == "completed" and snapshot.result == "enough"
+    assert sorted(o["id"] for o in seen) == [1, 2]
+    assert snapshot.pending_interrupts == []
+
+
+async def test_steps_are_runtime_events_on_the_bus(keel_runtime: Any) -> None:
+    flow = TriggerFlow("observed")
+    flow.to(inc).to(double)
+    async with keel_runtime.bus.subscribe() as subscription:
+        execution = flow.create_execution(keel_runtime)
+        await execution.run(1)
+        kinds = []
+        async for event in subscription:
+            assert event.execution_id == execution.id and event.source == "triggerflow"
+            kinds.append(event.kind)
+            if event.kind == "execution.completed":
+                break
+    assert kinds.count("flow.step.completed") == 2
+    quiet = flow.create_execution(keel_runtime, step_events=False)
+    await quiet.run(1)
+    assert [e.kind async for e in quiet.events()] == ["execution.started", "execution.completed"]

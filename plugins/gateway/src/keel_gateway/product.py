@@ -1,0 +1,384 @@
+"""Product events: what UIs and IM channels see of an execution.
+
+A :class:`Projection` maps one execution's RuntimeEvents (and, when the execution offers
+``instant()``, its instant events) to :class:`keel.ProductEvent` objects. The projection keeps user
+text and drops everything internal: RuntimeEvent payloads, parser paths, chunk and step names,
+model names, exception texts. A :class:`ProductLog` holds one execution's product events numbered
+from 1 (the ``seq`` that SSE's ``Last-Event-ID`` resumes from), each encoded once for every reader;
+the :class:`ProductHub` runs one projector per followed execution.
+
+Schema of ``data`` per type (stable; see docs/interaction.md):
+
+- ``task.started``: ``null``.
+- ``task.progress``: ``null``; ``message`` is human-readable, ``percent`` is set where known.
+- ``task.partial``: ``{"field": name, "delta": text, "value": so_far, "complete": bool}``, or
+  ``{"reset": true}`` when the answer is being redone and every shown field must be dropped.
+- ``task.waiting``: ``null``; ``waiting_for`` says what is awaited and how to answer.
+- ``task.completed``: the validated output.
+- ``task.failed``: ``{"code": "timeout" | "invalid_output" | "cancelled" | "error"}``; ``message`` is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic_core import to_jsonable_python
+
+from keel import Execution, ExecutionStatus, ProductEvent, RuntimeEvent
+
+if TYPE_CHECKING:
+    from keel import Runtime
+
+__all__ = ["TERMINAL", "ProductHub", "ProductLog", "Projection", "jsonable"]
+
+log = logging.getLogger("keel_gateway.product")
+
+TERMINAL = frozenset({"execution.completed", "execution.failed", "execution.cancelled"})
+_SEGMENT = re.compile(r'^(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]|\["(?:[^"\\]|\\.)*"\])$')
+_DECODER = json.JSONDecoder()
+
+_FAILURES = {
+    "timeout": "the task took too long and was stopped",
+    "invalid_output": "the answer did not match the expected format",
+    "cancelled": "the task was cancelled",
+    "error": "the task failed",
+}
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-compatible copy of a value (pydantic models included)."""
+    return to_jsonable_python(value, fallback=str)
+
+
+def _event(kind: str, execution_id: str, **fields: Any) -> ProductEvent:
+    return ProductEvent(type=kind, task_id=execution_id, execution_id=execution_id, **fields)  # type: ignore[arg-type]
+
+
+def failure_code(error: Any) -> str:
+    """Classify a failure from its exception, or the error text or record an execution reported."""
+    if isinstance(error, BaseException):
+        name = type(error).__name__
+    elif isinstance(error, dict):
+        name = str(error.get("type", ""))
+    else:
+        name = str(error or "").partition(":")[0]
+    if "Timeout" in name:
+        return "timeout"
+    if "OutputValidation" in name:
+        return "invalid_output"
+    if "Cancel" in name:
+        return "cancelled"
+    return "error"
+
+
+def _top(path: str) -> tuple[str, str] | None:
+    """Split an instant path into its top-level field and the rest (``items[2].t`` -> items, [2].t)."""
+    if not path:
+        return None
+    if path[0] == "[":
+        try:
+            key, end = _DECODER.raw_decode(path, 1)
+        except ValueError:
+            return None
+        return str(key), path[end + 1 :]
+    m = re.match(r"[A-Za-z_][A-Za-z0-9_]*", path)
+    if m is None:
+        return None
+    return m.group(0), path[m.end() :]
+
+
+class Projection:
+    """RuntimeEvents and instant events of one execution -> product events (``seq`` unset)."""
+
+    def __init__(self, execution_id: str, *, signal_path: Callable[[str], str] | None = None):
+        self.execution_id = execution_id
+        self.steps = 0
+        self._fields: dict[str, Any] = {}
+        self._signal_path = signal_path or (lambda name: f"/v1/executions/{execution_id}/signals/{name}")
+
+    # ---------------------------------------------------------------------------- runtime events
+
+    def runtime(self, event: RuntimeEvent) -> ProductEvent | None:
+        kind, payload, eid = event.kind, event.payload, self.execution_id
+        if kind == "execution.started":
+            resumed = bool(payload.get("resumed"))
+            return _event("task.started", eid, message="resumed" if resumed else "started")
+        if kind == "execution.waiting":
+            return self.waiting(payload.get("interrupts") or [])
+        if kind == "model.request":
+            return _event("task.progress", eid, message="working") if payload.get("attempt", 0) == 0 else None
+        if kind == "output.retry":
+            return _event("task.progress", eid, message="the answer needed a correction; retrying")
+        if kind == "flow.step.completed":
+            self.steps += 1
+            return _event("task.progress", eid, message=f"{self.steps} step{'s' if self.steps > 1 else ''} done")
+        if kind == "flow.signal":
+            return _event("task.progress", eid, message="answer received; continuing")
+        if kind == "flow.wait.timeout":
+            return _event("task.progress", eid, message="no answer came in time; continuing")
+        if kind.endswith(".progress"):
+            message = payload.get("message")
+            percent = payload.get("percent")
+            if isinstance(percent, bool) or not isinstance(percent, int | float):
+                percent = None
+            return _event(
+                "task.progress",
+                eid,
+                message=message[:500] if isinstance(message, str) else "working",
+                percent=None if percent is None else max(0.0, min(100.0, float(percent))),
+            )
+        return None
+
+    def waiting(self, interrupts: list[Any]) -> ProductEvent:
+        """``task.waiting``: each awaited signal with its question and answer schema, and how to answer."""
+        signals: list[dict[str, Any]] = []
+        for item in interrupts:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                continue
+            name: str = item["name"]
+            payload = item.get("payload")
+            entry: dict[str, Any] = {"name": name, "message": "", "schema": None}
+            if isinstance(payload, str):
+                entry["message"] = payload
+            elif isinstance(payload, dict):
+                text = payload.get("message", payload.get("question", payload.get("prompt")))
+                entry["message"] = text if isinstance(text, str) else ""
+                schema = payload.get("schema")
+                entry["schema"] = schema if isinstance(schema, dict) else None
+                details = {k: v for k, v in payload.items() if k not in ("message", "question", "prompt", "schema")}
+                if details:
+                    entry["details"] = jsonable(details)
+            if isinstance(item.get("deadline"), int | float):
+                entry["deadline"] = item["deadline"]
+            entry["answer"] = {
+                "method": "POST",
+                "path": self._signal_path(name),
+                "body": {"payload": "<an answer matching schema>", "request_id": "<unique per answer>"},
+            }
+            signals.append(entry)
+        names = ", ".join(s["name"] for s in signals) or "a signal"
+        first = next((s["message"] for s in signals if s["message"]), "")
+        return _event(
+            "task.waiting",
+            self.execution_id,
+            message=first or f"waiting for {names}",
+            waiting_for={"signals": signals},
+        )
+
+    def failed(self, code: str, detail: str = "") -> ProductEvent:
+        message = _FAILURES.get(code, _FAILURES["error"])
+        if detail:
+            message = f"{message}: {detail}"
+        return _event("task.failed", self.execution_id, message=message, data={"code": code})
+
+    def completed(self, data: Any) -> ProductEvent:
+        return _event("task.completed", self.execution_id, message="completed", percent=100.0, data=data)
+
+    # ---------------------------------------------------------------------------- instant events
+
+    def instant(self, event: Any) -> ProductEvent | None:
+        """``task.partial`` for an instant event (``keel.InstantEvent``), or ``None`` when it adds nothing."""
+        eid = self.execution_id
+        if getattr(event, "kind", "field") == "reset":
+            self._fields.clear()
+            return _event("task.partial", eid, message="redoing the answer", data={"reset": True})
+        path: str = event.path
+        if path == "":
+            if event.is_complete:
+                return None  # the root closed: task.completed carries the validated whole
+            if isinstance(event.delta, str) and event.delta:
+                # a plain-text answer: deltas only (join them); the value arrives with task.completed
+                return _event(
+                    "task.partial", eid, data={"field": "", "delta": event.delta, "value": None, "complete": False}
+                )
+            return None
+        split = _top(path)
+        if split is None:
+            return None
+        key, rest = split
+        if rest == "":
+            value = event.value
+            if isinstance(value, dict | list):
+                self._fields[key] = value
+                if not event.is_complete:
+                    return None
+                value = json.loads(json.dumps(value, default=str))
+            data = {
+                "field": key,
+                "delta": event.delta if isinstance(event.delta, str) else "",
+                "value": jsonable(value),
+                "complete": bool(event.is_complete),
+            }
+            return _event("task.partial", eid, data=data)
+        # a nested value completed: show the top-level field as it stands now
+        if not event.is_complete or not _SEGMENT.match(rest) or key not in self._fields:
+            return None
+        snapshot = json.loads(json.dumps(self._fields[key], default=str))
+        return _event("task.partial", eid, data={"field": key, "delta": "", "value": snapshot, "complete": False})
+
+
+class ProductLog:
+    """One execution's product events, numbered from 1, each encoded once for every reader."""
+
+    def __init__(self, tenant: str, execution_id: str):
+        self.tenant = tenant
+        self.execution_id = execution_id
+        self.events: list[ProductEvent] = []
+        self.json: list[str] = []
+        self.frames: list[bytes] = []
+        self.finished = False
+        self.waiting_for: dict[str, Any] | None = None
+        self.finished_at: float | None = None
+        self._wake: anyio.Event | None = None
+
+    def append(self, event: ProductEvent) -> ProductEvent:
+        event.seq = len(self.events) + 1
+        text = event.model_dump_json()
+        self.events.append(event)
+        self.json.append(text)
+        self.frames.append(f"id: {event.seq}\nevent: {event.type}\ndata: {text}\n\n".encode())
+        if event.type == "task.waiting":
+            self.waiting_for = event.waiting_for
+        elif event.type != "task.partial":
+            self.waiting_for = None
+        self._notify()
+        return event
+
+    def close(self) -> None:
+        self.finished = True
+        self.finished_at = time.monotonic()
+        self._notify()
+
+    def _notify(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.set()
+
+    async def changed(self) -> None:
+        if self._wake is None:
+            self._wake = anyio.Event()
+        await self._wake.wait()
+
+    async def follow(self, since: int = 0) -> AsyncIterator[int]:
+        """Indices (0-based) of events with ``seq > since``, live until the log is finished."""
+        i = max(0, since)
+        while True:
+            while i < len(self.events):
+                yield i
+                i += 1
+            if self.finished:
+                return
+            await self.changed()
+
+    async def settled(self) -> None:
+        """Wait until the execution has finished or is waiting for a signal."""
+        while not self.finished and self.waiting_for is None:
+            await self.changed()
+
+    @property
+    def last(self) -> ProductEvent | None:
+        return self.events[-1] if self.events else None
+
+
+class ProductHub:
+    """Product logs of the executions being followed, one projector each, in the runtime's task group.
+
+    Finished logs beyond ``keep_finished`` are dropped oldest first; following such an execution
+    again projects it again from its events.
+    """
+
+    def __init__(self, runtime: Runtime, *, keep_finished: int = 1000):
+        self.runtime = runtime
+        self.keep_finished = keep_finished
+        self._logs: OrderedDict[tuple[str, str], ProductLog] = OrderedDict()
+        self.listeners: list[Callable[[Execution, ProductLog], None]] = []
+
+    def log(self, execution: Execution) -> ProductLog:
+        key = (execution.tenant, execution.id)
+        found = self._logs.get(key)
+        if found is not None:
+            self._logs.move_to_end(key)
+            return found
+        product = self._logs[key] = ProductLog(execution.tenant, execution.id)
+        self.runtime.task_group.start_soon(
+            self._project, execution, product, name=f"keel gateway project {execution.id}"
+        )
+        self._evict()
+        return product
+
+    def _evict(self) -> None:
+        finished = [k for k, v in self._logs.items() if v.finished]
+        for key in finished[: max(0, len(finished) - self.keep_finished)]:
+            del self._logs[key]
+
+    async def _project(self, execution: Execution, product: ProductLog) -> None:
+        projection = Projection(execution.id)
+        instant = getattr(execution, "instant", None)
+        instant_done = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                if callable(instant):
+                    tg.start_soon(self._partials, instant, projection, product, instant_done)
+                else:
+                    instant_done.set()
+                terminal: RuntimeEvent | None = None
+                async for event in execution.events():
+                    if event.kind in TERMINAL:
+                        terminal = event
+                        continue
+                    try:
+                        found = projection.runtime(event)
+                    except Exception:
+                        log.exception("projecting %s of %s failed", event.kind, execution.id)
+                        continue
+                    if found is not None:
+                        product.append(found)
+                await instant_done.wait()
+                product.append(await self._final(execution, projection, terminal))
+        except Exception:
+            log.exception("the projector of execution %s failed", execution.id)
+            if not (product.last and product.last.type in ("task.completed", "task.failed")):
+                product.append(projection.failed("error", "its progress could not be followed"))
+        finally:
+            product.close()
+            self._evict()
+            for listener in list(self.listeners):
+                try:
+                    listener(execution, product)
+                except Exception:
+                    log.exception("a product-log listener failed")
+
+    @staticmethod
+    async def _partials(instant: Any, projection: Projection, product: ProductLog, done: anyio.Event) -> None:
+        try:
+            async for event in instant():
+                try:
+                    found = projection.instant(event)
+                except Exception:
+                    log.exception("projecting an instant event of %s failed", projection.execution_id)
+                    continue
+                if found is not None:
+                    product.append(found)
+        finally:
+            done.set()
+
+    @staticmethod
+    async def _final(execution: Execution, projection: Projection, terminal: RuntimeEvent | None) -> ProductEvent:
+        status = execution.status
+        kind = terminal.kind if terminal is not None else f"execution.{status.value}"
+        if kind == "execution.completed":
+            try:
+                return projection.completed(jsonable(await execution.result()))
+            except Exception as err:
+                return projection.failed(failure_code(err))
+        if kind == "execution.cancelled" or status is ExecutionStatus.CANCELLED:
+            return projection.failed("cancelled")
+        payload = terminal.payload if terminal is not None else {}
+        return projection.failed(failure_code(payload.get("error")))

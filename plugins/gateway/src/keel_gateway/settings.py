@@ -1,0 +1,74 @@
+"""``[settings.gateway]``: keys, tokens, limits and CORS, read from the stack.
+
+    [settings.gateway]
+    cors_origins = ["https://app.example.com"]
+    max_body_bytes = 1048576
+    rate_limit_per_minute = 600
+    rate_limit_burst = 60
+    jwt_secret_env = "KEEL_JWT_SECRET"
+
+    [[settings.gateway.api_keys]]
+    key_env = "ACME_API_KEY"      # or sha256 = "<hex of the key>", or key = "..." (development only)
+    tenant = "acme"
+    scopes = ["*"]
+
+With neither API keys nor a JWT secret configured the gateway runs open, every caller being tenant
+``anonymous_tenant`` with every scope and no rate limit (a warning is logged): for local development only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["SCOPES", "ApiKey", "GatewaySettings"]
+
+#: every scope the gateway checks; ``*`` grants them all.
+SCOPES = ("run", "read", "signal", "cancel")
+
+
+class ApiKey(BaseModel):
+    """One API key: how to recognise it, and the tenant and scopes it stands for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, description="a name for logs and rate limits (default: a hash prefix)")
+    key: str | None = Field(
+        default=None, description="the key itself (development only: secrets do not belong in files)"
+    )
+    key_env: str | None = Field(default=None, description="environment variable holding the key")
+    sha256: str | None = Field(default=None, description="hex SHA-256 of the key")
+    tenant: str
+    scopes: list[str] = Field(default_factory=lambda: ["*"])
+
+
+class GatewaySettings(BaseModel):
+    """Everything the gateway reads from ``[settings.gateway]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    jwt_secret: str | None = Field(default=None, description="HS256 secret (development only; prefer jwt_secret_env)")
+    jwt_secret_env: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_tenant_claim: str = "tenant"
+    anonymous_tenant: str = "default"
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    rate_limit_per_minute: float = Field(default=600.0, gt=0)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+    static_dir: str | None = Field(default=None, description="a folder served at /ui/ (plain HTML + JS)")
+    keep_finished: int = Field(
+        default=1000, ge=0, description="finished executions whose product events stay in memory"
+    )
+    keepalive_seconds: float = Field(default=15.0, gt=0, description="SSE comment / WebSocket ping interval")
+    channels: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="options per channel name, e.g. [settings.gateway.channels.webhook]"
+    )
+
+    @property
+    def open(self) -> bool:
+        """No key and no token configured: every caller is the anonymous tenant."""
+        return not self.api_keys and not (self.jwt_secret or self.jwt_secret_env)

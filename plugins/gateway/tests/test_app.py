@@ -1,0 +1,30 @@
+"""Routes in-process (httpx's ASGI transport); the real-server tests live in tests/test_gateway_*.py."""
+
+from __future__ import annotations
+
+import httpx
+
+import keel
+from keel.testing import ScriptedModel, make_host
+from keel_gateway import create_app
+
+
+async def test_start_wait_read_and_isolation() -> None:
+    async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+        runtime.use_model(ScriptedModel(['{"title": "Otters"}'] * 3))
+        runtime.add(keel.Agent("brief", "Write.", output={"title": (str, "t")}))
+        keys = [{"key": "ka", "tenant": "a"}, {"key": "kb", "tenant": "b"}]
+        app = create_app(runtime, {"api_keys": keys})
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            done = await http.post("/v1/runnables/brief/executions?wait=true", json="x", headers={"X-API-Key": "ka"})
+            assert done.status_code == 200 and done.json()["output"] == {"title": "Otters"}
+            eid = done.json()["id"]
+            assert (await http.get(f"/v1/executions/{eid}", headers={"X-API-Key": "ka"})).status_code == 200
+            other = await http.get(f"/v1/executions/{eid}", headers={"X-API-Key": "kb"})
+            assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
+            doc = (await http.get("/openapi.json")).json()
+            assert "/v1/runnables/brief/executions" in doc["paths"]
+            assert doc["components"]["schemas"]["BriefResult"]["allOf"][0] == {
+                "$ref": "#/components/schemas/ExecutionView"
+            }

@@ -1,0 +1,96 @@
+"""The projection RuntimeEvent -> ProductEvent on real executions (ScriptedModel, offline)."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+
+import keel
+from keel.testing import Reply, ScriptedModel, make_host
+from keel_gateway import ProductHub, Projection
+
+ANSWER = '{"title": "Otters", "points": ["float", "hold hands"], "meta": {"n": 2}}'
+
+
+def agent() -> keel.Agent:
+    return keel.Agent(
+        "brief",
+        "Write a brief.",
+        output={"title": (str, "t"), "points": (list[str], "p"), "meta": (dict[str, int], "m")},
+        max_retries=1,
+    )
+
+
+async def follow(script: list[str | Reply]) -> list[keel.ProductEvent]:
+    async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+        runtime.use_model(ScriptedModel(script, chunks=3))
+        execution = await agent().start("otters", runtime=runtime)
+        log = ProductHub(runtime).log(execution)
+        with anyio.fail_after(10):
+            async for _ in log.follow():
+                pass
+        return log.events
+
+
+async def test_an_agent_run_projects_to_product_events() -> None:
+    events = await follow([ANSWER])
+    types = [e.type for e in events]
+    assert types[0] == "task.started" and types[1] == "task.progress" and types[-1] == "task.completed"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    titles = [e.data["value"] for e in events if e.type == "task.partial" and e.data["field"] == "title"]
+    assert titles[-1] == "Otters" and len(titles) >= 2, "the title streams"
+    points = [e.data["value"] for e in events if e.type == "task.partial" and e.data["field"] == "points"]
+    assert points[-1] == ["float", "hold hands"]
+    assert events[-1].data == {"title": "Otters", "points": ["float", "hold hands"], "meta": {"n": 2}}
+    shown = "".join(e.model_dump_json() for e in events)
+    for internal in ("model.delta", "scripted", "attempt", "points[0]", "meta.n"):
+        assert internal not in shown
+
+
+async def test_a_retry_resets_the_partial_fields_and_a_failure_is_safe() -> None:
+    events = await follow(['{"title": 5}', ANSWER])
+    assert any(e.type == "task.partial" and e.data == {"reset": True} for e in events)
+    assert any(e.type == "task.progress" and "retrying" in e.message for e in events)
+    assert events[-1].type == "task.completed"
+    failed = await follow(['{"title": 5}', '{"title": 6}'])
+    assert failed[-1].type == "task.failed"
+    assert failed[-1].data == {"code": "invalid_output"}
+    assert "title" not in failed[-1].message and "Error" not in failed[-1].message
+
+
+def test_waiting_states_say_what_is_awaited_and_how_to_answer() -> None:
+    projection = Projection("exe_1")
+    event = keel.RuntimeEvent(
+        kind="execution.waiting",
+        payload={
+            "interrupts": [
+                {
+                    "id": "i1",
+                    "name": "approve",
+                    "path": "a.b",
+                    "payload": {"question": "OK?", "schema": {"type": "boolean"}, "amount": 3},
+                }
+            ]
+        },
+    )
+    waiting = projection.runtime(event)
+    assert waiting is not None and waiting.type == "task.waiting" and waiting.message == "OK?"
+    (signal,) = waiting.waiting_for["signals"]
+    assert signal["schema"] == {"type": "boolean"} and signal["details"] == {"amount": 3}
+    assert signal["answer"]["path"] == "/v1/executions/exe_1/signals/approve"
+    assert "a.b" not in json.dumps(waiting.waiting_for)
+
+
+def test_progress_events_are_clamped_and_internal_events_dropped() -> None:
+    projection = Projection("exe_1")
+    progress = projection.runtime(
+        keel.RuntimeEvent(kind="import.progress", payload={"message": "half", "percent": 250})
+    )
+    assert progress is not None and progress.percent == 100.0 and progress.message == "half"
+    assert projection.runtime(keel.RuntimeEvent(kind="action.call", payload={"name": "drop_table"})) is None
+    steps = [
+        projection.runtime(keel.RuntimeEvent(kind="flow.step.completed", payload={"step": "secret_chunk"}))
+        for _ in range(2)
+    ]
+    assert [s.message for s in steps if s] == ["1 step done", "2 steps done"]

@@ -207,3 +207,27 @@ async def test_the_factory_receives_the_environment_name(tmp_path: Path) -> None
     async with rt:
         env = await rt.environments.ensure("named")
         assert env.name == "named"
+
+
+async def test_an_actions_listing_that_fails_is_a_failed_start(tmp_path: Path) -> None:
+    class Broken(ProcessEnvironment):
+        async def actions(self) -> list[keel.ActionSpec]:
+            raise RuntimeError("tools/list timed out")
+
+    class Plugin2:
+        @keel.hookimpl
+        def keel_environments(self) -> list[keel.EnvironmentSpec]:
+            return [
+                keel.EnvironmentSpec(
+                    name="broken",
+                    kind="process",
+                    factory=Broken,
+                    restart=keel.RestartPolicy(max_restarts=1, backoff_seconds=0.01),
+                )
+            ]
+
+    (tmp_path / "keel.toml").write_text('[environments.b]\ndriver = "broken"\nstart = "eager"\n')
+    async with keel.Runtime(make_host(Plugin2()), load_stack(cwd=tmp_path)) as rt:
+        (state,) = rt.environments.status()
+        assert state.status == "failed" and "tools/list timed out" in state.error
+    assert state.restarts == 1

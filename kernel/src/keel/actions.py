@@ -183,6 +183,13 @@ class ActionRegistry:
         self._items[spec.name] = (spec, source)
         return spec
 
+    def remove_source(self, source: str) -> list[str]:
+        """Forget every action a source registered (an environment about to re-register its own)."""
+        names = [name for name, (_, owner) in self._items.items() if owner == source]
+        for name in names:
+            del self._items[name]
+        return names
+
     def get(self, name: str) -> ActionSpec:
         try:
             return self._items[name][0]

@@ -17,13 +17,23 @@ from keel.plugins import PluginHost
 from keel.runtime import Runtime, discover_for
 from keel.stack import Stack, load_stack
 
-__all__ = ["main"]
+__all__ = ["CliState", "main"]
 
 
-class _State:
+class CliState:
+    """What every ``keel`` sub-command can use: ``click.get_current_context().find_root().obj``.
+
+    :ivar host: the plugin host, with the plugins the stack and switches allowed.
+    :ivar stack: the resolved stack (``--stack``/``--stack-file``/``keel.toml``).
+    """
+
     def __init__(self, host: PluginHost, stack: Stack):
         self.host = host
         self.stack = stack
+
+    def runtime(self) -> Runtime:
+        """A new runtime over this host and stack (not started: use ``async with``)."""
+        return Runtime(self.host, self.stack)
 
 
 def _prescan(argv: Sequence[str], option: str) -> str | None:
@@ -44,7 +54,7 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
     @click.pass_context
     def cli(ctx: click.Context, stack_name: str | None, stack_file: str | None) -> None:
         """Keel: a plugin-based agent framework."""
-        ctx.obj = _State(host, stack)
+        ctx.obj = CliState(host, stack)
 
     @cli.command()
     def version() -> None:
@@ -56,7 +66,7 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
     @cli.command()
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @click.pass_obj
-    def plugins(state: _State, as_json: bool) -> None:
+    def plugins(state: CliState, as_json: bool) -> None:
         """List installed plugins, what they implement and what they registered."""
         infos = state.host.plugin_infos()
         if as_json:
@@ -75,7 +85,7 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
     @cli.command("stack")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @click.pass_obj
-    def stack_cmd(state: _State, as_json: bool) -> None:
+    def stack_cmd(state: CliState, as_json: bool) -> None:
         """Show the resolved stack: each slot, its driver, and where the choice came from."""
         report = state.stack.check(state.host)
         if as_json:
@@ -95,20 +105,20 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
     @env_group.command("list")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @click.pass_obj
-    def env_list_cmd(state: _State, as_json: bool) -> None:
+    def env_list_cmd(state: CliState, as_json: bool) -> None:
         """List declared environments (nothing is started)."""
-        rows = [s.as_dict() for s in Runtime(state.host, state.stack).environments.status()]
+        rows = [s.as_dict() for s in state.runtime().environments.status()]
         _print_envs(rows, as_json)
 
     @env_group.command("status")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @click.option("--start", "start_all", is_flag=True, help="start lazy environments too before checking")
     @click.pass_obj
-    def env_status_cmd(state: _State, as_json: bool, start_all: bool) -> None:
+    def env_status_cmd(state: CliState, as_json: bool, start_all: bool) -> None:
         """Start the stack's eager environments, check each one's health, print, stop them."""
 
         async def run() -> list[dict[str, Any]]:
-            async with Runtime(state.host, state.stack) as runtime:
+            async with state.runtime() as runtime:
                 for name in runtime.environments.names():
                     if start_all:
                         with contextlib.suppress(KeelError):
@@ -124,11 +134,11 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
     @click.option("--hold", is_flag=True, help="keep it running (supervised, restarted on failure) until Ctrl-C")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @click.pass_obj
-    def env_start_cmd(state: _State, name: str, hold: bool, as_json: bool) -> None:
+    def env_start_cmd(state: CliState, name: str, hold: bool, as_json: bool) -> None:
         """Start one environment and check its health; with --hold, supervise it until Ctrl-C."""
 
         async def run() -> list[dict[str, Any]]:
-            async with Runtime(state.host, state.stack) as runtime:
+            async with state.runtime() as runtime:
                 await runtime.environments.start(name)
                 await runtime.environments.check(name)
                 _print_envs([runtime.environments.status_of(name).as_dict()], as_json)

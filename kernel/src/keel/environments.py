@@ -170,6 +170,7 @@ class EnvironmentManager:
                     return
                 try:
                     await item.env.start()
+                    await self._register_actions(item)  # an actions() that fails is a failed start
                 except Exception as err:
                     item.state.error = f"{type(err).__name__}: {err}"
                     await self._quietly_stop(item)
@@ -184,10 +185,10 @@ class EnvironmentManager:
                 break
             item.state.error = ""
             item.state.started_at = time.time()
-            await self._register_actions(item)
             self._set(item, "ready", restarts=item.state.restarts)
         if self._task_group is not None and not item.supervised:
             item.supervised = True
+            item.scope = anyio.CancelScope()  # before the task runs, so stop_all can always cancel it
             self._task_group.start_soon(self._supervise, item)
 
     def _may_restart(self, item: _Managed, attempt: int) -> bool:
@@ -201,12 +202,15 @@ class EnvironmentManager:
         if self._actions is None or provider is None:
             return
         specs = await provider()
+        source = f"environment:{item.name}"
+        self._actions.remove_source(source)  # a tool the restarted server no longer has is gone
         item.state.actions = [spec.name for spec in specs]
         for spec in specs:
-            self._actions.replace(spec, source=f"environment:{item.name}")
+            self._actions.replace(spec, source=source)
 
     async def _supervise(self, item: _Managed) -> None:
-        with anyio.CancelScope() as item.scope:
+        assert item.scope is not None
+        with item.scope:
             await self._watch(item)
 
     async def _watch(self, item: _Managed) -> None:

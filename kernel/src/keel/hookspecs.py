@@ -214,6 +214,8 @@ def keel_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``keel`` command line.
 
     :param cli: the top-level click group; call ``cli.add_command(...)`` or use ``@cli.command()``.
+        Inside a command, ``click.get_current_context().find_root().obj`` is a
+        :class:`keel.cli.CliState`: ``.host``, ``.stack`` and ``.runtime()``.
 
     Example::
 

@@ -11,7 +11,7 @@ runtime: pass it where it is needed.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -207,8 +207,12 @@ class Runtime:
         context: ActionContext | None = None,
         approver: Approver | None = None,
         approval_timeout: float | None = 300.0,
+        visible: Iterable[str] | None = None,
     ) -> ActionOutcome:
-        """Call an action through policy, approval and audit (events on the runtime bus)."""
+        """Call an action through policy, approval and audit (events on the runtime bus).
+
+        :param visible: the caller's own action selection (names or ``tag:<t>``), as an agent's.
+        """
         context = context or ActionContext()
         approver = approver or self.approver
 
@@ -219,7 +223,7 @@ class Runtime:
 
         return await call_action(
             self.actions, name, arguments, context=context, check=self.check_action, approver=approver,
-            approval_timeout=approval_timeout, emit=emit,
+            approval_timeout=approval_timeout, emit=emit, visible=visible,
         )  # fmt: skip
 
     def add(self, runnable: Runnable) -> Runnable:

@@ -189,7 +189,8 @@ class ActionSpec(_Spec):
     Build one with :func:`keel.action` rather than by hand.
     """
 
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+    # the characters every major model API accepts in a tool name (no dots: OpenAI refuses them)
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
     description: str = ""
     parameters: dict[str, Any] = Field(description="JSON schema of the arguments (an object)")
     handler: Callable[..., Any] = Field(description="sync or async; called with validated keyword arguments")

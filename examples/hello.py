@@ -16,7 +16,9 @@ from pydantic import BaseModel, Field
 import keel
 from keel.testing import ScriptedModel
 
-TEXT = "Invoice 2024-117 from Nordlys AS, due 2024-12-01: 3 licences at 120.00 EUR each."
+# Extraction, not arithmetic: the embedded model is tiny (135M parameters); it copies fields well
+# and judges poorly. For harder tasks, point the stack at a stronger model (docs/models.md).
+TEXT = "Invoice 2024-117 from Nordlys AS. Due date: 2024-12-01. Total: 360.00 EUR (3 licences)."
 CANNED = '{"number": "2024-117", "vendor": "Nordlys AS", "due": "2024-12-01", "total_eur": 360.0}'
 
 
@@ -29,7 +31,7 @@ class Invoice(BaseModel):
 
 agent = keel.Agent(
     "invoice",
-    "Extract the invoice from the user's text. Compute the total if only unit prices are given.",
+    "Extract the invoice from the user's text.",
     output=Invoice,
     ensure_keys=["vendor", "number"],
     max_retries=2,

@@ -1,0 +1,149 @@
+"""``keel mcp serve`` and ``keel actions``. Heavy imports (the mcp SDK, uvicorn) happen inside."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import sys
+from typing import Any
+
+import anyio
+import click
+
+import keel
+
+__all__ = ["add_commands", "load_approver"]
+
+
+def _state() -> tuple[keel.PluginHost, keel.Stack]:
+    obj = click.get_current_context().find_root().obj
+    return obj.host, obj.stack
+
+
+def add_commands(cli: click.Group) -> None:
+    cli.add_command(mcp_group)
+    if "actions" not in cli.commands:  # the kernel's own, once it has one, wins
+        cli.add_command(actions_cmd)
+
+
+@click.group("mcp")
+def mcp_group() -> None:
+    """MCP: serve Keel actions to any MCP client. (Hosted MCP servers are `[environments.*]`.)"""
+
+
+@mcp_group.command("serve")
+@click.option("--action", "names", multiple=True, metavar="NAME", help="offer this action (repeatable)")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="offer the actions with this tag (repeatable)")
+@click.option("--all", "offer_all", is_flag=True, help="offer every action the agent may see")
+@click.option("--agent", default="mcp-client", show_default=True, help="the caller's agent name, for scope and audit")
+@click.option("--http", "http", is_flag=True, help="streamable HTTP instead of stdio")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: address to bind")
+@click.option("--port", default=8765, show_default=True, type=int, help="HTTP: port")
+@click.option("--path", default="/mcp", show_default=True, help="HTTP: endpoint path")
+@click.option(
+    "--approver", "approver_ref", metavar="MODULE:ATTR",
+    help="who approves risky calls: an Approver object or a function(request) -> bool; none = deny (fail closed)",
+)  # fmt: skip
+@click.option("--approval-timeout", default=300.0, show_default=True, type=float, help="seconds; no answer = deny")
+def serve_cmd(
+    names: tuple[str, ...],
+    tags: tuple[str, ...],
+    offer_all: bool,
+    agent: str,
+    http: bool,
+    host: str,
+    port: int,
+    path: str,
+    approver_ref: str | None,
+    approval_timeout: float,
+) -> None:
+    """Expose chosen Keel actions as an MCP server (stdio by default, or --http).
+
+    Every call goes through the stack's policy, approval and audit, as an agent's would.
+    """
+    if not (names or tags or offer_all):
+        raise click.UsageError("choose what to offer: --action NAME, --tag TAG (repeatable) or --all")
+    host_, stack = _state()
+    approver = load_approver(approver_ref) if approver_ref else None
+
+    async def run() -> None:
+        from keel_mcp.server import build_server, selected, serve_http, serve_stdio
+
+        async with keel.Runtime(host_, stack) as runtime:
+            server = build_server(
+                runtime, names=names, tags=tags, agent=agent, approver=approver, approval_timeout=approval_timeout
+            )
+            offered = [spec.name for spec in selected(runtime, names, tags, agent)]
+            unknown = [n for n in names if n not in offered]
+            where = f"http://{host}:{port}{path}" if http else "stdio"
+            click.echo(f"keel mcp serve: {len(offered)} action(s) on {where}: {', '.join(offered) or 'none'}", err=True)
+            if unknown:
+                click.echo(
+                    f"warning: not offered (unknown or not visible to {agent!r}): {', '.join(unknown)}", err=True
+                )
+            if http:
+                await serve_http(server, host, port, path)
+            else:
+                await serve_stdio(server)
+
+    anyio.run(run)
+
+
+def load_approver(ref: str) -> keel.Approver:
+    """``module:attr`` naming an :class:`keel.Approver` (or a class of one) or a callback."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise click.BadParameter(f"cannot import {ref!r}: {err}", param_hint="--approver") from err
+    if isinstance(obj, type):
+        obj = obj()
+    if isinstance(obj, keel.Approver):
+        return obj
+    if callable(obj):
+        return keel.CallbackApprover(obj)
+    raise click.BadParameter(f"{ref!r} is neither an Approver nor a function", param_hint="--approver")
+
+
+@click.command("actions")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--agent", default=None, help="only the actions this agent may see")
+@click.option("--start", "start_lazy", is_flag=True, help="start lazy environments too, to list their actions")
+def actions_cmd(as_json: bool, agent: str | None, start_lazy: bool) -> None:
+    """List every action of the stack with its scope and risk (eager environments are started,
+    so their actions are listed too; then they are stopped)."""
+    host, stack = _state()
+
+    async def run() -> tuple[list[dict[str, Any]], list[str]]:
+        from keel_mcp.server import describe
+
+        async with keel.Runtime(host, stack) as runtime:
+            # let the environments' supervisor tasks begin, so that closing cancels them at once
+            # (a supervisor not yet running is only noticed after its health interval)
+            await anyio.sleep(0.01)
+            problems = []
+            for name in runtime.environments.names():
+                if start_lazy:
+                    with contextlib.suppress(keel.KeelError):
+                        await runtime.environments.ensure(name)
+                state = runtime.environments.status_of(name)
+                if state.status == "failed" or (state.status != "ready" and start_lazy):
+                    problems.append(f"environment {name!r} is {state.status}: {state.error}; its actions are missing")
+            rows = [describe(s, runtime.actions.source(s.name)) for s in runtime.actions.visible(agent)]
+            return sorted(rows, key=lambda r: r["name"]), problems
+
+    rows, problems = anyio.run(run)
+    for problem in problems:
+        click.echo(f"warning: {problem}", err=True)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no actions: plugins register them with keel_actions(), environments such as MCP servers add theirs")
+    for row in rows:
+        scope = row["scope"] if isinstance(row["scope"], str) else ", ".join(row["scope"])
+        click.echo(f"{row['name']:<32} {row['risk']:<12} {scope:<16} {row['source']}")
+    sys.stdout.flush()

@@ -1,0 +1,106 @@
+"""Workload data shared by the figure scripts: the 10-field output contract and its answer, and the
+local fake OpenAI-compatible server as a context manager."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+
+# The 10-field contract every agent/model figure asks for, as (type name, description).
+FIELDS: dict[str, tuple[str, str]] = {
+    "title": ("str", "a short title"),
+    "summary": ("str", "one sentence"),
+    "category": ("str", "one word"),
+    "priority": ("int", "1 to 5"),
+    "score": ("float", "0 to 1"),
+    "tags": ("list[str]", "keywords"),
+    "author": ("str", "who wrote it"),
+    "published": ("bool", "is it public"),
+    "language": ("str", "ISO code"),
+    "word_count": ("int", "words in the text"),
+}
+ANSWER: dict[str, Any] = {
+    "title": "Quarterly report",
+    "summary": "Revenue grew in every region while costs stayed flat.",
+    "category": "finance",
+    "priority": 2,
+    "score": 0.87,
+    "tags": ["revenue", "costs", "regions"],
+    "author": "Ada Lovelace",
+    "published": True,
+    "language": "en",
+    "word_count": 1234,
+}
+PROMPT = "Summarise this report: revenue grew in every region while costs stayed flat."
+
+# Pydantic source of the contract, for snippets that run in a peer's venv (each defines it itself).
+MODEL_SOURCE = """
+from pydantic import BaseModel
+class Report(BaseModel):
+    title: str
+    summary: str
+    category: str
+    priority: int
+    score: float
+    tags: list[str]
+    author: str
+    published: bool
+    language: str
+    word_count: int
+"""
+
+
+def big_answer(size: int = 20_000) -> str:
+    """A JSON answer of about ``size`` characters: nested objects, lists, strings with escapes, numbers."""
+    items = []
+    i = 0
+    while True:
+        items.append(
+            {
+                "id": i,
+                "title": f'Item {i}: a "quoted" title with unicode é and a newline\\n',
+                "score": round(i * 0.137, 3),
+                "tags": ["alpha", "beta", f"t{i}"],
+                "done": i % 2 == 0,
+                "owner": {"name": f"user{i}", "email": f"user{i}@example.com"},
+            }
+        )
+        i += 1
+        text = json.dumps({"report": "instant stream benchmark", "count": i, "items": items})
+        if len(text) >= size:
+            return text
+
+
+@contextlib.contextmanager
+def fake_openai_server(answer: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Start ``bench/fake_openai.py`` on 127.0.0.1 (a free port) for the duration; yield the args
+    workloads need: ``base_url`` and ``stats_url``."""
+    env_answer = json.dumps(answer if answer is not None else ANSWER)
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "fake_openai.py"), "--port", "0", "--answer", env_answer],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()  # "listening http://127.0.0.1:PORT"
+        if not line.startswith("listening "):
+            raise RuntimeError(f"fake OpenAI server did not start: {line!r}")
+        root = line.split(" ", 1)[1]
+        yield {"base_url": root + "/v1", "stats_url": root + "/_stats", "answer": answer or ANSWER}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def server_stats(stats_url: str) -> dict[str, float]:
+    with urllib.request.urlopen(stats_url, timeout=5) as resp:
+        return dict(json.loads(resp.read()))

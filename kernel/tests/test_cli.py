@@ -186,3 +186,35 @@ def test_env_status_json_and_nothing_left_running(fake_site: Callable[..., Path]
     assert rows["worker"]["restarts"] == 0
     assert rows["later"]["status"] == "stopped" and rows["later"]["last_health"] is None
     assert processes_with(marker) == [], "an environment process outlived the command"
+
+
+ACTIONS_PLUGIN = """
+import keel
+
+@keel.action(risk="irreversible", tags=["ops"], visible_to=["ops-bot"])
+def restart_service(name: str) -> str:
+    "Restart a service."
+    return name
+
+@keel.action
+def ping() -> str:
+    "Answer pong."
+    return "pong"
+
+@keel.hookimpl
+def keel_actions():
+    yield restart_service
+    yield ping
+"""
+
+
+def test_actions_lists_scope_risk_and_source(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    site = fake_site("keel-ops", entry_points={"keel": {"ops": "keel_ops"}}, modules={"keel_ops": ACTIONS_PLUGIN})
+    result = keel_cli(site, "actions", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["restart_service"]["risk"] == "irreversible"
+    assert rows["restart_service"]["scope"] == ["ops-bot"] and rows["restart_service"]["source"] == "ops"
+    assert rows["ping"]["scope"] == "every agent" and rows["ping"]["parameters"]["type"] == "object"
+    as_other = json.loads(keel_cli(site, "actions", "--json", "--agent", "assistant", cwd=tmp_path).stdout)
+    assert [r["name"] for r in as_other] == ["ping"], "an agent outside the scope does not see the action"

@@ -16,6 +16,7 @@ from keel.errors import KeelError
 from keel.plugins import PluginHost
 from keel.runtime import Runtime, discover_for
 from keel.stack import Stack, load_stack
+from keel.types import ActionSpec
 
 __all__ = ["CliState", "main"]
 
@@ -148,8 +149,61 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
 
         anyio.run(run)
 
+    @cli.command("actions")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.option("--agent", default=None, help="only the actions this agent may see")
+    @click.option("--start", "start_lazy", is_flag=True, help="start lazy environments too, to list their actions")
+    @click.pass_obj
+    def actions_cmd(state: CliState, as_json: bool, agent: str | None, start_lazy: bool) -> None:
+        """List every action of the stack with its scope and risk.
+
+        Plugin actions are listed as registered; the stack's eager environments (MCP servers,
+        sandboxes) are started so that their actions are listed too, then stopped.
+        """
+
+        async def run() -> tuple[list[dict[str, Any]], list[str]]:
+            problems = []
+            async with state.runtime() as runtime:
+                for name in runtime.environments.names():
+                    if start_lazy:
+                        with contextlib.suppress(KeelError):
+                            await runtime.environments.ensure(name)
+                    env = runtime.environments.status_of(name)
+                    if env.status == "failed" or (start_lazy and env.status != "ready"):
+                        problems.append(f"environment {name!r} is {env.status}: {env.error}; its actions are missing")
+                rows = [_describe_action(s, runtime.actions.source(s.name)) for s in runtime.actions.visible(agent)]
+            return sorted(rows, key=lambda r: r["name"]), problems
+
+        rows, problems = anyio.run(run)
+        for problem in problems:
+            click.echo(f"warning: {problem}", err=True)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            click.echo(
+                "no actions: plugins register them with keel_actions(), environments (MCP servers...) add theirs"
+            )
+        for row in rows:
+            scope = row["scope"] if isinstance(row["scope"], str) else ", ".join(row["scope"])
+            click.echo(f"{row['name']:<32} {row['risk']:<12} {scope:<16} {row['source']}")
+
     host.add_commands(cli)
     return cli
+
+
+def _describe_action(spec: ActionSpec, source: str) -> dict[str, Any]:
+    """One row of ``keel actions --json``."""
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "risk": spec.risk,
+        "scope": sorted(spec.visible_to) if spec.visible_to is not None else "every agent",
+        "tags": sorted(spec.tags),
+        "source": source,
+        "timeout": spec.timeout,
+        "parameters": json.loads(json.dumps(spec.parameters, default=str)),
+    }
 
 
 def _print_envs(rows: list[dict[str, Any]], as_json: bool) -> None:

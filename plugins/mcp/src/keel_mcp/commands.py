@@ -1,11 +1,8 @@
-"""``keel mcp serve`` and ``keel actions``. Heavy imports (the mcp SDK, uvicorn) happen inside."""
+"""``keel mcp serve`` (``keel actions`` is the kernel's). Heavy imports (the mcp SDK, uvicorn) happen inside."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import json
-import sys
 from typing import Any
 
 import anyio
@@ -23,8 +20,6 @@ def _state() -> tuple[keel.PluginHost, keel.Stack]:
 
 def add_commands(cli: click.Group) -> None:
     cli.add_command(mcp_group)
-    if "actions" not in cli.commands:  # the kernel's own, once it has one, wins
-        cli.add_command(actions_cmd)
 
 
 @click.group("mcp")
@@ -106,44 +101,3 @@ def load_approver(ref: str) -> keel.Approver:
     if callable(obj):
         return keel.CallbackApprover(obj)
     raise click.BadParameter(f"{ref!r} is neither an Approver nor a function", param_hint="--approver")
-
-
-@click.command("actions")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@click.option("--agent", default=None, help="only the actions this agent may see")
-@click.option("--start", "start_lazy", is_flag=True, help="start lazy environments too, to list their actions")
-def actions_cmd(as_json: bool, agent: str | None, start_lazy: bool) -> None:
-    """List every action of the stack with its scope and risk (eager environments are started,
-    so their actions are listed too; then they are stopped)."""
-    host, stack = _state()
-
-    async def run() -> tuple[list[dict[str, Any]], list[str]]:
-        from keel_mcp.server import describe
-
-        async with keel.Runtime(host, stack) as runtime:
-            # let the environments' supervisor tasks begin, so that closing cancels them at once
-            # (a supervisor not yet running is only noticed after its health interval)
-            await anyio.sleep(0.01)
-            problems = []
-            for name in runtime.environments.names():
-                if start_lazy:
-                    with contextlib.suppress(keel.KeelError):
-                        await runtime.environments.ensure(name)
-                state = runtime.environments.status_of(name)
-                if state.status == "failed" or (state.status != "ready" and start_lazy):
-                    problems.append(f"environment {name!r} is {state.status}: {state.error}; its actions are missing")
-            rows = [describe(s, runtime.actions.source(s.name)) for s in runtime.actions.visible(agent)]
-            return sorted(rows, key=lambda r: r["name"]), problems
-
-    rows, problems = anyio.run(run)
-    for problem in problems:
-        click.echo(f"warning: {problem}", err=True)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no actions: plugins register them with keel_actions(), environments such as MCP servers add theirs")
-    for row in rows:
-        scope = row["scope"] if isinstance(row["scope"], str) else ", ".join(row["scope"])
-        click.echo(f"{row['name']:<32} {row['risk']:<12} {scope:<16} {row['source']}")
-    sys.stdout.flush()

@@ -7,7 +7,6 @@ the ``action.*`` audit events, exactly as for an agent's own tool call.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -100,17 +99,3 @@ async def serve_http(server: Server[Any], host: str, port: int, path: str = "/mc
     app = server.streamable_http_app(streamable_http_path=path, host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     await uvicorn.Server(config).serve()
-
-
-def describe(spec: keel.ActionSpec, source: str) -> dict[str, Any]:
-    """One row of ``keel actions --json``."""
-    return {
-        "name": spec.name,
-        "description": spec.description,
-        "risk": spec.risk,
-        "scope": sorted(spec.visible_to) if spec.visible_to is not None else "every agent",
-        "tags": sorted(spec.tags),
-        "source": source,
-        "timeout": spec.timeout,
-        "parameters": json.loads(json.dumps(spec.parameters, default=str)),
-    }

@@ -403,23 +403,18 @@ class AgentExecution:
     async def result(self) -> Any:
         return await self.get_data()
 
-    async def instant(self, since: int = 0) -> AsyncIterator[InstantEvent]:
+    def instant(self, since: int = 0) -> AsyncIterator[InstantEvent]:
         """Instant events from position ``since``, live until the execution finishes."""
-        i = since
-        while True:
-            items = self._instant
-            while i < len(items):
-                yield items[i]
-                i += 1
-            if self._status.finished:
-                return
-            await self._changed()
+        return self._follow(self._instant, since)
 
-    async def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
+    def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
         """RuntimeEvents with ``seq > since``, live until the execution finishes."""
+        return self._follow(self._events, since)
+
+    async def _follow(self, items: list[Any], since: int) -> AsyncIterator[Any]:
+        """Yield ``items`` from ``since`` on, then each new one as it is appended, until the end."""
         i = since
         while True:
-            items = self._events
             while i < len(items):
                 yield items[i]
                 i += 1

@@ -171,6 +171,91 @@ async def test_loop_by_event_runs_to_its_end() -> None:
     assert await flow.run(0) == 500
 
 
+async def test_a_loop_by_emits_from_a_chunk_runs_deep_in_one_task() -> None:
+    tasks: set[int] = set()
+    paths: set[int] = set()
+
+    async def tick(ctx: Any) -> int:
+        tasks.add(anyio.get_current_task().id)
+        paths.add(len(ctx.path))
+        value = ctx.value + 1
+        if value < 3000:  # deeper than the recursion limit: the chain continues in a loop, not a call
+            await ctx.async_emit("tick", value)
+        else:
+            ctx.set_result(value)
+        return value
+
+    async def start(ctx: Any) -> None:
+        ctx.emit("tick", 0)
+
+    flow = TriggerFlow("ctx-loop")
+    flow.to(start)
+    flow.when("tick").to(tick)
+    execution = flow.create_execution(durability="none")
+    assert (await execution.run(None)).result == 3000
+    assert len(tasks) == 1 and len(paths) == 1
+    kinds = [e.kind async for e in execution.events()]
+    assert kinds.count("flow.emit") == 3000 and kinds.count("flow.step.completed") == 3001
+    # each emit is announced inside its step, before that step completes, and the next step follows
+    assert kinds[1:6] == ["flow.step.started", "flow.emit", "flow.step.completed", "flow.step.started", "flow.emit"]
+
+
+async def test_a_chunk_that_emits_then_waits_lets_the_chain_run_meanwhile() -> None:
+    answered = anyio.Event()
+
+    async def ask(ctx: Any) -> str:
+        ctx.emit("question", "why?")
+        with anyio.fail_after(5):  # the emitted chain must run while this chunk waits
+            await answered.wait()
+        return "asked"
+
+    async def answer(ctx: Any) -> None:
+        answered.set()
+
+    flow = TriggerFlow("emit-then-wait")
+    flow.to(ask)
+    flow.when("question").to(answer)
+    assert await flow.run(None) == "asked"
+
+
+async def test_a_chunk_that_emits_then_fails_still_starts_the_chain() -> None:
+    seen: list[Any] = []
+    release = anyio.Event()
+
+    async def flaky(ctx: Any) -> int:
+        ctx.emit("note", ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("once")
+        with anyio.fail_after(5):  # both attempts' emits reach the chain
+            await release.wait()
+        return ctx.attempt
+
+    async def note(ctx: Any) -> None:
+        seen.append(ctx.value)
+        if len(seen) == 2:
+            release.set()
+
+    flow = TriggerFlow("emit-then-fail")
+    flow.to(flaky, retries=1)
+    flow.when("note").to(note)
+    assert await flow.run(None) == 2
+    assert seen == [1, 2]
+
+
+async def test_events_nobody_received_are_built_when_read(keel_runtime: Any) -> None:
+    flow = TriggerFlow("lazy-events")
+    flow.to(inc).to(double)
+    execution = flow.create_execution(keel_runtime)
+    await execution.run(1)
+    first = [e async for e in execution.events()]
+    again = [e async for e in execution.events(2)]
+    assert [e.seq for e in first] == list(range(1, len(first) + 1))
+    assert [e.id for e in first] == [f"{execution.id}.{e.seq}" for e in first]
+    assert all(e.execution_id == execution.id and e.source == "triggerflow" for e in first)
+    assert [e.time for e in first] == sorted(e.time for e in first)
+    assert again == first[2:] and again[0] is first[2]  # built once, then the same object
+
+
 async def test_emit_from_a_chunk_and_collect() -> None:
     async def fan(ctx: Any) -> None:
         ctx.emit("A", 1)
@@ -348,3 +433,11 @@ async def test_steps_are_runtime_events_on_the_bus(keel_runtime: Any) -> None:
     quiet = flow.create_execution(keel_runtime, step_events=False)
     await quiet.run(1)
     assert [e.kind async for e in quiet.events()] == ["execution.started", "execution.completed"]
+
+
+def test_emit_thread_ids_are_the_recorded_ones() -> None:
+    from keel_triggerflow._ops import emit_thread, thread_hash
+
+    # histories written before name event chains with thread_hash: the fast form must give the same ids
+    for origin, event, k in (("", "tick", 0), ("t1a2b3c4d5e6f@w0:0", "Tick", 1), ("@0", "a|b", 12)):
+        assert emit_thread(origin, event, k) == thread_hash(origin, event, k)

@@ -364,6 +364,41 @@ async def test_an_execution_is_a_keel_execution(make_runtime: Any) -> None:
     assert execution.kind == "flow" and execution.status.value == "pending"
 
 
+async def test_an_answer_left_in_the_inbox_reaches_the_next_owner(make_runtime: Any) -> None:
+    store = MemoryStore()
+    published: list[Any] = []
+    flow = approval_flow(published)
+    first = flow.create_execution(make_runtime(store))
+    assert (await first.run("x")).status == "waiting"
+    [interrupt] = first.get_pending_interrupts()
+    # what a process that found the lease held writes; here its owner went away before reading it
+    await store.append("default", f"triggerflow/{first.id}/inbox", [{"i": interrupt.id, "r": "r-7", "v": "yes"}])
+    async with make_runtime(store) as runtime:
+        again = await flow.load(first.id, runtime)
+        await again.start()
+        with anyio.fail_after(10):
+            assert await again.result() == {"published": "yes"}
+    sigs = [r.data for r in await store.read("default", f"triggerflow/{first.id}") if r.data["t"] == "sig"]
+    assert [(s["r"], s.get("x")) for s in sigs] == [("r-7", 1)]
+
+
+async def test_an_execution_that_never_waits_never_reads_its_inbox(make_runtime: Any) -> None:
+    class CountingStore(MemoryStore):
+        subscribed: list[str] = []
+
+        def subscribe(self, tenant: str, stream: str, *, after: int = 0) -> Any:
+            self.subscribed.append(stream)
+            return super().subscribe(tenant, stream, after=after)
+
+    store = CountingStore()
+    execution = counting_flow([], steps=20).create_execution(make_runtime(store))
+    await execution.run(0)
+    assert store.subscribed == []
+    waiting = approval_flow([]).create_execution(make_runtime(store))
+    assert (await waiting.run("x")).status == "waiting"
+    assert store.subscribed == [f"triggerflow/{waiting.id}/inbox"]
+
+
 async def test_a_signal_from_another_process_reaches_the_live_owner(make_runtime: Any) -> None:
     store = MemoryStore()
     published: list[Any] = []

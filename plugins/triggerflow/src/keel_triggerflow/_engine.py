@@ -13,7 +13,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -22,7 +23,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from keel import ConflictError, ExecutionStatus, KeelError, Runtime, RuntimeEvent, Store, new_id
 from keel_triggerflow._history import History, Lease, inbox_name, stream_name, write_index
-from keel_triggerflow._ops import STOP, Compiled, Op, Step, Tail, thread_hash
+from keel_triggerflow._ops import STOP, Compiled, Op, Step, Tail, emit_thread, thread_hash
 from keel_triggerflow.types import (
     CloseSnapshot,
     Durability,
@@ -137,7 +138,7 @@ class _State:
 class Context:
     """What a chunk receives: the value, state, emit, the runtime stream, waits, resources."""
 
-    __slots__ = ("_emits", "_scope", "_sets", "_waits", "_x", "attempt", "path", "value")
+    __slots__ = ("_deferred", "_emits", "_scope", "_sets", "_waits", "_x", "attempt", "path", "value")
 
     def __init__(self, x: FlowExecution, scope: _Scope, path: str, value: Any, attempt: int):
         self._x = x
@@ -148,6 +149,9 @@ class Context:
         self._emits: list[list[Any]] = []
         self._sets: list[list[Any]] = []
         self._waits = 0
+        # chains started by emit() while the chunk has not yet suspended: the engine starts them
+        # when it suspends or ends (the same moment a spawned task would first run); None = at once
+        self._deferred: list[tuple[list[Op], Any, str]] | None = []
 
     @property
     def input(self) -> Any:
@@ -180,7 +184,7 @@ class Context:
         """Start every ``when(event)`` chain with ``value`` (recorded with this step)."""
         k = len(self._emits)
         self._emits.append([event, _jsonable(value)])
-        self._x._fire(self._scope, event, value, self.path, k + 1)
+        self._x._fire(self._scope, event, value, self.path, k + 1, self._deferred)
 
     async def async_emit(self, event: str, value: Any = None) -> None:
         self.emit(event, value)
@@ -225,6 +229,50 @@ class Context:
         ``"continue"`` returns ``default``."""
         self._waits += 1
         return await self._x._wait(self.path, self._waits, name, _jsonable(payload), timeout, on_timeout, default)
+
+
+class _Resumed:
+    """Await a chunk's coroutine that already ran up to its first suspension (``signal``): the
+    rest of it runs as if it had been awaited from the start (sends and throws pass through)."""
+
+    __slots__ = ("coro", "signal")
+
+    def __init__(self, coro: Any, signal: Any):
+        self.coro = coro
+        self.signal = signal
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, signal = self.coro, self.signal
+        while True:
+            try:
+                sent = yield signal
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    signal = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    signal = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class _Pending:
+    """An event nobody has received yet: built into a RuntimeEvent only when read (``events()``),
+    so a run that nobody watches does not pay for building one per step."""
+
+    __slots__ = ("kind", "level", "payload", "seq", "time")
+
+    def __init__(self, kind: str, payload: dict[str, Any], seq: int, level: str):
+        self.kind = kind
+        self.payload = payload
+        self.seq = seq
+        self.level = level
+        self.time = time.time()
 
 
 class _Waiting:
@@ -292,10 +340,12 @@ class FlowExecution:
         self._external: list[dict[str, Any]] = []
         self._loaded_end: dict[str, Any] | None = None
         self._inbox_after = 0  # the last inbox record applied
+        self._driver_tg: Any = None  # the task group of the heartbeat and the inbox reader
+        self._inbox_reading = False
         self._history_len = 0
         # live waits and events
         self._waiting: dict[str, _Waiting] = {}
-        self._events: list[RuntimeEvent] = []
+        self._events: list[RuntimeEvent | _Pending] = []
         self._events_changed: anyio.Event | None = None
         self._template = RuntimeEvent(
             kind="flow", execution_id=self.id, trace_id=os.urandom(16).hex(), source="triggerflow", tenant=tenant
@@ -314,9 +364,14 @@ class FlowExecution:
             if self._events_changed is None:
                 self._events_changed = anyio.Event()
             changed = self._events_changed
-            while position < len(self._events):
+            events = self._events
+            while position < len(events):
+                event = events[position]
+                if isinstance(event, _Pending):
+                    built = events[position] = self._build(event)
+                    event = built
                 position += 1
-                yield self._events[position - 1]
+                yield event
             if self._finished.is_set() or (self._detaching and self._settled.is_set()):
                 return
             await changed.wait()
@@ -635,8 +690,9 @@ class FlowExecution:
             async with anyio.create_task_group() as tg:
                 if self._lease is not None:
                     tg.start_soon(self._heartbeat)
-                if self._history is not None:
-                    tg.start_soon(self._read_inbox)
+                self._driver_tg, self._inbox_reading = tg, False
+                if self.get_pending_interrupts():  # resumed while waiting: answers may be in the inbox
+                    self._start_inbox()
                 try:
                     if self.flow.input_model is not None:
                         self._input = self.flow.input_model.model_validate(self._input)
@@ -645,7 +701,8 @@ class FlowExecution:
                         result = self.flow.output_model.model_validate(result)
                 except Exception as err:
                     status, error = ExecutionStatus.FAILED, err
-                tg.cancel_scope.cancel()  # the heartbeat
+                tg.cancel_scope.cancel()  # the heartbeat (and the inbox reader)
+            self._driver_tg = None
         if self._detaching:
             with anyio.CancelScope(shield=True):
                 if self._store is not None and self._history is not None:
@@ -712,6 +769,14 @@ class FlowExecution:
                 self._history_len = self._history.seq
             self._history = None
 
+    def _start_inbox(self) -> None:
+        """Follow the inbox from the first wait on. Another process writes there only to answer a
+        wait recorded in the history, so an execution that never waits never reads it (and does
+        not re-read it after each of its own appends, which wake the store's subscribers)."""
+        if not self._inbox_reading and self._history is not None and self._driver_tg is not None:
+            self._inbox_reading = True
+            self._driver_tg.start_soon(self._read_inbox)
+
     async def _read_inbox(self) -> None:
         """Apply answers other processes left for this execution while this process owns it."""
         assert self._store is not None
@@ -767,9 +832,17 @@ class FlowExecution:
         out = await self._ops(scope, ops, value, thread, True)
         if type(out) is not Tail:
             return out
-        own = out.value
+        own = out.own
         while type(out) is Tail:
-            out = await self._ops(scope, out.ops, out.value, out.thread, True)
+            ops = out.ops
+            if len(ops) == 1:  # a loop's usual shape: one chunk per event
+                op = ops[0]
+                if type(op) is Step and not self._replaying:
+                    out = await self._call(op, scope, out.value, out.thread + op.sfx, True)
+                else:
+                    out = await op.run(self, scope, out.value, out.thread, True)
+            else:
+                out = await self._ops(scope, ops, out.value, out.thread, True)
         return own
 
     async def _spawned(self, scope: _Scope, ops: list[Op], value: Any, thread: str) -> None:
@@ -782,27 +855,57 @@ class FlowExecution:
 
     async def _ops(self, scope: _Scope, ops: list[Op], value: Any, thread: str, tail: bool) -> Any:
         last = len(ops) - 1
+        fresh = not self._replaying
         for i, op in enumerate(ops):
-            value = await op.run(self, scope, value, thread, tail and i == last)
+            if fresh and type(op) is Step:  # what Step.run does when nothing is recorded, one call less
+                value = await self._call(op, scope, value, thread + op.sfx, tail and i == last)
+            else:
+                value = await op.run(self, scope, value, thread, tail and i == last)
             if value is STOP:
                 return STOP
         return value
 
-    def _fire(self, scope: _Scope, event: str, value: Any, origin: str, k: int) -> None:
+    def _fire(
+        self,
+        scope: _Scope,
+        event: str,
+        value: Any,
+        origin: str,
+        k: int,
+        defer: list[tuple[list[Op], Any, str]] | None = None,
+    ) -> None:
+        """Start every chain of ``event``: each in a task of its own, or, given ``defer`` (a
+        running chunk's list), queued there for :meth:`_call` to start when the chunk suspends
+        or ends."""
         handlers = scope.compiled.handlers.get(event)
-        self._on_emit(scope, event, origin)
+        if self._step_events:
+            self._event("flow.emit", {"event": event, "path": origin})
         if not handlers:
             return
-        base = thread_hash(origin, event, k)
+        base = emit_thread(origin, event, k)
+        if defer is not None and len(handlers) == 1 and handlers[0][1] is None:  # the common case
+            defer.append((handlers[0][0], value, base))
+            return
         for j, (ops, join) in enumerate(handlers):
             if join is not None:
                 ready = scope.arrive(join, event, value)
                 if ready is None:
                     continue
                 full, rnd = ready
-                scope.tg.start_soon(self._spawned, scope, ops, full, thread_hash(scope.prefix, join, rnd))
+                job = (ops, full, thread_hash(scope.prefix, join, rnd))
             else:
-                scope.tg.start_soon(self._spawned, scope, ops, value, base if j == 0 else f"{base}.{j}")
+                job = (ops, value, base if j == 0 else f"{base}.{j}")
+            if defer is not None:
+                defer.append(job)
+            else:
+                scope.tg.start_soon(self._spawned, scope, *job)
+
+    def _start_deferred(self, scope: _Scope, ctx: Context) -> None:
+        """Start the chains a chunk's emits queued, each in its own task; later emits start at once."""
+        deferred, ctx._deferred = ctx._deferred, None
+        if deferred:
+            for job in deferred:
+                scope.tg.start_soon(self._spawned, scope, *job)
 
     def _on_emit(self, scope: _Scope, event: str, origin: str) -> None:
         if self._step_events:
@@ -825,7 +928,7 @@ class FlowExecution:
             out = rec.get("o")
         return _revive(rec["m"], out) if "m" in rec else out
 
-    async def _call(self, op: Step, scope: _Scope, value: Any, key: str) -> Any:
+    async def _call(self, op: Step, scope: _Scope, value: Any, key: str, tail: bool = False) -> Any:
         if self._replaying:
             fail = self._failed.get(key)
             if fail is not None:
@@ -842,10 +945,22 @@ class FlowExecution:
                 self._event("flow.step.started", {"path": key, "step": op.name, "attempt": attempt})
             try:
                 out = op.fn(ctx)
-                if op.is_async or hasattr(out, "__await__"):
+                if type(out) is CoroutineType:
+                    # run it to its first suspension by hand: a chunk that ends without suspending
+                    # (most do) lets its emits continue in this task instead of a new one each
+                    try:
+                        signal = out.send(None)
+                    except StopIteration as stop:
+                        out = stop.value
+                    else:
+                        self._start_deferred(scope, ctx)
+                        out = await _Resumed(out, signal)
+                elif op.is_async or hasattr(out, "__await__"):
+                    self._start_deferred(scope, ctx)
                     out = await out
                 break
             except Exception as err:
+                self._start_deferred(scope, ctx)  # what it emitted before failing runs, as it always did
                 if isinstance(err, (LeaseError, MissingResourceError)):
                     raise
                 info = self._error_info(err)
@@ -859,11 +974,23 @@ class FlowExecution:
                 if events:
                     self._event("flow.step.failed", {"path": key, "step": op.name, "error": info}, level="error")
                 raise StepFailed(key, info["type"], info["message"], attempt) from err
+        deferred = ctx._deferred
+        if deferred:
+            if tail and history is None and len(deferred) == 1:
+                ctx._deferred = None  # the one chain continues in this task once the step is done
+            else:
+                self._start_deferred(scope, ctx)  # before the commit, as a spawned task would run
+                deferred = None
+        else:
+            ctx._deferred = None
         if history is not None:
             await self._record_completion(history, key, out, ctx, scope)
         self.steps_completed += 1
         if events:
             self._event("flow.step.completed", {"path": key, "step": op.name})
+        if deferred:
+            ops, start, thread = deferred[0]
+            return Tail(ops, start, thread, out)
         return out
 
     async def _record_completion(self, history: History, key: str, out: Any, ctx: Context, scope: _Scope) -> None:
@@ -910,6 +1037,7 @@ class FlowExecution:
             )
             interrupt = Interrupt(id=iid, name=name, payload=payload, path=path, deadline=deadline)
             waiting = self._waiting[iid] = _Waiting(interrupt)
+            self._start_inbox()
             if recorded is None:
                 record = {"t": "w", "p": path, "i": iid, "n": name, "payload": payload, "deadline": deadline}
                 self._waits_recorded[iid] = record
@@ -972,21 +1100,30 @@ class FlowExecution:
 
     # =================================================================== events
     def _event(self, kind: str, payload: dict[str, Any], level: str = "info") -> None:
-        seq = len(self._events) + 1
+        events = self._events
+        pending = _Pending(kind, payload, len(events) + 1, level)
+        bus = self.runtime.bus
+        if bus.has_listeners:
+            event = self._build(pending)
+            events.append(event)
+            bus.publish(event)
+        else:  # nobody would receive it now: build it when events() reads it
+            events.append(pending)
+        if self._events_changed is not None:
+            self._notify()
+
+    def _build(self, pending: _Pending) -> RuntimeEvent:
         # a copy of a per-execution template: 2-3x cheaper than building a RuntimeEvent field by field
-        event = self._template.model_copy(
+        return self._template.model_copy(
             update={
-                "id": f"{self.id}.{seq}",
-                "kind": kind,
-                "time": time.time(),
-                "seq": seq,
-                "level": level,
-                "payload": payload,
+                "id": f"{self.id}.{pending.seq}",
+                "kind": pending.kind,
+                "time": pending.time,
+                "seq": pending.seq,
+                "level": pending.level,
+                "payload": pending.payload,
             }
         )
-        self._events.append(event)
-        self.runtime.bus.publish(event)
-        self._notify()
 
     def _notify(self) -> None:
         changed = self._events_changed

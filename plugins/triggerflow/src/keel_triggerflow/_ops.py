@@ -24,19 +24,30 @@ STOP: Any = object()  # a thread ends here (a collect that is not yet full)
 
 
 class Tail:
-    """Continue with another chain in the same task (an emit in tail position with one handler)."""
+    """Continue with another chain in the same task: an emit in tail position that starts exactly
+    one chain (the ``emit`` op, or a chunk whose ``ctx.emit`` started one chain and which finished
+    without suspending). The thread's own output stays ``own``; the chain starts with ``value``."""
 
-    __slots__ = ("ops", "thread", "value")
+    __slots__ = ("ops", "own", "thread", "value")
 
-    def __init__(self, ops: list[Op], value: Any, thread: str):
+    def __init__(self, ops: list[Op], value: Any, thread: str, own: Any):
         self.ops = ops
         self.value = value
         self.thread = thread
+        self.own = own
 
 
 def thread_hash(*parts: object) -> str:
     """A short, stable thread id for an event-triggered chain: constant size however deep a loop goes."""
     return "t" + hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=6).hexdigest()
+
+
+_blake2b = hashlib.blake2b
+
+
+def emit_thread(origin: str, event: str, k: int) -> str:
+    """``thread_hash(origin, event, k)``, the id of the chain an emit starts, without the generic join."""
+    return "t" + _blake2b(f"{origin}|{event}|{k}".encode(), digest_size=6).hexdigest()
 
 
 def _arity(fn: Callable[..., Any]) -> int:
@@ -95,7 +106,7 @@ class Step(Op):
             rec = x._done.get(key)
             if rec is not None:
                 return await x._replay_step(scope, key, rec)
-        return await x._call(self, scope, value, key)
+        return await x._call(self, scope, value, key, tail)
 
 
 class SubFlow(Op):
@@ -270,7 +281,7 @@ class Emit(Op):
             handlers = scope.compiled.handlers.get(self.event)
             if handlers is not None and len(handlers) == 1 and handlers[0][1] is None:
                 x._on_emit(scope, self.event, key)
-                return Tail(handlers[0][0], value, thread_hash(key, self.event, 0))
+                return Tail(handlers[0][0], value, emit_thread(key, self.event, 0), value)
         x._fire(scope, self.event, value, key, 0)
         return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import anyio
@@ -441,3 +442,38 @@ def test_emit_thread_ids_are_the_recorded_ones() -> None:
     # histories written before name event chains with thread_hash: the fast form must give the same ids
     for origin, event, k in (("", "tick", 0), ("t1a2b3c4d5e6f@w0:0", "Tick", 1), ("@0", "a|b", 12)):
         assert emit_thread(origin, event, k) == thread_hash(origin, event, k)
+
+
+class FakeWorkspace:
+    """Anything with child(name) follows the flow's topology; keel-workspace's Workspace is one."""
+
+    def __init__(self, scope: str):
+        self.scope = scope
+        self.notes: list[str] = []
+
+    def child(self, name: str) -> FakeWorkspace:
+        return FakeWorkspace(f"{self.scope}/{name}")
+
+
+async def test_a_sub_flow_gets_its_own_child_workspace() -> None:
+    seen: list[str] = []
+
+    async def note(ctx: Any) -> str:
+        seen.append(ctx.resource("workspace").scope)
+        return ctx.value
+
+    role = TriggerFlow("role")
+    role.to(note)
+    parent = TriggerFlow("team")
+    parent.to(note).batch(("a", role), ("b", role)).to(note)
+    execution = parent.create_execution(resources={"workspace": FakeWorkspace("task-1")})
+    await execution.run("go")
+    roots = [s for s in seen if s == "task-1"]
+    children = sorted(s for s in seen if s != "task-1")
+    assert len(roots) == 2, "the parent's steps see the shared workspace"
+    assert len(children) == 2 and children[0] != children[1], "each sub-flow instance has its own child"
+    for child in children:  # a valid workspace scope under the parent's: safe characters, '/'-separated
+        assert re.fullmatch(r"task-1(/[A-Za-z0-9_.:@-]+)+", child), child
+    other = TriggerFlow("plain").to(lambda ctx: ctx.resource("db"))
+    db = object()
+    assert (await other.create_execution(resources={"db": db}).run(None)).result is db, "other resources pass as given"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Generator, Mapping
@@ -63,6 +64,17 @@ def _revive(model_ref: str, data: Any) -> Any:
     if isinstance(target, type) and issubclass(target, BaseModel):
         return target.model_validate(data)
     return data
+
+
+#: the live resource that follows sub-flow boundaries (see ``Context.resource``)
+WORKSPACE_RESOURCE = "workspace"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@-]+")
+
+
+def _scope_name(prefix: str) -> str:
+    """A sub-flow's step path as a workspace scope: '/'-separated, safe characters only."""
+    parts = [_UNSAFE.sub("_", part).strip("_") or "_" for part in prefix.rstrip(">").split(">")]
+    return "/".join(parts)
 
 
 class _Scope:
@@ -202,14 +214,23 @@ class Context:
         self._scope.has_result = True
 
     def resource(self, name: str) -> Any:
-        """A live resource given to ``create_execution``/``load`` (never serialized)."""
+        """A live resource given to ``create_execution``/``load`` (never serialized).
+
+        The resource named ``"workspace"`` follows the flow's topology: inside a sub-flow it is
+        the sub-flow's own child (``workspace.child(<sub-flow path>)``), so each role sub-flow
+        writes its evidence apart while the parent keeps the shared one. Any object with a
+        ``child(name)`` method works (keel-workspace's ``Workspace`` does); TriggerFlow imports none.
+        """
         try:
-            return self._x._resources[name]
+            value = self._x._resources[name]
         except KeyError:
             raise MissingResourceError(
                 f"step {self.path} needs the resource {name!r}, which this execution was not given; "
                 f"pass resources={{{name!r}: ...}} to create_execution() or load()"
             ) from None
+        if name == WORKSPACE_RESOURCE and self._scope.prefix and callable(getattr(value, "child", None)):
+            return value.child(_scope_name(self._scope.prefix))
+        return value
 
     require_resource = resource
 

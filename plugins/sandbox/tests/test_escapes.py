@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from keel_sandbox import Sandbox, SandboxConfig, capabilities
@@ -106,11 +107,9 @@ async def test_undeclared_secret_is_not_visible(monkeypatch: pytest.MonkeyPatch)
 
 
 async def test_fork_bomb_is_contained() -> None:
-    started = time.monotonic()
-    result = await sandbox(wall_seconds=3.0, max_processes=20).run_script("shell", "b() { b | b & }; b; sleep 60")
-    elapsed = time.monotonic() - started
+    with anyio.fail_after(3.0 + 15):  # the wall limit ends it: a hang here is the failure
+        result = await sandbox(wall_seconds=3.0, max_processes=20).run_script("shell", "b() { b | b & }; b; sleep 60")
     assert not result.ok and result.reason in ("timeout", "processes"), result
-    assert elapsed < 3.0 + 15, f"the fork bomb run took {elapsed:.1f}s"
     no_process_left("fork bomb")
 
 
@@ -130,10 +129,10 @@ async def test_busy_infinite_loop_hits_the_cpu_limit() -> None:
 
 async def test_sleeping_infinite_loop_hits_the_wall_clock() -> None:
     code = "import subprocess, time\nsubprocess.Popen(['sleep', '600'], start_new_session=True)\nprint('started')\nwhile True:\n    time.sleep(1)"
-    result = await sandbox(wall_seconds=1.5).run_script("python", code)
+    with anyio.fail_after(1.5 + 10):  # the wall limit ends it: a hang here is the failure
+        result = await sandbox(wall_seconds=1.5).run_script("python", code)
     assert not result.ok and result.reason == "timeout" and "wall-clock" in result.message, result
     assert result.stdout == "started\n", "what a killed run printed is kept"
-    assert result.duration_ms < 1500 + 10_000
     if result.enforced["own_user"]:
         no_process_left("a child in its own session")
 

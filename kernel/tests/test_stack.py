@@ -37,6 +37,12 @@ def test_keel_toml_picks_drivers_with_provenance(tmp_path: Path) -> None:
     assert stack.sources["store"].endswith("keel.toml")
 
 
+def test_model_config_carries_its_alias(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('[models.fast]\nprovider = "scripted"\n')
+    _alias, config, _source = load_stack(cwd=tmp_path).model_config("fast")
+    assert config.alias == "fast", "drivers name the alias in their errors"
+
+
 def test_pyproject_tool_keel(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname="app"\n[tool.keel]\nstore = "memory"\n')
     assert load_stack(cwd=tmp_path).choice("store").source.endswith("pyproject.toml")

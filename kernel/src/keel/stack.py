@@ -143,7 +143,10 @@ class Stack:
         else:
             source = "argument"
         if alias in self.config.models:
-            return alias, self.config.models[alias], self.sources.get(f"models.{alias}", source)
+            config = self.config.models[alias]
+            if config.alias is None:  # drivers name the alias in their error messages
+                config = config.model_copy(update={"alias": alias})
+            return alias, config, self.sources.get(f"models.{alias}", source)
         return alias, ModelConfig(provider=alias), source
 
     def settings(self, plugin: str) -> dict[str, Any]:

@@ -151,6 +151,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="allow", defer_build=True)
 
     provider: str
+    alias: str | None = Field(default=None, description="the [models.<alias>] name; filled in by the stack")
     model: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None

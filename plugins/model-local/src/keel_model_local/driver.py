@@ -44,7 +44,7 @@ class LocalModel:
     def __init__(self, config: keel.ModelConfig):
         options: dict[str, Any] = {**(config.model_extra or {}), **config.options}
         self.weights = config.model or DEFAULT
-        alias = options.get("alias")
+        alias = config.alias or options.get("alias")
         self.alias = repr(alias) if alias else "of provider 'local'"
         self.name = f"local:{Path(self.weights).stem if self.weights.endswith('.gguf') else self.weights}"
         self.n_ctx = int(options.get("n_ctx", 2048))

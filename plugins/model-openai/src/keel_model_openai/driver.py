@@ -89,7 +89,7 @@ class OpenAIModel:
         options: dict[str, Any] = {**(config.model_extra or {}), **config.options}
         self.base_url = (config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
         self.model = config.model or os.environ.get("OPENAI_MODEL") or ""
-        alias = options.get("alias")
+        alias = config.alias or options.get("alias")
         self.alias = repr(alias) if alias else f"{self.model or '?'!r} (provider {config.provider!r})"
         self._table = f"[models.{alias}]" if alias else "the stack's [models.<alias>] table"
         if not self.model:

@@ -75,3 +75,20 @@ def test_execution_registry_is_tenant_scoped() -> None:
     with pytest.raises(keel.NotFoundError):
         registry.get("x1", tenant="other")
     assert registry.list("other") == []
+
+
+def test_execution_registry_forgets_the_oldest_finished_only() -> None:
+    class Ex:
+        kind, tenant = "test", "default"
+
+        def __init__(self, n: int, done: bool):
+            self.id = f"x{n}"
+            self.status = keel.ExecutionStatus.COMPLETED if done else keel.ExecutionStatus.WAITING
+
+    registry = keel.ExecutionRegistry(keep_finished=10)
+    registry.add(Ex(0, done=False))  # old but still waiting: never dropped
+    for n in range(1, 30):
+        registry.add(Ex(n, done=True))  # type: ignore[arg-type]
+    ids = [e.id for e in registry.list()]
+    assert "x0" in ids and "x29" in ids and "x1" not in ids
+    assert len(ids) <= 12

@@ -126,14 +126,27 @@ class RunnableRegistry:
 
 
 class ExecutionRegistry:
-    """Live executions by id, scoped by tenant: another tenant's id is simply not found."""
+    """Live executions by id, scoped by tenant: another tenant's id is simply not found.
 
-    def __init__(self) -> None:
+    Finished executions are kept for late readers (a UI that reconnects, ``keel flow show``) up
+    to ``keep_finished``; past that the oldest finished ones are forgotten, so a long-running
+    service does not grow without bound. Running and waiting executions are never dropped.
+    """
+
+    def __init__(self, keep_finished: int = 10_000) -> None:
         self._items: dict[tuple[str, str], Execution] = {}
+        self.keep_finished = keep_finished
 
     def add(self, execution: Execution) -> Execution:
         self._items[(execution.tenant, execution.id)] = execution
+        if len(self._items) > self.keep_finished:
+            self._forget_finished()
         return execution
+
+    def _forget_finished(self) -> None:
+        finished = [key for key, item in self._items.items() if item.status.finished]  # oldest first
+        for key in finished[: max(len(finished) - self.keep_finished * 9 // 10, 0)]:
+            del self._items[key]
 
     def get(self, execution_id: str, tenant: str = "default") -> Execution:
         try:

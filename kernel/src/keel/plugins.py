@@ -17,6 +17,7 @@ environment unless given explicitly:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import logging
@@ -138,7 +139,9 @@ class PluginHost:
         if builtins:
             from keel import builtins as builtin_module
 
-            self.register(builtin_module, name=BUILTIN_PLUGIN, status="builtin", distribution="keel-kernel")
+            info = self.register(builtin_module, name=BUILTIN_PLUGIN, status="builtin", distribution="keel-kernel")
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                info.version = importlib.metadata.version("keel-kernel")
         if trace if trace is not None else _env_flag("KEEL_TRACE_PLUGINS"):
             self.pm.trace.root.setwriter(lambda message: sys.stderr.write(message))
             self.pm.enable_tracing()

@@ -104,3 +104,9 @@ def test_runnables_must_be_importable(tmp_path: Path) -> None:
     (tmp_path / "keel.toml").write_text('runnables = ["no_such_module:agent"]\n')
     with pytest.raises(keel.StackError, match="no_such_module"):
         keel.Runtime.from_stack(tmp_path / "keel.toml", host=make_host())
+
+
+def test_an_unknown_model_name_says_how_to_define_the_alias(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('model = "gpt4"\n')
+    with pytest.raises(keel.DriverNotFoundError, match=r"\[models\.gpt4\] with provider = one of the available"):
+        load_stack(cwd=tmp_path).resolve("model", make_host())

@@ -169,13 +169,13 @@ class Stack:
         if choice.source == "embedded default" and fallback and fallback[0] in available:
             name, note = fallback
             return available[name], SlotChoice(slot, name, {}, "built-in fallback", note)
-        raise DriverNotFoundError(
-            slot,
-            choice.name,
-            available,
-            choice.source,
-            HINTS.get(slot, "") if choice.source == "embedded default" else "",
-        )
+        hint = HINTS.get(slot, "") if choice.source == "embedded default" else ""
+        if slot == "model" and not hint and choice.name not in self.config.models:
+            hint = (
+                f"use a provider name, or define the alias: [models.{choice.name}] with provider = one of the "
+                "available names (and model, base_url, api_key_env as the provider needs); see docs/models.md"
+            )
+        raise DriverNotFoundError(slot, choice.name, available, choice.source, hint)
 
     def check(self, host: PluginHost) -> list[dict[str, Any]]:
         """Every slot with its resolution; raises for a slot set explicitly to an unknown driver.

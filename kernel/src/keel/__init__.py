@@ -6,8 +6,9 @@ plugins through the entry-point group ``keel``, and runs executions. Everything 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from keel.actions import ActionOutcome, ActionRegistry, action, call_action, invoke_action, is_visible
-from keel.agent import Agent, AgentExecution
 from keel.environments import EnvironmentManager, EnvironmentState
 from keel.errors import (
     ActionDenied,
@@ -29,8 +30,6 @@ from keel.errors import (
 from keel.events import EventBus, RuntimeEvent
 from keel.execution import Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.hookspecs import hookimpl
-from keel.instant import InstantEvent, InstantParser
-from keel.output import OutputCheck, OutputContract
 from keel.plugins import PluginHost, PluginInfo
 from keel.policy import ApprovalDecision, ApprovalRequest, Approver, CallbackApprover, ConsoleApprover
 from keel.runtime import Runtime
@@ -70,6 +69,33 @@ from keel.types import (
     Usage,
     new_id,
 )
+
+if TYPE_CHECKING:
+    from keel.agent import Agent, AgentExecution
+    from keel.instant import InstantEvent, InstantParser
+    from keel.output import OutputCheck, OutputContract
+
+#: imported on first use: `keel plugins` and plugin discovery never need the agent machinery
+_LAZY = {
+    "Agent": "keel.agent",
+    "AgentExecution": "keel.agent",
+    "InstantEvent": "keel.instant",
+    "InstantParser": "keel.instant",
+    "OutputCheck": "keel.output",
+    "OutputContract": "keel.output",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ActionOutcome",

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -218,3 +219,33 @@ def test_actions_lists_scope_risk_and_source(fake_site: Callable[..., Path], tmp
     assert rows["ping"]["scope"] == "every agent" and rows["ping"]["parameters"]["type"] == "object"
     as_other = json.loads(keel_cli(site, "actions", "--json", "--agent", "assistant", cwd=tmp_path).stdout)
     assert [r["name"] for r in as_other] == ["ping"], "an agent outside the scope does not see the action"
+
+
+def test_env_stop_ends_a_held_environment(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    site = fake_site("keel-proc", entry_points={"keel": {"proc": "keel_proc"}}, modules={"keel_proc": ENV_PLUGIN})
+    marker = f"keel-held-marker-{tmp_path.name}"
+    (tmp_path / "keel.toml").write_text(
+        f'[environments.worker]\ndriver = "process"\ncode = "import time; time.sleep(600)  # {marker}"\n'
+    )
+    nothing = keel_cli(site, "env", "stop", "worker", cwd=tmp_path)
+    assert nothing.returncode == 1 and "not held by a running `keel env start worker --hold`" in nothing.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    env["PYTHONPATH"] = str(site)
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "keel.cli", "env", "start", "worker", "--hold"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        pidfile = tmp_path / ".keel" / "env" / "worker.pid"
+        deadline = time.monotonic() + 60
+        while not pidfile.exists() and time.monotonic() < deadline and holder.poll() is None:
+            time.sleep(0.05)
+        assert pidfile.exists(), holder.stderr.read() if holder.poll() is not None else "no pidfile"
+        assert processes_with(marker), "the held environment is running"
+        stopped = keel_cli(site, "env", "stop", "worker", cwd=tmp_path)
+        assert stopped.returncode == 0 and "worker: stopped" in stopped.stdout, stopped.stderr
+        assert holder.wait(timeout=30) is not None
+        assert processes_with(marker) == [] and not pidfile.exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()

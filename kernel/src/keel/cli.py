@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import sys
+import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -144,10 +148,44 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
                 await runtime.environments.check(name)
                 _print_envs([runtime.environments.status_of(name).as_dict()], as_json)
                 if hold:
-                    await anyio.sleep_forever()
+                    pidfile = _pidfile(name)
+                    pidfile.parent.mkdir(parents=True, exist_ok=True)
+                    pidfile.write_text(str(os.getpid()))
+                    try:
+                        # SIGTERM (`keel env stop`) or Ctrl-C: leave the runtime, which stops it cleanly
+                        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                            async for _ in signals:
+                                break
+                    finally:
+                        pidfile.unlink(missing_ok=True)
                 return []
 
         anyio.run(run)
+
+    @env_group.command("stop")
+    @click.argument("name")
+    @click.option("--timeout", default=30.0, show_default=True, help="seconds to wait for it to stop")
+    def env_stop_cmd(name: str, timeout: float) -> None:
+        """Stop an environment held by `keel env start NAME --hold` (from this folder)."""
+        pidfile = _pidfile(name)
+        try:
+            pid = int(pidfile.read_text())
+            if not _holds(pid, name):  # a stale file whose pid now belongs to another process
+                raise ProcessLookupError(pid)
+            os.kill(pid, signal.SIGTERM)  # the holder leaves its runtime, which stops the environment
+        except (OSError, ValueError):
+            pidfile.unlink(missing_ok=True)
+            raise KeelError(
+                f"environment {name!r} is not held by a running `keel env start {name} --hold` here "
+                f"(no live process in {pidfile})"
+            ) from None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                click.echo(f"{name}: stopped")
+                return
+            time.sleep(0.05)
+        raise KeelError(f"environment {name!r}: its holder (pid {pid}) did not stop within {timeout:g}s")
 
     @cli.command("actions")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -204,6 +242,33 @@ def _describe_action(spec: ActionSpec, source: str) -> dict[str, Any]:
         "timeout": spec.timeout,
         "parameters": json.loads(json.dumps(spec.parameters, default=str)),
     }
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process still runs (an exited one its parent has not reaped yet counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _holds(pid: int, name: str) -> bool:
+    """Whether ``pid`` is a `keel env start NAME --hold` process."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _alive(pid)  # no /proc here: trust the file
+    return b"--hold" in argv and name.encode() in argv
+
+
+def _pidfile(name: str) -> Path:
+    """Where `keel env start NAME --hold` says which process holds an environment."""
+    return Path(".keel") / "env" / f"{name}.pid"
 
 
 def _print_envs(rows: list[dict[str, Any]], as_json: bool) -> None:

@@ -66,8 +66,7 @@ class ReviewExecution:
         self.id = keel.new_id("exe")
         self.topic, self.runtime, self.tenant = topic, runtime, tenant
         self._status = ExecutionStatus.PENDING
-        self._events: list[RuntimeEvent] = []
-        self._wake = anyio.Event()
+        self._events: keel.EventLog[RuntimeEvent] = keel.EventLog()
         self._drafting = anyio.Event()
         self._answered = anyio.Event()
         self._done = anyio.Event()
@@ -89,18 +88,9 @@ class ReviewExecution:
         )
         self._events.append(event)
         self.runtime.publish(event)
-        wake, self._wake = self._wake, anyio.Event()
-        wake.set()
 
-    async def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
-        i = since
-        while True:
-            while i < len(self._events):
-                yield self._events[i]
-                i += 1
-            if self._status.finished:
-                return
-            await self._wake.wait()
+    def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
+        return self._events.follow(since, lambda: self._status.finished)
 
     async def instant(self, since: int = 0) -> AsyncIterator[keel.InstantEvent]:
         """The draft's instant events: the gateway shows them as task.partial."""

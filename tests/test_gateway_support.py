@@ -39,8 +39,7 @@ class WaitingExecution:
         self.delivered: list[Any] = []
         self._requests: dict[str, Any] = {}
         self._status = ExecutionStatus.PENDING
-        self._events: list[RuntimeEvent] = []
-        self._wake = anyio.Event()
+        self._events: keel.EventLog[RuntimeEvent] = keel.EventLog()
         self._answer = anyio.Event()
         self._done = anyio.Event()
         self._scope = anyio.CancelScope()
@@ -57,18 +56,9 @@ class WaitingExecution:
         )
         self._events.append(event)
         self.runtime.publish(event)
-        wake, self._wake = self._wake, anyio.Event()
-        wake.set()
 
-    async def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
-        i = since
-        while True:
-            while i < len(self._events):
-                yield self._events[i]
-                i += 1
-            if self._status.finished:
-                return
-            await self._wake.wait()
+    def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
+        return self._events.follow(since, lambda: self._status.finished)
 
     async def result(self) -> Any:
         await self._done.wait()

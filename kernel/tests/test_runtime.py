@@ -92,3 +92,27 @@ def test_execution_registry_forgets_the_oldest_finished_only() -> None:
     ids = [e.id for e in registry.list()]
     assert "x0" in ids and "x29" in ids and "x1" not in ids
     assert len(ids) <= 12
+
+
+async def test_event_log_replays_then_follows_until_finished() -> None:
+    import anyio
+
+    log: keel.EventLog[int] = keel.EventLog()
+    log.append(1)
+    finished = False
+    seen: list[int] = []
+
+    async def read() -> None:
+        async for item in log.follow(0, lambda: finished):
+            seen.append(item)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await anyio.sleep(0.01)
+            log.append(2)
+            await anyio.sleep(0.01)
+            finished = True
+            log.append(3)  # the last item wakes the reader, which then ends
+    assert seen == [1, 2, 3]
+    assert [i async for i in log.follow(2, lambda: True)] == [3], "a late reader starts where it asks"

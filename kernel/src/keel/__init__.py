@@ -28,7 +28,7 @@ from keel.errors import (
     StoreError,
 )
 from keel.events import EventBus, RuntimeEvent
-from keel.execution import Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
+from keel.execution import EventLog, Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.hookspecs import hookimpl
 from keel.plugins import PluginHost, PluginInfo
 from keel.policy import ApprovalDecision, ApprovalRequest, Approver, CallbackApprover, ConsoleApprover
@@ -131,6 +131,7 @@ __all__ = [
     "EvalSample",
     "EvaluatorSpec",
     "EventBus",
+    "EventLog",
     "Execution",
     "ExecutionCancelled",
     "ExecutionRegistry",

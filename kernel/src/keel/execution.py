@@ -8,8 +8,10 @@ another to start or follow one.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
+
+import anyio
 
 from keel.errors import KeelError, NotFoundError
 
@@ -17,7 +19,9 @@ if TYPE_CHECKING:
     from keel.events import RuntimeEvent
     from keel.runtime import Runtime
 
-__all__ = ["Execution", "ExecutionRegistry", "ExecutionStatus", "Runnable", "RunnableRegistry"]
+__all__ = ["EventLog", "Execution", "ExecutionRegistry", "ExecutionStatus", "Runnable", "RunnableRegistry"]
+
+T = TypeVar("T")
 
 
 class ExecutionStatus(enum.StrEnum):
@@ -88,6 +92,44 @@ class Runnable(Protocol):
     def output_schema(self) -> dict[str, Any]: ...
 
     async def start(self, input: Any, *, runtime: Runtime, tenant: str = "default") -> Execution: ...
+
+
+class EventLog(Generic[T]):
+    """An execution's events: appended once, followed by any number of readers from any position.
+
+    What an :class:`Execution` needs for ``events(since)``: a reader that starts late replays
+    from ``since``, then waits for each new item, and stops once the log has nothing more and
+    ``finished()`` is true (call :meth:`notify` when an execution finishes without a last event).
+    """
+
+    def __init__(self) -> None:
+        self._items: list[T] = []
+        self._wake: anyio.Event | None = None  # made by the first reader that waits, in its loop
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, item: T) -> None:
+        self._items.append(item)
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake every waiting reader."""
+        if self._wake is not None:
+            wake, self._wake = self._wake, None
+            wake.set()
+
+    async def follow(self, since: int, finished: Callable[[], bool]) -> AsyncIterator[T]:
+        i = since
+        while True:
+            while i < len(self._items):
+                yield self._items[i]
+                i += 1
+            if finished():
+                return
+            if self._wake is None:
+                self._wake = anyio.Event()
+            await self._wake.wait()
 
 
 class RunnableRegistry:

@@ -57,6 +57,18 @@ def test_unknown_store_lists_available(tmp_path: Path) -> None:
     assert "keel.toml" in str(caught.value)
 
 
+def test_runner_and_store_slots_take_a_table_of_driver_options(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('[store]\ndriver = "memory"\n[runner]\ndriver = "local"\nretention = "30d"\n')
+    stack = load_stack(tmp_path / "keel.toml")
+    runner = stack.choice("runner")
+    assert (runner.name, dict(runner.options)) == ("local", {"retention": "30d"})
+    assert runner.source.endswith("keel.toml")
+    assert (stack.choice("store").name, dict(stack.choice("store").options)) == ("memory", {})
+    (tmp_path / "keel.toml").write_text('[runner]\nretention = "30d"\n')
+    with pytest.raises(keel.StackError, match="runner.*driver"):
+        load_stack(tmp_path / "keel.toml")
+
+
 def test_a_typo_in_the_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "keel.toml").write_text('stroe = "memory"\n')
     with pytest.raises(keel.StackError, match="stroe"):

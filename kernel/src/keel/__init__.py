@@ -30,6 +30,7 @@ from keel.errors import (
 from keel.events import EventBus, RuntimeEvent
 from keel.execution import EventLog, Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.hookspecs import hookimpl
+from keel.options import parse_options, validation_problems
 from keel.plugins import PluginHost, PluginInfo
 from keel.policy import ApprovalDecision, ApprovalRequest, Approver, CallbackApprover, ConsoleApprover
 from keel.runtime import Runtime
@@ -131,6 +132,8 @@ __all__ = [
     "EvalSample",
     "EvaluatorSpec",
     "EventBus",
+    "parse_options",
+    "validation_problems",
     "EventLog",
     "Execution",
     "ExecutionCancelled",

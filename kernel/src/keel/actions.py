@@ -13,6 +13,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from keel.errors import ActionError, ActionInputError
+from keel.options import validation_problems
 from keel.policy import ApprovalRequest, Approver, ask
 from keel.types import ActionCall, ActionContext, ActionSpec, PolicyDecision, Risk, new_id
 
@@ -105,9 +106,7 @@ async def invoke_action(spec: ActionSpec, arguments: dict[str, Any]) -> Any:
         try:
             parsed = spec.input_model.model_validate(arguments)
         except ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}" for e in err.errors()
-            )
+            problems = validation_problems(err, root="(arguments)")
             raise ActionInputError(
                 f"action {spec.name!r} got invalid arguments: {problems}. Expected schema: {spec.parameters}"
             ) from err

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keel.errors import DriverNotFoundError, StackError
+from keel.options import validation_problems
 from keel.types import ModelConfig
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ HINTS: dict[str, str] = {
 }
 
 
-class StoreSlot(BaseModel):
-    """``[store]`` as a table: ``driver`` plus the driver's options."""
+class DriverSlot(BaseModel):
+    """A slot as a table (``[store]``, ``[runner]``): ``driver`` plus the driver's options."""
 
     model_config = ConfigDict(extra="allow", defer_build=True)
 
@@ -65,8 +66,8 @@ class StackConfig(BaseModel):
     plugins: list[str] | None = Field(default=None, description="load only these plugins (entry-point names)")
     disable_plugins: list[str] = Field(default_factory=list)
     model: str | None = Field(default=None, description="a [models.<alias>] alias, or a model provider name")
-    store: str | StoreSlot | None = None
-    runner: str | None = None
+    store: str | DriverSlot | None = None
+    runner: str | DriverSlot | None = None
     channels: list[str] | None = None
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     environments: dict[str, dict[str, Any]] = Field(
@@ -126,7 +127,7 @@ class Stack:
             if slot not in DEFAULTS:
                 raise StackError(f"stack slot {slot!r} is not set and has no default")
             return SlotChoice(slot, DEFAULTS[slot], {}, "embedded default")
-        if isinstance(value, StoreSlot):
+        if isinstance(value, DriverSlot):
             return SlotChoice(slot, value.driver, dict(value.model_extra or {}), self.sources[slot])
         if isinstance(value, str):
             return SlotChoice(slot, value, {}, self.sources[slot])
@@ -265,13 +266,11 @@ def _named_layer(name: str) -> StackConfig:
             return _parse_file(Path(obj), keyed=False)
         return StackConfig.model_validate(obj)
     except ValidationError as err:
-        raise StackError(f"named stack {name!r} ({ep.value}) is invalid: {_problems(err)}") from err
+        raise StackError(
+            f"named stack {name!r} ({ep.value}) is invalid: {validation_problems(err, root='(stack)')}"
+        ) from err
     except (ImportError, AttributeError, OSError) as err:
         raise StackError(f"named stack {name!r} ({ep.value}) could not be loaded: {err}") from err
-
-
-def _problems(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
 
 
 def _parse_file(path: Path, *, keyed: bool) -> StackConfig:
@@ -284,7 +283,9 @@ def _parse_file(path: Path, *, keyed: bool) -> StackConfig:
     try:
         return StackConfig.model_validate(data)
     except ValidationError as err:
-        raise StackError(f"{path}: {_problems(err)}. See docs/architecture.md, 'Stacks'.") from err
+        raise StackError(
+            f"{path}: {validation_problems(err, root='(stack)')}. See docs/architecture.md, 'Stacks'."
+        ) from err
 
 
 def _local_file(cwd: Path) -> tuple[Path, bool] | None:

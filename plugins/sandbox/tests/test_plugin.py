@@ -45,7 +45,7 @@ def test_entry_point_is_installed() -> None:
 
 
 def test_bad_options_name_the_known_keys() -> None:
-    with pytest.raises(keel.StackError, match=r"memroy_mb.*Known keys: network, env"):
+    with pytest.raises(keel.StackError, match=r"memroy_mb.*Valid options: network, env"):
         SandboxEnvironment({"memroy_mb": 10})
     with pytest.raises(keel.KeelError, match="write_paths is not supported"):
         Sandbox(SandboxConfig(write_paths=["/srv"]))

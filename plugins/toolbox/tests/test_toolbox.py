@@ -265,7 +265,7 @@ def test_no_settings_means_no_file_actions_and_no_hosts(tmp_path: Path) -> None:
     rt = runtime(tmp_path, "")
     assert [s.name for s in install(rt)] == ["http_fetch"]
     assert "none configured" in rt.actions.get("http_fetch").description
-    with pytest.raises(keel.StackError, match=r"allow_host: Extra inputs.*Known keys: root, allow_hosts"):
+    with pytest.raises(keel.StackError, match=r"allow_host: Extra inputs.*Valid options: root, allow_hosts"):
         ToolboxSettings.parse({"allow_host": ["x"]})
 
 

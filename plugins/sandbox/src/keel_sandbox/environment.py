@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from pydantic import ValidationError
 
 import keel
 from keel.types import EnvironmentStatus
@@ -34,14 +33,7 @@ class SandboxEnvironment:
     def __init__(self, options: dict[str, Any] | None = None, *, store: keel.Store | None = None):
         options = dict(options or {})
         self.name = str(options.pop("name", "sandbox"))
-        try:
-            self.config = SandboxConfig.model_validate(options)
-        except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            raise keel.StackError(
-                f"keel-sandbox: bad options for environment {self.name!r}: {problems}. "
-                f"Known keys: {', '.join(SandboxConfig.model_fields)}"
-            ) from err
+        self.config = keel.parse_options(SandboxConfig, options, where=f"keel-sandbox: environment {self.name!r}")
         self.permissions = self.config.permissions()
         self.store = store
         self.sandbox: Sandbox | None = None

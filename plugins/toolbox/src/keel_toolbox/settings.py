@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 import keel
 
@@ -32,10 +32,4 @@ class ToolboxSettings(BaseModel):
 
     @classmethod
     def parse(cls, data: dict[str, Any], where: str = "[settings.toolbox]") -> ToolboxSettings:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            raise keel.StackError(
-                f"keel-toolbox: bad {where}: {problems}. Known keys: {', '.join(cls.model_fields)}"
-            ) from err
+        return keel.parse_options(cls, data, where=f"keel-toolbox: {where}")

@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
@@ -20,7 +21,19 @@ from pydantic import BaseModel, ConfigDict
 
 from keel.errors import ConflictError, NotFoundError, StoreError
 
-__all__ = ["BlobRef", "LogRecord", "MemoryStore", "Store", "Versioned", "blob_hash"]
+__all__ = [
+    "Append",
+    "BlobRef",
+    "Delete",
+    "LogRecord",
+    "MemoryStore",
+    "Put",
+    "Store",
+    "Versioned",
+    "WriteOp",
+    "blob_hash",
+    "conflict_in",
+]
 
 
 class Versioned(BaseModel):
@@ -53,6 +66,46 @@ class LogRecord(BaseModel):
 
 def blob_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+@dataclass(frozen=True)
+class Put:
+    """In :meth:`Store.transact`: ``put(namespace, key, value, expected_version=...)``; result: the new version."""
+
+    namespace: str
+    key: str
+    value: Any
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    """In :meth:`Store.transact`: ``delete(namespace, key, expected_version=...)``; result: whether it existed."""
+
+    namespace: str
+    key: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Append:
+    """In :meth:`Store.transact`: ``append(stream, records, expected_seq=...)``; result: the last sequence number."""
+
+    stream: str
+    records: Sequence[Any] = field(default_factory=list)
+    expected_seq: int | None = None
+
+
+WriteOp = Put | Delete | Append
+
+
+def conflict_in(index: int, op: WriteOp, err: ConflictError) -> ConflictError:
+    """The error a transaction raises when op ``index`` fails its condition: nothing was written."""
+    where = f"{op.namespace}/{op.key}" if isinstance(op, (Put, Delete)) else op.stream
+    return ConflictError(f"transaction op {index} ({type(op).__name__.lower()} {where}): {err}; nothing was written")
 
 
 @runtime_checkable
@@ -131,6 +184,19 @@ class Store(Protocol):
         """Delete keys not updated and streams not appended to since ``older_than`` (epoch seconds).
 
         Blobs are left alone (they may be shared); returns how many keys and streams were deleted.
+        """
+        ...
+
+    # transactions
+    async def transact(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+        """Apply :class:`Put`, :class:`Delete` and :class:`Append` operations all together or not at all.
+
+        Ops run in order (a later op sees an earlier one's write); the result is each op's own
+        (new version, existed, last sequence number). When any op's condition fails, nothing is
+        written and a :class:`keel.ConflictError` names the op (see :func:`conflict_in`). Read what
+        you need first, then transact with ``expected_version`` / ``expected_seq``: optimistic
+        concurrency across several keys and streams. A backend that cannot write atomically raises
+        :class:`keel.StoreError` saying so.
         """
         ...
 
@@ -255,6 +321,46 @@ class MemoryStore:
                 del self._logs[(t, stream)]
                 count += 1
         return count
+
+    async def transact(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+        # Check every condition against a simulated state first; then apply with no await in
+        # between, so no other task sees half of it.
+        versions: dict[tuple[str, str], int] = {}
+        seqs: dict[str, int] = {}
+        results: list[Any] = []
+        for i, op in enumerate(ops):
+            try:
+                if isinstance(op, Append):
+                    _json_copy(list(op.records))
+                    last = seqs.get(op.stream, len(self._logs.get((tenant, op.stream), [])))
+                    if op.expected_seq is not None and op.expected_seq != last:
+                        raise ConflictError(f"stream {op.stream!r} is at seq {last}, not {op.expected_seq}")
+                    seqs[op.stream] = last + len(op.records)
+                    results.append(seqs[op.stream])
+                    continue
+                slot = (op.namespace, op.key)
+                if slot not in versions:
+                    item = self._kv.get((tenant, op.namespace), {}).get(op.key)
+                    versions[slot] = item.version if item else 0
+                current = versions[slot]
+                _check_version(op.namespace, op.key, current, op.expected_version)
+                if isinstance(op, Put):
+                    _json_copy(op.value)
+                    versions[slot] = current + 1
+                    results.append(current + 1)
+                else:
+                    versions[slot] = 0
+                    results.append(current > 0)
+            except ConflictError as err:
+                raise conflict_in(i, op, err) from err
+        for op in ops:
+            if isinstance(op, Put):
+                await self.put(tenant, op.namespace, op.key, op.value)
+            elif isinstance(op, Delete):
+                await self.delete(tenant, op.namespace, op.key)
+            else:
+                await self.append(tenant, op.stream, op.records)
+        return results
 
     async def aclose(self) -> None:
         self._notify()

@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from keel import BlobRef, ConflictError, LogRecord, NotFoundError, StoreError, Versioned
+from keel import BlobRef, ConflictError, LogRecord, NotFoundError, StoreError, Versioned, parse_options
+from keel.store import Append, Delete, Put, WriteOp, conflict_in
 
 if TYPE_CHECKING:
     import asyncpg
@@ -126,6 +127,23 @@ class PostgresStore:
         self._waiters: dict[tuple[str, str], anyio.Event] = {}
         self._closed = False
         s = schema
+        # the sequence numbers an append takes: any, a new stream (expected 0), or from expected $5
+        seq = {
+            "any": f"INSERT INTO {s}.streams AS st (tenant, stream, last_seq, updated_at) VALUES ($1,$2,$3,$4) "
+            "ON CONFLICT (tenant, stream) DO UPDATE SET last_seq=st.last_seq+EXCLUDED.last_seq, "
+            "updated_at=EXCLUDED.updated_at RETURNING last_seq",
+            "new": f"INSERT INTO {s}.streams (tenant, stream, last_seq, updated_at) VALUES ($1,$2,$3,$4) "
+            "ON CONFLICT DO NOTHING RETURNING last_seq",
+            "at": f"UPDATE {s}.streams SET last_seq=last_seq+$3, updated_at=$4 "
+            "WHERE tenant=$1 AND stream=$2 AND last_seq=$5 RETURNING last_seq",
+        }
+        # ... and the whole append as one statement: records $n, then the NOTIFY channel and payload
+        append = {
+            kind: f"WITH taken AS ({sql}), ins AS (INSERT INTO {s}.log (tenant, stream, seq, data, time) "
+            f"SELECT $1, $2, taken.last_seq - $3 + r.ord, r.data, $4 FROM taken, unnest(${n}::text[]) "
+            f"WITH ORDINALITY AS r(data, ord)) SELECT last_seq, pg_notify(${n + 1}, ${n + 2}) FROM taken"
+            for (kind, sql), n in zip(seq.items(), (5, 5, 6), strict=True)
+        }
         self._sql = {
             "get": f"SELECT value, version, updated_at FROM {s}.kv WHERE tenant=$1 AND namespace=$2 AND key=$3",
             "version": f"SELECT version FROM {s}.kv WHERE tenant=$1 AND namespace=$2 AND key=$3",
@@ -147,14 +165,7 @@ class PostgresStore:
             "blob_size": f"SELECT size FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
             "blob_part": f"SELECT substring(data FROM $3 FOR $4) FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
             "last_seq": f"SELECT last_seq FROM {s}.streams WHERE tenant=$1 AND stream=$2",
-            "seq_any": f"INSERT INTO {s}.streams AS st (tenant, stream, last_seq, updated_at) VALUES ($1,$2,$3,$4) "
-            "ON CONFLICT (tenant, stream) DO UPDATE SET last_seq=st.last_seq+EXCLUDED.last_seq, "
-            "updated_at=EXCLUDED.updated_at RETURNING last_seq",
-            "seq_new": f"INSERT INTO {s}.streams (tenant, stream, last_seq, updated_at) VALUES ($1,$2,$3,$4) "
-            "ON CONFLICT DO NOTHING RETURNING last_seq",
-            "seq_at": f"UPDATE {s}.streams SET last_seq=last_seq+$3, updated_at=$4 "
-            "WHERE tenant=$1 AND stream=$2 AND last_seq=$5 RETURNING last_seq",
-            "log_put": f"INSERT INTO {s}.log (tenant, stream, seq, data, time) VALUES ($1,$2,$3,$4,$5)",
+            **{f"append_{kind}": sql for kind, sql in append.items()},
             "log_read": f"SELECT seq, data, time FROM {s}.log WHERE tenant=$1 AND stream=$2 AND seq>$3 "
             "ORDER BY seq LIMIT $4",
             "streams": f"SELECT stream FROM {s}.streams WHERE tenant=$1 AND starts_with(stream, $2)",
@@ -167,14 +178,7 @@ class PostgresStore:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> PostgresStore:
         """Build from a stack's ``[store]`` options; an unknown or invalid option is a :class:`keel.StoreError`."""
-        try:
-            parsed = PostgresStoreOptions.model_validate(options)
-        except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            raise StoreError(
-                f"store 'postgres': invalid options ({problems}). "
-                "Valid options: dsn, schema, min_size, max_size, poll_interval"
-            ) from err
+        parsed = parse_options(PostgresStoreOptions, options, where="store 'postgres'", error=StoreError)
         return cls(
             parsed.dsn,
             schema=parsed.schema_name,
@@ -200,7 +204,9 @@ class PostgresStore:
                 import asyncpg
 
                 try:
-                    pool = await asyncpg.create_pool(self.dsn, min_size=self.min_size, max_size=self.max_size)
+                    pool = await asyncpg.create_pool(
+                        self.dsn, min_size=self.min_size, max_size=self.max_size, reset=_keep_session
+                    )
                 except (OSError, asyncpg.PostgresError) as err:
                     raise StoreError(
                         f"store 'postgres': cannot connect to PostgreSQL ({type(err).__name__}: {err}). "
@@ -225,31 +231,37 @@ class PostgresStore:
     async def put(
         self, tenant: str, namespace: str, key: str, value: Any, *, expected_version: int | None = None
     ) -> int:
-        encoded = _encode(value)
-        pool = await self._get_pool()
+        return await self._put(await self._get_pool(), tenant, namespace, key, _encode(value), expected_version)
+
+    async def _put(
+        self, q: Any, tenant: str, namespace: str, key: str, encoded: str, expected_version: int | None
+    ) -> int:
+        """``q``: the pool, or a connection inside a transaction (both have ``fetchval``)."""
         now = time.time()
         if expected_version is None:
-            version = await pool.fetchval(self._sql["upsert"], tenant, namespace, key, encoded, now)
+            version = await q.fetchval(self._sql["upsert"], tenant, namespace, key, encoded, now)
         elif expected_version == 0:
-            version = await pool.fetchval(self._sql["insert"], tenant, namespace, key, encoded, now)
+            version = await q.fetchval(self._sql["insert"], tenant, namespace, key, encoded, now)
         else:
-            version = await pool.fetchval(self._sql["update"], tenant, namespace, key, encoded, now, expected_version)
+            version = await q.fetchval(self._sql["update"], tenant, namespace, key, encoded, now, expected_version)
         if version is None:
-            current = await pool.fetchval(self._sql["version"], tenant, namespace, key)
+            current = await q.fetchval(self._sql["version"], tenant, namespace, key)
             raise _conflict(namespace, key, current or 0, expected_version or 0)
         return int(version)
 
     async def delete(self, tenant: str, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
-        pool = await self._get_pool()
+        return await self._delete(await self._get_pool(), tenant, namespace, key, expected_version)
+
+    async def _delete(self, q: Any, tenant: str, namespace: str, key: str, expected_version: int | None) -> bool:
         if expected_version is None:
-            return await pool.fetchval(self._sql["delete"], tenant, namespace, key) is not None
+            return await q.fetchval(self._sql["delete"], tenant, namespace, key) is not None
         if expected_version == 0:
-            current = await pool.fetchval(self._sql["version"], tenant, namespace, key)
+            current = await q.fetchval(self._sql["version"], tenant, namespace, key)
             if current:
                 raise _conflict(namespace, key, current, 0)
             return False
-        if await pool.fetchval(self._sql["delete_v"], tenant, namespace, key, expected_version) is None:
-            current = await pool.fetchval(self._sql["version"], tenant, namespace, key)
+        if await q.fetchval(self._sql["delete_v"], tenant, namespace, key, expected_version) is None:
+            current = await q.fetchval(self._sql["version"], tenant, namespace, key)
             raise _conflict(namespace, key, current or 0, expected_version)
         return True
 
@@ -289,30 +301,57 @@ class PostgresStore:
 
     async def append(self, tenant: str, stream: str, records: Sequence[Any], *, expected_seq: int | None = None) -> int:
         encoded = [_encode(r) for r in records]  # validate all before appending any
-        pool = await self._get_pool()
+        return await self._append(await self._get_pool(), tenant, stream, encoded, expected_seq)
+
+    async def _append(self, q: Any, tenant: str, stream: str, encoded: list[str], expected_seq: int | None) -> int:
         n = len(encoded)
         if n == 0:
-            current = await self.last_seq(tenant, stream)
+            current = int(await q.fetchval(self._sql["last_seq"], tenant, stream) or 0)
             if expected_seq is not None and expected_seq != current:
                 raise _seq_conflict(stream, current, expected_seq)
             return current
         now = time.time()
-        async with pool.acquire() as conn, conn.transaction():
-            if expected_seq is None:
-                last = await conn.fetchval(self._sql["seq_any"], tenant, stream, n, now)
-            elif expected_seq == 0:
-                last = await conn.fetchval(self._sql["seq_new"], tenant, stream, n, now)
-            else:
-                last = await conn.fetchval(self._sql["seq_at"], tenant, stream, n, now, expected_seq)
-            if last is None:
-                current = await conn.fetchval(self._sql["last_seq"], tenant, stream)
-                raise _seq_conflict(stream, current or 0, expected_seq or 0)
-            first = last - n + 1
-            await conn.executemany(
-                self._sql["log_put"], [(tenant, stream, first + i, data, now) for i, data in enumerate(encoded)]
-            )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, _payload(tenant, stream))
+        # One statement, so one round trip and one commit: take the sequence numbers, insert the
+        # records, notify subscribers (all or nothing, as a statement is its own transaction).
+        tail = (encoded, CHANNEL, _payload(tenant, stream))
+        if expected_seq is None:
+            last = await q.fetchval(self._sql["append_any"], tenant, stream, n, now, *tail)
+        elif expected_seq == 0:
+            last = await q.fetchval(self._sql["append_new"], tenant, stream, n, now, *tail)
+        else:
+            last = await q.fetchval(self._sql["append_at"], tenant, stream, n, now, expected_seq, *tail)
+        if last is None:
+            current = await q.fetchval(self._sql["last_seq"], tenant, stream)
+            raise _seq_conflict(stream, current or 0, expected_seq or 0)
         return int(last)
+
+    async def transact(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+        """One PostgreSQL transaction; a failed condition rolls back every op (subscribers are
+        notified at commit only)."""
+        encoded: list[Any] = []
+        for op in ops:  # encode everything before writing anything
+            if isinstance(op, Put):
+                encoded.append(_encode(op.value))
+            elif isinstance(op, Append):
+                encoded.append([_encode(r) for r in op.records])
+            elif isinstance(op, Delete):
+                encoded.append(None)
+            else:
+                raise StoreError(f"transact() takes Put, Delete and Append operations, not {op!r}")
+        pool = await self._get_pool()
+        results: list[Any] = []
+        async with pool.acquire() as conn, conn.transaction():
+            for i, (op, data) in enumerate(zip(ops, encoded, strict=True)):
+                try:
+                    if isinstance(op, Put):
+                        results.append(await self._put(conn, tenant, op.namespace, op.key, data, op.expected_version))
+                    elif isinstance(op, Delete):
+                        results.append(await self._delete(conn, tenant, op.namespace, op.key, op.expected_version))
+                    else:
+                        results.append(await self._append(conn, tenant, op.stream, data, op.expected_seq))
+                except ConflictError as err:
+                    raise conflict_in(i, op, err) from err
+        return results
 
     async def read(self, tenant: str, stream: str, *, after: int = 0, limit: int | None = None) -> list[LogRecord]:
         rows = await (await self._get_pool()).fetch(self._sql["log_read"], tenant, stream, after, limit)
@@ -399,3 +438,9 @@ class PostgresStore:
         for event in self._waiters.values():
             event.set()
         self._waiters.clear()
+
+
+async def _keep_session(conn: object) -> None:
+    """The pool's reset: nothing. asyncpg still rolls back a transaction left open; the default
+    reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) would cost a round trip per released
+    connection, and this store leaves no session state (LISTEN has its own connection)."""

@@ -25,8 +25,8 @@ import anyio
 import pytest
 
 from keel.actions import invoke_action
-from keel.errors import ActionInputError, ConflictError, NotFoundError
-from keel.store import LogRecord, Store, blob_hash
+from keel.errors import ActionInputError, ConflictError, NotFoundError, StoreError
+from keel.store import Append, Delete, LogRecord, Put, Store, WriteOp, blob_hash
 from keel.types import (
     ActionSpec,
     Channel,
@@ -380,3 +380,74 @@ class StoreConformance:
         assert removed == 2
         assert await store.list_keys(self.T, "ns") == ["new"]
         assert await store.list_streams(self.T) == ["new-stream"]
+
+    # transactions
+    async def test_transact_applies_every_op_in_order(self, store: Store) -> None:
+        await store.put(self.T, "ns", "gone", "x")
+        results = await store.transact(
+            self.T,
+            [
+                Put("ns", "k", {"n": 1}, expected_version=0),
+                Append("s", ["a", "b"], expected_seq=0),
+                Put("ns", "k", {"n": 2}, expected_version=1),  # sees the op before it
+                Append("s", ["c"], expected_seq=2),
+                Delete("ns", "gone", expected_version=1),
+                Delete("ns", "never"),
+            ],
+        )
+        assert results == [1, 2, 2, 3, True, False]
+        item = await store.get(self.T, "ns", "k")
+        assert item is not None and item.value == {"n": 2} and item.version == 2
+        assert [r.data for r in await store.read(self.T, "s")] == ["a", "b", "c"]
+        assert await store.get(self.T, "ns", "gone") is None
+        assert await store.transact(self.T, []) == []
+
+    async def test_transact_writes_nothing_when_one_condition_fails(self, store: Store) -> None:
+        await store.put(self.T, "ns", "k", "before")
+        await store.append(self.T, "s", ["one"])
+        ops: list[WriteOp] = [
+            Put("ns", "new", 1),
+            Append("s", ["two"]),
+            Delete("ns", "k"),
+            Put("ns", "k", "after", expected_version=7),  # k was deleted just before: a conflict
+        ]
+        with pytest.raises(ConflictError, match=r"transaction op 3 \(put ns/k\).*nothing was written"):
+            await store.transact(self.T, ops)
+        assert await store.get(self.T, "ns", "new") is None
+        item = await store.get(self.T, "ns", "k")
+        assert item is not None and item.value == "before" and item.version == 1
+        assert [r.data for r in await store.read(self.T, "s")] == ["one"]
+        with pytest.raises(ConflictError, match=r"transaction op 0 \(append s\)"):
+            await store.transact(self.T, [Append("s", ["x"], expected_seq=5)])
+        assert await store.last_seq(self.T, "s") == 1
+
+    async def test_transact_refuses_a_value_that_is_not_json_before_writing(self, store: Store) -> None:
+        with pytest.raises(StoreError, match="JSON"):
+            await store.transact(self.T, [Put("ns", "ok", 1), Put("ns", "bad", object())])
+        assert await store.get(self.T, "ns", "ok") is None
+
+    async def test_transact_is_atomic_against_a_concurrent_writer(self, store: Store) -> None:
+        """Two transactions move one unit between two keys at once: the total never changes."""
+        await store.transact(self.T, [Put("ns", "a", 10), Put("ns", "b", 0)])
+
+        async def move() -> None:
+            while True:
+                a, b = await store.get(self.T, "ns", "a"), await store.get(self.T, "ns", "b")
+                assert a is not None and b is not None
+                try:
+                    await store.transact(
+                        self.T,
+                        [
+                            Put("ns", "a", a.value - 1, expected_version=a.version),
+                            Put("ns", "b", b.value + 1, expected_version=b.version),
+                        ],
+                    )
+                    return
+                except ConflictError:
+                    continue  # the other one won this round: read again
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(move)
+        a, b = await store.get(self.T, "ns", "a"), await store.get(self.T, "ns", "b")
+        assert a is not None and b is not None and (a.value, b.value) == (6, 4)

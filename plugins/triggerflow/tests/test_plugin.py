@@ -92,3 +92,106 @@ def test_cli_refuses_bad_input_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["flow", "run", str(tmp_path / "greet.py"), "--input", "{nope"])
     assert result.exit_code != 0
     assert "must be JSON" in result.output
+
+
+# ------------------------------------------------------------------------------------ retention
+
+
+def test_parse_age_takes_seconds_or_a_unit_and_names_the_fix() -> None:
+    from keel_triggerflow import FlowError, parse_age
+
+    assert parse_age(90) == 90.0
+    assert parse_age("90s") == 90.0
+    assert parse_age("12h") == 12 * 3600
+    assert parse_age(" 30d ") == 30 * 86400
+    assert parse_age("2w") == 14 * 86400
+    assert parse_age("1.5m") == 90.0
+    for bad in ("", "ten days", "-1d", "nan", "3y", True):
+        with pytest.raises(FlowError, match="give seconds .* '30d'"):
+            parse_age(bad)  # type: ignore[arg-type]
+
+
+def test_runner_retention_comes_from_the_stack_and_a_typo_is_an_error(tmp_path: Path) -> None:
+    from keel import load_stack
+
+    (tmp_path / "keel.toml").write_text('[runner]\ndriver = "local"\nretention = "30d"\n')
+    runner = get_runner(Runtime(make_host(plugin), load_stack(tmp_path / "keel.toml")))
+    assert isinstance(runner, LocalRunner) and runner.options.retention == 30 * 86400
+    with pytest.raises(keel.StackError, match=r"runner 'local': invalid options \(retension: .*retention"):
+        LocalRunner(Runtime(make_host(plugin)), {"retension": "30d"})
+    with pytest.raises(Exception, match="invalid age 'soon'"):
+        LocalRunner(Runtime(make_host(plugin)), {"retention": "soon"})
+
+
+async def _two_executions(runtime: Runtime) -> tuple[str, str]:
+    """One finished execution and one waiting for a signal, both in the runtime's store."""
+    from keel_triggerflow import TriggerFlow
+
+    done = TriggerFlow("done")
+    done.to(lambda ctx: "ok")
+    waits = TriggerFlow("waits")
+    waits.to(lambda ctx: ctx.value).pause_for("go")
+    first = done.create_execution(runtime)
+    await first.run(None)
+    second = waits.create_execution(runtime)
+    await second.run(None)
+    return first.id, second.id
+
+
+async def test_purge_deletes_only_finished_executions_past_the_age(keel_runtime: Any) -> None:
+    from keel_triggerflow import FlowError, expired_executions
+
+    finished, waiting = await _two_executions(keel_runtime)
+    runner = LocalRunner(keel_runtime)
+    with pytest.raises(FlowError, match="no retention configured"):
+        await runner.purge()
+    assert await runner.purge("1h") == 0  # nothing is that old yet
+    assert [r["id"] for r in await expired_executions(keel_runtime.store(), older_than=0)] == [finished]
+    assert await runner.purge(0) == 1
+    store = keel_runtime.store()
+    assert await store.last_seq("default", f"triggerflow/{finished}") == 0
+    assert await store.get("default", "triggerflow", f"exec:{finished}") is None
+    assert await store.last_seq("default", f"triggerflow/{waiting}") > 0  # a waiting execution is kept
+
+
+async def test_recover_applies_the_configured_retention(keel_runtime: Any) -> None:
+    finished, waiting = await _two_executions(keel_runtime)
+    runner = LocalRunner(keel_runtime, {"retention": 0})
+    await runner.recover([])
+    store = keel_runtime.store()
+    assert await store.last_seq("default", f"triggerflow/{finished}") == 0
+    assert await store.last_seq("default", f"triggerflow/{waiting}") > 0
+
+
+def test_cli_purge_dry_run_then_delete(tmp_path: Path) -> None:
+    from keel import MemoryStore, load_stack
+
+    store = MemoryStore()
+
+    class Shared:
+        @keel.hookimpl
+        def keel_stores(self) -> Any:
+            yield keel.StoreSpec(name="shared", durable=True, factory=lambda options: store)
+
+    (tmp_path / "keel.toml").write_text('store = "shared"\n[runner]\ndriver = "local"\nretention = 0\n')
+    host, stack = make_host(plugin, Shared()), load_stack(tmp_path / "keel.toml")
+
+    async def seed() -> tuple[str, str]:
+        async with Runtime(host, stack) as runtime:
+            return await _two_executions(runtime)
+
+    finished, waiting = anyio.run(seed)
+    cli = build_cli(host, stack)
+    dry = CliRunner().invoke(cli, ["flow", "purge", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "would delete 1 finished execution(s)" in dry.output and finished in dry.output
+    assert waiting not in dry.output
+    kept = CliRunner().invoke(cli, ["flow", "purge", "--older-than", "1d", "--json"])
+    assert json.loads(kept.output) == {"older_than": 86400.0, "dry_run": False, "executions": []}
+    done = CliRunner().invoke(cli, ["flow", "purge", "--json"])  # the stack's retention: 0 s
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["executions"] == [finished]
+    again = CliRunner().invoke(cli, ["flow", "purge", "--json"])
+    assert json.loads(again.output)["executions"] == []
+    bad = CliRunner().invoke(cli, ["flow", "purge", "--older-than", "forever"])
+    assert bad.exit_code != 0 and "invalid age 'forever'" in str(bad.exception)  # `keel` prints it as Error: ...

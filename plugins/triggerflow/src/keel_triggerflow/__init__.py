@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from keel_triggerflow._engine import Context, FlowExecution
-    from keel_triggerflow._history import purge_executions
+    from keel_triggerflow._history import expired_executions, parse_age, purge_executions
     from keel_triggerflow.flow import Chain, Reducer, TriggerFlow
     from keel_triggerflow.types import (
         BranchError,
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 _WHERE = {
     "Context": "_engine",
     "FlowExecution": "_engine",
+    "expired_executions": "_history",
+    "parse_age": "_history",
     "purge_executions": "_history",
     "Chain": "flow",
     "Reducer": "flow",
@@ -70,6 +72,8 @@ __all__ = [
     "StepFailed",
     "TriggerFlow",
     "WaitTimeout",
+    "expired_executions",
+    "parse_age",
     "purge_executions",
 ]
 

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from keel import ConflictError, Store
-from keel_triggerflow.types import LeaseError
+from keel_triggerflow.types import FlowError, LeaseError
 
 NAMESPACE = "triggerflow"
 BATCH_SIZE = 64
@@ -164,16 +164,50 @@ async def list_index(store: Store, tenant: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r.get("created", 0))
 
 
-async def purge_executions(store: Store, *, older_than: float, tenant: str = "default") -> int:
-    """Retention: delete the history, index row and lease of every finished execution that
-    finished more than ``older_than`` seconds ago; returns how many were deleted."""
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(value: str | float | int) -> float:
+    """An age in seconds from a number of seconds or a text such as ``"90s"``, ``"12h"``, ``"30d"``, ``"2w"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        unit = _AGE_UNITS.get(text[-1:]) if text else None
+        try:
+            seconds = float(text[:-1]) * unit if unit else float(text)
+        except ValueError:
+            seconds = -1.0
+    if not seconds >= 0:  # also refuses NaN
+        raise FlowError(
+            f"invalid age {value!r}: give seconds (3600) or a number with a unit s, m, h, d or w ('12h', '30d')"
+        )
+    return seconds
+
+
+async def expired_executions(store: Store, *, older_than: float, tenant: str = "default") -> list[dict[str, Any]]:
+    """Index rows of the finished executions (completed, failed, cancelled) last updated more than
+    ``older_than`` seconds ago: what :func:`purge_executions` deletes. Waiting ones never expire."""
     cutoff = time.time() - older_than
-    count = 0
-    for row in await list_index(store, tenant):
-        if row.get("status") in {"completed", "failed", "cancelled"} and row.get("updated", 0) < cutoff:
-            await store.delete_stream(tenant, stream_name(row["id"]))
-            await store.delete_stream(tenant, inbox_name(row["id"]))
-            await store.delete(tenant, NAMESPACE, f"exec:{row['id']}")
-            await store.delete(tenant, NAMESPACE, f"lease:{row['id']}")
-            count += 1
-    return count
+    return [
+        row
+        for row in await list_index(store, tenant)
+        if row.get("status") in {"completed", "failed", "cancelled"} and row.get("updated", 0) < cutoff
+    ]
+
+
+async def delete_execution(store: Store, tenant: str, execution_id: str) -> None:
+    """Delete an execution's history, inbox, index row and lease."""
+    await store.delete_stream(tenant, stream_name(execution_id))
+    await store.delete_stream(tenant, inbox_name(execution_id))
+    await store.delete(tenant, NAMESPACE, f"exec:{execution_id}")
+    await store.delete(tenant, NAMESPACE, f"lease:{execution_id}")
+
+
+async def purge_executions(store: Store, *, older_than: float, tenant: str = "default") -> int:
+    """Retention: delete every finished execution that finished more than ``older_than`` seconds
+    ago (see :func:`expired_executions`); returns how many were deleted."""
+    rows = await expired_executions(store, older_than=older_than, tenant=tenant)
+    for row in rows:
+        await delete_execution(store, tenant, row["id"])
+    return len(rows)

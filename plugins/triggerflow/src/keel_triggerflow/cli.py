@@ -1,4 +1,4 @@
-"""``keel flow ...``: run, list, show, signal, resume and cancel flow executions."""
+"""``keel flow ...``: run, list, show, signal, resume, cancel and purge flow executions."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import click
 
 from keel import KeelError, Runtime
 from keel_triggerflow._engine import FlowExecution
-from keel_triggerflow._history import list_index, stream_name
+from keel_triggerflow._history import delete_execution, expired_executions, list_index, parse_age, stream_name
 from keel_triggerflow.flow import TriggerFlow
+from keel_triggerflow.runners import get_runner
 from keel_triggerflow.types import CloseSnapshot, LeaseError
 
 __all__ = ["flow_group", "import_flow"]
@@ -279,3 +280,50 @@ def cancel_cmd(ctx: click.Context, execution_id: str, reason: str, as_json: bool
         return execution.snapshot()
 
     _report(_run(ctx, body), as_json)
+
+
+@flow_group.command("purge")
+@click.option("--older-than", metavar="AGE", help="e.g. 30d, 12h, 3600 (default: the runner's retention)")
+@click.option("--dry-run", is_flag=True, help="list what would be deleted, delete nothing")
+@_json_option
+@_tenant_option
+@click.pass_context
+def purge_cmd(ctx: click.Context, older_than: str | None, dry_run: bool, as_json: bool, tenant: str) -> None:
+    """Delete finished executions (history, inbox, index row, lease) older than AGE."""
+
+    async def body(runtime: Runtime) -> tuple[float, list[dict[str, Any]]]:
+        if older_than is not None:
+            age = parse_age(older_than)
+        else:
+            configured = getattr(getattr(get_runner(runtime), "options", None), "retention", None)
+            if configured is None:
+                raise KeelError(
+                    "no age given and no retention configured: pass --older-than 30d, or set "
+                    '[runner] driver = "local", retention = "30d" in keel.toml'
+                )
+            age = float(configured)
+        store = runtime.store()
+        rows = await expired_executions(store, older_than=age, tenant=tenant)
+        if not dry_run:
+            for n, row in enumerate(rows, 1):
+                await delete_execution(store, tenant, row["id"])
+                if not as_json and len(rows) > 20 and n % 100 == 0:
+                    click.echo(f"  {n}/{len(rows)} deleted", err=True)
+        return age, rows
+
+    age, rows = _run(ctx, body)
+    if as_json:
+        click.echo(json.dumps({"older_than": age, "dry_run": dry_run, "executions": [r["id"] for r in rows]}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {len(rows)} finished execution(s) older than {_age_text(age)}")
+    if dry_run:
+        for row in rows:
+            click.echo(f"{row['id']}  {row.get('flow', '?'):<20} {row.get('status', '?')}")
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

@@ -6,15 +6,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from keel import DriverNotFoundError, Execution, PluginConflictError, Runtime
+from keel import DriverNotFoundError, Execution, PluginConflictError, Runtime, parse_options
 from keel_triggerflow import hookspecs
-from keel_triggerflow._history import NAMESPACE, list_index
+from keel_triggerflow._history import NAMESPACE, list_index, parse_age, purge_executions
 from keel_triggerflow.flow import TriggerFlow
-from keel_triggerflow.types import LeaseError
+from keel_triggerflow.types import FlowError, LeaseError
 
-__all__ = ["LocalRunner", "Runner", "RunnerSpec", "get_runner", "runner_specs"]
+__all__ = ["LocalRunner", "LocalRunnerOptions", "Runner", "RunnerSpec", "get_runner", "runner_specs"]
 
 
 @runtime_checkable
@@ -51,6 +51,23 @@ class RunnerSpec(BaseModel):
     factory: Callable[[Runtime, dict[str, Any]], Any] = Field(description="builds the runner")
 
 
+class LocalRunnerOptions(BaseModel):
+    """The options of ``runner = "local"`` (the ``[runner]`` table of a stack)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention: float | None = Field(
+        default=None,
+        description="delete finished executions' histories this long after they finished "
+        "(seconds, or '12h', '30d'); applied by recover() and `keel flow purge`",
+    )
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _age(cls, value: Any) -> float | None:
+        return None if value is None else parse_age(value)
+
+
 class LocalRunner:
     """In-process runner on anyio: executions run in the runtime's task group."""
 
@@ -58,7 +75,18 @@ class LocalRunner:
 
     def __init__(self, runtime: Runtime, options: Mapping[str, Any] | None = None):
         self.runtime = runtime
-        self.options = dict(options or {})
+        self.options = parse_options(LocalRunnerOptions, dict(options or {}), where="runner 'local'")
+
+    async def purge(self, older_than: float | str | None = None, *, tenant: str = "default") -> int:
+        """Delete finished executions older than ``older_than`` (default: the configured ``retention``);
+        returns how many. Without either, an error says how to configure one."""
+        age = self.options.retention if older_than is None else parse_age(older_than)
+        if age is None:
+            raise FlowError(
+                "no retention configured: pass older_than (e.g. '30d'), or set it in the stack: "
+                '[runner] driver = "local", retention = "30d"'
+            )
+        return await purge_executions(self.runtime.store(), older_than=age, tenant=tenant)
 
     async def start(
         self, flow: TriggerFlow, input: Any = None, *, tenant: str = "default", **options: Any
@@ -75,6 +103,10 @@ class LocalRunner:
         return execution
 
     async def recover(self, flows: Iterable[TriggerFlow], *, tenant: str = "default") -> list[Execution]:
+        """Resume every unfinished execution whose owner is gone; first, with a configured
+        ``retention``, delete the finished executions older than it."""
+        if self.options.retention is not None:
+            await self.purge(tenant=tenant)
         by_name = {f.name: f for f in flows}
         store = self.runtime.store()
         resumed: list[Execution] = []

@@ -104,3 +104,39 @@ def fake_openai_server(answer: dict[str, Any] | None = None) -> Iterator[dict[st
 def server_stats(stats_url: str) -> dict[str, float]:
     with urllib.request.urlopen(stats_url, timeout=5) as resp:
         return dict(json.loads(resp.read()))
+
+
+# The disk's floor for durable writes: one 300-byte pwrite + fdatasync on a preallocated file in a
+# temp folder (the same disk the store figures use). No store can acknowledge a durable write in less;
+# ``ARGS["per_flush"]`` records sharing one flush (perfect group commit) divide it.
+FLUSH_FLOOR = """
+import os, tempfile
+n, per_flush = ARGS.get("floor_n", 2000), ARGS.get("per_flush", 1)
+folder = tempfile.mkdtemp()
+fd = os.open(os.path.join(folder, "floor"), os.O_RDWR | os.O_CREAT)
+os.posix_fallocate(fd, 0, n * 512)
+os.fsync(fd)
+record = b"x" * 300
+t0 = _time.perf_counter()
+for i in range(n):
+    os.pwrite(fd, record, i * 512)
+    os.fdatasync(fd)
+elapsed = _time.perf_counter() - t0
+os.close(fd)
+emit(elapsed * 1e6 / n / per_flush)
+"""
+
+
+def flush_floor_side(per_flush: int = 1) -> Any:
+    """A reference side (not a peer): the disk's flush time, per record when ``per_flush`` share one."""
+    from harness import Side
+
+    shared = f", shared by {per_flush} records" if per_flush > 1 else ""
+    return Side(
+        "disk flush",
+        "keel",
+        code=FLUSH_FLOOR,
+        how=f"one 300-byte pwrite + fdatasync on a preallocated file, same disk{shared}: "
+        "no durable acknowledged write can take less",
+        reference=True,
+    )

@@ -653,6 +653,10 @@ def render_report(results: Sequence[Mapping[str, Any]], *, expected: Sequence[Se
             table.append(f"| {ref} (floor, not a peer) | {_fmt(value)}{_spread(stats.get(ref))} | — |")
         if len(table) > 2:
             out += [*table, ""]
+        for ref, value in (r.get("references") or {}).items():
+            bounds = [f"{p} {_fmt(value / v)}" for p, v in (r.get("peers") or {}).items() if value and v]
+            if bounds:
+                out += [f"Floor / peer ({ref}): {', '.join(bounds)}: the best ratio possible on this machine.", ""]
         if r.get("target"):
             rules = "; ".join(r.get("rules") or [])
             out.append(f"Target (issue): {r['target']}" + (f" — rule: `{rules}`" if rules else "") + f" → {_met(r)}.")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import flush_floor_side
 from harness import Figure, Side, main_for, ratio_at_most
 
 ROUNDS = 3
@@ -148,7 +149,7 @@ def figures() -> list[Figure]:
                 target="at least 10x LangGraph's durable write rate, same disk, same durability (issue 7)",
                 rules=[ratio_at_most("langgraph", 0.1)],
                 rounds=ROUNDS,
-                args={"n": 2000, "writers": writers, "backend": backend, **PG},
+                args={"n": 2000, "writers": writers, "backend": backend, "per_flush": writers, **PG},
                 sides=[
                     Side("keel", "keel", code=KEEL, how=f"runtime.store().append on keel-store-{backend}"),
                     Side(
@@ -157,6 +158,7 @@ def figures() -> list[Figure]:
                         code=LANGGRAPH,
                         how=f"{saver}.aput, same record as channel value",
                     ),
+                    *([flush_floor_side(writers)] if backend == "sqlite" else []),
                 ],
             )
         )

@@ -117,7 +117,7 @@ def test_report_lists_every_figure_and_not_built_rows(h, tmp_path):
     fig = startup_figure(h)
     built = h.build_result(
         fig,
-        {"keel": [100.0], "agently": [600.0], "langgraph": [400.0]},
+        {"keel": [100.0], "agently": [600.0], "langgraph": [400.0], "floor": [20.0]},
         machine_info={"cores": 2, "cpu": "AMD EPYC", "python": "3.11", "os": "Linux"},
         versions={"agently": {"agently": "4.1.4.10"}},
         date="2026-11-26T10:00:00Z",
@@ -152,3 +152,6 @@ def test_report_lists_every_figure_and_not_built_rows(h, tmp_path):
     assert "| gateway.sse | not built | - | within 1.5x of bare FastAPI | not built |" in text
     assert "| startup | 100 ms | agently 0.167, langgraph 0.25 |" in text
     assert "| langgraph | 50.0" in text
+    # a floor shows the best ratio any implementation could reach against each peer
+    assert "| floor (floor, not a peer) | 20.0" in text
+    assert "Floor / peer (floor): agently 0.0333, langgraph 0.05: the best ratio possible" in text

@@ -25,6 +25,7 @@ def test_the_families_of_the_design_card_exist() -> None:
         "keel_on_runtime_event",
         "keel_check_action",
         "keel_commands",
+        "keel_addhooks",
     }
     assert set(FAMILIES) <= set(SPECS)
 
@@ -62,3 +63,49 @@ def test_a_wrong_argument_name_is_an_error() -> None:
 
     with pytest.raises(pluggy.PluginValidationError):
         PluginHost().register(Wrong(), name="wrong")
+
+
+# ----------------------------------------------------------------- plugins adding their own hooks
+
+
+class _RunnerSpecs:
+    """A plugin's own hookspecs, as a plugin module would define them."""
+
+    @pluggy.HookspecMarker("keel")
+    def acme_runners(self) -> list[str]:  # type: ignore[empty-body]
+        """Runners of the acme plugin."""
+
+
+class _AddsHooks:
+    @keel.hookimpl
+    def keel_addhooks(self, pluginmanager: pluggy.PluginManager) -> None:
+        pluginmanager.add_hookspecs(_RunnerSpecs)
+
+    @keel.hookimpl
+    def acme_runners(self) -> list[str]:
+        return ["built-in"]
+
+
+class _ImplementsThem:
+    @keel.hookimpl  # no optionalhook=True needed
+    def acme_runners(self) -> list[str]:
+        return ["third-party"]
+
+
+def test_a_plugin_adds_hookspecs_that_earlier_and_later_plugins_implement() -> None:
+    from keel.testing import make_host
+
+    for order in [(_ImplementsThem(), _AddsHooks()), (_AddsHooks(), _ImplementsThem())]:
+        host = make_host(*order)
+        assert sorted(x for r in host.pm.hook.acme_runners() for x in r) == ["built-in", "third-party"]
+
+
+def test_an_implementation_nobody_specifies_names_the_hook_and_the_plugin() -> None:
+    from keel.testing import make_host
+
+    with pytest.raises(pluggy.PluginValidationError, match=r"unknown hook 'acme_runners'.*keel_addhooks"):
+        make_host(_ImplementsThem())
+    host = PluginHost()
+    with pytest.raises(pluggy.PluginValidationError, match="acme_runners"):
+        host.register(_ImplementsThem(), name="third")
+    assert host.pm.get_plugin("third") is None  # not left half-registered

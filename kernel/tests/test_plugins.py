@@ -68,6 +68,52 @@ def test_broken_plugin_is_fatal_when_strict(fake_site: Callable[..., Path]) -> N
     assert caught.value.distribution == "keel-broken"
 
 
+ADDS_HOOKS = """
+import keel, pluggy
+
+class specs:
+    @pluggy.HookspecMarker("keel")
+    def acme_runners(self): ...
+
+@keel.hookimpl
+def keel_addhooks(pluginmanager):
+    pluginmanager.add_hookspecs(specs)
+"""
+
+IMPLEMENTS_THEM = """
+import keel
+
+@keel.hookimpl
+def acme_runners():
+    return "third-party"
+"""
+
+MISSPELLED = """
+import keel
+
+@keel.hookimpl
+def keel_modles():
+    return []
+"""
+
+
+def test_entry_point_plugins_implement_hooks_another_adds_in_any_order(fake_site: Callable[..., Path]) -> None:
+    # "a-runner" sorts (and loads) before "z-acme", the plugin that adds the hook it implements
+    fake_site("keel-a", entry_points={"keel": {"a-runner": "keel_a"}}, modules={"keel_a": IMPLEMENTS_THEM})
+    fake_site("keel-z", entry_points={"keel": {"z-acme": "keel_z"}}, modules={"keel_z": ADDS_HOOKS})
+    fake_site("keel-typo", entry_points={"keel": {"typo": "keel_typo"}}, modules={"keel_typo": MISSPELLED})
+    with pytest.warns(RuntimeWarning, match=r"plugin 'typo'.*unknown hook 'keel_modles'"):
+        host = PluginHost.discover()
+    assert host.pm.hook.acme_runners() == ["third-party"]
+    order = [name for name, _plugin in host.pm.list_name_plugin()]
+    assert order.index("a-runner") < order.index("z-acme"), "the implementer must register first here"
+    status = {i.name: i.status for i in host.plugin_infos()}
+    assert (status["a-runner"], status["z-acme"], status["typo"]) == ("loaded", "loaded", "failed")
+    assert host.pm.get_plugin("typo") is None
+    with pytest.raises(keel.PluginLoadError, match="keel_modles"):
+        PluginHost.discover(strict=True)
+
+
 def test_duplicate_model_names_name_both_plugins() -> None:
     class A:
         @keel.hookimpl

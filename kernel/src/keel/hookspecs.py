@@ -226,3 +226,28 @@ def keel_commands(cli: click.Group) -> None:
                 "Say hello."
                 click.echo("hello")
     """
+
+
+# ================================================================================ plugins' hooks
+
+
+@hookspec(historic=True)
+def keel_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add a plugin's own hook specifications, for other plugins to implement.
+
+    Called once for each plugin as it registers (a historic hook, as pytest's ``pytest_addhooks``).
+    Implementations of the added hooks may come from plugins registered before or after yours: the
+    kernel checks every implementation against the specifications only once all plugins are
+    registered, so nobody needs ``optionalhook=True``. An implementation that matches no
+    specification then fails its plugin's load with an error naming the hook.
+
+    :param pluginmanager: the host's :class:`pluggy.PluginManager`; call ``add_hookspecs(module)``.
+
+    Example::
+
+        @keel.hookimpl
+        def keel_addhooks(pluginmanager):
+            from my_plugin import hookspecs  # functions marked with pluggy.HookspecMarker("keel")
+
+            pluginmanager.add_hookspecs(hookspecs)
+    """

@@ -134,6 +134,8 @@ class PluginHost:
     def __init__(self, *, builtins: bool = True, trace: bool | None = None):
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
+        # historic: every plugin that registers from now on adds its own hookspecs at once
+        self.pm.hook.keel_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
         self._infos: dict[str, PluginInfo] = {}
         self._cache: dict[str, Any] = {}
         if builtins:
@@ -215,16 +217,51 @@ class PluginHost:
         if strict and failures:
             raise failures[0]
         loaded = []
+        by_name = {}
         for ext in manager:
             try:
-                info = self.register(ext.plugin, name=ext.name, status="loaded", target=ext.entry_point.value)
+                info = self.register(
+                    ext.plugin, name=ext.name, status="loaded", target=ext.entry_point.value, check=False
+                )
             except Exception as err:  # a bad hookimpl signature, say
                 on_failure(manager, ext.entry_point, err)
                 if strict:
                     raise failures[-1] from err
                 continue
             loaded.append(info)
+            by_name[ext.name] = ext
+        # only now, with every plugin's own hookspecs added (keel_addhooks), can unknown hooks be told
+        for name, unknown in self._unknown_hooks().items():
+            if name in by_name:
+                self.pm.unregister(name=name)
+                self._cache.clear()
+                loaded = [info for info in loaded if info.name != name]
+                on_failure(manager, by_name[name].entry_point, unknown)
+                if strict:
+                    raise failures[-1] from unknown
         return loaded
+
+    def verify(self) -> None:
+        """Raise :class:`pluggy.PluginValidationError` for the first implementation of a hook that no
+        plugin specifies (a misspelled hook, or a hook of a plugin that is not installed); for
+        plugins registered with ``check=False``."""
+        for err in self._unknown_hooks().values():
+            raise err
+
+    def _unknown_hooks(self) -> dict[str, pluggy.PluginValidationError]:
+        """Plugin name -> the error for its first non-optional implementation without a spec."""
+        found: dict[str, pluggy.PluginValidationError] = {}
+        for name, caller in vars(self.pm.hook).items():
+            if name.startswith("_") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if not impl.optionalhook and impl.plugin_name not in found:
+                    found[impl.plugin_name] = pluggy.PluginValidationError(
+                        impl.plugin,
+                        f"unknown hook {name!r} in plugin {impl.plugin_name!r}: no installed plugin specifies "
+                        "it (a misspelled name, or the plugin that adds it with keel_addhooks is missing)",
+                    )
+        return found
 
     def register(
         self,
@@ -234,19 +271,23 @@ class PluginHost:
         status: str = "registered",
         target: str = "",
         distribution: str = "",
+        check: bool = True,
     ) -> PluginInfo:
-        """Register a module or object holding ``@keel.hookimpl`` functions; misspelled hooks fail here."""
+        """Register a module or object holding ``@keel.hookimpl`` functions; misspelled hooks fail here.
+
+        ``check=False`` defers that check to :meth:`verify`, for a batch of plugins where one may
+        implement a hook that a later one adds (``keel_addhooks``).
+        """
         name = name or getattr(plugin, "__name__", None) or repr(plugin)
         registered_name = self.pm.register(plugin, name=name)
         if registered_name is None:  # blocked
             info = PluginInfo(name, "disabled", target=target)
             self._infos[name] = info
             return info
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError:
+        unknown = self._unknown_hooks().get(registered_name) if check else None
+        if unknown is not None:
             self.pm.unregister(plugin)
-            raise
+            raise unknown
         self._cache.clear()
         info = PluginInfo(name, status, target=target, distribution=distribution)
         if status == "loaded" and target:

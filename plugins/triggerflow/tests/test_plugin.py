@@ -25,13 +25,13 @@ def test_entry_point_names_the_cheap_plugin_module() -> None:
 
 
 class OtherRunner:
-    @keel.hookimpl(optionalhook=True)
+    @keel.hookimpl
     def keel_triggerflow_runners(self) -> Any:
         yield RunnerSpec(name="other", factory=lambda runtime, options: LocalRunner(runtime, options))
 
 
 class Clash:
-    @keel.hookimpl(optionalhook=True)
+    @keel.hookimpl
     def keel_triggerflow_runners(self) -> Any:
         yield RunnerSpec(name="other", factory=lambda runtime, options: LocalRunner(runtime, options))
 
@@ -46,7 +46,7 @@ def test_runners_come_from_the_hook() -> None:
 
 
 def test_two_plugins_with_one_runner_name_conflict() -> None:
-    runtime = Runtime(make_host(OtherRunner(), Clash()))
+    runtime = Runtime(make_host(OtherRunner(), Clash(), plugin))  # the spec's plugin last: order is free
     with pytest.raises(PluginConflictError):
         runner_specs(runtime)
 

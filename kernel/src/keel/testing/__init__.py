@@ -19,8 +19,10 @@ __all__ = ["Reply", "ScriptedModel", "make_host"]
 
 
 def make_host(*plugins: ModuleType | object, builtins: bool = True) -> PluginHost:
-    """A host that loads no entry points: the kernel's built-ins plus ``plugins``, in order."""
+    """A host that loads no entry points: the kernel's built-ins plus ``plugins``, in order; every
+    hook they implement is checked once all are registered (so order does not matter)."""
     host = PluginHost(builtins=builtins, trace=False)
     for plugin in plugins:
-        host.register(plugin)
+        host.register(plugin, check=False)
+    host.verify()
     return host

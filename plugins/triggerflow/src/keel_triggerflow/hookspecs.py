@@ -1,10 +1,9 @@
-"""TriggerFlow's own extension point: runners. Added to the host's plugin manager on first use.
+"""TriggerFlow's own extension point: runners. keel-triggerflow adds this spec to the host through
+the kernel's ``keel_addhooks`` hook, whichever order plugins load in.
 
-A runner plugin implements the hook in a module named by an entry point in the group ``keel``.
-Mark the implementation ``optionalhook=True``: the spec is added by keel-triggerflow, which may be
-loaded after your plugin::
+A runner plugin implements the hook in a module named by an entry point in the group ``keel``::
 
-    @keel.hookimpl(optionalhook=True)
+    @keel.hookimpl
     def keel_triggerflow_runners():
         yield RunnerSpec(name="temporal", factory=lambda runtime, options: TemporalRunner(runtime, options))
 """
@@ -37,7 +36,7 @@ def keel_triggerflow_runners() -> Iterable[RunnerSpec]:
 
     Example::
 
-        @keel.hookimpl(optionalhook=True)
+        @keel.hookimpl
         def keel_triggerflow_runners():
             yield RunnerSpec(name="local", factory=LocalRunner)
     """

@@ -14,7 +14,14 @@ def keel_commands(cli: Any) -> None:
     cli.add_command(flow_group)
 
 
-@keel.hookimpl(optionalhook=True)
+@keel.hookimpl
+def keel_addhooks(pluginmanager: Any) -> None:
+    from keel_triggerflow import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@keel.hookimpl
 def keel_triggerflow_runners() -> Any:
     from keel_triggerflow.runners import RunnerSpec, _local
 

@@ -129,7 +129,8 @@ def _local(runtime: Runtime, options: dict[str, Any]) -> LocalRunner:
 
 
 def add_hookspecs(runtime: Runtime) -> None:
-    """Add TriggerFlow's hookspecs to the runtime's plugin manager (once)."""
+    """Add TriggerFlow's hookspecs to the runtime's plugin manager when the plugin that adds them
+    (``keel_addhooks`` in ``keel_triggerflow.plugin``) is not registered: a host built by hand."""
     pm = runtime.host.pm
     caller = getattr(pm.hook, "keel_triggerflow_runners", None)
     if caller is None or caller.spec is None:

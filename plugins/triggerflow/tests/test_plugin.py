@@ -119,7 +119,7 @@ def test_runner_retention_comes_from_the_stack_and_a_typo_is_an_error(tmp_path: 
     assert isinstance(runner, LocalRunner) and runner.options.retention == 30 * 86400
     with pytest.raises(keel.StackError, match=r"runner 'local': invalid options \(retension: .*retention"):
         LocalRunner(Runtime(make_host(plugin)), {"retension": "30d"})
-    with pytest.raises(Exception, match="invalid age 'soon'"):
+    with pytest.raises(keel.StackError, match=r"runner 'local': invalid options \(retention: .*invalid age 'soon'"):
         LocalRunner(Runtime(make_host(plugin)), {"retention": "soon"})
 
 

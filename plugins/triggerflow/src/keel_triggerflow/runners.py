@@ -65,7 +65,10 @@ class LocalRunnerOptions(BaseModel):
     @field_validator("retention", mode="before")
     @classmethod
     def _age(cls, value: Any) -> float | None:
-        return None if value is None else parse_age(value)
+        try:
+            return None if value is None else parse_age(value)
+        except FlowError as err:
+            raise ValueError(str(err)) from None  # reported by parse_options with where it was set
 
 
 class LocalRunner:

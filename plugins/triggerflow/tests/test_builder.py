@@ -305,6 +305,27 @@ async def test_sub_flow_returns_its_result_with_its_own_state() -> None:
     assert await parent.run({"topic": "tides"}) == "ABOUT TIDES"
 
 
+async def test_a_chain_built_in_one_expression_is_its_flow_as_a_sub_flow() -> None:
+    """``TriggerFlow("sub").to(a).to(b)`` is the chain, not the flow; passed as a chunk it means the flow."""
+
+    async def add(ctx: Any) -> int:
+        return int(ctx.value) + 1
+
+    async def double(ctx: Any) -> int:
+        return int(ctx.value) * 2
+
+    sub = TriggerFlow("sub").to(add).to(double)
+    parent = TriggerFlow("parent")
+    parent.batch(("r", sub), ("s", TriggerFlow("other").to(double))).to(lambda ctx: ctx.value)
+    assert await parent.run(1) == {"r": 4, "s": 2}
+    again = TriggerFlow("again")
+    again.to(sub)
+    assert await again.run(2) == 6
+    loop = TriggerFlow("loop")
+    with pytest.raises(FlowDefinitionError, match="cannot contain itself"):
+        loop.to(add).to(loop.to(double))
+
+
 async def test_sub_flow_refuses_input_outside_its_contract() -> None:
     child = TriggerFlow("child", input_model=Question)
     child.to(lambda ctx: ctx.value.topic)

@@ -284,6 +284,8 @@ class TriggerFlow:
         return getattr(self._main, name)
 
     def _make_op(self, chunk: Any, name: str | None, retries: int) -> Op:
+        if isinstance(chunk, Chain):  # TriggerFlow("sub").to(a).to(b) is the chain: it means the flow
+            chunk = chunk._flow
         if isinstance(chunk, TriggerFlow):
             if chunk is self:
                 raise FlowDefinitionError(self.name, ["a flow cannot contain itself as a sub-flow"])

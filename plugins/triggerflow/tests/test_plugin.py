@@ -86,6 +86,13 @@ def test_cli_run_prints_the_result(tmp_path: Path) -> None:
     assert snapshot["status"] == "completed" and snapshot["result"] == "hello Ada"
 
 
+def test_cli_graph_prints_mermaid(tmp_path: Path) -> None:
+    (tmp_path / "greet.py").write_text(FLOW_FILE)
+    result = CliRunner().invoke(build_cli(make_host(plugin), Stack()), ["flow", "graph", str(tmp_path / "greet.py")])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("flowchart TD\n") and '["greet"]' in result.output
+
+
 def test_cli_refuses_bad_input_json(tmp_path: Path) -> None:
     (tmp_path / "greet.py").write_text(FLOW_FILE)
     cli = build_cli(make_host(plugin), Stack())

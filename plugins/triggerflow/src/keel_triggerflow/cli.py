@@ -1,4 +1,4 @@
-"""``keel flow ...``: run, list, show, signal, resume, cancel and purge flow executions."""
+"""``keel flow ...``: run, list, show, signal, resume, cancel and purge flow executions; graph a flow."""
 
 from __future__ import annotations
 
@@ -169,6 +169,13 @@ def run_cmd(ctx: click.Context, target: str, input_json: str | None, as_json: bo
     snapshot = _run(ctx, body)
     _report(snapshot, as_json)
     _exit_code(snapshot)
+
+
+@flow_group.command("graph")
+@click.argument("target")
+def graph_cmd(target: str) -> None:
+    """Print a flow's definition as a Mermaid flowchart (FILE.py[:flow] or module[:flow])."""
+    click.echo(import_flow(target).to_mermaid(), nl=False)
 
 
 @flow_group.command("ls")

@@ -300,6 +300,12 @@ class TriggerFlow:
             self.name, [f"{chunk!r} is not a chunk: pass an async function (ctx), a TriggerFlow or a keel Runnable"]
         )
 
+    def to_mermaid(self) -> str:
+        """The definition as a Mermaid flowchart (see :mod:`keel_triggerflow.draw`)."""
+        from keel_triggerflow.draw import to_mermaid
+
+        return to_mermaid(self)
+
     def compile(self) -> Compiled:
         """Check the whole definition (every problem listed) and build the runnable form."""
         if self._compiled is None:

@@ -72,6 +72,15 @@ async def exercise(store: keel.Store) -> None:
     assert await again.read_artifact(ref) == page
     assert await again.restore("plan") == {"step": "buy"}
 
+    async def save(step: int) -> None:  # checkpoints racing on a real backend: each retries, all land
+        await again.checkpoint("plan", {"step": step})
+
+    async with anyio.create_task_group() as tg:
+        for step in range(6):
+            tg.start_soon(save, step)
+    versions = [e.version for e in await again.entries(kinds=["checkpoint"])]
+    assert versions == list(range(1, 8)), versions  # each saved version has exactly one timeline entry
+
 
 async def test_workspace_on_sqlite_through_the_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 from click.testing import CliRunner
 
@@ -76,6 +77,23 @@ async def test_checkpoints_are_versioned_snapshots(store: keel.MemoryStore) -> N
     with pytest.raises(keel.NotFoundError, match="progress"):
         await ws.restore("missing")
     assert [e.version for e in await ws.entries(kinds=["checkpoint"])] == [1, 2]
+
+
+async def test_a_checkpoint_and_its_timeline_entry_are_saved_together(store: keel.MemoryStore) -> None:
+    ws = Workspace(store, "flow-10")
+    await ws.checkpoint("progress", {"step": 1})
+    with pytest.raises(keel.ConflictError):
+        await ws.checkpoint("progress", {"step": 9}, expected_version=5)
+    assert await ws.restore("progress") == {"step": 1}  # neither the state ...
+    assert [e.version for e in await ws.entries(kinds=["checkpoint"])] == [1]  # ... nor its entry
+
+    async def save(step: int) -> None:  # unconditional saves racing each other all land, in order
+        await ws.checkpoint("progress", {"step": step})
+
+    async with anyio.create_task_group() as tg:
+        for step in range(2, 6):
+            tg.start_soon(save, step)
+    assert [e.version for e in await ws.entries(kinds=["checkpoint"])] == [1, 2, 3, 4, 5]
 
 
 async def test_child_shared_role_and_own_visibility(store: keel.MemoryStore) -> None:

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 import keel
+from keel.store import Append, Put
 
 __all__ = [
     "PREFIX",
@@ -312,13 +313,28 @@ class Workspace:
         """
         _check_scope(name)
         check_small(state, self.limits.state_bytes, f"the state of checkpoint {name!r}")
-        version = await self.store.put(
-            self.tenant, f"{PREFIX}{self.scope}", f"checkpoint/{name}", state, expected_version=expected_version
-        )
-        entry: CheckpointEntry = await self._add(
-            CheckpointEntry(name=name, version=version, size=_size(state), **self._common(tags, "own"))
-        )
-        return entry
+        namespace, key = f"{PREFIX}{self.scope}", f"checkpoint/{name}"
+        while True:
+            # the state and its timeline entry in one transaction: a crash never keeps one without the other
+            if expected_version is not None:
+                current = expected_version
+            else:
+                item = await self.store.get(self.tenant, namespace, key)
+                current = item.version if item is not None else 0
+            entry = CheckpointEntry(name=name, version=current + 1, size=_size(state), **self._common(tags, "own"))
+            try:
+                _, entry.seq = await self.store.transact(
+                    self.tenant,
+                    [
+                        Put(namespace, key, state, expected_version=current),
+                        Append(self._stream("own"), [entry.model_dump(mode="json", exclude={"seq"})]),
+                    ],
+                )
+            except keel.ConflictError:
+                if expected_version is not None:
+                    raise
+                continue  # another writer saved it in between: save over the newer version
+            return entry
 
     async def restore(self, name: str) -> Any:
         """The state of the named checkpoint, or :class:`keel.NotFoundError`."""

@@ -417,3 +417,23 @@ async def test_a_signal_from_another_process_reaches_the_live_owner(make_runtime
     assert len(published) == 1
     sigs = [r.data for r in await store.read("default", f"triggerflow/{owner.id}") if r.data["t"] == "sig"]
     assert [s["r"] for s in sigs] == ["r-1"]
+
+
+async def test_the_index_keeps_the_latest_fact_when_writes_land_out_of_order() -> None:
+    from keel_triggerflow._history import list_index, write_index
+
+    store = MemoryStore()
+    await write_index(store, "default", "e1", seq=1, flow="f", status="running")
+    await write_index(store, "default", "e1", seq=9, status="completed")
+    await write_index(store, "default", "e1", seq=5, status="waiting")  # a background write, late
+    [row] = await list_index(store, "default")
+    assert (row["status"], row["seq"], row["flow"]) == ("completed", 9, "f")
+
+    async def write(seq: int) -> None:  # racing writers: the highest seq wins, whatever the order
+        await write_index(store, "default", "e2", seq=seq, status=f"s{seq}")
+
+    async with anyio.create_task_group() as tg:
+        for seq in (3, 7, 5, 1):
+            tg.start_soon(write, seq)
+    rows = {r["id"]: r for r in await list_index(store, "default")}
+    assert rows["e2"]["status"] == "s7"

@@ -657,7 +657,15 @@ class FlowExecution:
             if self.flow.definition is not None:
                 start["def"] = self.flow.definition
             await self._history.commit(start, force=True)
-            await write_index(store, self.tenant, self.id, flow=self.flow.name, status="running", ref=self.flow.ref)
+            await write_index(
+                store,
+                self.tenant,
+                self.id,
+                seq=self._history.seq,
+                flow=self.flow.name,
+                status="running",
+                ref=self.flow.ref,
+            )
 
     # =================================================================== driving
     async def _prepare(self) -> bool:
@@ -727,7 +735,8 @@ class FlowExecution:
         if self._detaching:
             with anyio.CancelScope(shield=True):
                 if self._store is not None and self._history is not None:
-                    await write_index(self._store, self.tenant, self.id, status=self._status.value)
+                    seq = self._history.seq
+                    await write_index(self._store, self.tenant, self.id, seq=seq, status=self._status.value)
             await self._release()
             self._settled.set()
             self._stopped.set()
@@ -758,7 +767,7 @@ class FlowExecution:
             try:
                 await self._history.commit(end, force=True)
                 assert self._store is not None
-                await write_index(self._store, self.tenant, self.id, status=status.value)
+                await write_index(self._store, self.tenant, self.id, seq=self._history.seq, status=status.value)
             except Exception as err:
                 if error is None:
                     self._status, self._error = ExecutionStatus.FAILED, err
@@ -1097,7 +1106,8 @@ class FlowExecution:
             self._event("execution.waiting", {"interrupts": pending})
             if self._store is not None and self._history is not None:
                 store = self._store
-                self._root_tg_call(write_index, store, self.tenant, self.id, status="waiting")
+                seq = self._history.seq  # taken now: the write runs later, maybe after newer ones
+                self._root_tg_call(write_index, store, self.tenant, self.id, seq=seq, status="waiting")
         self._settled.set()
 
     def _root_tg_call(self, fn: Any, *args: Any, **kwargs: Any) -> None:

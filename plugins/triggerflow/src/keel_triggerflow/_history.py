@@ -4,7 +4,8 @@ Layout in the store (tenant-scoped like every call):
 
 - log ``triggerflow/<execution id>``: the append-only history, one small record per fact;
 - log ``triggerflow/<execution id>/inbox``: answers sent by processes that do not own it;
-- key ``triggerflow`` / ``exec:<id>``: the index row (flow, status, ref, times) for ``ls`` and recovery;
+- key ``triggerflow`` / ``exec:<id>``: the index row (flow, status, ref, times, and the history
+  ``seq`` it describes, so a late write never overwrites a newer one) for ``ls`` and recovery;
 - key ``triggerflow`` / ``lease:<id>``: the owner and expiry of the execution's lease.
 """
 
@@ -147,12 +148,23 @@ class Lease:
             pass  # someone else owns it now: nothing of ours to release
 
 
-async def write_index(store: Store, tenant: str, execution_id: str, **fields: Any) -> None:
+async def write_index(store: Store, tenant: str, execution_id: str, *, seq: int, **fields: Any) -> None:
+    """Update the index row with what the history says at ``seq``. Writes may land out of order (a
+    'waiting' written in the background can arrive after 'completed'): a row already describing a
+    later point of the history is left alone, and concurrent writers compare-and-set."""
     key = f"exec:{execution_id}"
-    current = await store.get(tenant, NAMESPACE, key)
-    row = dict(current.value) if current is not None else {"id": execution_id, "created": time.time()}
-    row.update(fields, updated=time.time())
-    await store.put(tenant, NAMESPACE, key, row)
+    while True:
+        current = await store.get(tenant, NAMESPACE, key)
+        row: dict[str, Any] = dict(current.value) if current is not None else {"id": execution_id}
+        row.setdefault("created", time.time())
+        if int(row.get("seq", 0)) > seq:
+            return
+        row.update(fields, updated=time.time(), seq=seq)
+        try:
+            await store.put(tenant, NAMESPACE, key, row, expected_version=current.version if current else 0)
+            return
+        except ConflictError:
+            continue  # another writer updated it in between: look again
 
 
 async def list_index(store: Store, tenant: str) -> list[dict[str, Any]]:

@@ -202,3 +202,41 @@ def test_cli_purge_dry_run_then_delete(tmp_path: Path) -> None:
     assert json.loads(again.output)["executions"] == []
     bad = CliRunner().invoke(cli, ["flow", "purge", "--older-than", "forever"])
     assert bad.exit_code != 0 and "invalid age 'forever'" in str(bad.exception)  # `keel` prints it as Error: ...
+
+
+def test_cli_ls_filters_by_status_flow_and_recency(tmp_path: Path) -> None:
+    from keel import MemoryStore, load_stack
+
+    store = MemoryStore()
+
+    class Shared:
+        @keel.hookimpl
+        def keel_stores(self) -> Any:
+            yield keel.StoreSpec(name="shared", durable=True, factory=lambda options: store)
+
+    (tmp_path / "keel.toml").write_text('store = "shared"\n')
+    host, stack = make_host(plugin, Shared()), load_stack(tmp_path / "keel.toml")
+
+    async def seed() -> tuple[str, str]:
+        async with Runtime(host, stack) as runtime:
+            return await _two_executions(runtime)
+
+    finished, waiting = anyio.run(seed)
+    cli = build_cli(host, stack)
+
+    def ls(*args: str) -> list[str]:
+        result = CliRunner().invoke(cli, ["flow", "ls", "--json", *args])
+        assert result.exit_code == 0, result.output
+        return [row["id"] for row in json.loads(result.output)]
+
+    assert ls() == [finished, waiting]
+    assert ls("--status", "waiting") == [waiting]
+    assert ls("--status", "completed", "--status", "waiting") == [finished, waiting]
+    assert ls("--flow", "done") == [finished]
+    assert ls("--last", "1") == [waiting]
+    text = CliRunner().invoke(cli, ["flow", "ls", "--status", "failed"]).output
+    assert text.strip() == "no executions match"
+    plain = CliRunner().invoke(cli, ["flow", "ls"]).output
+    assert "waiting" in plain and " ago" in plain
+    bad = CliRunner().invoke(cli, ["flow", "ls", "--status", "paused"])
+    assert bad.exit_code != 0 and "'paused' is not one of" in bad.output

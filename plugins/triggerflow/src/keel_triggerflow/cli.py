@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -178,24 +179,40 @@ def graph_cmd(target: str) -> None:
     click.echo(import_flow(target).to_mermaid(), nl=False)
 
 
+_STATUSES = ("running", "waiting", "completed", "failed", "cancelled")
+
+
 @flow_group.command("ls")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(_STATUSES), help="only these (repeatable)")
+@click.option("--flow", "flow_name", help="only executions of this flow")
+@click.option("--last", type=click.IntRange(min=1), help="only the N most recent")
 @_json_option
 @_tenant_option
 @click.pass_context
-def ls_cmd(ctx: click.Context, as_json: bool, tenant: str) -> None:
-    """List executions in the stack's store."""
+def ls_cmd(
+    ctx: click.Context, statuses: tuple[str, ...], flow_name: str | None, last: int | None, as_json: bool, tenant: str
+) -> None:
+    """List executions in the stack's store, oldest first."""
 
     async def body(runtime: Runtime) -> list[dict[str, Any]]:
         return await list_index(runtime.store(), tenant)
 
-    rows = _run(ctx, body)
+    rows = [
+        row
+        for row in _run(ctx, body)
+        if (not statuses or row.get("status") in statuses) and (flow_name is None or row.get("flow") == flow_name)
+    ]
+    if last is not None:
+        rows = rows[-last:]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no executions")
+        click.echo("no executions" + (" match" if statuses or flow_name else ""))
+    now = time.time()
     for row in rows:
-        click.echo(f"{row['id']}  {row.get('flow', '?'):<20} {row.get('status', '?')}")
+        age = _age_text(max(0.0, round(now - float(row.get("updated", now)))))
+        click.echo(f"{row['id']}  {row.get('flow', '?'):<20} {row.get('status', '?'):<10} {age} ago")
 
 
 @flow_group.command("show")

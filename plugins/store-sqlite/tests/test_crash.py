@@ -144,3 +144,79 @@ def test_two_processes_append_to_one_stream(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT count(*), min(seq), max(seq) FROM log").fetchone() == (800, 1, 800)
     conn.close()
+
+
+TRANSFERS = textwrap.dedent(
+    """
+    import sys, anyio
+    from keel_store_sqlite import SqliteStore
+    from keel.store import Append, Put
+    from keel import ConflictError
+
+    path = sys.argv[1]
+
+    async def main():
+        store = SqliteStore(path)
+        await store.transact("t", [Put("acct", "a", 1000, expected_version=0), Put("acct", "b", 0, expected_version=0)])
+
+        async def mover(t):
+            n = 0
+            while True:
+                a, b = await store.get("t", "acct", "a"), await store.get("t", "acct", "b")
+                try:
+                    _, _, seq = await store.transact("t", [
+                        Put("acct", "a", a.value - 1, expected_version=a.version),
+                        Put("acct", "b", b.value + 1, expected_version=b.version),
+                        Append("moves", [{"task": t, "n": n}]),
+                    ])
+                except ConflictError:
+                    continue
+                sys.stdout.write(f"{seq} {t} {n}\\n")
+                sys.stdout.flush()
+                n += 1
+
+        async with anyio.create_task_group() as tg:
+            for t in range(4):
+                tg.start_soon(mover, t)
+
+    anyio.run(main)
+    """
+)
+
+
+def test_sigkill_during_transactions_keeps_them_whole(tmp_path: Path) -> None:
+    """Transactions moving one unit between two keys and logging it: killed at a random point, the
+    file holds every acknowledged transaction, and the keys and the log always agree."""
+    path = tmp_path / "keel.db"
+    kill_after = random.Random(7).randint(200, 800)
+    proc = subprocess.Popen([sys.executable, "-c", TRANSFERS, str(path)], stdout=subprocess.PIPE, text=True, bufsize=1)
+    assert proc.stdout is not None
+    acked: list[tuple[int, int, int]] = []
+    try:
+        for line in proc.stdout:
+            acked.append(tuple(map(int, line.split())))  # type: ignore[arg-type]
+            if len(acked) >= kill_after:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        for line in proc.stdout:
+            acked.append(tuple(map(int, line.split())))  # type: ignore[arg-type]
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert len(acked) >= kill_after, "the writer died before it was killed"
+
+    async def check() -> None:
+        store = SqliteStore(path)
+        try:
+            a, b = await store.get("t", "acct", "a"), await store.get("t", "acct", "b")
+            moves = await store.read("t", "moves")
+        finally:
+            await store.aclose()
+        assert a is not None and b is not None
+        assert a.value + b.value == 1000, "a transaction was applied in part"
+        assert b.value == len(moves), "the keys and the log disagree"
+        logged = {(r.data["task"], r.data["n"]): r.seq for r in moves}
+        for seq, task, n in acked:
+            assert logged.get((task, n)) == seq, f"acknowledged transfer {task}/{n} lost"
+
+    anyio.run(check)

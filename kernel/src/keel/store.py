@@ -146,6 +146,10 @@ class Store(Protocol):
 
     async def has_blob(self, tenant: str, sha256: str) -> bool: ...
 
+    async def blob_ref(self, tenant: str, sha256: str) -> BlobRef | None:
+        """The stored blob's ref (hash, size, media type) without reading its bytes; ``None`` when absent."""
+        ...
+
     def stream_blob(self, tenant: str, sha256: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
         """The bytes in chunks, for blobs too large to hold twice."""
         ...
@@ -258,6 +262,10 @@ class MemoryStore:
 
     async def has_blob(self, tenant: str, sha256: str) -> bool:
         return (tenant, sha256) in self._blobs
+
+    async def blob_ref(self, tenant: str, sha256: str) -> BlobRef | None:
+        found = self._blobs.get((tenant, sha256))
+        return BlobRef(sha256=sha256, size=len(found[0]), media_type=found[1]) if found else None
 
     async def stream_blob(self, tenant: str, sha256: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
         data = await self.get_blob(tenant, sha256)

@@ -163,6 +163,7 @@ class PostgresStore:
             "blob_type": f"SELECT media_type FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
             "blob_get": f"SELECT data FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
             "blob_size": f"SELECT size FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
+            "blob_ref": f"SELECT size, media_type FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
             "blob_part": f"SELECT substring(data FROM $3 FOR $4) FROM {s}.blobs WHERE tenant=$1 AND sha256=$2",
             "last_seq": f"SELECT last_seq FROM {s}.streams WHERE tenant=$1 AND stream=$2",
             **{f"append_{kind}": sql for kind, sql in append.items()},
@@ -287,6 +288,10 @@ class PostgresStore:
 
     async def has_blob(self, tenant: str, sha256: str) -> bool:
         return await (await self._get_pool()).fetchval(self._sql["blob_size"], tenant, sha256) is not None
+
+    async def blob_ref(self, tenant: str, sha256: str) -> BlobRef | None:
+        row = await (await self._get_pool()).fetchrow(self._sql["blob_ref"], tenant, sha256)
+        return BlobRef(sha256=sha256, size=row[0], media_type=row[1]) if row else None
 
     async def stream_blob(self, tenant: str, sha256: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
         """Chunks read with ``substring``: blobs are stored uncompressed, so each read touches its slice only."""

@@ -291,6 +291,9 @@ class StoreConformance:
         with pytest.raises(NotFoundError):
             await store.get_blob(self.T, "0" * 64)
         assert not await store.has_blob(self.T, "0" * 64)
+        assert await store.blob_ref(self.T, ref.sha256) == ref  # size and type, without the bytes
+        assert await store.blob_ref(self.T, "0" * 64) is None
+        assert await store.blob_ref("another-tenant", ref.sha256) is None
 
     # logs
     async def test_append_and_read(self, store: Store) -> None:

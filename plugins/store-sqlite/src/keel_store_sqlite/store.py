@@ -356,6 +356,14 @@ class SqliteStore:
         )
         return row is not None
 
+    async def blob_ref(self, tenant: str, sha256: str) -> BlobRef | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT size, media_type FROM blobs WHERE tenant=? AND sha256=?", (tenant, sha256)
+            ).fetchone()
+        )
+        return BlobRef(sha256=sha256, size=row[0], media_type=row[1]) if row else None
+
     async def stream_blob(self, tenant: str, sha256: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
         """Chunks read with SQLite's incremental blob I/O: the whole blob is never in memory."""
         self._check_open()

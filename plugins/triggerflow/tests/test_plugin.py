@@ -170,7 +170,9 @@ async def test_recover_applies_the_configured_retention(keel_runtime: Any) -> No
     assert await store.last_seq("default", f"triggerflow/{waiting}") > 0
 
 
-def test_cli_purge_dry_run_then_delete(tmp_path: Path) -> None:
+def _cli_with_two_executions(tmp_path: Path, stack_toml: str) -> tuple[Any, str, str]:
+    """A CLI over one in-memory store (shared by every runtime it opens) holding one finished and
+    one waiting execution: (cli, finished id, waiting id)."""
     from keel import MemoryStore, load_stack
 
     store = MemoryStore()
@@ -180,7 +182,7 @@ def test_cli_purge_dry_run_then_delete(tmp_path: Path) -> None:
         def keel_stores(self) -> Any:
             yield keel.StoreSpec(name="shared", durable=True, factory=lambda options: store)
 
-    (tmp_path / "keel.toml").write_text('store = "shared"\n[runner]\ndriver = "local"\nretention = 0\n')
+    (tmp_path / "keel.toml").write_text('store = "shared"\n' + stack_toml)
     host, stack = make_host(plugin, Shared()), load_stack(tmp_path / "keel.toml")
 
     async def seed() -> tuple[str, str]:
@@ -188,7 +190,11 @@ def test_cli_purge_dry_run_then_delete(tmp_path: Path) -> None:
             return await _two_executions(runtime)
 
     finished, waiting = anyio.run(seed)
-    cli = build_cli(host, stack)
+    return build_cli(host, stack), finished, waiting
+
+
+def test_cli_purge_dry_run_then_delete(tmp_path: Path) -> None:
+    cli, finished, waiting = _cli_with_two_executions(tmp_path, '[runner]\ndriver = "local"\nretention = 0\n')
     dry = CliRunner().invoke(cli, ["flow", "purge", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "would delete 1 finished execution(s)" in dry.output and finished in dry.output
@@ -205,24 +211,7 @@ def test_cli_purge_dry_run_then_delete(tmp_path: Path) -> None:
 
 
 def test_cli_ls_filters_by_status_flow_and_recency(tmp_path: Path) -> None:
-    from keel import MemoryStore, load_stack
-
-    store = MemoryStore()
-
-    class Shared:
-        @keel.hookimpl
-        def keel_stores(self) -> Any:
-            yield keel.StoreSpec(name="shared", durable=True, factory=lambda options: store)
-
-    (tmp_path / "keel.toml").write_text('store = "shared"\n')
-    host, stack = make_host(plugin, Shared()), load_stack(tmp_path / "keel.toml")
-
-    async def seed() -> tuple[str, str]:
-        async with Runtime(host, stack) as runtime:
-            return await _two_executions(runtime)
-
-    finished, waiting = anyio.run(seed)
-    cli = build_cli(host, stack)
+    cli, finished, waiting = _cli_with_two_executions(tmp_path, "")
 
     def ls(*args: str) -> list[str]:
         result = CliRunner().invoke(cli, ["flow", "ls", "--json", *args])

@@ -10,18 +10,15 @@ exact records, the stream has no gap, and no append is torn (its three records a
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 import uuid
 
 import anyio
 import pytest
 
+from keel.testing.drills import kill_after_acks
 from keel_store_postgres import PostgresStore
 
 WRITER = textwrap.dedent(
@@ -55,27 +52,7 @@ def test_sigkill_loses_no_acknowledged_append(pg_dsn: str, seed: int) -> None:
     schema = f"crash_{uuid.uuid4().hex[:10]}"
     anyio.run(_create, pg_dsn, schema)  # the schema first, so the writer only appends
     kill_after = random.Random(seed).randint(200, 1500)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, pg_dsn, schema], stdout=subprocess.PIPE, text=True, bufsize=1
-    )
-    assert proc.stdout is not None
-    acked: list[tuple[int, int, int]] = []
-    deadline = time.monotonic() + 120
-    try:
-        for line in proc.stdout:
-            seq, task, n = map(int, line.split())
-            acked.append((seq, task, n))
-            if len(acked) >= kill_after:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline, "the writer is far too slow"
-        for line in proc.stdout:  # acknowledged before the kill landed: they count too
-            seq, task, n = map(int, line.split())
-            acked.append((seq, task, n))
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    assert len(acked) >= kill_after, "the writer died before it was killed"
+    acked = kill_after_acks([sys.executable, "-c", WRITER, pg_dsn, schema], kill_after)
     anyio.run(_check, pg_dsn, schema, acked)
 
 
@@ -85,7 +62,7 @@ async def _create(dsn: str, schema: str) -> None:
     await store.aclose()
 
 
-async def _check(dsn: str, schema: str, acked: list[tuple[int, int, int]]) -> None:
+async def _check(dsn: str, schema: str, acked: list[tuple[int, ...]]) -> None:
     store = PostgresStore(dsn, schema=schema)
     try:
         last = await store.last_seq("t", "log")

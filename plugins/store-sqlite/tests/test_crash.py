@@ -10,19 +10,17 @@ passes.
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import anyio
 import pytest
 
+from keel.testing.drills import kill_after_acks
 from keel_store_sqlite import SqliteStore
 
 TOTAL = 10_000
@@ -54,38 +52,11 @@ WRITER = textwrap.dedent(
 )
 
 
-def run_and_kill(path: Path, tasks: int, kill_after: int) -> list[tuple[int, int, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path), str(tasks), str(TOTAL)],
-        stdout=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-    )
-    assert proc.stdout is not None
-    acked: list[tuple[int, int, int]] = []
-    deadline = time.monotonic() + 120
-    try:
-        for line in proc.stdout:
-            seq, task, n = map(int, line.split())
-            acked.append((seq, task, n))
-            if len(acked) >= kill_after:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            assert time.monotonic() < deadline, "the writer is far too slow"
-        for line in proc.stdout:  # acknowledged before the kill landed: they count too
-            acked.append(tuple(map(int, line.split())))  # type: ignore[arg-type]
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    return acked
-
-
 @pytest.mark.parametrize(("seed", "tasks"), [(1, 1), (2, 8), (3, 8)], ids=["1-writer", "8-writers-a", "8-writers-b"])
 def test_sigkill_loses_no_acknowledged_append(tmp_path: Path, seed: int, tasks: int) -> None:
     kill_after = random.Random(seed).randint(300, 3000)
     path = tmp_path / "keel.db"
-    acked = run_and_kill(path, tasks, kill_after)
-    assert len(acked) >= kill_after, "the writer died before it was killed"
+    acked = kill_after_acks([sys.executable, "-c", WRITER, str(path), str(tasks), str(TOTAL)], kill_after)
     assert len(acked) < TOTAL, "the writer finished before the kill: nothing was tested"
 
     conn = sqlite3.connect(path)
@@ -188,22 +159,7 @@ def test_sigkill_during_transactions_keeps_them_whole(tmp_path: Path) -> None:
     """Transactions moving one unit between two keys and logging it: killed at a random point, the
     file holds every acknowledged transaction, and the keys and the log always agree."""
     path = tmp_path / "keel.db"
-    kill_after = random.Random(7).randint(200, 800)
-    proc = subprocess.Popen([sys.executable, "-c", TRANSFERS, str(path)], stdout=subprocess.PIPE, text=True, bufsize=1)
-    assert proc.stdout is not None
-    acked: list[tuple[int, int, int]] = []
-    try:
-        for line in proc.stdout:
-            acked.append(tuple(map(int, line.split())))  # type: ignore[arg-type]
-            if len(acked) >= kill_after:
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-        for line in proc.stdout:
-            acked.append(tuple(map(int, line.split())))  # type: ignore[arg-type]
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    assert len(acked) >= kill_after, "the writer died before it was killed"
+    acked = kill_after_acks([sys.executable, "-c", TRANSFERS, str(path)], random.Random(7).randint(200, 800))
 
     async def check() -> None:
         store = SqliteStore(path)

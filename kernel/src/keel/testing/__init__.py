@@ -4,6 +4,8 @@
 - :func:`make_host`: a plugin host holding the built-ins plus exactly the plugins you name;
 - :mod:`keel.testing.conformance`: base test classes that prove a driver honours the contract
   (import it from a test module; it needs pytest);
+- :func:`keel.testing.drills.kill_after_acks`: a crash drill, to prove a store loses nothing it
+  acknowledged when its process is killed;
 - the pytest plugin (loaded automatically through ``pytest11``) provides the fixtures
   ``keel_host``, ``make_keel_host`` and ``keel_runtime``.
 """

@@ -331,8 +331,8 @@ class MemoryStore:
         return count
 
     async def transact(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
-        # Check every condition against a simulated state first; then apply with no await in
-        # between, so no other task sees half of it.
+        # Check every condition against a simulated state first, then apply. This store's own
+        # methods never suspend (their awaits return at once), so no other task sees half of it.
         versions: dict[tuple[str, str], int] = {}
         seqs: dict[str, int] = {}
         results: list[Any] = []

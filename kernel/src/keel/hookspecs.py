@@ -123,6 +123,11 @@ def keel_evaluators() -> Iterable[EvaluatorSpec]:
     """Register evaluators: judges of an output (schema, rules, exact match, a model judge).
 
     ``evaluate(sample)`` returns (or awaits to) a :class:`keel.EvalResult` with a score in [0, 1].
+    The :class:`keel.EvalSample` carries the case (``input``, ``expected``, ``metadata``), the
+    run (``output``, ``error``, ``duration_ms``, its RuntimeEvents as ``events``), the arguments the
+    case gives this evaluator (``arguments``), the runnable's ``output_schema``, and the ``runtime``
+    (``None`` when a finished run is re-scored offline). A spec with ``needs_model=True`` (a judge)
+    keeps its earlier result in an offline re-score.
 
     :returns: evaluator specs.
 

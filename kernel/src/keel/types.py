@@ -341,10 +341,34 @@ class ChannelSpec(_Spec):
 
 
 class EvalSample(_Type):
+    """What an evaluator judges: one run of one case.
+
+    ``input``, ``output`` and ``expected`` are the case's; the rest is what an evaluator may need
+    beyond them, all optional so that a plain ``EvalSample(output=..., expected=...)`` still works.
+    """
+
     input: Any = None
     output: Any = None
     expected: Any = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    arguments: dict[str, Any] = Field(
+        default_factory=dict, description="this evaluator's arguments, as the case file gives them"
+    )
+    events: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the run's RuntimeEvents as JSON objects (model.request, model.response, action.*, ...)",
+    )
+    duration_ms: float | None = Field(default=None, description="wall-clock time of the run")
+    error: str | None = Field(default=None, description="what the run failed with; None when it finished")
+    output_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON schema of the runnable's output contract, when it has one"
+    )
+    runtime: Any = Field(
+        default=None,
+        exclude=True,
+        description="the keel.Runtime the case ran in, for evaluators that call a model (a judge); "
+        "None when a finished run is re-scored offline",
+    )
 
 
 class EvalResult(_Type):
@@ -352,9 +376,14 @@ class EvalResult(_Type):
     passed: bool
     score: float = Field(ge=0.0, le=1.0)
     reason: str = ""
+    label: str | None = Field(default=None, description="a category, when the evaluator gives one (a judge's)")
 
 
 class EvaluatorSpec(_Spec):
     name: str
     description: str = ""
     evaluate: Callable[[EvalSample], EvalResult | Awaitable[EvalResult]]
+    needs_model: bool = Field(
+        default=False,
+        description="the evaluator calls a model (a judge): an offline re-score keeps its earlier result",
+    )

@@ -131,3 +131,25 @@ async def test_text_before_tool_calls_is_reset_in_the_instant_stream(keel_runtim
     assert len(resets) == 1 and resets[0].delta == "tool_calls"
     after = events[events.index(resets[0]) + 1 :]
     assert {e.path for e in after if e.is_complete} >= {"vendor", "country"}
+
+
+async def test_events_carry_what_a_replay_needs(keel_runtime: keel.Runtime) -> None:
+    """A recorder (DevTools) can rebuild the run from the events alone: input, each request sent,
+    each answer with its tool calls' arguments, each tool result as the model saw it, the output."""
+    setup(keel_runtime, Reply(tool_calls=[call("lookup_vendor", name="Nordlys AS")]), FINAL)
+    execution = await agent().start("Invoice from Nordlys AS", runtime=keel_runtime)
+    data = await execution.get_data()
+    by_kind: dict[str, list[keel.RuntimeEvent]] = {}
+    for event in execution._events:
+        by_kind.setdefault(event.kind, []).append(event)
+    assert by_kind["execution.started"][0].payload["input"] == "Invoice from Nordlys AS"
+    first, second = (e.payload["request"] for e in by_kind["model.request"])
+    assert isinstance(first, keel.ModelRequest) and first.messages[-1].content == "Invoice from Nordlys AS"
+    assert second.messages[-1].role == "tool"
+    assert by_kind["model.tool_call"][0].payload["arguments"] == {"name": "Nordlys AS"}
+    completed = by_kind["action.completed"][0].payload
+    assert completed["content"] == second.messages[-1].content
+    assert by_kind["model.response"][-1].payload["text"] == FINAL
+    assert by_kind["execution.completed"][0].payload["output"] == data
+    dumped = by_kind["model.request"][0].model_dump(mode="json")
+    assert dumped["payload"]["request"]["messages"][-1]["content"] == "Invoice from Nordlys AS"

@@ -215,8 +215,7 @@ def redact(spec: ActionSpec | None, arguments: dict[str, Any]) -> dict[str, Any]
     return {k: ("***" if k.lower() in hidden or k in hidden else v) for k, v in arguments.items()}
 
 
-def _summary(value: Any, limit: int = 200) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+def _summary(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
@@ -299,7 +298,17 @@ async def call_action(
     except Exception as err:  # the handler's own failure goes back to the model, not up the stack
         return fail(type(err).__name__, f"action {name!r} failed: {err}", duration=_ms(started))
     duration = _ms(started)
-    emit("action.completed", {**base, "result": _summary(result), "duration_ms": duration, "policy": decision.policy})
+    content = result if isinstance(result, str) else json.dumps(result, default=str)
+    emit(
+        "action.completed",
+        {
+            **base,
+            "result": _summary(content),
+            "content": content,
+            "duration_ms": duration,
+            "policy": decision.policy,
+        },
+    )
     return ActionOutcome(
         call_id=call_id, action=name, ok=True, result=result, duration_ms=duration, verdict=decision.verdict
     )

@@ -528,6 +528,8 @@ class AgentExecution:
         payload["usage"] = {"input_tokens": self._tokens[0], "output_tokens": self._tokens[1]}
         if error is not None:
             payload["error"] = f"{type(error).__name__}: {error}"
+        else:
+            payload["output"] = self._data
         # events the bus dropped so far (all executions): a slow observer is visible, never blocking
         payload["bus_dropped"] = sum(self.runtime.bus.dropped.values())
         level = (
@@ -544,7 +546,13 @@ class AgentExecution:
         native = model.capabilities.json_schema
         self.emit(
             "execution.started",
-            {"agent": agent.name, "model": model.name, "native_schema": native, "max_retries": agent.max_retries},
+            {
+                "agent": agent.name,
+                "model": model.name,
+                "native_schema": native,
+                "max_retries": agent.max_retries,
+                "input": self.input,
+            },
         )
         system = agent.system_prompt(native)
         messages = [Message(role="system", content=system)] if system else []
@@ -616,7 +624,9 @@ class AgentExecution:
         )
         span = new_span_id()
         self.emit(
-            "model.request", {"attempt": attempt, "model": model.name, "messages": len(request.messages)}, span_id=span
+            "model.request",
+            {"attempt": attempt, "model": model.name, "messages": len(request.messages), "request": request},
+            span_id=span,
         )
         parser = InstantParser(attempt) if contract is not None else None
         parts: list[str] = []
@@ -646,7 +656,12 @@ class AgentExecution:
                     calls.append(event.call)
                     self.emit(
                         "model.tool_call",
-                        {"attempt": attempt, "id": event.call.id, "name": event.call.name},
+                        {
+                            "attempt": attempt,
+                            "id": event.call.id,
+                            "name": event.call.name,
+                            "arguments": event.call.arguments,
+                        },
                         span_id=span,
                     )
                 elif isinstance(event, ModelDone):
@@ -683,6 +698,7 @@ class AgentExecution:
                 "latency_ms": round(elapsed * 1000, 3),
                 "first_delta_ms": round((first - started) * 1000, 3) if first is not None else None,
                 "chars": len(text),
+                "text": text,
                 "tool_calls": len(calls),
             },
             span_id=span,

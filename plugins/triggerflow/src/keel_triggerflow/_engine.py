@@ -699,7 +699,7 @@ class FlowExecution:
     async def _drive(self) -> None:
         self._status = ExecutionStatus.RUNNING
         self.steps_completed = 0
-        self._event("execution.started", {"flow": self.flow.name, "resumed": self._replaying})
+        self._event("execution.started", {"flow": self.flow.name, "resumed": self._replaying, "input": self._input})
         root = self._root = _Scope(self.flow, "")
         try:
             await self._drive_scope(root)
@@ -775,6 +775,8 @@ class FlowExecution:
         payload: dict[str, Any] = {"flow": self.flow.name, "steps": self.steps_completed}
         if error is not None:
             payload["error"] = f"{type(error).__name__}: {error}"
+        elif self._status is ExecutionStatus.COMPLETED:
+            payload["output"] = self._result
         self._event(f"execution.{self._status.value}", payload, level="error" if error else "info")
         self._finished.set()
         self._settled.set()

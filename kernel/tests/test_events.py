@@ -81,3 +81,23 @@ async def test_a_stalled_observer_does_not_stall_publishing() -> None:
                 runtime.publish(keel.RuntimeEvent(kind="x"))
         assert runtime.bus.dropped["observers"] >= 90
         gate.set()
+
+
+async def test_an_observer_that_asks_for_the_runtime_gets_the_one_whose_events_it_sees(tmp_path) -> None:
+    (tmp_path / "keel.toml").write_text('[settings.probe]\nlabel = "from the stack"\n')
+    seen: list[tuple[str, str]] = []
+
+    class Probe:
+        @keel.hookimpl
+        def keel_on_runtime_event(self, event: keel.RuntimeEvent, runtime: keel.Runtime) -> None:
+            seen.append((event.kind, runtime.stack.settings("probe")["label"]))
+
+    recorder = Recorder()  # an observer without the parameter still gets the event alone
+    host = make_host(Probe(), recorder)
+    async with keel.Runtime(host, keel.load_stack(tmp_path / "keel.toml")) as runtime:
+        runtime.publish(keel.RuntimeEvent(kind="a"))
+        with anyio.fail_after(2):
+            while not seen or not recorder.kinds:
+                await anyio.sleep(0.01)
+    assert seen == [("a", "from the stack")]
+    assert recorder.kinds == ["a"]

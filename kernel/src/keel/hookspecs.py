@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import click
 
     from keel.events import RuntimeEvent
+    from keel.runtime import Runtime
     from keel.types import (
         ActionCall,
         ActionContext,
@@ -168,7 +169,7 @@ def keel_actions() -> Iterable[ActionSpec]:
 
 
 @hookspec
-def keel_on_runtime_event(event: RuntimeEvent) -> None:
+def keel_on_runtime_event(event: RuntimeEvent, runtime: Runtime) -> None:
     """Observe every RuntimeEvent (DevTools, OpenTelemetry, logs).
 
     Called from the event bus's dispatcher, never on an execution's own path: a slow observer
@@ -176,12 +177,14 @@ def keel_on_runtime_event(event: RuntimeEvent) -> None:
     skipped. Neither ever stalls or fails an execution. May return an awaitable, which is awaited.
 
     :param event: the event; treat it as read-only.
+    :param runtime: the runtime whose bus carries the event; take only what you need (most often
+        ``runtime.stack.settings("<plugin>")``). Leave the parameter out if you need nothing.
 
     Example::
 
         @keel.hookimpl
-        def keel_on_runtime_event(event):
-            if event.kind == "execution.failed":
+        def keel_on_runtime_event(event, runtime):
+            if event.kind == "execution.failed" and runtime.stack.settings("alerts").get("print", True):
                 print(event.execution_id, event.payload)
     """
 

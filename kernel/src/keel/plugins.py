@@ -348,10 +348,11 @@ class PluginHost:
 
     # ------------------------------------------------------------------------------- runtime
 
-    def observers(self) -> list[tuple[str, Any]]:
-        """(plugin name, function) for each ``keel_on_runtime_event`` implementation."""
+    def observers(self, runtime: Any = None) -> list[tuple[str, Any]]:
+        """(plugin name, function) for each ``keel_on_runtime_event`` implementation, bound to the
+        runtime whose events it will observe."""
         impls = self.pm.hook.keel_on_runtime_event.get_hookimpls()
-        return [(impl.plugin_name, _bind_event(impl.function)) for impl in impls]
+        return [(impl.plugin_name, _bind_event(impl.function, impl.argnames, runtime)) for impl in impls]
 
     def check_action(self, call: ActionCall, context: ActionContext) -> PolicyDecision:
         """Combine every policy's answer: deny > approve > allow; none → the default policy."""
@@ -388,7 +389,14 @@ class PluginHost:
         return out
 
 
-def _bind_event(function: Any) -> Any:
+def _bind_event(function: Any, argnames: tuple[str, ...], runtime: Any) -> Any:
+    if "runtime" in argnames:
+
+        def observer_with_runtime(event: Any) -> Any:
+            return function(event=event, runtime=runtime)
+
+        return observer_with_runtime
+
     def observer(event: Any) -> Any:
         return function(event=event)
 

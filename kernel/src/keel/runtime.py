@@ -51,7 +51,7 @@ class Runtime:
         #: who approves actions that policy says need approval; ``None`` = deny them (fail closed)
         self.approver = approver
         self.stack = stack or Stack()
-        self.bus = EventBus(self.host.observers(), buffer=buffer)
+        self.bus = EventBus(self.host.observers(self), buffer=buffer)
         self.runnables = RunnableRegistry()
         self.executions = ExecutionRegistry()
         self._actions: ActionRegistry | None = None

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from keel.errors import ActionError, ActionInputError
 from keel.options import validation_problems
-from keel.policy import ApprovalRequest, Approver, ask
+from keel.policy import ApprovalRequest, Approver, approver_name, ask, check_approval_timeout
 from keel.types import ActionCall, ActionContext, ActionSpec, PolicyDecision, Risk, new_id
 
 __all__ = ["ActionOutcome", "ActionRegistry", "action", "call_action", "invoke_action", "is_visible", "redact"]
@@ -238,66 +238,98 @@ async def call_action(
     """Run one action call through scope, policy, approval and the handler, leaving an audit trail.
 
     Never raises for the call's own failures: an unknown or invisible action, bad arguments, a
-    denial, a timeout or an exception in the handler each become an ``ActionOutcome`` with
-    ``ok=False`` and a structured error, and the matching ``action.*`` events.
+    denial, an approver that fails, a timeout or an exception in the handler each become an
+    ``ActionOutcome`` with ``ok=False`` and a structured error, and the matching ``action.*`` events.
+
+    Every ``action.requested`` is followed by exactly one outcome record: ``action.completed``
+    (executed), ``action.denied`` (with ``policy`` and ``approver`` fields naming who said no),
+    ``action.failed`` or ``action.cancelled`` (the caller was cancelled while the call waited for
+    its approval or ran; the cancellation then propagates).
 
     :param check: the policy, normally ``runtime.check_action``.
+    :param approval_timeout: seconds to wait for the approver (a positive number; ``None`` waits
+        without limit). Anything else is a :class:`keel.KeelError` before the call is recorded.
     :param emit: ``emit(kind, payload)`` for the audit events (``action.requested``,
-        ``action.approved``/``action.denied``, ``action.started``, ``action.completed``/``action.failed``).
+        ``action.approved``, ``action.started``, then one of ``action.completed``,
+        ``action.denied``, ``action.failed``, ``action.cancelled``).
     :param visible: the calling agent's own action selection (names or ``tag:<t>``).
     """
-    emit = emit or (lambda kind, payload: None)
+    check_approval_timeout(approval_timeout)
+    if emit is None:
+        emit = lambda kind, payload: None  # noqa: E731
     call_id = call_id or new_id("call")
     spec = registry.get(name) if name in registry else None
     caller = {"agent": context.agent, "execution_id": context.execution_id, "tenant": context.tenant}
     base = {"call_id": call_id, "action": name, "caller": caller}
     emit("action.requested", {**base, "arguments": redact(spec, arguments), "risk": spec.risk if spec else None})
 
-    def fail(kind: str, message: str, verdict: str = "allow", duration: float = 0.0) -> ActionOutcome:
+    stage = "policy"
+
+    def fail(kind: str, message: str, verdict: str = "allow", duration: float = 0.0, **fields: Any) -> ActionOutcome:
         outcome = ActionOutcome(
             call_id=call_id, action=name, ok=False, error={"type": kind, "message": message},
             duration_ms=duration, verdict=verdict,
         )  # fmt: skip
         emit(
             "action.failed" if verdict != "deny" else "action.denied",
-            {**base, "error": outcome.error, "verdict": verdict},
+            {**base, "error": outcome.error, "verdict": verdict, **fields},
         )
         return outcome
 
     if spec is None or not is_visible(spec, context.agent, visible):
         known = ", ".join(s.name for s in registry.visible(context.agent, visible)) or "none"
         return fail("unknown_action", f"no action named {name!r} is available to you; available: {known}")
-    call = ActionCall(id=call_id, action=name, arguments=arguments, risk=spec.risk, tags=spec.tags)
-    decision = check(call, context.model_copy(update={"approver_available": approver is not None}))
-    if decision.verdict == "approve":
-        request = ApprovalRequest(
-            call_id=call_id, action=name, arguments=redact(spec, arguments), risk=spec.risk,
-            reason=decision.reason, agent=context.agent, execution_id=context.execution_id, tenant=context.tenant,
-        )  # fmt: skip
-        answer = await ask(approver, request, approval_timeout)
-        if not answer.approved:
-            why = answer.reason or f"refused by {answer.by or 'the approver'}"
-            return fail("denied", f"action {name!r} was not approved: {why}", verdict="deny")
-        emit("action.approved", {**base, "by": answer.by, "policy": decision.policy, "reason": decision.reason})
-    elif decision.verdict == "deny":
-        return fail(
-            "denied", f"action {name!r} is denied by policy {decision.policy!r}: {decision.reason}", verdict="deny"
-        )
-    else:
-        emit("action.approved", {**base, "by": "policy", "policy": decision.policy, "reason": decision.reason})
-
-    key = context.idempotency_key or (spec.idempotency_key(arguments) if spec.idempotency_key else None)
-    emit("action.started", {**base, "idempotency_key": key})
     started = time.perf_counter()
     try:
-        result = await invoke_action(spec, arguments)
-    except ActionInputError as err:
-        return fail("invalid_arguments", str(err), duration=_ms(started))
-    except TimeoutError:
-        return fail("timeout", f"action {name!r} did not finish within {spec.timeout}s", duration=_ms(started))
-    except Exception as err:  # the handler's own failure goes back to the model, not up the stack
-        return fail(type(err).__name__, f"action {name!r} failed: {err}", duration=_ms(started))
-    duration = _ms(started)
+        call = ActionCall(id=call_id, action=name, arguments=arguments, risk=spec.risk, tags=spec.tags)
+        decision = check(call, context.model_copy(update={"approver_available": approver is not None}))
+        if decision.verdict == "approve":
+            request = ApprovalRequest(
+                call_id=call_id, action=name, arguments=redact(spec, arguments), risk=spec.risk,
+                reason=decision.reason, agent=context.agent, execution_id=context.execution_id,
+                tenant=context.tenant,
+            )  # fmt: skip
+            stage = "approval"
+            answer = await ask(approver, request, approval_timeout)
+            if answer.approved is not True:
+                why = answer.reason or f"refused by {answer.by or 'the approver'}"
+                return fail(
+                    "denied", f"action {name!r} was not approved: {why}", verdict="deny",
+                    policy=decision.policy, approver=answer.by or approver_name(approver), reason=why,
+                )  # fmt: skip
+            emit("action.approved", {**base, "by": answer.by, "policy": decision.policy, "reason": decision.reason})
+        elif decision.verdict == "deny":
+            return fail(
+                "denied", f"action {name!r} is denied by policy {decision.policy!r}: {decision.reason}",
+                verdict="deny", policy=decision.policy, approver=None, reason=decision.reason,
+            )  # fmt: skip
+        else:
+            emit("action.approved", {**base, "by": "policy", "policy": decision.policy, "reason": decision.reason})
+
+        key = context.idempotency_key or (spec.idempotency_key(arguments) if spec.idempotency_key else None)
+        stage = "running"
+        emit("action.started", {**base, "idempotency_key": key})
+        started = time.perf_counter()
+        try:
+            result = await invoke_action(spec, arguments)
+        except ActionInputError as err:
+            return fail("invalid_arguments", str(err), duration=_ms(started))
+        except TimeoutError:
+            return fail("timeout", f"action {name!r} did not finish within {spec.timeout}s", duration=_ms(started))
+        except Exception as err:  # the handler's own failure goes back to the model, not up the stack
+            return fail(type(err).__name__, f"action {name!r} failed: {err}", duration=_ms(started))
+        duration = _ms(started)
+    except anyio.get_cancelled_exc_class():
+        # the caller went away (a client disconnected, an execution was cancelled): still one outcome
+        emit("action.cancelled", {**base, "stage": stage, "duration_ms": _ms(started)})
+        raise
+    except Exception as err:  # a policy hook that raised: nothing ran, and the record says why
+        if stage != "policy":
+            raise
+        return fail(
+            "policy_error", f"action {name!r} is denied: the policy check failed ({type(err).__name__})",
+            verdict="deny", policy=None, approver=None, reason=str(err)[:300],
+        )  # fmt: skip
     content = result if isinstance(result, str) else json.dumps(result, default=str)
     emit(
         "action.completed",

@@ -1,13 +1,15 @@
 """Approvals: who may say yes to an action that policy says needs one.
 
 The kernel combines ``keel_check_action`` answers (see :meth:`keel.PluginHost.check_action`). When
-the verdict is ``approve``, the caller's :class:`Approver` is asked; no approver, a refusal or a
-timeout is a denial (fail closed).
+the verdict is ``approve``, the caller's :class:`Approver` is asked. Only an explicit yes approves:
+no approver, a refusal, an answer that is not ``True`` or an :class:`ApprovalDecision`, an approver
+that raises, and the timeout are each a denial that says which of these it was (fail closed).
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
@@ -16,9 +18,20 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel.errors import KeelError
 from keel.types import new_id
 
-__all__ = ["ApprovalDecision", "ApprovalRequest", "Approver", "CallbackApprover", "ConsoleApprover", "ask"]
+log = logging.getLogger("keel.policy")
+
+__all__ = [
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "Approver",
+    "CallbackApprover",
+    "ConsoleApprover",
+    "ask",
+    "check_approval_timeout",
+]
 
 
 class ApprovalRequest(BaseModel):
@@ -53,7 +66,12 @@ class Approver(Protocol):
 
 
 class CallbackApprover:
-    """An approver backed by a function (sync or async) returning a bool or an ApprovalDecision."""
+    """An approver backed by a function (sync or async) returning ``True`` or an ApprovalDecision.
+
+    Only ``True`` itself or ``ApprovalDecision(approved=True)`` approves. Any other answer (``False``,
+    ``"no"``, ``{"approved": False}``, ``1``, ``None``) is a denial whose reason names what was
+    received: a truthy value is never taken for a yes.
+    """
 
     def __init__(
         self, callback: Callable[[ApprovalRequest], bool | ApprovalDecision | Awaitable[bool | ApprovalDecision]]
@@ -66,7 +84,18 @@ class CallbackApprover:
             answer = await answer
         if isinstance(answer, ApprovalDecision):
             return answer
-        return ApprovalDecision(approved=bool(answer), by="callback")
+        if answer is True:
+            return ApprovalDecision(approved=True, by="callback")
+        if answer is False:
+            return ApprovalDecision(approved=False, by="callback", reason="refused by the callback")
+        shown = repr(answer)
+        shown = shown if len(shown) <= 80 else shown[:80] + "..."
+        return ApprovalDecision(
+            approved=False,
+            by="callback",
+            reason=f"the callback returned {shown} ({type(answer).__name__}); only True or an ApprovalDecision "
+            "approves, so this is a denial (fail closed)",
+        )
 
 
 class ConsoleApprover:
@@ -84,12 +113,53 @@ class ConsoleApprover:
         return ApprovalDecision(approved=answer in {"y", "yes"}, by="console")
 
 
+def check_approval_timeout(timeout: float | None) -> None:
+    """Refuse a timeout that is not a positive number of seconds (``None`` waits without limit)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise KeelError(
+            f"approval_timeout must be a positive number of seconds, or None to wait without limit; got {timeout!r}"
+        )
+
+
+def approver_name(approver: Approver | None) -> str | None:
+    """How audit records name an approver: its ``name`` attribute, else its class."""
+    if approver is None:
+        return None
+    name = getattr(approver, "name", None)
+    return name if isinstance(name, str) and name else type(approver).__name__
+
+
 async def ask(approver: Approver | None, request: ApprovalRequest, timeout: float | None) -> ApprovalDecision:
-    """Ask an approver within a timeout; no approver, an error or the timeout all mean no."""
+    """Ask an approver within a timeout; only an explicit yes approves.
+
+    No approver, the timeout, an approver that raises and an answer that is not an
+    :class:`ApprovalDecision` are each a denial naming the cause; cancellation of the caller
+    propagates (the caller records it).
+    """
+    check_approval_timeout(timeout)
     if approver is None:
         return ApprovalDecision(approved=False, reason="no approver is configured (fail closed)")
+    who = approver_name(approver) or "approver"
     try:
-        with anyio.fail_after(timeout) if timeout else nullcontext():
-            return await approver.decide(request)
+        with anyio.fail_after(timeout) if timeout is not None else nullcontext():
+            answer = await approver.decide(request)
     except TimeoutError:
-        return ApprovalDecision(approved=False, reason=f"approval timed out after {timeout}s (fail closed)")
+        return ApprovalDecision(approved=False, by=who, reason=f"approval timed out after {timeout}s (fail closed)")
+    except Exception as err:  # the approver's own failure is a denial, never the caller's exception
+        log.warning("approver %s failed on %s (%s): %r", who, request.action, request.call_id, err)
+        return ApprovalDecision(
+            approved=False,
+            by=who,
+            reason=f"the approver failed ({type(err).__name__}), so this is a denial (fail closed)",
+        )
+    if not isinstance(answer, ApprovalDecision):
+        return ApprovalDecision(
+            approved=False,
+            by=who,
+            reason=f"the approver answered a {type(answer).__name__}, not an ApprovalDecision (fail closed)",
+        )
+    if answer.approved is not True:
+        return answer if answer.by else answer.model_copy(update={"by": who})
+    return answer

@@ -69,17 +69,26 @@ def test_broken_plugin_warns_then_strict_exits_nonzero(fake_site: Callable[..., 
     assert "plugin 'broken'" in relaxed.stderr and "boom: missing native library" in relaxed.stderr
     assert "keel-broken" in relaxed.stderr
     strict = keel_cli(site, "plugins", cwd=tmp_path, KEEL_STRICT_PLUGINS="1")
-    assert strict.returncode == 1
-    assert "plugin 'broken'" in strict.stderr and "boom" in strict.stderr
+    assert strict.returncode == 1, "strict: listed, then an error"
+    assert "plugin 'broken'" in strict.stdout and "boom" in strict.stdout
     assert "Traceback" not in strict.stderr
+    used = keel_cli(site, "stack", cwd=tmp_path, KEEL_STRICT_PLUGINS="1")
+    assert used.returncode == 1 and "plugin 'broken'" in used.stderr and "Traceback" not in used.stderr
 
 
-def test_duplicate_model_names_exit_naming_both(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+def test_duplicate_model_names_are_listed_then_fail_where_used(fake_site: Callable[..., Path], tmp_path: Path) -> None:
     fake_site("keel-echo", entry_points={"keel": {"echo": "keel_echo"}}, modules={"keel_echo": GOOD_PLUGIN})
     site = fake_site("keel-echo2", entry_points={"keel": {"echo2": "keel_echo2"}}, modules={"keel_echo2": DUPLICATE})
-    result = keel_cli(site, "plugins", cwd=tmp_path)
-    assert result.returncode == 1
-    assert "'echo'" in result.stderr and "'echo2'" in result.stderr and "registered by two plugins" in result.stderr
+    listed = keel_cli(site, "plugins", cwd=tmp_path)
+    assert listed.returncode == 0, "the diagnostic command must show what to uninstall"
+    problem = listed.stdout.split("problem:")[-1]
+    assert "model name 'echo' is registered twice" in problem
+    assert "distribution keel-echo)" in problem and "distribution keel-echo2)" in problem
+    (tmp_path / "keel.toml").write_text('model = "echo"\n')
+    used = keel_cli(site, "stack", cwd=tmp_path)
+    assert used.returncode == 1 and "registered twice" in used.stderr and "keel-echo2" in used.stderr
+    strict = keel_cli(site, "plugins", cwd=tmp_path, KEEL_STRICT_PLUGINS="1")
+    assert strict.returncode == 1 and "registered twice" in strict.stdout, "strict: listed, then an error"
 
 
 def test_unknown_store_prints_available_and_fails(site: Path, tmp_path: Path) -> None:

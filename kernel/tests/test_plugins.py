@@ -171,3 +171,151 @@ def test_deny_beats_approve_beats_allow() -> None:
     assert make_host(Policy("allow"), Policy("approve")).check_action(_call(), ctx).verdict == "approve"
     assert make_host(Policy("allow"), Policy(None)).check_action(_call("irreversible"), ctx).verdict == "allow"
     assert make_host(Policy(None)).check_action(_call("irreversible"), ctx).policy == "keel.default"
+
+
+# ------------------------------------------------------------------- plugins that misbehave
+
+RAISES = """
+import keel
+
+@keel.hookimpl
+def keel_models():
+    raise RuntimeError("no credentials file")
+"""
+
+YIELDS_DICT = """
+import keel
+
+@keel.hookimpl
+def keel_models():
+    yield {"name": "dicty", "factory": None}
+"""
+
+RETURNS_ONE = """
+import keel
+
+@keel.hookimpl
+def keel_stores():
+    return keel.StoreSpec(name="single", durable=False, factory=lambda options: None)
+
+@keel.hookimpl
+def keel_models():  # fine on its own: dropped with the plugin, which is failed as a whole
+    return [keel.ModelSpec(name="single-model", factory=lambda config: None)]
+"""
+
+A_CLASS = """
+import keel
+
+class Plugin:
+    @keel.hookimpl
+    def keel_models(self):
+        return [keel.ModelSpec(name="classy", factory=lambda config: None)]
+"""
+
+
+MISBEHAVING = ["raises", "dicty", "one", "classy", "echo"]
+
+
+def install_misbehaving(fake_site: Callable[..., Path]) -> None:
+    fake_site("keel-raises", entry_points={"keel": {"raises": "keel_raises"}}, modules={"keel_raises": RAISES})
+    fake_site("keel-dicty", entry_points={"keel": {"dicty": "keel_dicty"}}, modules={"keel_dicty": YIELDS_DICT})
+    fake_site("keel-one", entry_points={"keel": {"one": "keel_one"}}, modules={"keel_one": RETURNS_ONE})
+    fake_site("keel-classy", entry_points={"keel": {"classy": "keel_classy:Plugin"}}, modules={"keel_classy": A_CLASS})
+    fake_site("keel-echo", entry_points={"keel": {"echo": "keel_echo"}}, modules={"keel_echo": GOOD_PLUGIN})
+
+
+def test_misbehaving_registration_hooks_fail_their_plugin_only(fake_site: Callable[..., Path]) -> None:
+    install_misbehaving(fake_site)
+    with pytest.warns(RuntimeWarning) as caught:
+        host = PluginHost.discover(load=MISBEHAVING)
+    assert set(host.models()) == {"scripted", "echo"}, "the well-behaved plugin still loads"
+    assert set(host.stores()) == {"memory"}
+    infos = {i.name: i for i in host.plugin_infos()}
+    assert {n: infos[n].status for n in ("raises", "dicty", "one", "classy", "echo")} == {
+        "raises": "failed", "dicty": "failed", "one": "failed", "classy": "failed", "echo": "loaded",
+    }  # fmt: skip
+    assert "(keel_raises, from distribution keel-raises) failed to register" in infos["raises"].error
+    assert "RuntimeError: no credentials file" in infos["raises"].error
+    assert "keel_models() gave a dict" in infos["dicty"].error
+    assert "must return a list of keel.ModelSpec or yield each one" in infos["dicty"].error
+    assert "keel_stores() returned one StoreSpec, not a list of them" in infos["one"].error
+    assert "distribution keel-one" in infos["one"].error
+    assert "keel_classy.Plugin is a class" in infos["classy"].error
+    assert 'name = "keel_classy:plugin" with plugin = Plugin()' in infos["classy"].error
+    assert host.pm.get_plugin("one") is None, "a failed plugin registers nothing, in any family"
+    assert len(caught) == 4 and len(host.problems) == 4
+    with pytest.raises(keel.PluginLoadError) as strict:
+        PluginHost.discover(load=MISBEHAVING, strict=True)
+    assert strict.value.distribution in {"keel-raises", "keel-dicty", "keel-one", "keel-classy"}
+    tolerant = PluginHost.discover(load=MISBEHAVING, strict=True, tolerant=True)
+    assert len(tolerant.problems) == 4, "tolerant discovery collects every problem for `keel plugins`"
+
+
+def test_registration_hooks_are_traced(fake_site: Callable[..., Path], capfd: pytest.CaptureFixture[str]) -> None:
+    fake_site("keel-echo", entry_points={"keel": {"echo": "keel_echo"}}, modules={"keel_echo": GOOD_PLUGIN})
+    PluginHost.discover(load=["echo"], trace=True)
+    err = capfd.readouterr().err
+    assert "keel_models [hook]" in err and "keel_stores [hook]" in err
+
+
+def test_one_entry_point_name_in_two_distributions(fake_site: Callable[..., Path]) -> None:
+    fake_site("keel-echo", entry_points={"keel": {"echo": "keel_echo"}}, modules={"keel_echo": GOOD_PLUGIN})
+    fake_site("acme-echo", entry_points={"keel": {"echo": "acme_echo"}}, modules={"acme_echo": GOOD_PLUGIN})
+    fake_site("keel-dicty", entry_points={"keel": {"dicty": "keel_dicty"}}, modules={"keel_dicty": YIELDS_DICT})
+    with pytest.warns(RuntimeWarning, match="entry-point name 'echo' is registered twice"):
+        host = PluginHost.discover(load=["echo", "dicty"])
+    assert "echo" not in host.models(), "neither of two same-named plugins loads"
+    rows = [(i.name, i.status, i.distribution) for i in host.plugin_infos() if i.name == "echo"]
+    assert sorted(rows) == [("echo", "conflict", "acme-echo"), ("echo", "conflict", "keel-echo")]
+    message = str(host.problems[0])
+    assert "'echo' = 'keel_echo' of distribution keel-echo" in message
+    assert "'echo' = 'acme_echo' of distribution acme-echo" in message and "Uninstall one of" in message
+    with pytest.raises(keel.PluginConflictError, match="acme-echo"):
+        PluginHost.discover(load=["echo"], strict=True)
+
+
+def test_unknown_names_in_the_switches_are_errors(
+    fake_site: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_site("keel-echo", entry_points={"keel": {"echo": "keel_echo"}}, modules={"keel_echo": GOOD_PLUGIN})
+    monkeypatch.setenv("KEEL_LOAD_PLUGINS", "ecoh")
+    with pytest.raises(keel.UnknownPluginError) as caught:
+        PluginHost.discover()
+    message = str(caught.value)
+    assert "'ecoh' in KEEL_LOAD_PLUGINS" in message and "Installed plugins" in message
+    assert "did you mean 'echo'?" in message
+    monkeypatch.delenv("KEEL_LOAD_PLUGINS")
+    monkeypatch.setenv("KEEL_DISABLE_PLUGINS", "echo,nope")
+    with pytest.raises(keel.UnknownPluginError, match="'nope' in KEEL_DISABLE_PLUGINS"):
+        PluginHost.discover()
+    host = PluginHost.discover(tolerant=True)
+    assert isinstance(host.problems[0], keel.UnknownPluginError)
+    with pytest.raises(keel.UnknownPluginError):
+        host.raise_problems()
+
+
+def test_a_stack_plugins_list_typo_names_the_file(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    fake_site("keel-echo", entry_points={"keel": {"echo": "keel_echo"}}, modules={"keel_echo": GOOD_PLUGIN})
+    (tmp_path / "keel.toml").write_text('plugins = ["sqlit"]\ndisable_plugins = ["ehco"]\n')
+    with pytest.raises(keel.UnknownPluginError) as caught:
+        keel.Runtime.from_stack(tmp_path / "keel.toml")
+    assert f"'sqlit' in plugins = [...] in {tmp_path / 'keel.toml'}" in str(caught.value)
+
+
+COMMANDS_RAISE = """
+import keel
+
+@keel.hookimpl
+def keel_commands(cli):
+    raise ImportError("click-extra is missing")
+"""
+
+
+def test_a_commands_hook_that_raises_fails_its_plugin(fake_site: Callable[..., Path]) -> None:
+    import click
+
+    fake_site("keel-cmd", entry_points={"keel": {"cmd": "keel_cmd"}}, modules={"keel_cmd": COMMANDS_RAISE})
+    host = PluginHost.discover(load=["cmd"])
+    with pytest.warns(RuntimeWarning, match=r"plugin 'cmd'.*failed to add its commands.*click-extra"):
+        host.add_commands(click.Group())
+    assert {i.name: i.status for i in host.plugin_infos()}["cmd"] == "failed"

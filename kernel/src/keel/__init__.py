@@ -26,6 +26,7 @@ from keel.errors import (
     PluginLoadError,
     StackError,
     StoreError,
+    UnknownPluginError,
 )
 from keel.events import EventBus, RuntimeEvent
 from keel.execution import EventLog, Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
@@ -180,6 +181,7 @@ __all__ = [
     "ToolCall",
     "ToolCallEvent",
     "ToolSchema",
+    "UnknownPluginError",
     "Usage",
     "Versioned",
     "action",

@@ -41,6 +41,21 @@ class CliState:
         return Runtime(self.host, self.stack)
 
 
+#: commands that must work whatever the installed plugins do: they list problems instead of failing
+DIAGNOSTIC = frozenset({"plugins", "stacks", "version"})
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The sub-command's name, before click parses (the global options take one value each)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--stack", "--stack-file"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def _prescan(argv: Sequence[str], option: str) -> str | None:
     """Read a global option before click parses, because it decides which plugins (and so which
     sub-commands) exist."""
@@ -60,6 +75,8 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
     def cli(ctx: click.Context, stack_name: str | None, stack_file: str | None) -> None:
         """Keel: a plugin-based agent framework."""
         ctx.obj = CliState(host, stack)
+        if ctx.invoked_subcommand not in DIAGNOSTIC:
+            host.raise_problems()  # the diagnostic commands list the problems instead
 
     @cli.command()
     def version() -> None:
@@ -74,8 +91,11 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
     def plugins(state: CliState, as_json: bool) -> None:
         """List installed plugins, what they implement and what they registered."""
         infos = state.host.plugin_infos()
+        problems = [str(p) for p in state.host.problems]
         if as_json:
             click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+            for problem in problems:
+                click.echo(f"problem: {problem}", err=True)
         else:
             for info in infos:
                 dist = f"{info.distribution} {info.version}".strip()
@@ -86,6 +106,12 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
                     click.echo(f"    hooks: {', '.join(info.hooks)}")
                 if info.error:
                     click.echo(f"    error: {info.error}")
+            if problems:
+                click.echo(f"\n{len(problems)} problem{'s' if len(problems) > 1 else ''}:")
+                for problem in problems:
+                    click.echo(f"  - {problem}")
+        if state.host.strict and problems:
+            raise click.exceptions.Exit(1)  # KEEL_STRICT_PLUGINS: listed, and still an error
 
     @cli.command("stack")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -293,10 +319,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     warnings.showwarning = _show_warning
     try:
-        stack = load_stack(_prescan(args, "--stack-file"), name=_prescan(args, "--stack"))
-        host = discover_for(stack)
+        diagnostic = _command(args) in DIAGNOSTIC
+        stack_error: KeelError | None = None
+        try:
+            stack = load_stack(_prescan(args, "--stack-file"), name=_prescan(args, "--stack"))
+        except KeelError as err:
+            if not diagnostic:
+                raise
+            click.echo(f"warning: {err}; listing without the stack", err=True)
+            stack, stack_error = Stack(), err
+        host = discover_for(stack, tolerant=True)
+        if stack_error is not None:
+            host.problems.insert(0, stack_error)
         cli = build_cli(host, stack)
-        cli.main(args=args, prog_name="keel", standalone_mode=False)
+        code = cli.main(args=args, prog_name="keel", standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns an Exit's code when not standalone
+            sys.exit(code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as err:

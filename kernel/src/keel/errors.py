@@ -23,6 +23,7 @@ __all__ = [
     "PluginLoadError",
     "StackError",
     "StoreError",
+    "UnknownPluginError",
 ]
 
 
@@ -31,30 +32,67 @@ class KeelError(Exception):
 
 
 class PluginLoadError(KeelError):
-    """A plugin's entry point could not be imported or registered."""
+    """A plugin's entry point could not be imported or registered, or a hook of it misbehaved.
 
-    def __init__(self, entry_point: str, target: str, distribution: str, cause: BaseException):
+    :ivar during: ``"load"`` (import, registration with pluggy) or ``"register"`` (a registration
+        hook raised or returned the wrong shape).
+    """
+
+    def __init__(self, entry_point: str, target: str, distribution: str, cause: BaseException, *, during: str = "load"):
         self.entry_point = entry_point
         self.target = target
         self.distribution = distribution
         self.cause = cause
+        self.during = during
+        origin = ", ".join(
+            part for part in (target, f"from distribution {distribution}" if distribution else "") if part
+        )
+        where = f" ({origin})" if origin else ""
+        fix = f"Fix or reinstall {distribution}, or skip it" if distribution else "Fix it, or skip it"
         super().__init__(
-            f"plugin {entry_point!r} ({target}, from distribution {distribution}) failed to load: "
-            f"{type(cause).__name__}: {cause}. Fix or reinstall {distribution}, or skip it with "
-            f"KEEL_DISABLE_PLUGINS={entry_point}."
+            f"plugin {entry_point!r}{where} failed to {during}: {type(cause).__name__}: {cause}. "
+            f"{fix} with KEEL_DISABLE_PLUGINS={entry_point}."
         )
 
 
 class PluginConflictError(KeelError):
-    """Two plugins registered the same name in one hook family."""
+    """Two plugins registered the same name: in one hook family, as an entry-point name, or as a
+    named stack. ``origins`` say where each came from (entry point, distribution)."""
 
-    def __init__(self, family: str, name: str, first: str, second: str):
+    def __init__(
+        self, family: str, name: str, first: str, second: str, *, origins: tuple[str, str] | None = None, fix: str = ""
+    ):
         self.family = family
         self.name = name
         self.plugins = (first, second)
+        self.origins = origins or (repr(first), repr(second))
+        fix = fix or f"Disable one with KEEL_DISABLE_PLUGINS={second} (or {first}), or uninstall its distribution."
         super().__init__(
-            f"{family} name {name!r} is registered by two plugins: {first!r} and {second!r}. "
-            f"Disable one with KEEL_DISABLE_PLUGINS={second} (or {first})."
+            f"{family} name {name!r} is registered twice: by {self.origins[0]} and by {self.origins[1]}. {fix}"
+        )
+
+
+class UnknownPluginError(KeelError):
+    """A plugin switch (``KEEL_LOAD_PLUGINS``, ``KEEL_DISABLE_PLUGINS``, a stack's ``plugins``) names
+    an entry point that is not installed."""
+
+    def __init__(self, names: Iterable[str], source: str, known: Iterable[str]):
+        import difflib
+
+        self.names = list(names)
+        self.source = source
+        self.known = sorted(known)
+        hints = []
+        for name in self.names:
+            close = difflib.get_close_matches(name, self.known, n=1)
+            if close:
+                hints.append(f"{name!r} -> did you mean {close[0]!r}?")
+        listed = ", ".join(repr(n) for n in self.names)
+        super().__init__(
+            f"unknown plugin name{'s' if len(self.names) > 1 else ''} {listed} in {source}. "
+            f"Installed plugins (entry points in group 'keel'): {', '.join(self.known) or 'none'}. "
+            + (" ".join(hints) + " " if hints else "")
+            + "Fix the name, or install the distribution that provides it."
         )
 
 

@@ -12,7 +12,13 @@ environment unless given explicitly:
 ``KEEL_STRICT_PLUGINS=1``
     a plugin that fails to load is an error instead of a warning.
 ``KEEL_TRACE_PLUGINS=1``
-    print every hook call (pluggy ``add_hookcall_monitoring``).
+    print every hook call (pluggy ``add_hookcall_monitoring``), registration hooks included.
+
+A plugin that misbehaves never takes the others down: an entry point that fails to import, names a
+class, or whose registration hook raises or returns the wrong shape is ``failed`` (entry point,
+distribution, cause, the expected shape), two distributions using one entry-point name are both
+``conflict`` and neither loads, and every such problem is listed by ``keel plugins``. A name in a
+switch that no installed plugin has is an error (:class:`keel.UnknownPluginError`), never silence.
 """
 
 from __future__ import annotations
@@ -24,15 +30,17 @@ import logging
 import os
 import sys
 import warnings
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 import pluggy
+from pydantic import BaseModel
 
 from keel import hookspecs
-from keel.errors import PluginConflictError, PluginLoadError
+from keel.errors import KeelError, PluginConflictError, PluginLoadError, UnknownPluginError
 from keel.types import (
     ActionCall,
     ActionContext,
@@ -62,6 +70,15 @@ FAMILIES: dict[str, str] = {
     "keel_evaluators": "evaluator",
     "keel_actions": "action",
 }
+#: registration hook → the descriptor type each item must be
+SPEC_TYPES: dict[str, type[BaseModel]] = {
+    "keel_models": ModelSpec,
+    "keel_stores": StoreSpec,
+    "keel_environments": EnvironmentSpec,
+    "keel_channels": ChannelSpec,
+    "keel_evaluators": EvaluatorSpec,
+    "keel_actions": ActionSpec,
+}
 
 
 def env_list(name: str) -> list[str] | None:
@@ -81,13 +98,15 @@ class PluginInfo:
     """One plugin as ``keel plugins`` shows it."""
 
     name: str
-    status: str  # loaded | failed | disabled | not-selected | builtin | registered
+    status: str  # loaded | failed | conflict | disabled | not-selected | builtin | registered
     target: str = ""
     distribution: str = ""
     version: str = ""
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
     error: str = ""
+    #: conflicts this plugin is part of (a name another plugin registers too)
+    problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +118,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "registered": self.registered,
             "error": self.error,
+            "problems": self.problems,
         }
 
 
@@ -129,15 +149,23 @@ class PluginHost:
 
     Build it with :meth:`discover` for an application, or empty (``PluginHost()``) in tests and
     register exactly the plugins you mean: the kernel's built-ins are always registered.
+
+    :ivar problems: every problem noticed, in order: plugins that failed, entry-point names and
+        registrations that collide, unknown names in the switches. ``keel plugins`` lists them.
     """
 
-    def __init__(self, *, builtins: bool = True, trace: bool | None = None):
+    def __init__(self, *, builtins: bool = True, trace: bool | None = None, strict: bool | None = None):
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         # historic: every plugin that registers from now on adds its own hookspecs at once
         self.pm.hook.keel_addhooks.call_historic(kwargs={"pluginmanager": self.pm})
+        self.strict = strict if strict is not None else _env_flag("KEEL_STRICT_PLUGINS")
+        self.problems: list[KeelError] = []
+        self._fatal: list[KeelError] = []
         self._infos: dict[str, PluginInfo] = {}
-        self._cache: dict[str, Any] = {}
+        self._conflicting: list[PluginInfo] = []  # two distributions, one entry-point name
+        self._entry_points: dict[str, importlib.metadata.EntryPoint] = {}
+        self._cache: dict[str, tuple[dict[str, Registered[Any]], list[Registered[Any]], list[PluginConflictError]]] = {}
         if builtins:
             from keel import builtins as builtin_module
 
@@ -155,58 +183,99 @@ class PluginHost:
         cls,
         *,
         load: Iterable[str] | None = None,
-        disable: Iterable[str] | None = None,
+        disable: Iterable[str] | Mapping[str, str] | None = None,
         strict: bool | None = None,
         trace: bool | None = None,
+        load_source: str = "KEEL_LOAD_PLUGINS",
+        tolerant: bool = False,
     ) -> PluginHost:
         """A host with the built-ins plus the installed plugins the switches select.
 
         :param load: only these entry-point names (default ``KEEL_LOAD_PLUGINS``; ``None`` = all).
-        :param disable: never these (default ``KEEL_DISABLE_PLUGINS``).
-        :param strict: raise :class:`PluginLoadError` on the first failure (default ``KEEL_STRICT_PLUGINS``).
+        :param disable: never these (default ``KEEL_DISABLE_PLUGINS``); a mapping names where each
+            name was set, for the error when it is not installed.
+        :param strict: every problem is an error (default ``KEEL_STRICT_PLUGINS``).
+        :param load_source: where ``load`` was set, for the error when a name is not installed.
+        :param tolerant: raise nothing; the problems are in :attr:`problems` and
+            :meth:`raise_problems` raises them later (``keel plugins`` lists them first).
         """
-        host = cls(trace=trace)
-        host.load_entry_points(load=load, disable=disable, strict=strict)
+        host = cls(trace=trace, strict=strict)
+        host.load_entry_points(load=load, disable=disable, load_source=load_source)
+        if not tolerant:
+            host.raise_problems()
         return host
+
+    def raise_problems(self) -> None:
+        """Raise the first problem that is an error: an unknown plugin name always, any problem
+        in strict mode. Duplicate registrations raise when their family is used."""
+        if self._fatal:
+            raise self._fatal[0]
+
+    def _problem(self, error: KeelError, *, fatal: bool = False) -> None:
+        if any(str(p) == str(error) for p in self.problems):
+            return
+        self.problems.append(error)
+        if fatal or self.strict:
+            self._fatal.append(error)
+        else:
+            warnings.warn(str(error), RuntimeWarning, stacklevel=3)
 
     def load_entry_points(
         self,
         *,
         load: Iterable[str] | None = None,
-        disable: Iterable[str] | None = None,
+        disable: Iterable[str] | Mapping[str, str] | None = None,
         strict: bool | None = None,
+        load_source: str = "KEEL_LOAD_PLUGINS",
     ) -> list[PluginInfo]:
+        """Import and register the selected entry points; problems go to :attr:`problems` (and are
+        warnings, or errors for :meth:`raise_problems` in strict mode)."""
         from stevedore import NamedExtensionManager
 
+        if strict is not None:
+            self.strict = strict
         load = list(load) if load is not None else env_list("KEEL_LOAD_PLUGINS")
-        blocked = set(disable if disable is not None else env_list("KEEL_DISABLE_PLUGINS") or [])
-        strict = strict if strict is not None else _env_flag("KEEL_STRICT_PLUGINS")
-        failures: list[PluginLoadError] = []
-
-        def on_failure(_manager: object, ep: importlib.metadata.EntryPoint, err: BaseException) -> None:
-            dist, version = _distribution(ep)
-            error = PluginLoadError(ep.name, ep.value, dist, err)
-            failures.append(error)
-            self._infos[ep.name] = PluginInfo(
-                ep.name, "failed", target=ep.value, distribution=dist, version=version, error=str(error)
-            )
-            if not strict:
-                warnings.warn(str(error), RuntimeWarning, stacklevel=2)
+        if disable is None:
+            disable = dict.fromkeys(env_list("KEEL_DISABLE_PLUGINS") or [], "KEEL_DISABLE_PLUGINS")
+        elif not isinstance(disable, Mapping):
+            disable = dict.fromkeys(disable, "the disable list")
+        blocked = set(disable)
 
         all_eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))  # lists, imports nothing
-        names = [ep.name for ep in all_eps]
-        selected = [n for n in names if (load is None or n in load) and n not in blocked]
+        by_name: dict[str, list[importlib.metadata.EntryPoint]] = defaultdict(list)
         for ep in all_eps:
-            if ep.name not in selected:
-                status = "disabled" if ep.name in blocked else "not-selected"
-                dist, version = _distribution(ep)
+            by_name[ep.name].append(ep)
+        known = set(by_name)
+        if load is not None and (unknown := [n for n in load if n not in known]):
+            self._problem(UnknownPluginError(unknown, load_source, known), fatal=True)
+        by_source: dict[str, list[str]] = defaultdict(list)
+        for name, source in disable.items():
+            if name not in known:
+                by_source[source].append(name)
+        for source, names in by_source.items():
+            self._problem(UnknownPluginError(names, source, known), fatal=True)
+
+        # two distributions, one entry-point name: pluggy keeps one plugin per name and stevedore's
+        # conflict resolver assumes classes, so neither loads and both are named
+        for name, eps in by_name.items():
+            if len(eps) > 1:
+                self._entry_point_conflict(name, eps)
+        selected = [n for n in by_name if len(by_name[n]) == 1 and (load is None or n in load) and n not in blocked]
+        for name, eps in by_name.items():
+            if len(eps) == 1 and name not in selected:
+                status = "disabled" if name in blocked else "not-selected"
+                dist, version = _distribution(eps[0])
                 self._infos.setdefault(
-                    ep.name, PluginInfo(ep.name, status, target=ep.value, distribution=dist, version=version)
+                    name, PluginInfo(name, status, target=eps[0].value, distribution=dist, version=version)
                 )
         for name in blocked:
             self.pm.set_blocked(name)
         if not selected:
             return []
+
+        def on_failure(_manager: object, ep: importlib.metadata.EntryPoint, err: BaseException) -> None:
+            self._fail(ep.name, err, target=ep.value, entry_point=ep)
+
         manager: NamedExtensionManager[Any] = NamedExtensionManager(
             ENTRY_POINT_GROUP,
             names=selected,
@@ -214,32 +283,70 @@ class PluginHost:
             on_load_failure_callback=on_failure,
             on_missing_entrypoints_callback=None,
         )
-        if strict and failures:
-            raise failures[0]
         loaded = []
-        by_name = {}
         for ext in manager:
+            self._entry_points[ext.name] = ext.entry_point
             try:
                 info = self.register(
                     ext.plugin, name=ext.name, status="loaded", target=ext.entry_point.value, check=False
                 )
-            except Exception as err:  # a bad hookimpl signature, say
-                on_failure(manager, ext.entry_point, err)
-                if strict:
-                    raise failures[-1] from err
+            except Exception as err:  # a class instead of a module, a bad hookimpl signature...
+                self._fail(ext.name, err, target=ext.entry_point.value, entry_point=ext.entry_point)
                 continue
             loaded.append(info)
-            by_name[ext.name] = ext
         # only now, with every plugin's own hookspecs added (keel_addhooks), can unknown hooks be told
-        for name, unknown in self._unknown_hooks().items():
-            if name in by_name:
-                self.pm.unregister(name=name)
-                self._cache.clear()
-                loaded = [info for info in loaded if info.name != name]
-                on_failure(manager, by_name[name].entry_point, unknown)
-                if strict:
-                    raise failures[-1] from unknown
-        return loaded
+        for name, unknown_hook in self._unknown_hooks().items():
+            if name in self._entry_points:
+                self._fail(name, unknown_hook)
+        # call every registration hook now, so that a misbehaving one is reported here, by plugin
+        for hook_name in FAMILIES:
+            self._collect(hook_name)
+        return [info for info in loaded if info.status == "loaded"]
+
+    def _entry_point_conflict(self, name: str, eps: list[importlib.metadata.EntryPoint]) -> None:
+        origins = []
+        for ep in eps:
+            dist, version = _distribution(ep)
+            origins.append(f"entry point {name!r} = {ep.value!r} of distribution {dist}")
+            self._conflicting.append(PluginInfo(name, "conflict", target=ep.value, distribution=dist, version=version))
+        dists = [_distribution(ep)[0] for ep in eps]
+        error = PluginConflictError(
+            "entry-point",
+            name,
+            dists[0],
+            dists[1],
+            origins=(origins[0], " and by ".join(origins[1:])),
+            fix=f"Neither is loaded. Uninstall one of {', '.join(dists)} (one name, one plugin).",
+        )
+        for info in self._conflicting:
+            if info.name == name:
+                info.error = str(error)
+        self._problem(error)
+
+    def _fail(
+        self,
+        name: str,
+        err: BaseException,
+        *,
+        target: str = "",
+        entry_point: importlib.metadata.EntryPoint | None = None,
+        during: str = "load",
+    ) -> None:
+        """Unregister plugin ``name`` if it was registered, mark it ``failed`` and report it."""
+        ep = entry_point or self._entry_points.get(name)
+        info = self._infos.get(name)
+        target = target or (ep.value if ep is not None else (info.target if info else ""))
+        dist, version = (
+            _distribution(ep) if ep is not None else ((info.distribution, info.version) if info else ("", ""))
+        )
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        self._cache.clear()
+        error = PluginLoadError(name, target, dist, err, during=during)
+        self._infos[name] = PluginInfo(
+            name, "failed", target=target, distribution=dist, version=version, error=str(error)
+        )
+        self._problem(error)
 
     def verify(self) -> None:
         """Raise :class:`pluggy.PluginValidationError` for the first implementation of a hook that no
@@ -278,6 +385,12 @@ class PluginHost:
         ``check=False`` defers that check to :meth:`verify`, for a batch of plugins where one may
         implement a hook that a later one adds (``keel_addhooks``).
         """
+        if isinstance(plugin, type):
+            raise TypeError(
+                f"{plugin.__module__}.{plugin.__qualname__} is a class; a plugin is a module or an instance. "
+                f'Name the module in the entry point (name = "{plugin.__module__}"), or an instance of the class '
+                f'(name = "{plugin.__module__}:plugin" with plugin = {plugin.__qualname__}())'
+            )
         name = name or getattr(plugin, "__name__", None) or repr(plugin)
         registered_name = self.pm.register(plugin, name=name)
         if registered_name is None:  # blocked
@@ -301,49 +414,92 @@ class PluginHost:
         self._infos.pop(name, None)
         self._cache.clear()
 
+    def origin(self, plugin: str) -> str:
+        """``plugin 'x' (entry point x = "mod", distribution keel-x)``: how messages name a plugin."""
+        info = self._infos.get(plugin)
+        parts = []
+        if info is not None and info.target:
+            parts.append(f"entry point {plugin} = {info.target!r}")
+        if info is not None and info.distribution:
+            parts.append(f"distribution {info.distribution}")
+        return f"plugin {plugin!r}" + (f" ({', '.join(parts)})" if parts else "")
+
     # ---------------------------------------------------------------------------- collecting
 
-    def _collect(self, hook_name: str) -> dict[str, Registered[Any]]:
-        """Call each implementation of a registration hook separately, so a duplicate names both plugins."""
+    def _collect(
+        self, hook_name: str
+    ) -> tuple[dict[str, Registered[Any]], list[Registered[Any]], list[PluginConflictError]]:
+        """Call each plugin's implementation of a registration hook on its own (through pluggy, so
+        ``KEEL_TRACE_PLUGINS`` shows it): a plugin whose hook raises or returns the wrong shape is
+        ``failed`` and the others still count, and a duplicate name names both plugins."""
         if hook_name in self._cache:
-            return self._cache[hook_name]  # type: ignore[no-any-return]
+            return self._cache[hook_name]
         family = FAMILIES[hook_name]
-        found: dict[str, Registered[Any]] = {}
-        caller = getattr(self.pm.hook, hook_name)
-        # get_hookimpls() is in registration order: the built-ins first, then plugins as loaded
-        for impl in caller.get_hookimpls():
-            result = impl.function()
-            for spec in result or ():
-                existing = found.get(spec.name)
-                if existing is not None:
-                    raise PluginConflictError(family, spec.name, existing.plugin, impl.plugin_name)
-                found[spec.name] = Registered(spec, impl.plugin_name)
-        self._cache[hook_name] = found
+        while True:
+            found: dict[str, Registered[Any]] = {}
+            every: list[Registered[Any]] = []
+            conflicts: list[PluginConflictError] = []
+            impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+            failed = False
+            # get_hookimpls() is in registration order: the built-ins first, then plugins as loaded
+            for impl in impls:
+                caller = self.pm.subset_hook_caller(hook_name, [i.plugin for i in impls if i is not impl])
+                try:
+                    specs = _specs(hook_name, caller())
+                except Exception as err:
+                    self._fail(impl.plugin_name, err, during="register")
+                    failed = True  # unregistered: its registrations in every family are dropped
+                    break
+                for spec in specs:
+                    registered = Registered(spec, impl.plugin_name)
+                    every.append(registered)
+                    existing = found.get(spec.name)
+                    if existing is None:
+                        found[spec.name] = registered
+                        continue
+                    conflict = PluginConflictError(
+                        family,
+                        spec.name,
+                        existing.plugin,
+                        impl.plugin_name,
+                        origins=(self.origin(existing.plugin), self.origin(impl.plugin_name)),
+                    )
+                    conflicts.append(conflict)
+                    self._problem(conflict)
+            if not failed:
+                break
+        self._cache[hook_name] = (found, every, conflicts)
+        return found, every, conflicts
+
+    def _registered(self, hook_name: str) -> dict[str, Registered[Any]]:
+        found, _every, conflicts = self._collect(hook_name)
+        if conflicts:
+            raise conflicts[0]
         return found
 
     def models(self) -> dict[str, Registered[ModelSpec]]:
-        return self._collect("keel_models")
+        return self._registered("keel_models")
 
     def stores(self) -> dict[str, Registered[StoreSpec]]:
-        return self._collect("keel_stores")
+        return self._registered("keel_stores")
 
     def environments(self) -> dict[str, Registered[EnvironmentSpec]]:
-        return self._collect("keel_environments")
+        return self._registered("keel_environments")
 
     def channels(self) -> dict[str, Registered[ChannelSpec]]:
-        return self._collect("keel_channels")
+        return self._registered("keel_channels")
 
     def evaluators(self) -> dict[str, Registered[EvaluatorSpec]]:
-        return self._collect("keel_evaluators")
+        return self._registered("keel_evaluators")
 
     def actions(self) -> dict[str, Registered[ActionSpec]]:
-        return self._collect("keel_actions")
+        return self._registered("keel_actions")
 
     def family(self, family: str) -> Mapping[str, Registered[Any]]:
         """Registrations of one family by its singular name (``"model"``, ``"store"``, ...)."""
         for hook_name, name in FAMILIES.items():
             if name == family:
-                return self._collect(hook_name)
+                return self._registered(hook_name)
         raise KeyError(family)
 
     # ------------------------------------------------------------------------------- runtime
@@ -369,24 +525,64 @@ class PluginHost:
         return _fail_closed(default, context)
 
     def add_commands(self, cli: Any) -> None:
-        self.pm.hook.keel_commands(cli=cli)
+        """Let each plugin add its sub-commands; one whose hook raises is ``failed``, the rest still add theirs."""
+        impls = self.pm.hook.keel_commands.get_hookimpls()
+        for impl in impls:
+            caller = self.pm.subset_hook_caller("keel_commands", [i.plugin for i in impls if i is not impl])
+            try:
+                caller(cli=cli)
+            except Exception as err:
+                self._fail(impl.plugin_name, err, during="add its commands")
 
     # ------------------------------------------------------------------------------- listing
 
     def plugin_infos(self) -> list[PluginInfo]:
         """Every plugin known to this host, with what it registered."""
         registered: dict[str, dict[str, list[str]]] = {}
+        problems: dict[str, list[str]] = {}
         for hook_name, family in FAMILIES.items():
-            for name, reg in self._collect(hook_name).items():
-                registered.setdefault(reg.plugin, {}).setdefault(family, []).append(name)
+            _found, every, conflicts = self._collect(hook_name)
+            for reg in every:
+                registered.setdefault(reg.plugin, {}).setdefault(family, []).append(reg.spec.name)
+            for conflict in conflicts:
+                for plugin in conflict.plugins:
+                    problems.setdefault(plugin, []).append(str(conflict))
         out = []
         for name, info in self._infos.items():
-            plugin = self.pm.get_plugin(name)
-            if plugin is not None:
-                info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
+            registered_plugin = self.pm.get_plugin(name)
+            if registered_plugin is not None:
+                info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(registered_plugin) or [])
             info.registered = registered.get(name, {})
+            info.problems = problems.get(name, [])
             out.append(info)
-        return out
+        return out + self._conflicting
+
+
+def _specs(hook_name: str, results: list[Any]) -> list[Any]:
+    """The descriptors one plugin's registration hook gave (pluggy's result list holds its one
+    answer, or nothing for ``None``); the wrong shape is a ``TypeError`` saying the right one."""
+    expected = SPEC_TYPES[hook_name]
+    shape = (
+        f"{hook_name}() must return a list of keel.{expected.__name__} or yield each one "
+        f"(`yield keel.{expected.__name__}(...)`)"
+    )
+    if not results or results[0] is None:
+        return []
+    result = results[0]
+    if isinstance(result, BaseModel):
+        raise TypeError(f"{hook_name}() returned one {type(result).__name__}, not a list of them; {shape}")
+    if isinstance(result, (str, bytes, Mapping)) or not isinstance(result, Iterable):
+        raise TypeError(f"{hook_name}() returned {_describe(result)}; {shape}")
+    specs = list(result)  # a generator runs here: an error inside it propagates as itself
+    for item in specs:
+        if not isinstance(item, expected):
+            raise TypeError(f"{hook_name}() gave {_describe(item)} among its results; {shape}")
+    return specs
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"a {type(value).__name__} ({text if len(text) <= 60 else text[:57] + '...'})"
 
 
 def _bind_event(function: Any, argnames: tuple[str, ...], runtime: Any) -> Any:

@@ -231,14 +231,18 @@ class Runtime:
         return self.runnables.add(runnable)
 
 
-def discover_for(stack: Stack) -> PluginHost:
+def discover_for(stack: Stack, *, tolerant: bool = False) -> PluginHost:
     """Discover installed plugins as the environment switches and the stack's ``plugins`` and
-    ``disable_plugins`` allow (the environment's ``KEEL_LOAD_PLUGINS`` wins over the stack's list)."""
-    load = env_list("KEEL_LOAD_PLUGINS")
+    ``disable_plugins`` allow (the environment's ``KEEL_LOAD_PLUGINS`` wins over the stack's list).
+    A name no installed plugin has is an error naming where it was set (``tolerant``: see
+    :meth:`PluginHost.discover`)."""
+    load, load_source = env_list("KEEL_LOAD_PLUGINS"), "KEEL_LOAD_PLUGINS"
     if load is None:
-        load = stack.config.plugins
-    disable = [*(env_list("KEEL_DISABLE_PLUGINS") or []), *stack.config.disable_plugins]
-    return PluginHost.discover(load=load, disable=disable)
+        load, load_source = stack.config.plugins, f"plugins = [...] in {stack.sources.get('plugins', 'the stack')}"
+    disable = dict.fromkeys(env_list("KEEL_DISABLE_PLUGINS") or [], "KEEL_DISABLE_PLUGINS")
+    where = stack.sources.get("disable_plugins", "the stack")
+    disable.update(dict.fromkeys(stack.config.disable_plugins, f"disable_plugins = [...] in {where}"))
+    return PluginHost.discover(load=load, disable=disable, load_source=load_source, tolerant=tolerant)
 
 
 def _import_target(target: str) -> Any:

@@ -1,0 +1,628 @@
+"""RuntimeEvents in, OpenTelemetry spans out.
+
+=============================  ===========================================  ==========
+events                         span                                         kind
+=============================  ===========================================  ==========
+execution.started .. .<end>    ``invoke_agent {agent}``                     INTERNAL
+                               ``invoke_workflow {flow}`` (TriggerFlow)     INTERNAL
+model.request .. .response     ``chat {model}``; output.retry is its        CLIENT
+                               ``retry`` event
+action.requested .. .<end>     ``execute_tool {action}``                    INTERNAL
+flow.step.started .. .<end>    ``step {step}``                              INTERNAL
+environment.*                  ``environment start|restart|stop {name}``    INTERNAL
+=============================  ===========================================  ==========
+
+Spans take the kernel's own ids where an event carries them (an agent execution's trace and span
+ids, each model request's span id), so a trace id in a log line, a DevTools page and the tracing
+backend is one id. A TriggerFlow execution's events carry its trace id but no span id: its span id
+is derived from the trace and execution ids, so every process that sees its events derives the same.
+
+Span times are the events' own times, not the time the observer got round to them.
+
+Memory is bounded: at most ``max_open`` spans are open at once, and a span open longer than
+``ttl`` seconds (an execution whose end never came: a crash, a dropped event) is ended with
+``keel.otel.abandoned = true``. Either way :attr:`SpanMapper.abandoned` counts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    set_span_in_context,
+)
+
+import keel
+from keel_otel import semconv as sc
+
+__all__ = ["PinnedIds", "SpanMapper"]
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_ROOT = Context()  # never the dispatcher's current span: our traces are the kernel's
+_SWEEP_EVERY = 1.0  # seconds of event time between two sweeps for abandoned spans
+_FINISH_REASONS = {"tool_calls": "tool_call", "tool_call": "tool_call", "stop": "stop", "length": "length"}
+
+Key = tuple[str, str | None, str | None]
+
+
+class PinnedIds(IdGenerator):
+    """The ids the mapper pins for the next span (the kernel's), else random ones."""
+
+    def __init__(self) -> None:
+        self.span: int | None = None
+        self.trace: int | None = None
+        self._random = RandomIdGenerator()
+
+    def generate_span_id(self) -> int:
+        value, self.span = self.span, None
+        return value if value is not None else self._random.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        value, self.trace = self.trace, None
+        return value if value is not None else self._random.generate_trace_id()
+
+    def is_trace_id_random(self) -> bool:
+        return True  # the kernel's trace ids are os.urandom, as the SDK's are
+
+
+class _Open:
+    __slots__ = ("answered", "calls", "execution", "size", "span", "started", "text")
+
+    def __init__(self, span: Span, started: float, execution: str | None):
+        self.span = span
+        self.started = started
+        self.execution = execution
+        self.answered: float | None = None  # a chat span: when the model's answer ended
+        self.text: list[str] = []
+        self.size = 0
+        self.calls: list[dict[str, Any]] = []
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+def _hex(value: str | None, digits: int) -> int | None:
+    if not value or len(value) != digits:
+        return None
+    try:
+        number = int(value, 16)
+    except ValueError:
+        return None
+    return number or None
+
+
+def _derived_span_id(*parts: str | None) -> int:
+    digest = hashlib.blake2b("\x1f".join(p or "" for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+def _split_model(name: Any) -> tuple[str, str]:
+    """Model drivers name themselves ``provider:model`` (``openai:gpt-4o``); the scripted one ``scripted``."""
+    text = str(name or "unknown")
+    provider, sep, model = text.partition(":")
+    return (provider, model) if sep and provider and model else (text, text)
+
+
+def _error_type(text: Any) -> str:
+    """``'OutputValidationError: ...'`` -> ``'OutputValidationError'``; anything else -> ``_OTHER``."""
+    head = str(text or "").split(":", 1)[0].strip()
+    return head if head.isidentifier() else "_OTHER"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _scalars(payload: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {
+        prefix + key: value
+        for key, value in payload.items()
+        if isinstance(value, (str, bool, int, float)) and value is not None
+    }
+
+
+class SpanMapper:
+    """Turns RuntimeEvents into spans on ``tracer`` (whose provider uses ``ids``).
+
+    :param capture_content: put model output, tool arguments and tool results on spans.
+    :param max_content_chars: the longest content value kept (longer ones are cut and marked).
+    :param max_open: spans open at once; past it the oldest is ended as abandoned.
+    :param ttl: seconds a span may stay open before it is ended as abandoned.
+    """
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        ids: PinnedIds,
+        *,
+        capture_content: bool = False,
+        max_content_chars: int = 16_384,
+        max_open: int = 10_000,
+        ttl: float = 3600.0,
+    ):
+        self._tracer = tracer
+        self._ids = ids
+        self.capture_content = capture_content
+        self._max_chars = max_content_chars
+        self._max_open = max_open
+        self._ttl = ttl
+        self._open: OrderedDict[Key, _Open] = OrderedDict()
+        self._children: dict[str, set[Key]] = {}  # execution id -> its open model/tool/step spans
+        self._answered: dict[str, Key] = {}  # execution id -> its chat span waiting for a verdict
+        self._lock = threading.Lock()  # one mapper may serve runtimes in several threads
+        self._swept = 0.0
+        #: spans ended by keel-otel because their end never came (or the open-span limit was hit)
+        self.abandoned = 0
+        self._handlers: dict[str, Callable[[keel.RuntimeEvent], None]] = {
+            "execution.started": self._execution_started,
+            "execution.completed": self._execution_ended,
+            "execution.failed": self._execution_ended,
+            "execution.cancelled": self._execution_ended,
+            "execution.waiting": self._execution_note,
+            "model.request": self._chat_started,
+            "model.tool_call": self._chat_tool_call,
+            "model.response": self._chat_answered,
+            "output.parsed": self._output_parsed,
+            "output.retry": self._output_retry,
+            "action.requested": self._tool_requested,
+            "action.approved": self._tool_note,
+            "action.started": self._tool_note,
+            "action.completed": self._tool_ended,
+            "action.failed": self._tool_ended,
+            "action.denied": self._tool_ended,
+            "flow.step.started": self._step_started,
+            "flow.step.completed": self._step_ended,
+            "flow.step.failed": self._step_ended,
+            "flow.wait.timeout": self._execution_note,
+            "flow.signal": self._execution_note,
+            "flow.signal.rejected": self._execution_note,
+            "flow.subflow.started": self._execution_note,
+            "environment.starting": self._environment,
+            "environment.restarting": self._environment,
+            "environment.ready": self._environment,
+            "environment.failed": self._environment,
+            "environment.unhealthy": self._environment,
+            "environment.stopped": self._environment,
+        }
+        if capture_content:
+            self._handlers["model.delta"] = self._chat_delta
+
+    # ------------------------------------------------------------------------------- entry
+
+    def handle(self, event: keel.RuntimeEvent) -> None:
+        """Map one event; events of kinds that make no span cost one dict lookup."""
+        handler = self._handlers.get(event.kind)
+        if handler is None:
+            return
+        with self._lock:
+            if event.time - self._swept >= _SWEEP_EVERY:
+                self._sweep(event.time)
+            execution = event.execution_id
+            if execution is not None and execution in self._answered and event.kind not in _VERDICTS:
+                self._close_answered(execution)
+            handler(event)
+
+    @property
+    def open_spans(self) -> int:
+        """How many spans are open now."""
+        return len(self._open)
+
+    def close_all(self, now: float) -> None:
+        """End every open span as abandoned (the process is going away)."""
+        with self._lock:
+            for key in list(self._open):
+                self._abandon(key, now)
+
+    # ---------------------------------------------------------------------------- plumbing
+
+    def _start(
+        self,
+        key: Key,
+        name: str,
+        kind: SpanKind,
+        event: keel.RuntimeEvent,
+        attributes: dict[str, Any],
+        *,
+        trace_id: int | None,
+        span_id: int | None,
+        parent: int | None,
+    ) -> _Open:
+        if key in self._open:  # a start for a span already open (a resumed run): the old one ends here
+            self._abandon(key, event.time)
+        context = _ROOT
+        if trace_id is not None and parent is not None:
+            parent_context = SpanContext(trace_id, parent, is_remote=False, trace_flags=_SAMPLED)
+            context = set_span_in_context(NonRecordingSpan(parent_context), _ROOT)
+        else:
+            self._ids.trace = trace_id
+        self._ids.span = span_id
+        try:
+            span = self._tracer.start_span(
+                name, context=context, kind=kind, attributes=attributes, start_time=_ns(event.time)
+            )
+        finally:
+            self._ids.span = self._ids.trace = None
+        record = self._open[key] = _Open(span, event.time, key[1] if key[0] in _CHILDREN else None)
+        if record.execution is not None:
+            self._children.setdefault(record.execution, set()).add(key)
+        if len(self._open) > self._max_open:
+            self._abandon(next(iter(self._open)), event.time)
+        return record
+
+    def _pop(self, key: Key) -> _Open | None:
+        record = self._open.pop(key, None)
+        if record is not None and record.execution is not None:
+            children = self._children.get(record.execution)
+            if children is not None:
+                children.discard(key)
+                if not children:
+                    del self._children[record.execution]
+            if self._answered.get(record.execution) == key:
+                del self._answered[record.execution]
+        return record
+
+    def _end(
+        self,
+        key: Key,
+        when: float,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        error: str | None = None,
+        message: str = "",
+    ) -> None:
+        record = self._pop(key)
+        if record is None:
+            return
+        span = record.span
+        if attributes:
+            span.set_attributes(attributes)
+        if error is not None:
+            span.set_attribute(sc.ERROR_TYPE, error)
+            span.set_status(Status(StatusCode.ERROR, message or error))
+        span.end(end_time=_ns(max(when, record.started)))
+
+    def _abandon(self, key: Key, now: float) -> None:
+        record = self._open.get(key)
+        if record is None:
+            return
+        if record.answered is not None:  # a chat span whose verdict never came is complete anyway
+            self._close_answered(key[1] or "", key)
+            return
+        self.abandoned += 1
+        self._end(
+            key,
+            now,
+            {sc.KEEL_OTEL_ABANDONED: True},
+            error="abandoned",
+            message="keel-otel ended this span: its end event never came (open_span_ttl or max_open_spans)",
+        )
+
+    def _sweep(self, now: float) -> None:
+        self._swept = now
+        limit = now - self._ttl
+        while self._open:
+            key, record = next(iter(self._open.items()))
+            if record.started > limit:
+                break
+            self._abandon(key, now)
+
+    def _trace(self, event: keel.RuntimeEvent) -> int | None:
+        return _hex(event.trace_id, 32)
+
+    def _execution_span(self, event: keel.RuntimeEvent) -> int | None:
+        """The execution's span id: the agent's own (on its execution and action events), or the
+        one derived for a flow, whose events carry none."""
+        if event.execution_id is None:
+            return None
+        own = _hex(event.span_id, 16) if event.source != "triggerflow" else None
+        return own if own is not None else _derived_span_id(event.trace_id, event.execution_id)
+
+    def _content(self, value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        if len(text) > self._max_chars:
+            return text[: self._max_chars] + f"... ({len(text)} chars)"
+        return text
+
+    def _note(self, key: Key, name: str, event: keel.RuntimeEvent, attributes: Mapping[str, Any]) -> None:
+        record = self._open.get(key)
+        if record is not None:
+            record.span.add_event(name, dict(attributes), timestamp=_ns(event.time))
+
+    # --------------------------------------------------------------------------- executions
+
+    def _execution_started(self, event: keel.RuntimeEvent) -> None:
+        payload = event.payload
+        attributes: dict[str, Any] = {sc.KEEL_EXECUTION_ID: event.execution_id or "", sc.KEEL_TENANT: event.tenant}
+        if "flow" in payload or event.source == "triggerflow":
+            name = str(payload.get("flow", ""))
+            attributes[sc.GEN_AI_OPERATION_NAME] = sc.OP_INVOKE_WORKFLOW
+            attributes[sc.GEN_AI_WORKFLOW_NAME] = name
+            span_name = f"{sc.OP_INVOKE_WORKFLOW} {name}".rstrip()
+            parent = None
+            if payload.get("resumed"):
+                attributes["keel.flow.resumed"] = True
+        else:
+            name = str(payload.get("agent", ""))
+            provider, model = _split_model(payload.get("model"))
+            attributes[sc.GEN_AI_OPERATION_NAME] = sc.OP_INVOKE_AGENT
+            attributes[sc.GEN_AI_AGENT_NAME] = name
+            attributes[sc.GEN_AI_PROVIDER_NAME] = provider
+            attributes[sc.GEN_AI_REQUEST_MODEL] = model
+            span_name = f"{sc.OP_INVOKE_AGENT} {name}".rstrip()
+            parent = _hex(event.parent_span_id, 16)
+        self._start(
+            ("x", event.execution_id, None), span_name, SpanKind.INTERNAL, event, attributes,
+            trace_id=self._trace(event), span_id=self._execution_span(event), parent=parent,
+        )  # fmt: skip
+
+    def _execution_ended(self, event: keel.RuntimeEvent) -> None:
+        execution = event.execution_id
+        status = event.kind.rpartition(".")[2]
+        payload = event.payload
+        error = _error_type(payload.get("error")) if status == "failed" else None
+        message = str(payload.get("error") or payload.get("reason") or "")
+        for key in list(self._children.get(execution or "", ())):
+            if key == self._answered.get(execution or ""):
+                self._close_answered(execution or "", key)
+            else:  # its end will never come now
+                self._end(key, event.time, {sc.KEEL_STATUS: status}, error=error, message=message)
+        attributes: dict[str, Any] = {sc.KEEL_STATUS: status}
+        usage = payload.get("usage")
+        if isinstance(usage, Mapping):
+            attributes[sc.KEEL_USAGE_INPUT_TOKENS] = _int(usage.get("input_tokens"))
+            attributes[sc.KEEL_USAGE_OUTPUT_TOKENS] = _int(usage.get("output_tokens"))
+        for field in ("attempts", "steps"):
+            if isinstance(payload.get(field), int):
+                attributes[f"keel.{field}"] = payload[field]
+        if status == "cancelled" and payload.get("reason"):
+            attributes["keel.cancel.reason"] = str(payload["reason"])
+        self._end(("x", execution, None), event.time, attributes, error=error, message=message)
+
+    def _execution_note(self, event: keel.RuntimeEvent) -> None:
+        payload = event.payload
+        attributes = _scalars(payload, "keel.")
+        if event.kind == "execution.waiting":
+            waits = _list(payload.get("interrupts"))
+            attributes["keel.waits"] = [str(w.get("name", "")) for w in waits if isinstance(w, Mapping)]
+        name = event.kind.removeprefix("flow.").removeprefix("execution.")
+        self._note(("x", event.execution_id, None), name, event, attributes)
+
+    # -------------------------------------------------------------------------- model calls
+
+    def _chat_started(self, event: keel.RuntimeEvent) -> None:
+        payload = event.payload
+        provider, model = _split_model(payload.get("model"))
+        attributes: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
+            sc.GEN_AI_PROVIDER_NAME: provider,
+            sc.GEN_AI_REQUEST_MODEL: model,
+            sc.KEEL_EXECUTION_ID: event.execution_id or "",
+        }
+        if isinstance(payload.get("attempt"), int):
+            attributes[sc.KEEL_ATTEMPT] = payload["attempt"]
+        self._start(
+            ("m", event.execution_id, event.span_id), f"{sc.OP_CHAT} {model}", SpanKind.CLIENT, event, attributes,
+            trace_id=self._trace(event), span_id=_hex(event.span_id, 16), parent=_hex(event.parent_span_id, 16),
+        )  # fmt: skip
+
+    def _chat_delta(self, event: keel.RuntimeEvent) -> None:
+        record = self._open.get(("m", event.execution_id, event.span_id))
+        if record is None or record.size > self._max_chars:
+            return
+        piece = str(event.payload.get("text", ""))
+        record.text.append(piece)
+        record.size += len(piece)
+
+    def _chat_tool_call(self, event: keel.RuntimeEvent) -> None:
+        key: Key = ("m", event.execution_id, event.span_id)
+        call_id, name = str(event.payload.get("id", "")), str(event.payload.get("name", ""))
+        self._note(key, "tool_call", event, {sc.GEN_AI_TOOL_NAME: name, sc.GEN_AI_TOOL_CALL_ID: call_id})
+        record = self._open.get(key)
+        if record is not None and self.capture_content:
+            record.calls.append({"type": "tool_call", "id": call_id, "name": name, "arguments": None})
+
+    def _chat_answered(self, event: keel.RuntimeEvent) -> None:
+        key: Key = ("m", event.execution_id, event.span_id)
+        record = self._open.get(key)
+        if record is None:
+            return
+        payload = event.payload
+        reason = str(payload.get("finish_reason") or "")
+        attributes: dict[str, Any] = {
+            sc.GEN_AI_RESPONSE_MODEL: _split_model(payload.get("model"))[1],
+            sc.GEN_AI_RESPONSE_FINISH_REASONS: [reason],
+        }
+        usage = payload.get("usage")
+        if isinstance(usage, Mapping):
+            attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] = _int(usage.get("input_tokens"))
+            attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] = _int(usage.get("output_tokens"))
+        for field, name in (("latency_ms", sc.KEEL_LATENCY_MS), ("first_delta_ms", sc.KEEL_FIRST_DELTA_MS)):
+            if isinstance(payload.get(field), (int, float)):
+                attributes[name] = float(payload[field])
+        if self.capture_content:
+            text = "".join(record.text)
+            parts: list[dict[str, Any]] = [{"type": "text", "content": self._content(text)}] if text else []
+            parts.extend(record.calls)
+            message = {"role": "assistant", "parts": parts, "finish_reason": _FINISH_REASONS.get(reason, reason)}
+            attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps([message], ensure_ascii=False)
+            record.text, record.calls = [], []
+        if reason == "incomplete":
+            record.span.set_attribute(sc.ERROR_TYPE, "incomplete")
+            record.span.set_status(Status(StatusCode.ERROR, "the model stream ended without its final event"))
+        record.span.set_attributes(attributes)
+        # the span ends at the answer's time, but only after the next event of the execution,
+        # which says whether the answer was accepted (output.parsed) or retried (output.retry)
+        record.answered = event.time
+        if event.execution_id is not None:
+            self._answered[event.execution_id] = key
+        else:
+            self._close_answered("", key)
+
+    def _close_answered(self, execution: str, key: Key | None = None) -> None:
+        key = key or self._answered.get(execution)
+        if key is None:
+            return
+        record = self._open.get(key)
+        if record is not None:
+            self._end(key, record.answered if record.answered is not None else record.started)
+        self._answered.pop(execution, None)
+
+    def _output_parsed(self, event: keel.RuntimeEvent) -> None:
+        key = self._answered.get(event.execution_id or "")
+        record = self._open.get(key) if key else None
+        if record is not None:
+            record.span.set_attribute(sc.KEEL_OUTPUT_REPAIRED, bool(event.payload.get("repaired")))
+        self._close_answered(event.execution_id or "")
+
+    def _output_retry(self, event: keel.RuntimeEvent) -> None:
+        key = self._answered.get(event.execution_id or "")
+        if key is not None:
+            errors = _list(event.payload.get("errors"))
+            attributes: dict[str, Any] = {
+                sc.KEEL_ATTEMPT: _int(event.payload.get("attempt")),
+                "keel.retry.errors": [self._content(str(e)) for e in errors][:20],
+            }
+            self._note(key, "retry", event, attributes)
+        self._close_answered(event.execution_id or "")
+
+    # ------------------------------------------------------------------------------ actions
+
+    def _tool_key(self, event: keel.RuntimeEvent) -> Key:
+        return ("t", event.execution_id, str(event.payload.get("call_id", "")))
+
+    def _tool_requested(self, event: keel.RuntimeEvent) -> None:
+        payload = event.payload
+        name = str(payload.get("action", ""))
+        attributes: dict[str, Any] = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+            sc.GEN_AI_TOOL_NAME: name,
+            sc.GEN_AI_TOOL_CALL_ID: str(payload.get("call_id", "")),
+            sc.GEN_AI_TOOL_TYPE: "function",
+        }
+        if event.execution_id is not None:
+            attributes[sc.KEEL_EXECUTION_ID] = event.execution_id
+        if payload.get("risk"):
+            attributes[sc.KEEL_ACTION_RISK] = str(payload["risk"])
+        if self.capture_content and "arguments" in payload:  # already redacted by the kernel
+            attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS] = self._content(payload["arguments"])
+        trace_id = self._trace(event)
+        self._start(
+            self._tool_key(event), f"{sc.OP_EXECUTE_TOOL} {name}", SpanKind.INTERNAL, event, attributes,
+            trace_id=trace_id, span_id=None, parent=self._execution_span(event) if trace_id else None,
+        )  # fmt: skip
+
+    def _tool_note(self, event: keel.RuntimeEvent) -> None:
+        payload = event.payload
+        attributes = {
+            f"keel.{k}": str(v)
+            for k, v in payload.items()
+            if k in ("by", "policy", "idempotency_key") and v is not None
+        }
+        self._note(self._tool_key(event), event.kind.rpartition(".")[2], event, attributes)
+
+    def _tool_ended(self, event: keel.RuntimeEvent) -> None:
+        payload = event.payload
+        attributes: dict[str, Any] = {}
+        for field, name in (("verdict", sc.KEEL_ACTION_VERDICT), ("policy", sc.KEEL_ACTION_POLICY)):
+            if payload.get(field):
+                attributes[name] = str(payload[field])
+        if event.kind == "action.completed":
+            if self.capture_content and "result" in payload:
+                attributes[sc.GEN_AI_TOOL_CALL_RESULT] = self._content(payload["result"])
+            self._end(self._tool_key(event), event.time, attributes)
+            return
+        found = payload.get("error")
+        error: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        kind = str(error.get("type") or ("denied" if event.kind == "action.denied" else "_OTHER"))
+        self._end(self._tool_key(event), event.time, attributes, error=kind, message=str(error.get("message", "")))
+
+    # -------------------------------------------------------------------------------- flows
+
+    def _step_started(self, event: keel.RuntimeEvent) -> None:
+        payload = event.payload
+        step, path = str(payload.get("step", "")), str(payload.get("path", ""))
+        attributes: dict[str, Any] = {
+            sc.KEEL_FLOW_STEP: step,
+            sc.KEEL_FLOW_PATH: path,
+            sc.KEEL_EXECUTION_ID: event.execution_id or "",
+        }
+        if isinstance(payload.get("attempt"), int):
+            attributes[sc.KEEL_ATTEMPT] = payload["attempt"]
+        trace_id = self._trace(event)
+        self._start(
+            ("s", event.execution_id, path), f"step {step}".rstrip(), SpanKind.INTERNAL, event, attributes,
+            trace_id=trace_id, span_id=None, parent=self._execution_span(event) if trace_id else None,
+        )  # fmt: skip
+
+    def _step_ended(self, event: keel.RuntimeEvent) -> None:
+        key: Key = ("s", event.execution_id, str(event.payload.get("path", "")))
+        if event.kind == "flow.step.completed":
+            self._end(key, event.time)
+            return
+        error = event.payload.get("error")
+        error = error if isinstance(error, Mapping) else {}
+        self._end(key, event.time, error=str(error.get("type") or "_OTHER"), message=str(error.get("message", "")))
+
+    # ------------------------------------------------------------------------- environments
+
+    def _environment(self, event: keel.RuntimeEvent) -> None:
+        payload = event.payload
+        name = str(payload.get("name", ""))
+        status = event.kind.rpartition(".")[2]
+        key: Key = ("e", None, name)
+        attributes: dict[str, Any] = {
+            sc.KEEL_ENVIRONMENT_NAME: name,
+            sc.KEEL_ENVIRONMENT_DRIVER: str(payload.get("driver", "")),
+        }
+        open_now = key in self._open
+        detail = str(payload.get("error") or payload.get("detail") or "")
+        if status == "starting":
+            if open_now:
+                self._note(key, "attempt", event, {sc.KEEL_ATTEMPT: _int(payload.get("attempt"))})
+            else:
+                self._start(key, f"environment start {name}", SpanKind.INTERNAL, event, attributes,
+                            trace_id=None, span_id=None, parent=None)  # fmt: skip
+        elif status == "restarting":
+            if not open_now:  # a health check failed: the restart is an operation of its own
+                self._start(key, f"environment restart {name}", SpanKind.INTERNAL, event, attributes,
+                            trace_id=None, span_id=None, parent=None)  # fmt: skip
+            restarts = _int(payload.get("restarts"))
+            self._note(key, "restarting", event, {sc.KEEL_ENVIRONMENT_RESTARTS: restarts, "keel.error": detail})
+        elif status == "ready":
+            self._end(key, event.time, {sc.KEEL_ENVIRONMENT_RESTARTS: _int(payload.get("restarts"))})
+        elif status == "failed" and open_now:
+            self._end(key, event.time, error=_error_type(detail), message=detail)
+        else:  # stopped, unhealthy, or failed outside a start: an instant in the environment's life
+            operation = {"stopped": "stop", "unhealthy": "health", "failed": "failed"}[status]
+            self._start(("e", "instant", name), f"environment {operation} {name}", SpanKind.INTERNAL, event,
+                        attributes, trace_id=None, span_id=None, parent=None)  # fmt: skip
+            if status == "stopped":
+                self._end(("e", "instant", name), event.time)
+            else:
+                self._end(("e", "instant", name), event.time, error=_error_type(detail), message=detail)
+
+
+#: the kinds of span that belong to an execution and end with it at the latest
+_CHILDREN = frozenset({"m", "t", "s"})
+#: events that decide an answered chat span's fate: they close it themselves
+_VERDICTS = frozenset({"output.parsed", "output.retry", "model.delta", "model.tool_call", "model.response"})

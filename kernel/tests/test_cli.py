@@ -258,3 +258,30 @@ def test_env_stop_ends_a_held_environment(fake_site: Callable[..., Path], tmp_pa
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+def test_stacks_lists_named_stacks_with_their_problems(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    fake_site("acme-stacks", entry_points={"keel.stacks": {"prod": "acme_a:prod", "dev": "acme_a:dev"}},
+              modules={"acme_a": 'prod = {"store": "memory"}\ndev = {"extends": "prod"}'})  # fmt: skip
+    fake_site("other-stacks", entry_points={"keel.stacks": {"prod": "other_b:prod"}}, modules={"other_b": "prod = {}"})
+    site = fake_site("bad-stacks", entry_points={"keel.stacks": {"broken": "bad_c:broken"}}, modules={"bad_c": "1/0"})
+    result = keel_cli(site, "stacks", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["name"], r["distribution"]): r for r in json.loads(result.stdout)}
+    assert rows["dev", "acme-stacks"]["status"] == "ok" and rows["dev", "acme-stacks"]["extends"] == "prod"
+    assert rows["prod", "acme-stacks"]["status"] == rows["prod", "other-stacks"]["status"] == "conflict"
+    assert "other-stacks ships a stack of the same name" in rows["prod", "acme-stacks"]["error"]
+    assert rows["broken", "bad-stacks"]["status"] == "failed"
+    assert "ZeroDivisionError" in rows["broken", "bad-stacks"]["error"]
+    assert keel_cli(site, "stacks", cwd=tmp_path, KEEL_STRICT_PLUGINS="1").returncode == 1
+    chosen = keel_cli(site, "--stack", "broken", "plugins", cwd=tmp_path)
+    assert chosen.returncode == 0 and "from distribution bad-stacks" in chosen.stdout, "keel plugins always lists"
+    used = keel_cli(site, "--stack", "prod", "stack", cwd=tmp_path)
+    assert used.returncode == 1 and "shipped twice" in used.stderr
+
+
+def test_stack_names_the_file_and_key_of_an_unknown_store_option(site: Path, tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('[store]\ndriver = "memory"\npaht = "x"\n')
+    result = keel_cli(site, "stack", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "keel.toml: [store] of store 'memory': invalid options (paht: Extra inputs" in result.stderr

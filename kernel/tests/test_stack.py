@@ -122,3 +122,69 @@ def test_an_unknown_model_name_says_how_to_define_the_alias(tmp_path: Path) -> N
     (tmp_path / "keel.toml").write_text('model = "gpt4"\n')
     with pytest.raises(keel.DriverNotFoundError, match=r"\[models\.gpt4\] with provider = one of the available"):
         load_stack(cwd=tmp_path).resolve("model", make_host())
+
+
+def test_store_options_are_checked_when_the_stack_resolves(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('[store]\ndriver = "memory"\npaht = "x"\n')
+    stack = load_stack(tmp_path / "keel.toml")
+    with pytest.raises(keel.StackError) as caught:
+        stack.check(make_host())
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'keel.toml'}: [store] of store 'memory': invalid options")
+    assert "paht: Extra inputs are not permitted" in message
+
+
+def test_where_a_missing_named_stack_was_set(
+    fake_site: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_site("acme-stacks", entry_points={"keel.stacks": {"prod": "acme_stacks:prod"}}, modules={"acme_stacks": NAMED})
+    (tmp_path / "keel.toml").write_text('extends = "prd"\n')
+    with pytest.raises(keel.StackError, match=r"'prd' \(set in extends = \.\.\. in .*keel.toml\).*Did you mean 'prod'"):
+        load_stack(cwd=tmp_path)
+    monkeypatch.setenv("KEEL_STACK", "nope")
+    with pytest.raises(keel.StackError, match=r"'nope' \(set in KEEL_STACK\)"):
+        load_stack(cwd=tmp_path)
+    monkeypatch.delenv("KEEL_STACK")
+    with pytest.raises(keel.StackError, match=r"'nope' \(set in --stack"):
+        load_stack(cwd=tmp_path, name="nope")
+
+
+def test_a_named_stack_whose_module_raises_names_its_distribution(
+    fake_site: Callable[..., Path], tmp_path: Path
+) -> None:
+    fake_site(
+        "acme-broken",
+        entry_points={"keel.stacks": {"prod": "acme_broken:prod"}},
+        modules={"acme_broken": 'raise KeyError("ACME_REGION")'},
+    )
+    with pytest.raises(keel.StackError) as caught:
+        load_stack(cwd=tmp_path, name="prod")
+    message = str(caught.value)
+    assert "named stack 'prod' (acme_broken:prod, from distribution acme-broken) could not be loaded" in message
+    assert "KeyError: 'ACME_REGION'" in message
+
+
+def test_two_distributions_shipping_one_stack_name(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    fake_site("acme-stacks", entry_points={"keel.stacks": {"prod": "acme_stacks:prod"}}, modules={"acme_stacks": NAMED})
+    fake_site(
+        "other-stacks", entry_points={"keel.stacks": {"prod": "other_stacks:prod"}}, modules={"other_stacks": NAMED}
+    )
+    with pytest.raises(keel.StackError) as caught:
+        load_stack(cwd=tmp_path, name="prod")
+    message = str(caught.value)
+    assert (
+        "shipped twice" in message and "distribution acme-stacks" in message and "distribution other-stacks" in message
+    )
+
+
+def test_a_local_alias_override_keeps_the_slot_provenance(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    fake_site(
+        "acme-stacks",
+        entry_points={"keel.stacks": {"team": "acme_stacks:team"}},
+        modules={"acme_stacks": 'team = {"model": "fast", "models": {"fast": {"provider": "scripted"}}}'},
+    )
+    (tmp_path / "keel.toml").write_text('extends = "team"\n[models.fast]\nprovider = "scripted"\nreplies = ["hi"]\n')
+    stack = load_stack(cwd=tmp_path)
+    _registered, choice = stack.resolve("model", make_host())
+    assert choice.source == "stack:team", "the slot was chosen by the named stack"
+    assert choice.note == f"alias 'fast' defined in {tmp_path / 'keel.toml'}"

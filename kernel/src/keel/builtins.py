@@ -9,8 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from keel.hookspecs import hookimpl
 from keel.types import ModelCapabilities, ModelConfig, ModelSpec, StoreSpec
+
+
+class MemoryStoreOptions(BaseModel):
+    """``store = "memory"`` takes no options: any key in its ``[store]`` table is a typo."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def _memory_store(options: dict[str, Any]) -> Any:
@@ -32,6 +40,7 @@ def keel_stores() -> Iterator[StoreSpec]:
         description="in-process store; nothing survives a restart",
         durable=False,
         factory=_memory_store,
+        options=MemoryStoreOptions,
     )
 
 

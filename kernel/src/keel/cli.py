@@ -19,7 +19,7 @@ import click
 from keel.errors import KeelError
 from keel.plugins import PluginHost
 from keel.runtime import Runtime, discover_for
-from keel.stack import Stack, load_stack
+from keel.stack import Stack, load_named, load_stack, stack_entry_points
 from keel.types import ActionSpec
 
 __all__ = ["CliState", "main"]
@@ -112,6 +112,24 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
                     click.echo(f"  - {problem}")
         if state.host.strict and problems:
             raise click.exceptions.Exit(1)  # KEEL_STRICT_PLUGINS: listed, and still an error
+
+    @cli.command("stacks")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.pass_obj
+    def stacks_cmd(state: CliState, as_json: bool) -> None:
+        """List the named stacks installed packages ship (entry-point group keel.stacks)."""
+        rows = _named_stack_rows()
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        elif not rows:
+            click.echo("no named stacks installed: packages ship them in the entry-point group keel.stacks")
+        for row in [] if as_json else rows:
+            extends = f" (extends {row['extends']})" if row["extends"] else ""
+            click.echo(f"{row['name']:<20} {row['status']:<9} {row['distribution']:<24} {row['target']}{extends}")
+            if row["error"]:
+                click.echo(f"    error: {row['error']}")
+        if state.host.strict and any(row["status"] != "ok" for row in rows):
+            raise click.exceptions.Exit(1)
 
     @cli.command("stack")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -254,6 +272,25 @@ def build_cli(host: PluginHost, stack: Stack) -> click.Group:
 
     host.add_commands(cli)
     return cli
+
+
+def _named_stack_rows() -> list[dict[str, Any]]:
+    """One row per entry point of ``keel.stacks``: each is loaded, so a broken one shows its error."""
+    rows = []
+    for name, eps in sorted(stack_entry_points().items()):
+        for ep in eps:
+            dist = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
+            row = {"name": name, "distribution": dist, "target": ep.value, "status": "ok", "extends": None, "error": ""}
+            if len(eps) > 1:
+                others = ", ".join(e.dist.metadata["Name"] for e in eps if e is not ep and e.dist is not None)
+                row.update(status="conflict", error=f"{others} ships a stack of the same name; neither is used")
+            else:
+                try:
+                    row["extends"] = load_named(ep).extends
+                except KeelError as err:
+                    row.update(status="failed", error=str(err))
+            rows.append(row)
+    return rows
 
 
 def _describe_action(spec: ActionSpec, source: str) -> dict[str, Any]:

@@ -414,6 +414,10 @@ class PluginHost:
         self._infos.pop(name, None)
         self._cache.clear()
 
+    def info(self, name: str) -> PluginInfo | None:
+        """What this host knows of the plugin (entry point) ``name``, or ``None``."""
+        return self._infos.get(name)
+
     def origin(self, plugin: str) -> str:
         """``plugin 'x' (entry point x = "mod", distribution keel-x)``: how messages name a plugin."""
         info = self._infos.get(plugin)

@@ -13,6 +13,7 @@ Each layer overrides single slots of the one below. Application code never names
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import os
 import tomllib
@@ -24,13 +25,22 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keel.errors import DriverNotFoundError, StackError
-from keel.options import validation_problems
+from keel.options import parse_options, validation_problems
 from keel.types import ModelConfig
 
 if TYPE_CHECKING:
     from keel.plugins import PluginHost, Registered
 
-__all__ = ["STACKS_GROUP", "SlotChoice", "Stack", "StackConfig", "load_stack", "named_stacks"]
+__all__ = [
+    "STACKS_GROUP",
+    "SlotChoice",
+    "Stack",
+    "StackConfig",
+    "load_named",
+    "load_stack",
+    "named_stacks",
+    "stack_entry_points",
+]
 
 STACKS_GROUP = "keel.stacks"
 
@@ -43,6 +53,8 @@ FALLBACKS: dict[str, tuple[str, str]] = {
         "keel-store-sqlite is not installed, so the in-memory store is used: nothing survives a restart",
     ),
 }
+#: the plugin (entry point, distribution) that provides an embedded default
+DEFAULT_PLUGINS: dict[str, tuple[str, str]] = {"store": ("sqlite", "keel-store-sqlite")}
 HINTS: dict[str, str] = {
     "model": 'install keel-model-local, or name a model in keel.toml: model = "..." with a [models.<alias>] table',
     "store": 'install keel-store-sqlite, or set store = "memory" in keel.toml',
@@ -136,7 +148,9 @@ class Stack:
     def model_config(self, alias: str | None = None) -> tuple[str, ModelConfig, str]:
         """(alias, config, source) for a model alias; the stack's ``model`` slot when none is given.
 
-        A name that is not an alias in ``[models]`` is taken as a provider name with no settings.
+        ``source`` is where the slot chose the alias (``"argument"`` for an explicit alias); where
+        the alias itself is defined is :meth:`alias_source`. A name that is not an alias in
+        ``[models]`` is taken as a provider name with no settings.
         """
         if alias is None:
             choice = self.choice("model")
@@ -147,8 +161,12 @@ class Stack:
             config = self.config.models[alias]
             if config.alias is None:  # drivers name the alias in their error messages
                 config = config.model_copy(update={"alias": alias})
-            return alias, config, self.sources.get(f"models.{alias}", source)
+            return alias, config, source
         return alias, ModelConfig(provider=alias), source
+
+    def alias_source(self, alias: str) -> str | None:
+        """Where ``[models.<alias>]`` is defined (the last layer that sets it), or ``None``."""
+        return self.sources.get(f"models.{alias}")
 
     def settings(self, plugin: str) -> dict[str, Any]:
         """The ``[settings.<plugin>]`` table, or ``{}``."""
@@ -160,15 +178,29 @@ class Stack:
         """The registered driver for ``model`` or ``store``; an unknown name lists the available ones."""
         if slot == "model":
             alias, config, source = self.model_config()
-            choice = SlotChoice("model", config.provider, config.model_dump(), source, note=f"alias {alias!r}")
+            note = f"alias {alias!r}"
+            defined = self.alias_source(alias)
+            if defined is not None and defined != source:
+                note += f" defined in {defined}"
+            choice = SlotChoice("model", config.provider, config.model_dump(), source, note=note)
         else:
             choice = self.choice(slot)
         available = host.family(slot)
         if choice.name in available:
-            return available[choice.name], choice
+            registered = available[choice.name]
+            _check_options(registered.spec, choice)
+            return registered, choice
         fallback = FALLBACKS.get(slot)
         if choice.source == "embedded default" and fallback and fallback[0] in available:
             name, note = fallback
+            entry_point, dist = DEFAULT_PLUGINS[slot]
+            info = host.info(entry_point)
+            if info is not None and info.status != "loaded":
+                why = {"failed": "failed to load", "disabled": "disabled", "not-selected": "not in the plugins list"}
+                note = (
+                    f"{dist} is installed, but its plugin {entry_point!r} is {why.get(info.status, info.status)}, "
+                    "so the in-memory store is used: nothing survives a restart"
+                )
             return available[name], SlotChoice(slot, name, {}, "built-in fallback", note)
         hint = HINTS.get(slot, "") if choice.source == "embedded default" else ""
         if slot == "model" and not hint and choice.name not in self.config.models:
@@ -239,23 +271,64 @@ class Stack:
         return report
 
 
+def _check_options(spec: Any, choice: SlotChoice) -> None:
+    """Validate a slot's options against the options model its driver declares (``StoreSpec.options``),
+    naming where they were set; the driver is not started."""
+    model = getattr(spec, "options", None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)) or choice.slot == "model":
+        return
+    where = f"{choice.source}: [{choice.slot}] of {choice.slot} {choice.name!r}"
+    parse_options(model, dict(choice.options), where=where)
+
+
 # ---------------------------------------------------------------------------------- loading
 
 
 def named_stacks() -> dict[str, importlib.metadata.EntryPoint]:
-    """Stacks shipped by installed packages (entry-point group ``keel.stacks``), by name."""
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=STACKS_GROUP)}
+    """Stacks shipped by installed packages (entry-point group ``keel.stacks``), by name; a name
+    two distributions ship is left out (see :func:`stack_entry_points`)."""
+    return {name: eps[0] for name, eps in stack_entry_points().items() if len(eps) == 1}
 
 
-def _named_layer(name: str) -> StackConfig:
-    stacks = named_stacks()
+def stack_entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
+    """Every entry point of the group ``keel.stacks`` by name: more than one is a conflict."""
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
+    for ep in importlib.metadata.entry_points(group=STACKS_GROUP):
+        found.setdefault(ep.name, []).append(ep)
+    return found
+
+
+def _dist(ep: importlib.metadata.EntryPoint) -> str:
+    return ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
+
+
+def _named_layer(name: str, where: str = "") -> StackConfig:
+    """Load the named stack ``name``; ``where`` says where the name was set (for the errors)."""
+    stacks = stack_entry_points()
+    set_in = f" (set in {where})" if where else ""
     if name not in stacks:
         names = ", ".join(sorted(stacks)) or "none installed"
+        close = difflib.get_close_matches(name, list(stacks), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise StackError(
-            f"no stack named {name!r} in the {STACKS_GROUP!r} entry-point group. Available: {names}. "
+            f"no stack named {name!r}{set_in} in the {STACKS_GROUP!r} entry-point group. Available: {names}.{hint} "
             "Install the package that ships it, or fix the name."
         )
+    if len(stacks[name]) > 1:
+        shipped = " and ".join(f"{ep.value!r} of distribution {_dist(ep)}" for ep in stacks[name])
+        raise StackError(
+            f"stack name {name!r}{set_in} is shipped twice: by {shipped}. Neither is used: uninstall one of "
+            f"{', '.join(_dist(ep) for ep in stacks[name])}."
+        )
     ep = stacks[name]
+    return load_named(ep[0])
+
+
+def load_named(ep: importlib.metadata.EntryPoint) -> StackConfig:
+    """The :class:`StackConfig` a ``keel.stacks`` entry point names (a dict, a StackConfig, a
+    ``.toml`` path, or a callable returning one); any failure is a :class:`StackError` naming the
+    entry point and its distribution."""
+    origin = f"named stack {ep.name!r} ({ep.value}, from distribution {_dist(ep)})"
     try:
         obj = ep.load()
         if isinstance(obj, Callable) and not isinstance(obj, type):  # type: ignore[arg-type]
@@ -267,10 +340,16 @@ def _named_layer(name: str) -> StackConfig:
         return StackConfig.model_validate(obj)
     except ValidationError as err:
         raise StackError(
-            f"named stack {name!r} ({ep.value}) is invalid: {validation_problems(err, root='(stack)')}"
+            f"{origin} is invalid: {validation_problems(err, root='(stack)')}. A named stack is a dict of "
+            "keel.toml's keys, a keel.StackConfig, a path to a .toml file, or a function returning one"
         ) from err
-    except (ImportError, AttributeError, OSError) as err:
-        raise StackError(f"named stack {name!r} ({ep.value}) could not be loaded: {err}") from err
+    except StackError as err:
+        raise StackError(f"{origin}: {err}") from err
+    except Exception as err:  # its module raised: the package is broken, not the stack's user
+        raise StackError(
+            f"{origin} could not be loaded: {type(err).__name__}: {err}. Fix or reinstall {_dist(ep)}, or pick "
+            "another stack"
+        ) from err
 
 
 def _parse_file(path: Path, *, keyed: bool) -> StackConfig:
@@ -316,15 +395,22 @@ def load_stack(path: str | Path | None = None, *, name: str | None = None, cwd: 
         if not found[0].is_file():
             raise StackError(f"stack file {found[0]} does not exist")
         local = _Layer(str(found[0]), _parse_file(found[0], keyed=found[1]))
-    base = name or os.environ.get("KEEL_STACK") or (local.config.extends if local else None)
+    base: str | None
+    if name:
+        base, where = name, "--stack, or the name argument"
+    elif os.environ.get("KEEL_STACK"):
+        base, where = os.environ["KEEL_STACK"], "KEEL_STACK"
+    else:
+        base = local.config.extends if local else None
+        where = f"extends = ... in {local.source}" if local else ""
     seen: list[str] = []
     while base:
         if base in seen:
             raise StackError(f"named stacks extend each other in a loop: {' -> '.join([*seen, base])}")
         seen.append(base)
-        config = _named_layer(base)
+        config = _named_layer(base, where)
         layers.insert(0, _Layer(f"stack:{base}", config))
-        base = config.extends
+        base, where = config.extends, f"extends = ... in stack:{base}"
     if local is not None:
         layers.append(local)
     return Stack(layers)

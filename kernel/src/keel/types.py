@@ -296,12 +296,19 @@ class EnvironmentSpec(_Spec):
 
 
 class StoreSpec(_Spec):
-    """A store backend. ``factory(options)`` builds a :class:`keel.store.Store`."""
+    """A store backend. ``factory(options)`` builds a :class:`keel.store.Store`.
+
+    ``options`` declares the ``[store]`` table's keys as a pydantic model (``extra="forbid"``):
+    the stack checks them when it resolves, naming the file and the key, without starting the store.
+    """
 
     name: str
     description: str = ""
     durable: bool = Field(description="data survives a process restart")
     factory: Callable[[dict[str, Any]], Any]
+    options: type[BaseModel] | None = Field(
+        default=None, description="the options model; None = the factory checks its options itself"
+    )
 
 
 # -------------------------------------------------------------------------------------- channels

@@ -275,3 +275,14 @@ async def test_subscribe_wakes_at_once_on_this_store_s_appends(tmp_path: Path) -
         assert seen == ["a", "b", "c"]
     finally:
         await store.aclose()
+
+
+def test_a_typo_in_the_store_table_is_named_before_the_store_opens(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text(f'[store]\ndriver = "sqlite"\npaht = "{tmp_path / "x.db"}"\n')
+    stack = keel.load_stack(tmp_path / "keel.toml")
+    with pytest.raises(keel.StackError) as caught:
+        stack.check(make_host(plugin))
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'keel.toml'}: [store] of store 'sqlite': invalid options (paht: ")
+    assert "Valid options: path, poll_interval, max_batch, busy_timeout" in message
+    assert not list(tmp_path.glob("*.db")) and not (tmp_path / ".keel").exists(), "the driver was not started"

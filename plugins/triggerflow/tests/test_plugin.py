@@ -229,3 +229,32 @@ def test_cli_ls_filters_by_status_flow_and_recency(tmp_path: Path) -> None:
     assert "waiting" in plain and " ago" in plain
     bad = CliRunner().invoke(cli, ["flow", "ls", "--status", "paused"])
     assert bad.exit_code != 0 and "'paused' is not one of" in bad.output
+
+
+WAITING_FLOW = """
+from keel_triggerflow import TriggerFlow
+
+flow = TriggerFlow("waits")
+flow.to(lambda ctx: ctx.value).pause_for("approve").to(lambda ctx: ctx.value)
+"""
+
+
+def test_cli_run_refuses_an_unknown_runner(tmp_path: Path) -> None:
+    from keel import load_stack
+
+    (tmp_path / "greet.py").write_text(FLOW_FILE)
+    (tmp_path / "keel.toml").write_text('store = "memory"\nrunner = "celery"\n')
+    cli = build_cli(make_host(plugin), load_stack(tmp_path / "keel.toml"))
+    result = CliRunner().invoke(cli, ["flow", "run", str(tmp_path / "greet.py"), "--input", '{"name": "Ada"}'])
+    assert isinstance(result.exception, DriverNotFoundError), result.output
+    assert "unknown runner 'celery'" in str(result.exception) and "keel.toml" in str(result.exception)
+
+
+def test_cli_run_warns_that_a_waiting_run_in_memory_is_not_durable(tmp_path: Path) -> None:
+    (tmp_path / "waits.py").write_text(WAITING_FLOW)
+    cli = build_cli(make_host(plugin), Stack())  # no keel-store-sqlite here: the in-memory fallback
+    result = CliRunner().invoke(cli, ["flow", "run", str(tmp_path / "waits.py"), "--input", "1"])
+    assert result.exit_code == 0, result.output
+    assert "waiting for 'approve'" in result.stdout
+    assert "keel flow signal" not in result.output, "no other process can answer a run kept in memory"
+    assert "not durable" in result.stderr and "Install keel-store-sqlite" in result.stderr

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keel
+from keel_store_postgres.options import PostgresStoreOptions
 
 
 def create_store(options: dict[str, Any]) -> Any:
@@ -22,4 +23,5 @@ def keel_stores() -> Iterator[keel.StoreSpec]:
         description="PostgreSQL via asyncpg: transactional writes, LISTEN/NOTIFY subscriptions",
         durable=True,
         factory=create_store,
+        options=PostgresStoreOptions,
     )

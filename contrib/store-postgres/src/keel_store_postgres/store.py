@@ -22,17 +22,16 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
 
 from keel import BlobRef, ConflictError, LogRecord, NotFoundError, StoreError, Versioned, parse_options
 from keel.store import Append, Delete, Put, WriteOp, conflict_in
+from keel_store_postgres.options import DEFAULT_DSN, PostgresStoreOptions
 
 if TYPE_CHECKING:
     import asyncpg
 
 __all__ = ["DEFAULT_DSN", "PostgresStore", "PostgresStoreOptions"]
 
-DEFAULT_DSN = "postgresql://127.0.0.1:5432/postgres"
 CHANNEL = "keel_log"
 
 _SCHEMA = """
@@ -60,18 +59,6 @@ CREATE TABLE IF NOT EXISTS {s}.log (
     PRIMARY KEY (tenant, stream, seq)
 );
 """
-
-
-class PostgresStoreOptions(BaseModel):
-    """The options of ``store = "postgres"`` (the ``[store]`` table of a stack)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dsn: str | None = Field(default=None, description=f"libpq URL; default: $KEEL_POSTGRES_DSN, else {DEFAULT_DSN}")
-    schema_name: str = Field(default="keel", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
-    min_size: int = Field(default=1, ge=0)
-    max_size: int = Field(default=10, ge=1)
-    poll_interval: float = Field(default=1.0, gt=0, le=60, description="subscribe()'s fallback poll, seconds")
 
 
 def _encode(value: Any) -> str:

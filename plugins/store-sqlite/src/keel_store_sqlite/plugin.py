@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keel
+from keel_store_sqlite.options import SqliteStoreOptions
 
 
 def create_store(options: dict[str, Any]) -> Any:
@@ -22,4 +23,5 @@ def keel_stores() -> Iterator[keel.StoreSpec]:
         description="embedded SQLite file (default .keel/keel.db): WAL, synchronous=FULL, group commit",
         durable=True,
         factory=create_store,
+        options=SqliteStoreOptions,
     )

@@ -29,14 +29,13 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field
 
 from keel import BlobRef, ConflictError, LogRecord, NotFoundError, StoreError, Versioned, parse_options
 from keel.store import Append, Delete, Put, WriteOp, conflict_in
+from keel_store_sqlite.options import DEFAULT_PATH, SqliteStoreOptions
 
 __all__ = ["DEFAULT_PATH", "SqliteStore", "SqliteStoreOptions"]
 
-DEFAULT_PATH = ".keel/keel.db"
 SCHEMA_VERSION = 1
 #: longest a commit waits for the writers that shared the previous one (see _run_writer)
 GATHER_SECONDS = 0.001
@@ -63,19 +62,6 @@ CREATE TABLE IF NOT EXISTS log (
     PRIMARY KEY (tenant, stream, seq)
 ) WITHOUT ROWID;
 """
-
-
-class SqliteStoreOptions(BaseModel):
-    """The options of ``store = "sqlite"`` (the ``[store]`` table of a stack)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str = Field(default=DEFAULT_PATH, description="database file; relative paths are from the cwd")
-    poll_interval: float = Field(
-        default=0.25, gt=0, le=60, description="seconds between checks for other processes' appends in subscribe()"
-    )
-    max_batch: int = Field(default=512, ge=1, description="most operations committed in one transaction")
-    busy_timeout: float = Field(default=30.0, ge=0, description="seconds to wait for another process's write lock")
 
 
 @dataclass

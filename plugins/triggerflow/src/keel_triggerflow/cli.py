@@ -109,7 +109,7 @@ async def _drive(execution: FlowExecution, body: Callable[[], Awaitable[CloseSna
     return result[0]
 
 
-def _report(snapshot: CloseSnapshot, as_json: bool) -> None:
+def _report(snapshot: CloseSnapshot, as_json: bool, *, durable: bool = True) -> None:
     if as_json:
         click.echo(snapshot.model_dump_json(indent=2))
         return
@@ -124,7 +124,8 @@ def _report(snapshot: CloseSnapshot, as_json: bool) -> None:
         click.echo(
             f"waiting for {interrupt.name!r} (interrupt {interrupt.id}), payload: {json.dumps(interrupt.payload)}"
         )
-        click.echo(f"  answer with: keel flow signal {snapshot.execution_id} {interrupt.name} '<json>'")
+        if durable:  # from a store that dies with this process, no other command can answer
+            click.echo(f"  answer with: keel flow signal {snapshot.execution_id} {interrupt.name} '<json>'")
 
 
 def _exit_code(snapshot: CloseSnapshot) -> None:
@@ -161,14 +162,27 @@ def run_cmd(ctx: click.Context, target: str, input_json: str | None, as_json: bo
     value = _json_arg(input_json, "--input")
     flow = import_flow(target)
 
+    stores: list[tuple[str, bool]] = []
+
     async def body(runtime: Runtime) -> CloseSnapshot:
+        get_runner(runtime)  # an unknown runner, or a typo in its options, is an error here, not ignored
+        registered, choice = runtime.stack.resolve("store", runtime.host)
+        stores.append((choice.name, registered.spec.durable))
         execution = flow.create_execution(runtime, tenant=tenant)
         if not as_json:
             click.echo(f"execution {execution.id}", err=True)
         return await _drive(execution, lambda: execution.run(value), as_json)
 
     snapshot = _run(ctx, body)
-    _report(snapshot, as_json)
+    store, durable = stores[0]
+    _report(snapshot, as_json, durable=durable)
+    if snapshot.pending_interrupts and not durable:
+        click.echo(
+            f"warning: this run waits in the {store!r} store, which is not durable: it is lost when this command "
+            "exits, so no other process can signal or resume it. Install keel-store-sqlite (the default store), or "
+            'set store = "sqlite" (or "postgres", from keel-store-postgres) in keel.toml',
+            err=True,
+        )
     _exit_code(snapshot)
 
 

@@ -58,7 +58,7 @@ def test_a_flow_is_an_invoke_workflow_span_with_a_step_span_per_attempt() -> Non
     for event in (
         ev("execution.started", flow="triage", resumed=False),
         ev("flow.step.started", path="0", step="classify", attempt=1),
-        ev("flow.step.failed", path="0", step="classify", error={"type": "TimeoutError", "message": "slow"}),
+        ev("flow.step.retry", path="0", step="classify", attempt=1, error={"type": "TimeoutError", "message": "slow"}),
         ev("flow.step.started", path="0", step="classify", attempt=2),
         ev("flow.step.completed", path="0", step="classify"),
         ev("execution.waiting", interrupts=[{"id": "i1", "name": "approval"}]),
@@ -86,7 +86,7 @@ def test_a_flow_is_an_invoke_workflow_span_with_a_step_span_per_attempt() -> Non
     assert steps[0].attributes is not None and steps[0].attributes[sc.ERROR_TYPE] == "TimeoutError"
     assert steps[1].attributes is not None and steps[1].attributes[sc.KEEL_ATTEMPT] == 2
     assert steps[1].status.status_code is StatusCode.UNSET
-    assert mapper.open_spans == 0
+    assert mapper.open_spans == 0 and mapper.abandoned == 0
 
 
 def test_a_flows_span_id_is_derived_so_another_observer_derives_the_same() -> None:
@@ -278,7 +278,7 @@ KINDS = [
     "execution.started", "execution.completed", "execution.failed", "execution.cancelled", "execution.waiting",
     "model.request", "model.delta", "model.tool_call", "model.response", "output.parsed", "output.retry",
     "action.requested", "action.approved", "action.started", "action.completed", "action.failed",
-    "action.denied", "flow.step.started", "flow.step.completed", "flow.step.failed", "flow.signal",
+    "action.denied", "flow.step.started", "flow.step.completed", "flow.step.failed", "flow.step.retry", "flow.signal",
     "environment.starting", "environment.ready", "environment.failed", "environment.restarting",
     "environment.unhealthy", "environment.stopped", "something.else",
 ]  # fmt: skip

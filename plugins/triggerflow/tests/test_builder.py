@@ -401,6 +401,13 @@ async def test_retries_then_succeeds_with_a_new_attempt_number() -> None:
     await execution.run(None)
     assert await execution.result() == "ok"
     assert keys == [f"{execution.id}:@0:{n}" for n in (1, 2, 3)]
+    steps = [(e.kind, e.payload.get("attempt")) async for e in execution.events() if e.kind.startswith("flow.step")]
+    assert steps == [
+        ("flow.step.started", 1), ("flow.step.retry", 1), ("flow.step.started", 2), ("flow.step.retry", 2),
+        ("flow.step.started", 3), ("flow.step.completed", None),
+    ]  # fmt: skip
+    retries = [e async for e in execution.events() if e.kind == "flow.step.retry"]
+    assert retries[0].payload["error"] == {"type": "RuntimeError", "message": "try again"}
 
 
 async def test_flow_is_a_runnable_registered_with_the_runtime(keel_runtime: Any) -> None:

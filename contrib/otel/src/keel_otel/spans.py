@@ -8,7 +8,7 @@ execution.started .. .<end>    ``invoke_agent {agent}``                     INTE
 model.request .. .response     ``chat {model}``; output.retry is its        CLIENT
                                ``retry`` event
 action.requested .. .<end>     ``execute_tool {action}``                    INTERNAL
-flow.step.started .. .<end>    ``step {step}``                              INTERNAL
+flow.step.started .. .<end>    ``step {step}``, one per attempt             INTERNAL
 environment.*                  ``environment start|restart|stop {name}``    INTERNAL
 =============================  ===========================================  ==========
 
@@ -193,6 +193,7 @@ class SpanMapper:
             "flow.step.started": self._step_started,
             "flow.step.completed": self._step_ended,
             "flow.step.failed": self._step_ended,
+            "flow.step.retry": self._step_ended,  # this attempt failed; the next one is a span of its own
             "flow.wait.timeout": self._execution_note,
             "flow.signal": self._execution_note,
             "flow.signal.rejected": self._execution_note,

@@ -999,6 +999,11 @@ class FlowExecution:
                 if attempt <= op.retries:
                     if history is not None:
                         history.add({"t": "x", "p": key, "a": attempt, "err": info})
+                    if events:  # the attempt's end: tracers close its span, UIs show the retry
+                        self._event(
+                            "flow.step.retry", {"path": key, "step": op.name, "attempt": attempt, "error": info},
+                            level="warning",
+                        )  # fmt: skip
                     attempt += 1
                     continue
                 if history is not None:

@@ -1,0 +1,73 @@
+"""DevTools: record an agent's executions, see what they cost, export one to a file.
+
+Runs offline: the scripted test model answers (priced here at a made-up rate, so the cost column
+has something to show). Every RuntimeEvent goes to ./.keel/devtools.db; ``keel devtools ls`` lists
+them afterwards and ``keel devtools`` (once the UI is installed) shows them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+
+import keel
+import keel_devtools
+from keel.testing import Reply, ScriptedModel
+
+recorder = keel_devtools.configure(Path(".keel") / "devtools.db")
+recorder.db.prices.add("scripted", {"input": 2.5, "output": 10.0})  # USD per million tokens
+
+
+@keel.action(risk="read")
+def exchange_rate(currency: str) -> float:
+    """Today's rate of a currency to EUR."""
+    return {"NOK": 0.085, "USD": 0.92}.get(currency, 1.0)
+
+
+agent = keel.Agent(
+    "invoice",
+    "Extract the invoice; convert the total to EUR with exchange_rate.",
+    output={"vendor": (str, "who issued it"), "total_eur": (float, "the total in EUR")},
+    actions=["exchange_rate"],
+)
+TEXTS = ["Invoice from Nordlys AS, total 4,000 NOK.", "Invoice from Acme Inc, total 120 USD."]
+
+
+def script() -> ScriptedModel:
+    rate = keel.ToolCall(id="rate-1", name="exchange_rate", arguments={"currency": "NOK"})
+    usd = keel.ToolCall(id="rate-2", name="exchange_rate", arguments={"currency": "USD"})
+    return ScriptedModel(
+        [
+            Reply(tool_calls=[rate]),
+            json.dumps({"vendor": "Nordlys AS", "total_eur": 340.0}),
+            Reply(tool_calls=[usd]),
+            json.dumps({"vendor": "Acme Inc", "total_eur": 110.4}),
+        ],
+        chunks=12,
+    )
+
+
+async def main() -> list[str]:
+    ids = []
+    async with keel.Runtime.open() as runtime:
+        runtime.actions.add(exchange_rate)
+        runtime.use_model(script())
+        for text in TEXTS:
+            execution = await agent.start(text, runtime=runtime)
+            print(await execution.result())
+            ids.append(execution.id)
+    return ids
+
+
+ids = anyio.run(main)
+recorder.flush()
+rows, _ = recorder.db.list(keel_devtools.ExecutionFilter(runnable="invoice"))
+for row in rows:
+    tokens = row["input_tokens"] + row["output_tokens"]
+    print(f"{row['id']}  {row['status']}  {row['events']} events  {tokens} tokens  ${row['cost']:.6f}")
+file = keel_devtools.export_execution(recorder.db, ids[0], Path("first-invoice.jsonl"))
+header = json.loads(file.read_text(encoding="utf-8").splitlines()[0])
+print(f"exported {file}: {header['runnable']} {header['status']}, output {header['output']}")
+recorder.close()

@@ -285,3 +285,40 @@ def test_stack_names_the_file_and_key_of_an_unknown_store_option(site: Path, tmp
     result = keel_cli(site, "stack", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "keel.toml: [store] of store 'memory': invalid options (paht: Extra inputs" in result.stderr
+
+
+LAZY_PLUGIN = """
+import keel
+
+@keel.hookimpl
+def keel_commands(cli):
+    cli.add_lazy_command("report", "keel_lazy_cli:report", help="Print the weekly report.")
+    cli.add_lazy_command("gone", "keel_lazy_missing:gone", help="Imports a module that is not installed.")
+"""
+
+LAZY_CLI = """
+import click
+print("IMPORTED keel_lazy_cli")
+
+@click.command()
+def report():
+    "Print the weekly report (long help)."
+    click.echo("report: 3 runs")
+"""
+
+
+def test_lazy_commands_import_only_when_they_run(fake_site: Callable[..., Path], tmp_path: Path) -> None:
+    site = fake_site(
+        "keel-lazy",
+        entry_points={"keel": {"lazy": "keel_lazy"}},
+        modules={"keel_lazy": LAZY_PLUGIN, "keel_lazy_cli": LAZY_CLI},
+    )
+    listed = keel_cli(site, "--help", cwd=tmp_path)
+    assert "report" in listed.stdout and "Print the weekly report." in listed.stdout
+    assert "IMPORTED" not in listed.stdout, "listing a lazy command must not import it"
+    assert "IMPORTED" not in keel_cli(site, "plugins", cwd=tmp_path).stdout
+    ran = keel_cli(site, "report", cwd=tmp_path)
+    assert ran.returncode == 0 and ran.stdout.splitlines() == ["IMPORTED keel_lazy_cli", "report: 3 runs"]
+    broken = keel_cli(site, "gone", cwd=tmp_path)
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    assert "command 'gone' of plugin 'lazy' (keel_lazy_missing:gone) could not be imported" in broken.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from keel.runtime import Runtime, discover_for
 from keel.stack import Stack, load_named, load_stack, stack_entry_points
 from keel.types import ActionSpec
 
-__all__ = ["CliState", "main"]
+__all__ = ["CliState", "KeelGroup", "main"]
 
 
 class CliState:
@@ -39,6 +40,63 @@ class CliState:
     def runtime(self) -> Runtime:
         """A new runtime over this host and stack (not started: use ``async with``)."""
         return Runtime(self.host, self.stack)
+
+
+class KeelGroup(click.Group):
+    """The top-level ``keel`` group: plugins may add a sub-command by reference, imported only when
+    it runs, so ``keel plugins`` (and every other command) does not import every plugin's CLI."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._lazy: dict[str, tuple[str, str, str]] = {}  # name -> (target, short help, plugin)
+        #: the plugin whose ``keel_commands`` is running (set by PluginHost.add_commands)
+        self.adding_plugin = ""
+
+    def add_lazy_command(self, name: str, target: str, help: str = "") -> None:
+        """Add sub-command ``name`` by reference.
+
+        :param target: ``"package.module:attribute"``, a click command or group, imported when the
+            command runs or its own ``--help`` is asked for.
+        :param help: the one line ``keel --help`` shows for it (so listing imports nothing).
+        """
+        self._lazy[name] = (target, help, self.adding_plugin)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self._lazy:
+            target, _help, plugin = self._lazy[cmd_name]
+            module, _, attr = target.partition(":")
+            try:
+                command = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as err:
+                origin = f" of plugin {plugin!r}" if plugin else ""
+                raise KeelError(
+                    f"command {cmd_name!r}{origin} ({target}) could not be imported: {type(err).__name__}: {err}. "
+                    f"Reinstall the plugin, or skip it with KEEL_DISABLE_PLUGINS={plugin or '<plugin>'}"
+                ) from err
+            if not isinstance(command, click.Command):
+                raise KeelError(f"command {cmd_name!r} ({target}) is not a click command: {command!r}")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but a command not imported yet shows the help it was added with."""
+        names = [n for n in self.list_commands(ctx) if n in self.commands or n in self._lazy]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                if self.commands[name].hidden:
+                    continue
+                rows.append((name, self.commands[name].get_short_help_str(limit)))
+            else:
+                rows.append((name, click.utils.make_default_short_help(self._lazy[name][1], limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 #: commands that must work whatever the installed plugins do: they list problems instead of failing
@@ -67,8 +125,8 @@ def _prescan(argv: Sequence[str], option: str) -> str | None:
     return None
 
 
-def build_cli(host: PluginHost, stack: Stack) -> click.Group:
-    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def build_cli(host: PluginHost, stack: Stack) -> KeelGroup:
+    @click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
     @click.option("--stack", "stack_name", metavar="NAME", help="a named stack (entry-point group keel.stacks)")
     @click.option("--stack-file", metavar="PATH", help="a stack file instead of ./keel.toml")
     @click.pass_context

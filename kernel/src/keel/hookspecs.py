@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    import click
+    from keel.cli import KeelGroup
 
     from keel.events import RuntimeEvent
     from keel.runtime import Runtime
@@ -218,17 +218,22 @@ def keel_check_action(call: ActionCall, context: ActionContext) -> PolicyDecisio
 
 
 @hookspec
-def keel_commands(cli: click.Group) -> None:
+def keel_commands(cli: KeelGroup) -> None:
     """Add sub-commands to the ``keel`` command line.
 
-    :param cli: the top-level click group; call ``cli.add_command(...)`` or use ``@cli.command()``.
-        Inside a command, ``click.get_current_context().find_root().obj`` is a
-        :class:`keel.cli.CliState`: ``.host``, ``.stack`` and ``.runtime()``.
+    :param cli: the top-level click group (a :class:`keel.cli.KeelGroup`). Add a command by
+        reference with ``cli.add_lazy_command(name, "package.module:command", help="...")``: it is
+        imported only when it runs, so every other command starts without it (the entry module
+        stays cheap). ``cli.add_command(...)`` and ``@cli.command()`` work too, for a small command
+        defined in the entry module. Inside a command, ``click.get_current_context().find_root().obj``
+        is a :class:`keel.cli.CliState`: ``.host``, ``.stack`` and ``.runtime()``.
 
     Example::
 
         @keel.hookimpl
         def keel_commands(cli):
+            cli.add_lazy_command("report", "keel_report.cli:report", help="Print the weekly report.")
+
             @cli.command()
             def hello():
                 "Say hello."

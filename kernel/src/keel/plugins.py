@@ -533,6 +533,8 @@ class PluginHost:
         impls = self.pm.hook.keel_commands.get_hookimpls()
         for impl in impls:
             caller = self.pm.subset_hook_caller("keel_commands", [i.plugin for i in impls if i is not impl])
+            if hasattr(cli, "adding_plugin"):  # keel.cli.KeelGroup names the plugin of a lazy command
+                cli.adding_plugin = impl.plugin_name
             try:
                 caller(cli=cli)
             except Exception as err:

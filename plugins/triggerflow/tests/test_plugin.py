@@ -258,3 +258,21 @@ def test_cli_run_warns_that_a_waiting_run_in_memory_is_not_durable(tmp_path: Pat
     assert "waiting for 'approve'" in result.stdout
     assert "keel flow signal" not in result.output, "no other process can answer a run kept in memory"
     assert "not durable" in result.stderr and "Install keel-store-sqlite" in result.stderr
+
+
+def test_keel_plugins_does_not_import_the_engine(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom keel.cli import main\ntry:\n    main(['plugins'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('keel_triggerflow')))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "KEEL_LOAD_PLUGINS": "triggerflow"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    imported = done.stdout.strip().splitlines()[-1]
+    assert "keel_triggerflow.plugin" in imported and "keel_triggerflow._engine" not in imported
+    assert "keel_triggerflow.cli" not in imported, "`keel flow` is imported when it runs, not at start-up"

@@ -9,9 +9,8 @@ import keel
 
 @keel.hookimpl
 def keel_commands(cli: Any) -> None:
-    from keel_triggerflow.cli import flow_group
-
-    cli.add_command(flow_group)
+    # by reference: `keel flow` imports the engine, every other command starts without it
+    cli.add_lazy_command("flow", "keel_triggerflow.cli:flow_group", help="Run and manage TriggerFlow executions.")
 
 
 @keel.hookimpl

@@ -9,6 +9,8 @@ import keel
 
 @keel.hookimpl
 def keel_commands(cli: Any) -> None:
-    from keel_workspace.cli import workspace
-
-    cli.add_command(workspace)
+    cli.add_lazy_command(
+        "workspace",
+        "keel_workspace.cli:workspace",
+        help="Inspect workspaces: observations, artifacts, decisions, checkpoints.",
+    )

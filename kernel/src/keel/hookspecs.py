@@ -20,7 +20,6 @@ import pluggy
 
 if TYPE_CHECKING:
     from keel.cli import KeelGroup
-
     from keel.events import RuntimeEvent
     from keel.runtime import Runtime
     from keel.types import (

@@ -94,9 +94,15 @@ class KeelGroup(click.Group):
                     continue
                 rows.append((name, self.commands[name].get_short_help_str(limit)))
             else:
-                rows.append((name, click.utils.make_default_short_help(self._lazy[name][1], limit)))
+                rows.append((name, _short(self._lazy[name][1], limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _short(help: str, limit: int) -> str:
+    """The first line of ``help``, cut at ``limit`` characters with ``...``."""
+    line = help.strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[: max(limit - 3, 0)].rstrip() + "..."
 
 
 #: commands that must work whatever the installed plugins do: they list problems instead of failing

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from keel.actions import ActionOutcome, ActionRegistry, action, call_action, invoke_action, is_visible
+from keel.containment import ContainedExecution, ExecutionCrashed
 from keel.environments import EnvironmentManager, EnvironmentState
 from keel.errors import (
     ActionDenied,
@@ -136,7 +137,9 @@ __all__ = [
     "parse_options",
     "validation_problems",
     "EventLog",
+    "ContainedExecution",
     "Execution",
+    "ExecutionCrashed",
     "ExecutionCancelled",
     "ExecutionRegistry",
     "ExecutionStatus",

@@ -81,7 +81,16 @@ class Execution(Protocol):
 
 @runtime_checkable
 class Runnable(Protocol):
-    """Something that can be started by name with an input: an agent, a flow."""
+    """Something that can be started by name with an input: an agent, a flow.
+
+    What the kernel guarantees to everyone who starts runnables through
+    :meth:`keel.Runtime.start` (the gateway, the CLI, the scheduler), whoever wrote the runnable:
+    a task that ``start`` puts in ``runtime.task_group`` and that raises (say ``anyio.sleep(nan)``
+    from a NaN in the input) fails only that execution: its status becomes ``failed``, ``result()``
+    raises :class:`keel.ExecutionCrashed` naming the cause, its events end with
+    ``execution.failed``, and the runtime and every other execution go on. An author still
+    reports expected failures the usual way (its own ``execution.failed``).
+    """
 
     name: str
     kind: str

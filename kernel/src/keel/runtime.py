@@ -11,6 +11,7 @@ runtime: pass it where it is needed.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,10 +21,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from keel.actions import ActionOutcome, ActionRegistry, call_action
+from keel.containment import OWNER, ContainedExecution, GuardedTaskGroup, Owner
 from keel.environments import EnvironmentManager
 from keel.errors import DriverNotFoundError, KeelError, StackError
 from keel.events import EventBus, RuntimeEvent
-from keel.execution import ExecutionRegistry, Runnable, RunnableRegistry
+from keel.execution import Execution, ExecutionRegistry, Runnable, RunnableRegistry
 from keel.plugins import PluginHost, env_list
 from keel.policy import Approver
 from keel.stack import Stack, load_stack
@@ -31,6 +33,8 @@ from keel.store import Store
 from keel.types import ActionCall, ActionContext, Model, PolicyDecision
 
 __all__ = ["Runtime", "discover_for"]
+
+log = logging.getLogger("keel.runtime")
 
 #: how long closing a runtime waits for observers to drain their events before cancelling them
 OBSERVER_GRACE_SECONDS = 5.0
@@ -60,6 +64,9 @@ class Runtime:
         self._models: dict[str, Model] = {}
         self._store: Store | None = None
         self._task_group: TaskGroup | None = None
+        self._guarded: GuardedTaskGroup | None = None
+        #: tasks of the runtime's task group that raised (each contained; see :meth:`start`)
+        self.failed_tasks = 0
 
     @classmethod
     def from_stack(
@@ -87,6 +94,7 @@ class Runtime:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
+        self._guarded = GuardedTaskGroup(task_group, self._task_failed)
         task_group.start_soon(self._run_observers)
         try:
             await self.environments.run(task_group)
@@ -100,7 +108,7 @@ class Runtime:
             await self.bus.run_observers()
 
     async def __aexit__(self, *exc: Any) -> None:
-        task_group, self._task_group = self._task_group, None
+        task_group, self._task_group, self._guarded = self._task_group, None, None
         try:
             if self._environments is not None:
                 await self._environments.stop_all()  # also cancels their supervisors
@@ -131,11 +139,68 @@ class Runtime:
         return self._task_group is not None
 
     @property
-    def task_group(self) -> TaskGroup:
-        """The runtime's task group, for background work that must end with it."""
-        if self._task_group is None:
+    def task_group(self) -> GuardedTaskGroup:
+        """The runtime's task group, for background work that must end with it.
+
+        A task started here that raises is contained: it is logged and published as a
+        ``runtime.task_failed`` event, the execution it was started for (inside :meth:`start`)
+        becomes ``failed`` with the cause, and every other task goes on.
+        """
+        if self._task_group is None or self._guarded is None:
             raise KeelError("the runtime is not started: use 'async with runtime:' (or Runtime.open())")
-        return self._task_group
+        if self._task_group.cancel_scope.cancel_called:
+            raise KeelError("the runtime has stopped: its task group was cancelled; restart the process")
+        return self._guarded
+
+    def health(self) -> tuple[bool, str]:
+        """Whether this runtime can start work: ``(True, "ok")``, or ``(False, why not)``."""
+        if self._task_group is None:
+            return False, "the runtime is not started"
+        if self._task_group.cancel_scope.cancel_called:
+            return False, "the runtime has stopped: its task group was cancelled"
+        return True, "ok"
+
+    def _task_failed(self, error: BaseException, task: str, owner: Owner | None) -> None:
+        self.failed_tasks += 1
+        execution = owner.execution if owner is not None else None
+        log.error("task %r failed and was contained: %s: %s", task, type(error).__name__, error, exc_info=error)
+        if owner is not None:
+            if execution is not None:
+                execution.fail(error)
+            elif owner.early is None:
+                owner.early = error
+        self.publish(
+            RuntimeEvent(
+                kind="runtime.task_failed",
+                execution_id=execution.id if execution is not None else None,
+                tenant=execution.tenant if execution is not None else "default",
+                level="error",
+                payload={"task": task, "error": type(error).__name__, "message": str(error)[:500]},
+            )
+        )
+
+    async def start(self, runnable: Runnable | str, input: Any = None, *, tenant: str = "default") -> Execution:
+        """Start a runnable (or the one registered under a name) and register its execution.
+
+        What the kernel guarantees around a runnable, whoever wrote it: a task it starts in
+        :attr:`task_group` that raises fails only this execution (status ``failed``, the cause in
+        ``result()`` and in a last ``execution.failed`` event); the runtime and every other
+        execution go on. An exception from ``runnable.start`` itself propagates to the caller.
+        """
+        if isinstance(runnable, str):
+            runnable = self.runnables.get(runnable)
+        owner = Owner()
+        token = OWNER.set(owner)
+        try:
+            execution = await runnable.start(input, runtime=self, tenant=tenant)
+        finally:
+            OWNER.reset(token)
+        contained = execution if isinstance(execution, ContainedExecution) else ContainedExecution(execution)
+        owner.execution = contained
+        if owner.early is not None:
+            contained.fail(owner.early)
+        self.executions.add(contained)
+        return contained
 
     # ------------------------------------------------------------------------------ drivers
 

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from keel import ConflictError, Execution, ExecutionStatus, KeelError, NotFoundError, ProductEvent, Runnable, Runtime
 from keel_gateway.auth import Authenticator, AuthError, Principal, RateLimiter
 from keel_gateway.channels import ChannelDispatcher
+from keel_gateway.inputs import InputError, JsonGuard, parse_seq, strict_json
 from keel_gateway.product import ProductHub, failure_code, jsonable
 from keel_gateway.settings import GatewaySettings
 
@@ -117,7 +118,8 @@ class CancelRequest(_Model):
 
 
 class Health(_Model):
-    status: Literal["ok"]
+    status: Literal["ok", "unavailable"]
+    detail: str = Field(default="ok", description="why the service cannot start work, when it cannot")
 
 
 # ---------------------------------------------------------------------------------------- errors
@@ -337,9 +339,9 @@ class Gateway:
         principal.require("run")
         raw = await request.body()
         try:
-            value = json.loads(raw) if raw.strip() else None
-        except ValueError as err:
-            raise _ApiError(422, "invalid_request", f"the body is not JSON: {err}") from None
+            value = strict_json(raw, self.settings.max_json_depth) if raw.strip() else None
+        except InputError as err:
+            raise _ApiError(422, "invalid_request", str(err)) from None
         self.validate(runnable.name, runnable.input_schema(), value)
         execution: Execution | None = None
         if key is not None:
@@ -350,11 +352,8 @@ class Gateway:
                 except NotFoundError:
                     execution = None
         if execution is None:
-            execution = await runnable.start(value, runtime=self.runtime, tenant=principal.tenant)
-            try:
-                self.runtime.executions.get(execution.id, execution.tenant)
-            except NotFoundError:
-                self.runtime.executions.add(execution)
+            # through the runtime: a task of this execution that raises fails this execution only
+            execution = await self.runtime.start(runnable, value, tenant=principal.tenant)
             self.runnable_of[(execution.tenant, execution.id)] = runnable.name
             while len(self.runnable_of) > 100_000:
                 self.runnable_of.popitem(last=False)
@@ -468,6 +467,7 @@ def create_app(
         responses={},
     )
     app.state.gateway = gateway
+    app.add_middleware(JsonGuard, max_depth=settings.max_json_depth)  # inside the size limit
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -519,10 +519,17 @@ def create_app(
 
     # ----------------------------------------------------------------------------------- routes
 
-    @app.get("/healthz", response_model=Health, tags=["service"])
-    async def healthz() -> Health:
-        """Liveness: the process answers."""
-        return Health(status="ok")
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "the runtime cannot start work (restart the process)"}},
+        tags=["service"],
+    )
+    async def healthz() -> JSONResponse:
+        """Liveness: the process answers and its runtime can start work (503 when it cannot)."""
+        ok, detail = gateway.runtime.health()
+        body = Health(status="ok" if ok else "unavailable", detail=detail)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     @app.get("/v1/runnables", response_model=list[RunnableView], responses=_ERRORS, tags=["runnables"])
     async def list_runnables(principal: Principal = Depends(require("read"))) -> list[RunnableView]:
@@ -580,7 +587,9 @@ def create_app(
     async def stream_events(
         execution_id: str,
         after: int | None = Query(None, ge=0, description="resume after this seq (or send Last-Event-ID)"),
-        last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+        last_event_id: str = Header(
+            "", alias="Last-Event-ID", pattern=r"^([0-9]{1,18})?$", description="the last seq received"
+        ),
         principal: Principal = Depends(require("read")),
     ) -> StreamingResponse:
         """Product events of an execution as SSE, from the start or after ``Last-Event-ID``; ends with
@@ -588,8 +597,11 @@ def create_app(
         execution = gateway.execution(execution_id, principal)
         product = gateway.hub.log(execution)
         since = after or 0
-        if last_event_id is not None and last_event_id.strip().isdigit():
-            since = int(last_event_id.strip())
+        if last_event_id.strip():
+            try:
+                since = parse_seq(last_event_id, "Last-Event-ID")
+            except InputError as err:
+                raise _ApiError(422, "invalid_request", str(err)) from None
         keepalive = gateway.settings.keepalive_seconds
 
         async def body() -> AsyncIterator[bytes]:
@@ -746,8 +758,12 @@ async def _websocket(gateway: Gateway, websocket: WebSocket, execution_id: str) 
         await websocket.accept()
         await websocket.close(code=4000 + err.status, reason=err.message[:120])
         return
-    after = websocket.query_params.get("after", "0")
-    since = int(after) if after.isdigit() else 0
+    try:
+        since = parse_seq(websocket.query_params.get("after", "0"), "after")
+    except InputError as err:
+        await websocket.accept()
+        await websocket.close(code=4422, reason=str(err)[:120])
+        return
     await websocket.accept()
     product = gateway.hub.log(execution)
     lock = anyio.Lock()
@@ -759,9 +775,16 @@ async def _websocket(gateway: Gateway, websocket: WebSocket, execution_id: str) 
     async def receive() -> None:
         while True:
             try:
-                message = await websocket.receive_json()
-            except (WebSocketDisconnect, ValueError, KeyError, RuntimeError):
+                text = await websocket.receive_text()
+            except (WebSocketDisconnect, KeyError, RuntimeError):
                 return
+            try:
+                message = strict_json(text, gateway.settings.max_json_depth)
+            except InputError as err:
+                await send(
+                    json.dumps({"type": "error", "request_id": None, "code": "invalid_request", "message": str(err)})
+                )
+                continue
             await _ws_command(gateway, execution, principal, message, send)
 
     async with anyio.create_task_group() as tg:

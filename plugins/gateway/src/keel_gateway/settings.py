@@ -56,6 +56,7 @@ class GatewaySettings(BaseModel):
     jwt_tenant_claim: str = "tenant"
     anonymous_tenant: str = "default"
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    max_json_depth: int = Field(default=64, ge=2, le=500, description="deepest nesting a JSON body may have")
     rate_limit_per_minute: float = Field(default=600.0, gt=0)
     rate_limit_burst: int = Field(default=60, ge=1)
     cors_origins: list[str] = Field(default_factory=list)

@@ -1,0 +1,213 @@
+"""One execution's failure stays with that execution.
+
+The runtime's task group is shared by every execution, the gateway's projectors and the
+environments' supervisors. A task that raised would cancel all of them (anyio's task-group rule)
+and leave the runtime unable to start anything. So the task group the runtime hands out is a
+:class:`GuardedTaskGroup`: a task that raises an ``Exception`` is caught, logged and published as
+a ``runtime.task_failed`` event, and when it was started on behalf of an execution (inside
+:meth:`keel.Runtime.start`) that execution becomes ``failed`` with the cause.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from keel.errors import KeelError
+from keel.events import RuntimeEvent
+from keel.execution import ExecutionStatus
+
+if TYPE_CHECKING:
+    from keel.execution import Execution
+
+__all__ = ["OWNER", "ContainedExecution", "ExecutionCrashed", "GuardedTaskGroup", "Owner"]
+
+log = logging.getLogger("keel.runtime")
+
+
+class ExecutionCrashed(KeelError):
+    """An execution's own task raised where its runnable did not catch it."""
+
+
+class Owner:
+    """Who the tasks started in this context belong to (set while a runnable starts)."""
+
+    def __init__(self) -> None:
+        self.execution: ContainedExecution | None = None
+        self.early: BaseException | None = None  # a task that failed before start() returned
+
+
+OWNER: contextvars.ContextVar[Owner | None] = contextvars.ContextVar("keel_execution_owner", default=None)
+
+
+class GuardedTaskGroup:
+    """The runtime's task group, with every task's ``Exception`` contained to that task.
+
+    It offers what background work needs (``start_soon``, ``start``, ``cancel_scope``); it is not
+    entered or exited by its users: the runtime owns its lifetime.
+    """
+
+    def __init__(self, inner: TaskGroup, on_failure: Callable[[BaseException, str, Owner | None], None]):
+        self._inner = inner
+        self._on_failure = on_failure
+
+    @property
+    def cancel_scope(self) -> anyio.CancelScope:
+        return self._inner.cancel_scope
+
+    def _guard(self, func: Callable[..., Coroutine[Any, Any, Any]], name: object) -> Callable[..., Coroutine[Any, Any, Any]]:
+        label = str(name) if name is not None else getattr(func, "__qualname__", repr(func))
+        failed = self._on_failure
+
+        async def guarded(*args: Any) -> Any:
+            try:
+                return await func(*args)
+            except Exception as err:
+                failed(err, label, OWNER.get())
+                return None
+
+        return guarded
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: object = None) -> None:
+        self._inner.start_soon(self._guard(func, name), *args, name=name)
+
+    async def start(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: object = None) -> Any:
+        """As ``TaskGroup.start``: a task that fails before it reports ``started`` raises here, to
+        the one who started it; once started, its failure is contained like any other."""
+        return await self._inner.start(func, *args, name=name)
+
+
+_END = object()
+
+
+class ContainedExecution:
+    """An execution as the runtime hands it out: itself, unless its task crashed; then ``failed``.
+
+    Everything but status, events, the instant stream, result, signal and cancel is the wrapped
+    execution's own (``getattr`` passes through).
+    """
+
+    def __init__(self, inner: Execution):
+        self._inner = inner
+        self._failure: BaseException | None = None
+        self._failed = anyio.Event()
+        self.id = inner.id
+        self.kind = inner.kind
+        self.tenant = inner.tenant
+
+    @property
+    def wrapped(self) -> Execution:
+        return self._inner
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What crashed this execution's task, if anything did."""
+        return self._failure
+
+    def fail(self, cause: BaseException) -> None:
+        if self._failure is None and not self._inner.status.finished:
+            self._failure = cause
+            self._failed.set()
+
+    @property
+    def status(self) -> ExecutionStatus:
+        return ExecutionStatus.FAILED if self._failure is not None else self._inner.status
+
+    def _reason(self) -> str:
+        cause = self._failure
+        return f"the execution crashed: {type(cause).__name__}: {cause}" if cause is not None else ""
+
+    async def _next(self, iterator: AsyncIterator[Any]) -> Any:
+        """The iterator's next item, or ``_END`` when it ends or this execution crashed first."""
+        if self._failure is not None:
+            return _END
+        found: list[Any] = []
+        raised: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def take() -> None:
+                try:
+                    found.append(await iterator.__anext__())
+                except StopAsyncIteration:
+                    found.append(_END)
+                except Exception as err:  # raised as itself below, not inside an exception group
+                    raised.append(err)
+                tg.cancel_scope.cancel()
+
+            async def crashed() -> None:
+                await self._failed.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(take)
+            tg.start_soon(crashed)
+        if raised:
+            raise raised[0]
+        return found[0] if found else _END
+
+    async def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
+        last = since
+        iterator = self._inner.events(since).__aiter__()
+        while True:
+            event = await self._next(iterator)
+            if event is _END:
+                break
+            if event.seq is not None:
+                last = event.seq
+            yield event
+        if self._failure is not None:
+            yield RuntimeEvent(
+                kind="execution.failed", execution_id=self.id, tenant=self.tenant, seq=last + 1,
+                payload={"reason": self._reason(), "error": type(self._failure).__name__},
+            )  # fmt: skip
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if name == "instant" and callable(value):
+
+            async def instant(since: int = 0) -> AsyncIterator[Any]:
+                iterator = value(since).__aiter__()
+                while (item := await self._next(iterator)) is not _END:
+                    yield item
+
+            return instant
+        return value
+
+    async def result(self) -> Any:
+        if self._failure is not None:
+            raise ExecutionCrashed(f"execution {self.id} failed: {self._reason()}") from self._failure
+        waiter: list[Any] = []
+        raised: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def wait_result() -> None:
+                try:
+                    waiter.append(await self._inner.result())
+                except Exception as err:  # raised as itself below, not inside an exception group
+                    raised.append(err)
+                tg.cancel_scope.cancel()
+
+            async def crashed() -> None:
+                await self._failed.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(wait_result)
+            tg.start_soon(crashed)
+        if raised:
+            raise raised[0]
+        if waiter:
+            return waiter[0]
+        raise ExecutionCrashed(f"execution {self.id} failed: {self._reason()}") from self._failure
+
+    async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
+        if self._failure is not None:
+            raise KeelError(f"execution {self.id} has failed and takes no signal: {self._reason()}")
+        await self._inner.signal(name, payload, request_id=request_id)
+
+    async def cancel(self, reason: str = "cancelled") -> None:
+        if self._failure is None:
+            await self._inner.cancel(reason)

@@ -60,7 +60,9 @@ class GuardedTaskGroup:
     def cancel_scope(self) -> anyio.CancelScope:
         return self._inner.cancel_scope
 
-    def _guard(self, func: Callable[..., Coroutine[Any, Any, Any]], name: object) -> Callable[..., Coroutine[Any, Any, Any]]:
+    def _guard(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], name: object
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
         label = str(name) if name is not None else getattr(func, "__qualname__", repr(func))
         failed = self._on_failure
 

@@ -106,7 +106,8 @@ async def test_an_agent_with_a_tool_call_is_one_trace_with_the_kernels_ids(
         assert chat.attributes[sc.GEN_AI_REQUEST_MODEL] == "scripted"
         assert chat.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] == response["usage"]["input_tokens"]
         assert chat.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] == response["usage"]["output_tokens"]
-        assert sc.GEN_AI_OUTPUT_MESSAGES not in chat.attributes  # content is opt-in
+        for content in (sc.GEN_AI_OUTPUT_MESSAGES, sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_TOOL_DEFINITIONS):
+            assert content not in chat.attributes  # content is opt-in
     assert chats[0].attributes is not None and chats[0].attributes[sc.GEN_AI_RESPONSE_FINISH_REASONS] == ("tool_calls",)
     assert [e.name for e in chats[0].events] == ["tool_call"]
     assert sum(c.attributes[sc.GEN_AI_USAGE_INPUT_TOKENS] for c in chats) == execution.usage.input_tokens  # type: ignore[index,misc]
@@ -120,6 +121,8 @@ async def test_an_agent_with_a_tool_call_is_one_trace_with_the_kernels_ids(
     assert tool.attributes[sc.GEN_AI_TOOL_CALL_ID] == "call_1"
     assert tool.attributes[sc.GEN_AI_TOOL_TYPE] == "function"
     assert sc.GEN_AI_TOOL_CALL_ARGUMENTS not in tool.attributes
+    assert sc.GEN_AI_TOOL_CALL_RESULT not in tool.attributes
+    assert sc.GEN_AI_INPUT_MESSAGES not in root.attributes and sc.GEN_AI_OUTPUT_MESSAGES not in root.attributes
     assert [e.name for e in tool.events] == ["approved", "started"]
     # the tool ran between the two model requests, inside the agent's span
     assert chats[0].end_time <= tool.start_time <= tool.end_time <= chats[1].start_time  # type: ignore[operator]
@@ -142,16 +145,27 @@ async def test_content_is_captured_only_when_the_standard_variable_asks(
     assert first == [
         {
             "role": "assistant",
-            "parts": [{"type": "tool_call", "id": "call_1", "name": "add", "arguments": None}],
+            "parts": [{"type": "tool_call", "id": "call_1", "name": "add", "arguments": {"a": 2, "b": 3}}],
             "finish_reason": "tool_call",
         }
     ]
     last = json.loads(chats[1].attributes[sc.GEN_AI_OUTPUT_MESSAGES])  # type: ignore[index,arg-type]
     assert last[0]["parts"] == [{"type": "text", "content": "the answer is 5"}]
     assert last[0]["finish_reason"] == "stop"
+    # what the second request sent: the conversation so far, tool round included, in the GenAI schema
+    sent = json.loads(chats[1].attributes[sc.GEN_AI_INPUT_MESSAGES])  # type: ignore[index,arg-type]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    assert sent[1]["parts"] == [{"type": "text", "content": "what is 2 + 3?"}]
+    assert sent[2]["parts"] == [{"type": "tool_call", "id": "call_1", "name": "add", "arguments": {"a": 2, "b": 3}}]
+    assert sent[3]["parts"] == [{"type": "tool_call_response", "id": "call_1", "result": "5"}]
+    tools = json.loads(chats[0].attributes[sc.GEN_AI_TOOL_DEFINITIONS])  # type: ignore[index,arg-type]
+    assert [(t["type"], t["name"]) for t in tools] == [("function", "add")]
     (tool,) = named["execute_tool add"]
     assert json.loads(tool.attributes[sc.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"a": 2, "b": 3}  # type: ignore[index,arg-type]
     assert tool.attributes[sc.GEN_AI_TOOL_CALL_RESULT] == "5"  # type: ignore[index]
+    (root,) = named["invoke_agent calc"]
+    assert json.loads(root.attributes[sc.GEN_AI_INPUT_MESSAGES])[0]["parts"][0]["content"] == "what is 2 + 3?"  # type: ignore[index,arg-type]
+    assert json.loads(root.attributes[sc.GEN_AI_OUTPUT_MESSAGES])[0]["parts"][0]["content"] == "the answer is 5"  # type: ignore[index,arg-type]
     observer.shutdown()
 
 
@@ -167,7 +181,9 @@ async def test_the_setting_wins_over_the_variable(exporter: InMemorySpanExporter
 async def test_a_rejected_answer_is_a_retry_event_on_its_chat_span(
     observer: OtelObserver, exporter: InMemorySpanExporter
 ) -> None:
-    agent = keel.Agent("invoice", "Extract.", output={"total": (int, "the total")})
+    agent = keel.Agent(
+        "invoice", "Extract.", output={"total": (int, "the total")}, options={"temperature": 0.2, "max_tokens": 64}
+    )
     await run_agent(observer, agent, ["not json at all", '{"total": 12}'])
     named = by_name(exporter.get_finished_spans())
     chats = sorted(named["chat scripted"], key=lambda s: s.start_time or 0)
@@ -179,6 +195,11 @@ async def test_a_rejected_answer_is_a_retry_event_on_its_chat_span(
     assert chats[1].events == ()
     assert chats[1].attributes is not None and chats[1].attributes[sc.KEEL_ATTEMPT] == 1
     assert chats[1].attributes[sc.KEEL_OUTPUT_REPAIRED] is False
+    for chat in chats:  # sampling options are not content: always there
+        assert chat.attributes is not None
+        assert chat.attributes[sc.GEN_AI_REQUEST_TEMPERATURE] == 0.2
+        assert chat.attributes[sc.GEN_AI_REQUEST_MAX_TOKENS] == 64
+        assert chat.attributes[sc.GEN_AI_OUTPUT_TYPE] == "json"
     (root,) = named["invoke_agent invoice"]
     assert root.attributes is not None and root.attributes["keel.attempts"] == 2
 

@@ -314,6 +314,11 @@ events = st.builds(
                 "interrupts",
                 "restarts",
                 "arguments",
+                "content",
+                "input",
+                "output",
+                "request",
+                "result",
             ]
         ),
         junk,

@@ -46,6 +46,7 @@ from opentelemetry.trace import (
     Tracer,
     set_span_in_context,
 )
+from pydantic import BaseModel
 
 import keel
 from keel_otel import semconv as sc
@@ -81,16 +82,14 @@ class PinnedIds(IdGenerator):
 
 
 class _Open:
-    __slots__ = ("answered", "calls", "execution", "size", "span", "started", "text")
+    __slots__ = ("answered", "calls", "execution", "span", "started")
 
     def __init__(self, span: Span, started: float, execution: str | None):
         self.span = span
         self.started = started
         self.execution = execution
         self.answered: float | None = None  # a chat span: when the model's answer ended
-        self.text: list[str] = []
-        self.size = 0
-        self.calls: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []  # a chat span, content captured: the tool calls asked for
 
 
 def _ns(seconds: float) -> int:
@@ -131,6 +130,44 @@ def _int(value: Any) -> int:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def _text_part(content: str) -> dict[str, Any]:
+    return {"type": "text", "content": content}
+
+
+def _plain(value: Any) -> Any:
+    """An execution's input or output as the model saw it: text as is, a pydantic object as JSON."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return value
+
+
+_PARAMETERS: dict[str, tuple[str, type]] = {
+    "temperature": (sc.GEN_AI_REQUEST_TEMPERATURE, float),
+    "max_tokens": (sc.GEN_AI_REQUEST_MAX_TOKENS, int),
+    "top_p": (sc.GEN_AI_REQUEST_TOP_P, float),
+    "seed": (sc.GEN_AI_REQUEST_SEED, int),
+    "frequency_penalty": (sc.GEN_AI_REQUEST_FREQUENCY_PENALTY, float),
+    "presence_penalty": (sc.GEN_AI_REQUEST_PRESENCE_PENALTY, float),
+}
+
+
+def _request_parameters(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's sampling options under their GenAI names (not content: always recorded)."""
+    out: dict[str, Any] = {}
+    for option, (name, kind) in _PARAMETERS.items():
+        value = options.get(option)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                continue
+            out[name] = kind(value)
+    stop = options.get("stop")
+    if isinstance(stop, str):
+        out[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
+    elif isinstance(stop, list) and all(isinstance(item, str) for item in stop):
+        out[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stop)
+    return out
 
 
 def _scalars(payload: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -205,8 +242,6 @@ class SpanMapper:
             "environment.unhealthy": self._environment,
             "environment.stopped": self._environment,
         }
-        if capture_content:
-            self._handlers["model.delta"] = self._chat_delta
 
     # ------------------------------------------------------------------------------- entry
 
@@ -344,6 +379,25 @@ class SpanMapper:
             return text[: self._max_chars] + f"... ({len(text)} chars)"
         return text
 
+    def _bounded(self, value: Any) -> Any:
+        """A structured content value as is, unless its JSON is too long: then the cut text."""
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        return value if len(text) <= self._max_chars else self._content(text)
+
+    def _message(self, message: keel.Message) -> dict[str, Any]:
+        """A kernel message in the GenAI input-messages schema."""
+        if message.role == "tool":
+            parts = [
+                {"type": "tool_call_response", "id": message.tool_call_id, "result": self._content(message.content)}
+            ]
+        else:
+            parts = [_text_part(self._content(message.content))] if message.content else []
+            parts.extend(
+                {"type": "tool_call", "id": c.id, "name": c.name, "arguments": self._bounded(c.arguments)}
+                for c in message.tool_calls
+            )
+        return {"role": message.role, "parts": parts}
+
     def _note(self, key: Key, name: str, event: keel.RuntimeEvent, attributes: Mapping[str, Any]) -> None:
         record = self._open.get(key)
         if record is not None:
@@ -371,6 +425,9 @@ class SpanMapper:
             attributes[sc.GEN_AI_REQUEST_MODEL] = model
             span_name = f"{sc.OP_INVOKE_AGENT} {name}".rstrip()
             parent = _hex(event.parent_span_id, 16)
+            if self.capture_content and "input" in payload:
+                message = {"role": "user", "parts": [_text_part(self._content(_plain(payload["input"])))]}
+                attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps([message], ensure_ascii=False)
         self._start(
             ("x", event.execution_id, None), span_name, SpanKind.INTERNAL, event, attributes,
             trace_id=self._trace(event), span_id=self._execution_span(event), parent=parent,
@@ -395,6 +452,10 @@ class SpanMapper:
         for field in ("attempts", "steps"):
             if isinstance(payload.get(field), int):
                 attributes[f"keel.{field}"] = payload[field]
+        if self.capture_content and status == "completed" and "output" in payload:
+            part = _text_part(self._content(_plain(payload["output"])))
+            answer = {"role": "assistant", "parts": [part], "finish_reason": "stop"}
+            attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps([answer], ensure_ascii=False)
         if status == "cancelled" and payload.get("reason"):
             attributes["keel.cancel.reason"] = str(payload["reason"])
         self._end(("x", execution, None), event.time, attributes, error=error, message=message)
@@ -421,18 +482,33 @@ class SpanMapper:
         }
         if isinstance(payload.get("attempt"), int):
             attributes[sc.KEEL_ATTEMPT] = payload["attempt"]
+        request = payload.get("request")
+        if isinstance(request, keel.ModelRequest):
+            attributes.update(_request_parameters(request.options))
+            if request.output_schema is not None:
+                attributes[sc.GEN_AI_OUTPUT_TYPE] = "json"
+            if self.capture_content:
+                attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
+                    [self._message(m) for m in request.messages], ensure_ascii=False
+                )
+                if request.tools:
+                    attributes[sc.GEN_AI_TOOL_DEFINITIONS] = json.dumps(
+                        [
+                            {
+                                "type": "function",
+                                "name": t.name,
+                                "description": t.description,
+                                "parameters": t.parameters,
+                            }
+                            for t in request.tools
+                        ],
+                        ensure_ascii=False,
+                        default=str,
+                    )
         self._start(
             ("m", event.execution_id, event.span_id), f"{sc.OP_CHAT} {model}", SpanKind.CLIENT, event, attributes,
             trace_id=self._trace(event), span_id=_hex(event.span_id, 16), parent=_hex(event.parent_span_id, 16),
         )  # fmt: skip
-
-    def _chat_delta(self, event: keel.RuntimeEvent) -> None:
-        record = self._open.get(("m", event.execution_id, event.span_id))
-        if record is None or record.size > self._max_chars:
-            return
-        piece = str(event.payload.get("text", ""))
-        record.text.append(piece)
-        record.size += len(piece)
 
     def _chat_tool_call(self, event: keel.RuntimeEvent) -> None:
         key: Key = ("m", event.execution_id, event.span_id)
@@ -440,7 +516,10 @@ class SpanMapper:
         self._note(key, "tool_call", event, {sc.GEN_AI_TOOL_NAME: name, sc.GEN_AI_TOOL_CALL_ID: call_id})
         record = self._open.get(key)
         if record is not None and self.capture_content:
-            record.calls.append({"type": "tool_call", "id": call_id, "name": name, "arguments": None})
+            arguments = event.payload.get("arguments")
+            record.calls.append(
+                {"type": "tool_call", "id": call_id, "name": name, "arguments": self._bounded(arguments)}
+            )
 
     def _chat_answered(self, event: keel.RuntimeEvent) -> None:
         key: Key = ("m", event.execution_id, event.span_id)
@@ -461,12 +540,12 @@ class SpanMapper:
             if isinstance(payload.get(field), (int, float)):
                 attributes[name] = float(payload[field])
         if self.capture_content:
-            text = "".join(record.text)
-            parts: list[dict[str, Any]] = [{"type": "text", "content": self._content(text)}] if text else []
+            text = payload.get("text")
+            parts: list[dict[str, Any]] = [_text_part(self._content(text))] if isinstance(text, str) and text else []
             parts.extend(record.calls)
             message = {"role": "assistant", "parts": parts, "finish_reason": _FINISH_REASONS.get(reason, reason)}
             attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps([message], ensure_ascii=False)
-            record.text, record.calls = [], []
+            record.calls = []
         if reason == "incomplete":
             record.span.set_attribute(sc.ERROR_TYPE, "incomplete")
             record.span.set_status(Status(StatusCode.ERROR, "the model stream ended without its final event"))
@@ -548,8 +627,9 @@ class SpanMapper:
             if payload.get(field):
                 attributes[name] = str(payload[field])
         if event.kind == "action.completed":
-            if self.capture_content and "result" in payload:
-                attributes[sc.GEN_AI_TOOL_CALL_RESULT] = self._content(payload["result"])
+            result = payload.get("content", payload.get("result"))  # the whole result, else its summary
+            if self.capture_content and result is not None:
+                attributes[sc.GEN_AI_TOOL_CALL_RESULT] = self._content(result)
             self._end(self._tool_key(event), event.time, attributes)
             return
         found = payload.get("error")

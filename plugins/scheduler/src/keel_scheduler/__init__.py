@@ -1,0 +1,67 @@
+"""Keel's proactive work: a durable queue with workers, schedules and webhook intake.
+
+Every trigger (a cron tick, a webhook delivery, a broker message, an ``enqueue`` with a dedup key)
+becomes at most one job, committed before the trigger is acknowledged; workers claim jobs with
+leases and run them as executions of runnables. See docs/proactive.md.
+
+Names load on first use, so that plugin discovery (which imports ``keel_scheduler.plugin``, and so
+this package) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel_scheduler._db import Database, PostgresDatabase, SqliteDatabase, open_database
+    from keel_scheduler.errors import DuplicateJob, JobNotFound, SchedulerError, ScheduleSpecError
+    from keel_scheduler.queue import Job, JobStatus, Queue, delivery_hash
+    from keel_scheduler.schedules import Schedule, Scheduler, Schedules, ScheduleState, parse_schedule
+    from keel_scheduler.tasks import FunctionRunnable, JobContext, current_job, task
+    from keel_scheduler.worker import Worker, WorkerEvent
+
+_WHERE = {
+    "Database": "_db", "PostgresDatabase": "_db", "SqliteDatabase": "_db", "open_database": "_db",
+    "DuplicateJob": "errors", "JobNotFound": "errors", "SchedulerError": "errors", "ScheduleSpecError": "errors",
+    "Job": "queue", "JobStatus": "queue", "Queue": "queue", "delivery_hash": "queue",
+    "Schedule": "schedules", "Scheduler": "schedules", "Schedules": "schedules", "ScheduleState": "schedules",
+    "parse_schedule": "schedules",
+    "FunctionRunnable": "tasks", "JobContext": "tasks", "current_job": "tasks", "task": "tasks",
+    "Worker": "worker", "WorkerEvent": "worker",
+}  # fmt: skip
+
+__all__ = [
+    "Database",
+    "DuplicateJob",
+    "FunctionRunnable",
+    "Job",
+    "JobContext",
+    "JobNotFound",
+    "JobStatus",
+    "PostgresDatabase",
+    "Queue",
+    "Schedule",
+    "ScheduleSpecError",
+    "ScheduleState",
+    "Scheduler",
+    "SchedulerError",
+    "Schedules",
+    "SqliteDatabase",
+    "Worker",
+    "WorkerEvent",
+    "current_job",
+    "delivery_hash",
+    "open_database",
+    "parse_schedule",
+    "task",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel_scheduler' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"keel_scheduler.{module}"), name)
+    globals()[name] = value
+    return value

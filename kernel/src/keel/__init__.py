@@ -22,11 +22,13 @@ from keel.errors import (
     ExecutionCancelled,
     KeelError,
     NotFoundError,
+    OutputLimitExceeded,
     OutputValidationError,
     PluginConflictError,
     PluginLoadError,
     StackError,
     StoreError,
+    ToolLoopLimit,
     UnknownPluginError,
 )
 from keel.events import EventBus, RuntimeEvent
@@ -75,7 +77,7 @@ from keel.types import (
 
 if TYPE_CHECKING:
     from keel.agent import Agent, AgentExecution
-    from keel.instant import InstantEvent, InstantParser
+    from keel.instant import InstantEvent, InstantParser, OutputLimits
     from keel.output import OutputCheck, OutputContract
 
 #: imported on first use: `keel plugins` and plugin discovery never need the agent machinery
@@ -84,6 +86,7 @@ _LAZY = {
     "AgentExecution": "keel.agent",
     "InstantEvent": "keel.instant",
     "InstantParser": "keel.instant",
+    "OutputLimits": "keel.instant",
     "OutputCheck": "keel.output",
     "OutputContract": "keel.output",
 }
@@ -160,6 +163,8 @@ __all__ = [
     "NotFoundError",
     "OutputCheck",
     "OutputContract",
+    "OutputLimitExceeded",
+    "OutputLimits",
     "OutputValidationError",
     "Permissions",
     "PluginConflictError",
@@ -183,6 +188,7 @@ __all__ = [
     "TextDelta",
     "ToolCall",
     "ToolCallEvent",
+    "ToolLoopLimit",
     "ToolSchema",
     "UnknownPluginError",
     "Usage",

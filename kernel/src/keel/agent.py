@@ -12,6 +12,8 @@ owns (messages, attempts, events, the partial parse) lives on its :class:`AgentE
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import re
 import time
@@ -21,14 +23,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
+import anyio.to_thread
 from pydantic import BaseModel
 
 from keel.actions import call_action
-from keel.errors import AgentTimeoutError, ExecutionCancelled, KeelError, OutputValidationError
+from keel.errors import (
+    AgentTimeoutError,
+    ExecutionCancelled,
+    KeelError,
+    OutputLimitExceeded,
+    OutputValidationError,
+    ToolLoopLimit,
+)
 from keel.events import RuntimeEvent, new_span_id, new_trace_id
 from keel.execution import ExecutionStatus
-from keel.instant import InstantEvent, InstantParser, reset_event
-from keel.output import OutputContract
+from keel.instant import InstantEvent, InstantParser, OutputLimits, reset_event
+from keel.output import Extra, OutputContract
 from keel.types import (
     ActionContext,
     Message,
@@ -62,7 +73,10 @@ _FILE_KEYS = frozenset(
         "ensure_keys",
         "max_retries",
         "max_tool_steps",
+        "max_tool_calls",
         "max_parallel_tools",
+        "limits",
+        "output_extra",
         "timeout",
         "options",
     }
@@ -83,8 +97,16 @@ class Agent:
         :class:`~keel.output.OutputContract`, or ``None`` for a free-text answer.
     :param ensure_keys: paths that must be present and non-empty (``items[*].title``).
     :param max_retries: how many times a failed parse/validation is fed back and retried.
-    :param max_tool_steps: how many rounds of tool calls one attempt may make before it fails.
+    :param max_tool_steps: how many rounds of tool calls one attempt may make before it fails
+        with :class:`keel.ToolLoopLimit`.
+    :param max_tool_calls: how many tool calls one model turn may ask for; more fails the
+        execution with :class:`keel.ToolLoopLimit` (no call of that turn runs).
     :param max_parallel_tools: how many of one round's tool calls run at once.
+    :param limits: :class:`keel.OutputLimits` for the model's answers (size, depth, number and
+        string length), or a dict of the ones to change; past one, the execution fails with
+        :class:`keel.OutputLimitExceeded`.
+    :param output_extra: for the dict shorthand: ``"forbid"`` (default) sends keys the contract
+        does not name back to the model as an error; ``"ignore"`` drops them.
     :param timeout: seconds for a whole execution (``None`` = no limit).
     :param options: passed to the model driver (``temperature``, ``max_tokens``, ...).
     """
@@ -105,9 +127,12 @@ class Agent:
         output_name: str | None = None,
         max_retries: int = 2,
         max_tool_steps: int = 8,
+        max_tool_calls: int = 32,
         max_parallel_tools: int = 4,
         timeout: float | None = None,
         options: Mapping[str, Any] | None = None,
+        limits: OutputLimits | Mapping[str, int] | None = None,
+        output_extra: Extra = "forbid",
     ):
         if not name:
             raise KeelError("an agent needs a name")
@@ -124,11 +149,17 @@ class Agent:
             raise KeelError(f"agent {name!r}: ensure_keys needs an output contract")
         if output_name is None and isinstance(output, Mapping):
             output_name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part) or None
-        self.contract = None if output is None else OutputContract.of(output, ensure_keys=keys, name=output_name)
+        self.contract = (
+            None
+            if output is None
+            else OutputContract.of(output, ensure_keys=keys, name=output_name, limits=limits, extra=output_extra)
+        )
+        self.limits = self.contract.limits if self.contract is not None else OutputLimits.of(limits)
         self.max_retries = max_retries
-        if max_tool_steps < 1 or max_parallel_tools < 1:
-            raise KeelError(f"agent {name!r}: max_tool_steps and max_parallel_tools must be at least 1")
+        if max_tool_steps < 1 or max_parallel_tools < 1 or max_tool_calls < 1:
+            raise KeelError(f"agent {name!r}: max_tool_steps, max_tool_calls and max_parallel_tools must be at least 1")
         self.max_tool_steps = max_tool_steps
+        self.max_tool_calls = max_tool_calls
         self.max_parallel_tools = max_parallel_tools
         self.timeout = timeout
         self.options: dict[str, Any] = dict(options or {})
@@ -309,6 +340,10 @@ def _import_model(target: str, source: str) -> type[BaseModel]:
 # ------------------------------------------------------------------------------------- execution
 
 _EVENT_FIELDS = frozenset(RuntimeEvent.model_fields)
+_FEED_SLICE = 16_384  # characters the instant parser reads between two checkpoints (a few ms)
+_INLINE_CHECK_CHARS = 8_192  # longer answers are checked in a worker thread
+_COMPACT_AFTER = 128  # a finished execution with more events than this keeps them coalesced
+_DELTA_KEEP_CHARS = 65_536  # text a finished execution keeps in each model turn's coalesced model.delta
 _setattr = object.__setattr__
 
 
@@ -377,7 +412,9 @@ class AgentExecution:
         self._scope = anyio.CancelScope()
         self._cancel_reason = ""
         self._attempt_has_instant = False
-        self._attempt = 0
+        self._attempt = -1  # the model turn being read: every turn, tool rounds included, is a new attempt
+        self._seq = 0
+        self.footprint = 0  # bytes kept once finished (an estimate), for the registry's byte bound
 
     def __repr__(self) -> str:
         return f"AgentExecution({self.id!r}, agent={self.agent.name!r}, status={self._status.value})"
@@ -408,8 +445,18 @@ class AgentExecution:
         return self._follow(self._instant, since)
 
     def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
-        """RuntimeEvents with ``seq > since``, live until the execution finishes."""
+        """RuntimeEvents with ``seq > since``, live until the execution finishes.
+
+        Once an execution with many events has finished, its ``model.delta`` events are coalesced
+        (one per model turn), so ``seq`` numbers may skip; every other event is kept as it was."""
+        if self._status.finished:
+            return self._finished_events(since)
         return self._follow(self._events, since)
+
+    async def _finished_events(self, since: int) -> AsyncIterator[RuntimeEvent]:
+        events = self._events
+        for i in range(bisect.bisect_right([e.seq or 0 for e in events], since), len(events)):
+            yield events[i]
 
     async def _follow(self, items: list[Any], since: int) -> AsyncIterator[Any]:
         """Yield ``items`` from ``since`` on, then each new one as it is appended, until the end."""
@@ -453,7 +500,8 @@ class AgentExecution:
         self, kind: str, payload: dict[str, Any], *, span_id: str | None = None, level: str = "info"
     ) -> RuntimeEvent:
         """Record a RuntimeEvent of this execution and publish it on the runtime bus (never blocks)."""
-        seq = len(self._events) + 1
+        self._seq += 1
+        seq = self._seq
         event = _event(
             {
                 "id": f"ev_{self.id[4:]}_{seq}",
@@ -538,7 +586,26 @@ class AgentExecution:
             else ("warning" if status is ExecutionStatus.CANCELLED else "error")
         )
         self.emit(f"execution.{status.value}", payload, level=level)
+        self._compact()
         self._done.set()
+        self.runtime.executions.note_finished(self)
+
+    def _compact(self) -> None:
+        """Keep what a late reader needs, in bounded memory. A short execution keeps every event; a
+        longer one (past ``_COMPACT_AFTER`` events) keeps one coalesced ``model.delta`` per model
+        turn (its text cut at ``_DELTA_KEEP_CHARS``) and one instant event per string field and
+        attempt. Readers already following hold the full lists and finish on them."""
+        if len(self._events) > _COMPACT_AFTER or len(self._instant) > _COMPACT_AFTER:
+            self._events = _coalesce_deltas(self._events)
+            self._instant = _coalesce_instant(self._instant)
+        # calibrated with tracemalloc (kernel/tests/test_adversarial.py checks it stays an upper
+        # bound): ~1.3 kB a RuntimeEvent, ~160 bytes an instant event, plus the texts kept
+        size = 6_000 + 1_300 * len(self._events) + 160 * len(self._instant)
+        size += sum(len(e.payload.get("text", "")) for e in self._events if e.kind == "model.delta")
+        size += sum(len(a.get("text", "")) for a in self.attempts)
+        size += sum(len(m.content or "") for m in self.messages[1:])  # the system prompt is the agent's
+        size += sum(len(e.delta) for e in self._instant)
+        self.footprint = size
 
     async def _execute(self) -> None:
         agent, contract, model = self.agent, self.agent.contract, self.model
@@ -558,24 +625,24 @@ class AgentExecution:
         messages = [Message(role="system", content=system)] if system else []
         messages.append(Message(role="user", content=agent.render_input(self.input)))
         self.messages = messages
-        for attempt in range(agent.max_retries + 1):
-            self._attempt = attempt
-            text = await self._answer(attempt)
+        for retry in range(agent.max_retries + 1):
+            text, parser = await self._answer()
+            attempt = self._attempt
             if contract is None:
                 self.attempts.append({"attempt": attempt, "text": text, "errors": []})
                 self.emit("output.parsed", {"attempt": attempt, "repaired": False})
                 self._data = text
                 break
-            check = contract.check(text)
+            check = await self._check(contract, text, parser)
             self.attempts.append({"attempt": attempt, "text": text, "errors": check.errors})
             if check.ok:
                 self.emit("output.parsed", {"attempt": attempt, "repaired": check.repaired})
                 self._data = check.data
                 break
-            if attempt == agent.max_retries:
+            if retry == agent.max_retries:
                 raise OutputValidationError(
                     f"agent {agent.name!r}: the answer did not satisfy the output contract {contract.name!r} "
-                    f"after {attempt + 1} attempt(s); last errors: {'; '.join(check.errors)}",
+                    f"after {retry + 1} attempt(s); last errors: {'; '.join(check.errors)}",
                     attempts=[dict(a) for a in self.attempts],
                 )
             self.emit("output.retry", {"attempt": attempt, "errors": check.errors}, level="warning")
@@ -591,16 +658,33 @@ class AgentExecution:
             self.messages = messages
         self._finish(ExecutionStatus.COMPLETED, None, "")
 
-    async def _answer(self, attempt: int) -> str:
-        """One attempt: model turns, with rounds of tool calls between them, until a final text."""
-        for step in range(self.agent.max_tool_steps + 1):
-            text, calls = await self._call_model(attempt)
+    async def _check(self, contract: OutputContract, text: str, parser: InstantParser | None) -> Any:
+        """Check an answer; a long one in a worker thread, so the loop never waits on it and the
+        execution's timeout or cancellation ends the wait (the abandoned thread's work is bounded
+        by the limits)."""
+        try:
+            if len(text) <= _INLINE_CHECK_CHARS:
+                return contract.check(text, parsed=parser)
+            return await anyio.to_thread.run_sync(
+                functools.partial(contract.check, text, parsed=parser), abandon_on_cancel=True
+            )
+        except OutputLimitExceeded as err:
+            raise OutputLimitExceeded(err.limit, err.value, err.maximum, err.what, self.agent.name) from None
+
+    async def _answer(self) -> tuple[str, InstantParser | None]:
+        """One answer: model turns, with rounds of tool calls between them, until a final text."""
+        agent = self.agent
+        for step in range(agent.max_tool_steps + 1):
+            self._attempt += 1
+            attempt = self._attempt
+            text, calls, parser = await self._call_model(attempt)
             if not calls:
-                return text
-            if step == self.agent.max_tool_steps:
-                raise KeelError(
-                    f"agent {self.agent.name!r} reached its limit of {self.agent.max_tool_steps} tool-call rounds "
-                    "without a final answer; raise max_tool_steps or change the instructions"
+                return text, parser
+            if step == agent.max_tool_steps:
+                raise ToolLoopLimit(
+                    f"agent {agent.name!r} reached its limit of {agent.max_tool_steps} tool-call rounds "
+                    "without a final answer; raise max_tool_steps or change the instructions",
+                    "max_tool_steps",
                 )
             if self._attempt_has_instant:  # text shown before the tool calls is not the answer
                 self._instant.append(reset_event(attempt, "tool_calls"))
@@ -613,7 +697,7 @@ class AgentExecution:
             ]
         raise AssertionError("unreachable")
 
-    async def _call_model(self, attempt: int) -> tuple[str, list[ToolCall]]:
+    async def _call_model(self, attempt: int) -> tuple[str, list[ToolCall], InstantParser | None]:
         agent, contract, model = self.agent, self.agent.contract, self.model
         request = ModelRequest(
             messages=self.messages,
@@ -628,7 +712,9 @@ class AgentExecution:
             {"attempt": attempt, "model": model.name, "messages": len(request.messages), "request": request},
             span_id=span,
         )
-        parser = InstantParser(attempt) if contract is not None else None
+        limits = agent.limits
+        parser = InstantParser(attempt, limits=limits, root=contract.root) if contract is not None else None
+        chars = 0
         parts: list[str] = []
         calls: list[ToolCall] = []
         instant = self._instant
@@ -643,17 +729,32 @@ class AgentExecution:
                     if first is None:
                         first = time.perf_counter()
                     parts.append(piece)
+                    chars += len(piece)
                     if parser is not None:
-                        found = parser.feed(piece)
-                        if found:
-                            instant.extend(found)
-                            self._attempt_has_instant = True
+                        try:
+                            if len(piece) <= _FEED_SLICE:
+                                found = parser.feed(piece)
+                                if found:
+                                    instant.extend(found)
+                                    self._attempt_has_instant = True
+                            else:
+                                await self._feed_slices(parser, piece)
+                        except OutputLimitExceeded as err:
+                            raise OutputLimitExceeded(err.limit, err.value, err.maximum, err.what, agent.name) from None
+                    elif chars > limits.max_chars:
+                        raise OutputLimitExceeded("max_chars", chars, limits.max_chars, "the answer's size", agent.name)
                     elif piece:
                         instant.append(InstantEvent("", piece, len(parts), False, attempt, parts=parts))
                         self._attempt_has_instant = True
                     self.emit("model.delta", {"attempt": attempt, "text": piece}, span_id=span)
                 elif isinstance(event, ToolCallEvent):
                     calls.append(event.call)
+                    if len(calls) > agent.max_tool_calls:
+                        raise ToolLoopLimit(
+                            f"agent {agent.name!r}: the model asked for more than {agent.max_tool_calls} tool calls "
+                            "in one turn, and none of them ran; raise max_tool_calls if such turns are legitimate",
+                            "max_tool_calls",
+                        )
                     self.emit(
                         "model.tool_call",
                         {
@@ -703,7 +804,18 @@ class AgentExecution:
             },
             span_id=span,
         )
-        return text, calls
+        return text, calls, parser
+
+    async def _feed_slices(self, parser: InstantParser, piece: str) -> None:
+        """Feed a long chunk (an answer that came in one piece) a slice at a time, letting the other
+        tasks of the loop run between slices, and this execution's timeout or cancellation end it."""
+        for start in range(0, len(piece), _FEED_SLICE):
+            found = parser.feed(piece[start : start + _FEED_SLICE])
+            if found:
+                self._instant.extend(found)
+                self._attempt_has_instant = True
+                self._notify()
+            await anyio.lowlevel.checkpoint()
 
     # --------------------------------------------------------------------------- the tool loop
 
@@ -734,3 +846,63 @@ class AgentExecution:
             for index, call in enumerate(calls):
                 group.start_soon(one, index, call)
         return [message for message in results if message is not None]
+
+
+# ------------------------------------------------------------------------------ finished footprint
+
+
+def _coalesce_deltas(events: list[RuntimeEvent]) -> list[RuntimeEvent]:
+    """One ``model.delta`` per run of them in one span: the text joined (and cut), ``chunks`` counted."""
+    out: list[RuntimeEvent] = []
+    run: list[RuntimeEvent] = []
+
+    def flush() -> None:
+        if len(run) == 1 and len(run[0].payload.get("text", "")) <= _DELTA_KEEP_CHARS:
+            out.append(run[0])
+        elif run:
+            last = run[-1]
+            text = "".join(e.payload.get("text", "") for e in run)
+            payload: dict[str, Any] = {**last.payload, "text": text[:_DELTA_KEEP_CHARS], "chunks": len(run)}
+            if len(text) > _DELTA_KEEP_CHARS:
+                payload["truncated"] = True
+                payload["chars"] = len(text)
+            out.append(_event({**last.__dict__, "payload": payload}))
+        run.clear()
+
+    for event in events:
+        if event.kind == "model.delta":
+            if run and run[-1].span_id != event.span_id:
+                flush()
+            run.append(event)
+        else:
+            flush()
+            out.append(event)
+    flush()
+    return out
+
+
+def _is_text(event: InstantEvent) -> bool:
+    return event.kind == "field" and (event._parts is not None or isinstance(event._value, str))
+
+
+def _coalesce_instant(events: list[InstantEvent]) -> list[InstantEvent]:
+    """One event per run of a string field's events (same path and attempt): the deltas joined."""
+    out: list[InstantEvent] = []
+    i, n = 0, len(events)
+    while i < n:
+        event = events[i]
+        j = i + 1
+        if _is_text(event) and not event.is_complete:
+            path = event.path
+            while j < n and _is_text(events[j]) and events[j].attempt == event.attempt and events[j].path == path:
+                j += 1
+                if events[j - 1].is_complete:
+                    break
+        if j - i == 1:
+            out.append(event)
+        else:
+            last = events[j - 1]
+            delta = "".join(e.delta for e in events[i:j])
+            out.append(InstantEvent(path, delta, last.value, last.is_complete, last.attempt))
+        i = j
+    return out

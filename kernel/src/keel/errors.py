@@ -18,11 +18,13 @@ __all__ = [
     "ExecutionCancelled",
     "KeelError",
     "NotFoundError",
+    "OutputLimitExceeded",
     "OutputValidationError",
     "PluginConflictError",
     "PluginLoadError",
     "StackError",
     "StoreError",
+    "ToolLoopLimit",
     "UnknownPluginError",
 ]
 
@@ -131,6 +133,35 @@ class OutputValidationError(KeelError):
 
     def __init__(self, message: str, attempts: list[dict[str, object]] | None = None):
         self.attempts = attempts or []
+        super().__init__(message)
+
+
+class OutputLimitExceeded(KeelError):
+    """A model answer went past one of its declared :class:`keel.OutputLimits` while it streamed.
+
+    ``limit`` names the setting (``max_chars``, ``max_depth``, ``max_number_chars``,
+    ``max_string_chars``), ``value`` what the answer reached and ``maximum`` the limit.
+    """
+
+    def __init__(self, limit: str, value: int, maximum: int, what: str = "the answer", agent: str = ""):
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+        self.what = what
+        who = f"agent {agent!r}: " if agent else ""
+        super().__init__(
+            f"{who}{what} of the model's answer reached {value:,}, past the limit {limit}={maximum:,}; "
+            f"the answer was stopped. If such answers are legitimate, raise it per agent: "
+            f"Agent(..., limits={{{limit!r}: ...}})"
+        )
+
+
+class ToolLoopLimit(KeelError):
+    """The tool loop hit a limit: too many rounds (``max_tool_steps``) or too many calls in one
+    round (``max_tool_calls``). ``limit`` names which."""
+
+    def __init__(self, message: str, limit: str):
+        self.limit = limit
         super().__init__(message)
 
 

@@ -179,14 +179,24 @@ class RunnableRegistry:
 class ExecutionRegistry:
     """Live executions by id, scoped by tenant: another tenant's id is simply not found.
 
-    Finished executions are kept for late readers (a UI that reconnects, ``keel flow show``) up
-    to ``keep_finished``; past that the oldest finished ones are forgotten, so a long-running
-    service does not grow without bound. Running and waiting executions are never dropped.
+    Finished executions are kept for late readers (a UI that reconnects, ``keel flow show``),
+    bounded two ways, so a long-running service does not grow without bound:
+
+    - ``keep_finished`` (default 10,000): past that many executions, the oldest finished ones are
+      forgotten;
+    - ``keep_finished_bytes`` (default 256 MiB): the finished executions that report a
+      ``footprint`` (bytes they keep, an estimate; agent executions do) are forgotten oldest first
+      once their sum passes it. The newest finished execution is always kept.
+
+    Running and waiting executions are never dropped. Set either on ``runtime.executions``.
     """
 
-    def __init__(self, keep_finished: int = 10_000) -> None:
+    def __init__(self, keep_finished: int = 10_000, keep_finished_bytes: int = 256 * 2**20) -> None:
         self._items: dict[tuple[str, str], Execution] = {}
+        self._sizes: dict[tuple[str, str], int] = {}  # finished ones that reported a footprint, oldest first
         self.keep_finished = keep_finished
+        self.keep_finished_bytes = keep_finished_bytes
+        self.finished_bytes = 0
 
     def add(self, execution: Execution) -> Execution:
         self._items[(execution.tenant, execution.id)] = execution
@@ -194,10 +204,27 @@ class ExecutionRegistry:
             self._forget_finished()
         return execution
 
+    def note_finished(self, execution: Execution) -> None:
+        """Count a finished execution's ``footprint``, and forget the oldest finished ones while the
+        total is past ``keep_finished_bytes``. An execution that is not registered is ignored."""
+        key = (execution.tenant, execution.id)
+        if key not in self._items or key in self._sizes:
+            return
+        size = int(getattr(execution, "footprint", 0) or 0)
+        self._sizes[key] = size
+        self.finished_bytes += size
+        while self.finished_bytes > self.keep_finished_bytes and len(self._sizes) > 1:
+            oldest = next(iter(self._sizes))
+            self._drop(oldest)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        self._items.pop(key, None)
+        self.finished_bytes -= self._sizes.pop(key, 0)
+
     def _forget_finished(self) -> None:
         finished = [key for key, item in self._items.items() if item.status.finished]  # oldest first
         for key in finished[: max(len(finished) - self.keep_finished * 9 // 10, 0)]:
-            del self._items[key]
+            self._drop(key)
 
     def get(self, execution_id: str, tenant: str = "default") -> Execution:
         try:
@@ -209,4 +236,4 @@ class ExecutionRegistry:
         return [e for (t, _), e in self._items.items() if t == tenant]
 
     def discard(self, execution_id: str, tenant: str = "default") -> None:
-        self._items.pop((tenant, execution_id), None)
+        self._drop((tenant, execution_id))

@@ -18,10 +18,21 @@ What is reported:
 - an object or array: an event when it opens (``value`` is the live container, filled as its
   children complete) and a complete event when it closes. The root's path is ``""``; a key that is not an identifier is quoted: ``["unit price"]``.
 
-Text before the first ``{`` or ``[`` (prose, a code fence) and after the root closes is ignored.
-A trailing comma before ``]`` or ``}`` is tolerated, as models often write one. Any other text
-that is not JSON stops the events (:attr:`InstantParser.failed`); the instant stream is for
-temporary UI, and the final answer is parsed and validated separately (:mod:`keel.output`).
+Text before the root (prose, a code fence) and after the root closes is ignored. A root that
+turns out to be prose (``{name}``, ``[see below]``) is skipped: the root is reported only once it
+is confirmed, by its first key and colon (an object) or its first value (an array), and a root that
+fails before that makes the parser look again after it. ``root="object"`` (what an agent with an
+object contract uses) never starts on a ``[``. A trailing comma before ``]`` or ``}`` is
+tolerated, as models often write one. Any other text that is not JSON stops the events
+(:attr:`InstantParser.failed`); the instant stream is for temporary UI, and the final answer is
+parsed and validated separately (:mod:`keel.output`). ``NaN`` and ``Infinity`` are not JSON and
+stop the events too.
+
+Bounds (:class:`OutputLimits`): the answer's size, its nesting depth, the length of one number and
+of one string are checked while the text streams, and a text past one raises
+:class:`keel.OutputLimitExceeded`. Time is linear in the text for every shape (whitespace runs,
+long strings, long numbers, deep nesting) and memory linear in the depth: a path is a chain of
+frames, turned into its text only when an event's ``path`` is read.
 
 Why a tokenizer of our own: ``jiter``'s partial mode (``jiter.from_json(buf, partial_mode=...)``) is
 stateless, so every call re-parses the whole buffer (quadratic over a stream of small chunks); jiter
@@ -36,30 +47,93 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from json.decoder import scanstring as _scanstring  # type: ignore[attr-defined]
 from typing import Any, Literal
 
-__all__ = ["InstantEvent", "InstantParser", "reset_event"]
+from keel.errors import KeelError, OutputLimitExceeded
+
+__all__ = ["InstantEvent", "InstantParser", "OutputLimits", "reset_event"]
 
 _SPECIAL = re.compile(r'["\\]')
-_COMMA = re.compile(r"[ \t\r\n]*,[ \t\r\n]*")
-_KEY_COLON = re.compile(r'[ \t\r\n]*"([^"\\]*)"[ \t\r\n]*:[ \t\r\n]*')
-_NUMBER_CHARS = frozenset("0123456789+-.eE")
-_WS = frozenset(" \t\r\n")
+_WS_RUN = re.compile(r"[ \t\r\n]+")
+_KEY_COLON = re.compile(r'"([^"\\]*)"[ \t\r\n]*:')
+_SCALAR_RUN = re.compile(r"[0-9A-Za-z+\-.]+")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_ROOT_ANY = re.compile(r"[{\[]")
+_ROOT_OBJECT = re.compile(r"{")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _LITERALS = {"true": True, "false": False, "null": None}
+_INT_DIGITS = 4_300  # sys.get_int_max_str_digits()'s default: longer ints do not parse
+_UNCONFIRMED_MAX = 1024  # chars a root may run before it counts as confirmed anyway (bounds a rescan)
 
 # parser states
 _PRE, _VALUE, _ARR_FIRST, _KEY_OR_END, _KEY, _COLON, _AFTER, _STRING, _KEY_STRING, _SCALAR, _DONE, _FAILED = range(12)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLimits:
+    """What one model answer may be, checked while it streams and again before the final parse.
+
+    The defaults are generous for any real structured answer and small enough that one hostile
+    answer cannot take the process's time or memory. Raise one per agent when a legitimate answer
+    needs it: ``keel.Agent(..., limits={"max_chars": 8_000_000})``.
+
+    :param max_chars: characters in one answer (prose and fences included).
+    :param max_depth: nesting depth of objects and arrays (the root is depth 1).
+    :param max_number_chars: characters in one number (Python's own int parsing stops at 4,300).
+    :param max_string_chars: characters in one string value or key, after unescaping.
+    :param repair_max_chars: the largest answer that the general repairer (``json-repair``, whose
+        time grows faster than the text) is tried on, after Keel's own linear repair failed.
+    """
+
+    max_chars: int = 2_000_000
+    max_depth: int = 100
+    max_number_chars: int = 1_000
+    max_string_chars: int = 1_000_000
+    repair_max_chars: int = 32_768
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise KeelError(f"output limits: {f.name} must be a positive integer, got {value!r}")
+        if self.max_number_chars > _INT_DIGITS:
+            raise KeelError(
+                f"output limits: max_number_chars is at most {_INT_DIGITS} (Python's limit for turning text "
+                f"into an int), got {self.max_number_chars}; send longer numbers as strings"
+            )
+
+    @classmethod
+    def of(cls, spec: OutputLimits | Mapping[str, int] | None) -> OutputLimits:
+        """Limits from ``None`` (the defaults), a mapping of the fields to change, or limits."""
+        if spec is None:
+            return DEFAULT_LIMITS
+        if isinstance(spec, OutputLimits):
+            return spec
+        if isinstance(spec, Mapping):
+            known = {f.name for f in fields(cls)}
+            unknown = set(spec) - known
+            if unknown:
+                raise KeelError(
+                    f"output limits: unknown setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}"
+                )
+            return replace(DEFAULT_LIMITS, **dict(spec))
+        raise KeelError(f"output limits are OutputLimits or a dict of its fields, got {spec!r}")
+
+
+DEFAULT_LIMITS = OutputLimits()
 
 
 class InstantEvent:
     """One instant event. ``kind`` is ``"field"`` or ``"reset"`` (see :func:`reset_event`).
 
     ``value`` of a partial string is joined on first access only, so a consumer that reads deltas
-    never pays for the text so far.
+    never pays for the text so far; ``path`` is built on first access too.
     """
 
-    __slots__ = ("_parts", "_value", "attempt", "delta", "is_complete", "kind", "path")
+    __slots__ = ("_parts", "_path", "_value", "_where", "attempt", "delta", "is_complete", "kind")
 
     def __init__(
         self,
@@ -72,12 +146,21 @@ class InstantEvent:
         parts: list[str] | None = None,
     ):
         self.kind = kind
-        self.path = path
+        self._path: str | None = path
+        self._where: tuple[_Frame | None, str | int] | None = None
         self.delta = delta
         self._value = value
         self._parts = parts
         self.is_complete = is_complete
         self.attempt = attempt
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            frame, seg = self._where  # type: ignore[misc]
+            self._path = _path_of(frame, seg)
+            self._where = None
+        return self._path
 
     @property
     def value(self) -> Any:
@@ -107,18 +190,48 @@ def reset_event(attempt: int, reason: str = "") -> InstantEvent:
     return InstantEvent("", reason, None, True, attempt, "reset")
 
 
-def _child(path: str, key: str) -> str:
-    if key.isidentifier():
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
+def _field_event(where: tuple[_Frame | None, str | int], delta: str, value: Any, complete: bool, attempt: int,
+                 parts: list[str] | None = None) -> InstantEvent:  # fmt: skip
+    event = InstantEvent.__new__(InstantEvent)
+    event.kind = "field"
+    event._path = "" if where[0] is None else None
+    event._where = where
+    event.delta = delta
+    event._value = value
+    event._parts = parts
+    event.is_complete = complete
+    event.attempt = attempt
+    return event
+
+
+def _path_of(frame: _Frame | None, last: str | int) -> str:
+    """The text of a path: the segments from the root down to ``frame``, then ``last``."""
+    if frame is None:
+        return ""
+    segs: list[str | int] = [last]
+    while frame.parent is not None:
+        segs.append(frame.seg)
+        frame = frame.parent
+    out: list[str] = []
+    for seg in reversed(segs):
+        if isinstance(seg, int):
+            out.append(f"[{seg}]")
+        elif seg.isidentifier():
+            out.append(f".{seg}" if out else seg)
+        else:
+            out.append(f"[{json.dumps(seg)}]")
+    return "".join(out)
 
 
 class _Frame:
-    __slots__ = ("container", "index", "is_obj", "key", "path")
+    """An open object or array; ``parent`` and ``seg`` (its key or index there) make its path."""
 
-    def __init__(self, container: Any, path: str, is_obj: bool):
+    __slots__ = ("container", "index", "is_obj", "key", "parent", "seg")
+
+    def __init__(self, container: Any, parent: _Frame | None, seg: str | int, is_obj: bool):
         self.container = container
-        self.path = path
+        self.parent = parent
+        self.seg = seg
         self.is_obj = is_obj
         self.key = ""
         self.index = 0
@@ -127,6 +240,10 @@ class _Frame:
 class InstantParser:
     """Turn JSON text, fed in chunks of any size, into :class:`InstantEvent` objects.
 
+    :param attempt: the attempt number its events carry.
+    :param limits: the :class:`OutputLimits` checked while feeding (default: the defaults).
+    :param root: ``"object"`` to start only on ``{`` (an object contract), ``"any"`` for ``{`` or ``[``.
+
     >>> p = InstantParser()
     >>> [(e.path, e.delta, e.is_complete) for e in p.feed('{"title": "Hel')]
     [('', '', False), ('title', 'Hel', False)]
@@ -134,18 +251,34 @@ class InstantParser:
     [('title', 'lo', True), ('', '', True)]
     """
 
-    def __init__(self, attempt: int = 0):
+    def __init__(
+        self,
+        attempt: int = 0,
+        *,
+        limits: OutputLimits | None = None,
+        root: Literal["object", "any"] = "any",
+    ):
         self.attempt = attempt
+        self.limits = limits or DEFAULT_LIMITS
         self.root: Any = None
         self.failed = False
+        self.chars = 0  # characters fed so far
+        self._root_re = _ROOT_OBJECT if root == "object" else _ROOT_ANY
         self._state = _PRE
         self._stack: list[_Frame] = []
         self._parts: list[str] = []  # the string being read
+        self._str_len = 0
         self._escape = ""  # an escape sequence split across chunks
-        self._scalar = ""
-        self._path = ""  # path of the value being read
+        self._scalar: list[str] = []
+        self._scalar_len = 0
+        self._where: tuple[_Frame | None, str | int] = (None, "")  # where the value being read goes
         self._last_delta = ""  # text of a string read in the chunk that closed it
         self._high = -1  # a \\uD800-\\uDBFF escape waiting for its low half
+        self._confirmed = True  # no root open yet
+        self._pending: list[str] = []  # the text of an unconfirmed root, from its bracket on
+        self._pending_len = 0
+        self._root_at = 0
+        self._opened: InstantEvent | None = None  # the unconfirmed root's open event, held back
 
     @property
     def done(self) -> bool:
@@ -155,11 +288,60 @@ class InstantParser:
     # ---------------------------------------------------------------------------------- feeding
 
     def feed(self, chunk: str) -> list[InstantEvent]:
+        """Read one chunk; return the events it completes. Raises :class:`keel.OutputLimitExceeded`."""
         out: list[InstantEvent] = []
         state = self._state
         if state in (_DONE, _FAILED):
             return out
+        self.chars += len(chunk)
+        if self.chars > self.limits.max_chars:
+            self._state = _FAILED
+            self.failed = True
+            raise OutputLimitExceeded("max_chars", self.chars, self.limits.max_chars, "the answer's size")
+        self._root_at = 0  # where this chunk's part of an unconfirmed root starts
         i, n = 0, len(chunk)
+        while True:
+            try:
+                i, state = self._run(chunk, i, n, state, out)
+            except OutputLimitExceeded:
+                self._state = _FAILED
+                self.failed = True
+                raise
+            if state == _FAILED and not self._confirmed:
+                # the root was prose: look for the next one just after its bracket
+                text = "".join(self._pending) + chunk[self._root_at :]
+                self._reset()
+                chunk, i, n, state = text, 1, len(text), _PRE
+                continue
+            break
+        if not self._confirmed:
+            piece = chunk[self._root_at :]
+            self._pending.append(piece)
+            self._pending_len += len(piece)
+            if self._pending_len > _UNCONFIRMED_MAX:
+                self._confirm(out)
+        self._state = state
+        if state == _FAILED:
+            self.failed = True
+        return out
+
+    def _reset(self) -> None:
+        self.root = None
+        self._stack = []
+        self._parts = []
+        self._str_len = 0
+        self._escape = ""
+        self._scalar = []
+        self._scalar_len = 0
+        self._high = -1
+        self._confirmed = True
+        self._pending = []
+        self._pending_len = 0
+        self._opened = None
+
+    def _run(self, chunk: str, i: int, n: int, state: int, out: list[InstantEvent]) -> tuple[int, int]:
+        """The state machine over ``chunk[i:n]``; returns where it stopped and the state."""
+        limits = self.limits
         while i < n:
             if state in (_STRING, _KEY_STRING):
                 if not self._parts and not self._escape and self._high < 0:
@@ -167,9 +349,11 @@ class InstantParser:
                     j = chunk.find('"', i)
                     if j >= 0 and chunk.find("\\", i, j) < 0:
                         text = chunk[i:j]
+                        if j - i > limits.max_string_chars:
+                            raise OutputLimitExceeded("max_string_chars", j - i, limits.max_string_chars, "a string")
                         i = j + 1
                         if state == _STRING:
-                            state = self._complete(self._path, text, text, out)
+                            state = self._complete(self._where, text, text, out)
                         else:
                             self._stack[-1].key = text
                             state = _COLON
@@ -178,56 +362,76 @@ class InstantParser:
                 if closed:
                     text = "".join(self._parts)
                     self._parts = []
+                    self._str_len = 0
                     if state == _STRING:
-                        state = self._complete(self._path, text, self._last_delta, out)
+                        state = self._complete(self._where, text, self._last_delta, out)
                     else:
                         self._stack[-1].key = text
                         state = _COLON
                 continue
-            if state == _AFTER:
-                m = _COMMA.match(chunk, i)
-                if m is not None:
-                    i = m.end()
-                    state = _KEY if self._stack[-1].is_obj else _VALUE
-                    if state == _VALUE:
-                        continue
-            if state in (_KEY_OR_END, _KEY):
-                m = _KEY_COLON.match(chunk, i)  # fast path: a whole key and its colon in this chunk
-                if m is not None:
-                    self._stack[-1].key = m.group(1)
-                    i = m.end()
-                    state = _VALUE
-                    continue
-                if i >= n:
-                    break
-            c = chunk[i]
             if state == _SCALAR:
-                if c in _NUMBER_CHARS or c.isalpha():
-                    self._scalar += c
-                    i += 1
-                    continue
+                m = _SCALAR_RUN.match(chunk, i)
+                if m is not None:
+                    piece = m.group()
+                    self._scalar.append(piece)
+                    self._scalar_len += len(piece)
+                    if self._scalar_len > limits.max_number_chars:
+                        raise OutputLimitExceeded(
+                            "max_number_chars", self._scalar_len, limits.max_number_chars, "a number"
+                        )
+                    i = m.end()
+                    if i >= n:
+                        break
                 state = self._end_scalar(out)
                 if state == _FAILED:
                     break
-                continue  # re-read c in the new state
-            i += 1
-            if c in _WS:
-                continue
+                continue  # re-read the character after it in the new state
             if state == _PRE:
-                if c == "{" or c == "[":
-                    state = self._open(c, "", out)
+                m = self._root_re.search(chunk, i)
+                if m is None:
+                    i = n
+                    break
+                i = m.end()
+                self._root_at = m.start()
+                state = self._open(chunk[m.start()], (None, ""), out)
                 continue
+            c = chunk[i]
+            if c in " \t\r\n":
+                m = _WS_RUN.match(chunk, i)
+                i = m.end() if m is not None else i + 1
+                continue
+            if state in (_KEY_OR_END, _KEY) and c == '"':
+                m = _KEY_COLON.match(chunk, i)  # fast path: a whole key and its colon in this chunk
+                if m is not None:
+                    key = m.group(1)
+                    if len(key) > limits.max_string_chars:
+                        raise OutputLimitExceeded("max_string_chars", len(key), limits.max_string_chars, "a key")
+                    self._stack[-1].key = key
+                    i = m.end()
+                    if not self._confirmed:
+                        self._confirm(out)
+                    state = _VALUE
+                    continue
+            i += 1
             if state in (_VALUE, _ARR_FIRST):
-                if c == "]" and (state == _ARR_FIRST or not self._stack[-1].is_obj):
+                top = self._stack[-1]
+                if c == "]" and (state == _ARR_FIRST or not top.is_obj):
+                    if not self._confirmed:
+                        self._confirm(out)
                     state = self._close(out)  # an empty array, or a trailing comma models often write
                 elif c == '"':
-                    self._path = self._value_path()
+                    if not self._confirmed:
+                        self._confirm(out)
+                    self._where = (top, top.key if top.is_obj else top.index)
                     state = _STRING
                 elif c == "{" or c == "[":
-                    state = self._open(c, self._value_path(), out)
-                elif c in _NUMBER_CHARS or c.isalpha():
-                    self._path = self._value_path()
-                    self._scalar = c
+                    if not self._confirmed:
+                        self._confirm(out)
+                    state = self._open(c, (top, top.key if top.is_obj else top.index), out)
+                elif c in "-0123456789tfn":  # a root is confirmed only once this token has ended well
+                    self._where = (top, top.key if top.is_obj else top.index)
+                    self._scalar = [c]
+                    self._scalar_len = 1
                     state = _SCALAR
                 else:
                     state = _FAILED
@@ -243,17 +447,21 @@ class InstantParser:
                 if c == '"':
                     state = _KEY_STRING
                 elif c == "}":  # an empty object, or a trailing comma
+                    if not self._confirmed:
+                        self._confirm(out)
                     state = self._close(out)
                 else:
                     state = _FAILED
             elif state == _COLON:
-                state = _VALUE if c == ":" else _FAILED
+                if c == ":":
+                    if not self._confirmed:
+                        self._confirm(out)
+                    state = _VALUE
+                else:
+                    state = _FAILED
             if state in (_DONE, _FAILED):
                 break
-        self._state = state
-        if state == _FAILED:
-            self.failed = True
-        return out
+        return i, state
 
     def finish(self) -> list[InstantEvent]:
         """The end of the text: a root-level number still being read completes."""
@@ -264,29 +472,68 @@ class InstantParser:
             self.failed = True
         return out
 
+    def partial_value(self) -> tuple[bool, Any]:
+        """``(found, value)``: the root with every open container closed, for a truncated answer.
+
+        A string being read is kept as read so far; a half-read number, literal or key is dropped.
+        Used by :mod:`keel.output` to repair a truncated answer in one linear pass.
+        """
+        if self._state == _DONE:
+            return True, self.root
+        if self._state == _FAILED or not self._stack or not self._confirmed:
+            return False, None
+        top = self._stack[-1]
+        seg: Any = top.key if top.is_obj else top.index
+        value: Any = None
+        has_value = False
+        if self._state == _STRING:
+            value, has_value = "".join(self._parts) + (chr(self._high) if self._high >= 0 else ""), True
+        elif self._state == _SCALAR:
+            token = "".join(self._scalar)
+            if token in _LITERALS:
+                value, has_value = _LITERALS[token], True
+            elif _NUMBER.fullmatch(token):
+                value, has_value = json.loads(token), True
+        if has_value:
+            _put(top, seg, value)
+        for k in range(len(self._stack) - 1, 0, -1):
+            child, parent = self._stack[k], self._stack[k - 1]
+            _put(parent, child.seg, child.container)
+        return True, self._stack[0].container
+
     # ---------------------------------------------------------------------------------- helpers
 
-    def _value_path(self) -> str:
-        top = self._stack[-1]
-        if top.is_obj:
-            return _child(top.path, top.key)
-        return f"{top.path}[{top.index}]"
+    def _confirm(self, out: list[InstantEvent]) -> None:
+        self._confirmed = True
+        self._pending = []
+        self._pending_len = 0
+        if self._opened is not None:
+            out.append(self._opened)
+            self._opened = None
 
-    def _open(self, c: str, path: str, out: list[InstantEvent]) -> int:
+    def _open(self, c: str, where: tuple[_Frame | None, str | int], out: list[InstantEvent]) -> int:
+        if len(self._stack) >= self.limits.max_depth:
+            raise OutputLimitExceeded("max_depth", len(self._stack) + 1, self.limits.max_depth, "the nesting depth")
         container: Any = {} if c == "{" else []
+        event = _field_event(where, "", container, False, self.attempt)
         if self.root is None:
             self.root = container
-        self._stack.append(_Frame(container, path, c == "{"))
-        out.append(InstantEvent(path, "", container, False, self.attempt))
+            self._confirmed = False
+            self._pending = []
+            self._pending_len = 0
+            self._opened = event
+        else:
+            out.append(event)
+        self._stack.append(_Frame(container, where[0], where[1], c == "{"))
         return _KEY_OR_END if c == "{" else _ARR_FIRST
 
     def _close(self, out: list[InstantEvent]) -> int:
         frame = self._stack.pop()
-        return self._complete(frame.path, frame.container, "", out)
+        return self._complete((frame.parent, frame.seg), frame.container, "", out)
 
-    def _complete(self, path: str, value: Any, delta: str, out: list[InstantEvent]) -> int:
+    def _complete(self, where: tuple[_Frame | None, str | int], value: Any, delta: str, out: list[InstantEvent]) -> int:
         """Put a finished value into its container and report it complete."""
-        out.append(InstantEvent(path, delta, value, True, self.attempt))
+        out.append(_field_event(where, delta, value, True, self.attempt))
         if not self._stack:
             return _DONE
         top = self._stack[-1]
@@ -298,18 +545,18 @@ class InstantParser:
         return _AFTER
 
     def _end_scalar(self, out: list[InstantEvent]) -> int:
-        token = self._scalar
-        self._scalar = ""
+        token = "".join(self._scalar)
+        self._scalar = []
+        self._scalar_len = 0
         if token in _LITERALS:
             value: Any = _LITERALS[token]
+        elif _NUMBER.fullmatch(token):
+            value = json.loads(token)  # at most max_number_chars, checked while it was read
         else:
-            try:
-                value = json.loads(token)
-            except ValueError:
-                return _FAILED
-            if not isinstance(value, (int, float)):
-                return _FAILED
-        return self._complete(self._path, value, token, out)
+            return _FAILED
+        if not self._confirmed:
+            self._confirm(out)
+        return self._complete(self._where, value, token, out)
 
     def _read_string(self, chunk: str, i: int, out: list[InstantEvent] | None) -> tuple[int, bool]:
         """Read string content from ``chunk[i:]``; report the new text if ``out`` is given.
@@ -321,7 +568,15 @@ class InstantParser:
         start_len = len(parts)
         n = len(chunk)
         closed = False
-        while i < n:
+        if not self._escape and self._high < 0 and chunk.find('"', i) >= 0:
+            try:  # the rest of the string is in this chunk: decode its escapes at C speed
+                text, end = _scanstring(chunk, i, False)
+            except ValueError:
+                pass  # not closed here after all, or an escape json does not know: the loop below
+            else:
+                parts.append(text)
+                i, closed = end, True
+        while i < n and not closed:
             if self._escape:
                 i = self._read_escape(chunk, i)
                 continue
@@ -342,12 +597,18 @@ class InstantParser:
                 break
             self._escape = "\\"
             i = j + 1
+        if len(parts) > start_len:
+            added = "".join(parts[start_len:])
+            self._str_len += len(added)
+            if self._str_len > self.limits.max_string_chars:
+                raise OutputLimitExceeded("max_string_chars", self._str_len, self.limits.max_string_chars, "a string")
+        else:
+            added = ""
         if out is not None:
-            delta = "".join(parts[start_len:]) if len(parts) > start_len else ""
             if closed:
-                self._last_delta = delta
-            elif delta:
-                out.append(InstantEvent(self._path, delta, len(parts), False, self.attempt, parts=parts))
+                self._last_delta = added
+            elif added:
+                out.append(_field_event(self._where, added, len(parts), False, self.attempt, parts))
         return i, closed
 
     def _read_escape(self, chunk: str, i: int) -> int:
@@ -383,3 +644,10 @@ class InstantParser:
         else:
             self._parts.append(chr(code))
         return i
+
+
+def _put(frame: _Frame, seg: Any, value: Any) -> None:
+    if frame.is_obj:
+        frame.container[seg] = value
+    else:
+        frame.container.append(value)

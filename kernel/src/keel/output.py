@@ -17,9 +17,17 @@ type is a Python type (``Literal[...]`` for enums) or, in agent files, a name: `
 ``float``, ``bool``, ``list[str]``... A name ending in ``?`` is optional (default ``None``);
 every other field is required.
 
-The final text is parsed strictly first (pydantic's JSON parser); when that fails it is repaired
-with ``json-repair`` (code fences, prose around the JSON, trailing commas, unclosed brackets), then
-validated. ``ensure_keys`` lists paths (``items[*].title``) that must be present and non-empty.
+Unknown keys are refused by default (``extra="forbid"``: the model is told which key to drop on
+the retry); ``extra="ignore"`` drops them silently. ``NaN`` and ``Infinity`` are refused in the
+shorthand's number fields.
+
+The final text is parsed strictly first (pydantic's JSON parser). When that fails it is repaired in
+one linear pass by :class:`keel.InstantParser` (prose and code fences around the JSON, brackets in
+the prose, trailing commas, an answer cut off mid-way: the open strings and containers are closed),
+and only if that finds no JSON, by ``json-repair`` (single quotes, comments, unquoted keys), on
+answers up to ``OutputLimits.repair_max_chars``, since its time grows faster than the text. Then the
+value is validated. ``ensure_keys`` lists paths (``items[*].title``) that must be present and
+non-empty. No error other than a :class:`keel.KeelError` leaves :meth:`OutputContract.check`.
 """
 
 from __future__ import annotations
@@ -32,9 +40,12 @@ from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from keel.errors import KeelError
+from keel.errors import KeelError, OutputLimitExceeded
+from keel.instant import InstantParser, OutputLimits
 
-__all__ = ["OutputCheck", "OutputContract", "contract_model"]
+__all__ = ["OutputCheck", "OutputContract", "OutputLimits", "contract_model"]
+
+Extra = Literal["forbid", "ignore"]
 
 _TYPE_NAMES: dict[str, Any] = {
     "str": str,
@@ -77,12 +88,12 @@ def _is_field_spec(spec: Any) -> bool:
     )
 
 
-def _field(spec: Any, name: str, where: str) -> tuple[Any, Any]:
+def _field(spec: Any, name: str, where: str, extra: Extra) -> tuple[Any, Any]:
     """(annotation, FieldInfo) for one shorthand entry."""
     if isinstance(spec, Mapping):
-        return contract_model(spec, name=_model_name(where)), Field()
+        return contract_model(spec, name=_model_name(where), extra=extra), Field()
     if isinstance(spec, list) and len(spec) == 1:
-        item, _ = _field(spec[0], name, where + "[]")
+        item, _ = _field(spec[0], name, where + "[]", extra)
         return list[item], Field()  # type: ignore[valid-type]
     if _is_field_spec(spec):
         kind, description = spec[0], spec[1]
@@ -121,13 +132,20 @@ def _model_name(where: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in parts if p) or "Output"
 
 
-def contract_model(shorthand: Mapping[str, Any], *, name: str = "Output") -> type[BaseModel]:
-    """Turn the dict shorthand into a pydantic model (``extra`` keys are ignored, as models add them)."""
+def contract_model(shorthand: Mapping[str, Any], *, name: str = "Output", extra: Extra = "forbid") -> type[BaseModel]:
+    """Turn the dict shorthand into a pydantic model.
+
+    :param extra: ``"forbid"`` (the default) refuses keys the contract does not name, so a
+        misspelled key is fed back to the model instead of being lost; ``"ignore"`` drops them.
+        Numbers are finite: ``NaN`` and ``Infinity`` are refused.
+    """
+    if extra not in ("forbid", "ignore"):
+        raise KeelError(f"output contract {name}: extra must be 'forbid' or 'ignore', got {extra!r}")
     fields: dict[str, Any] = {}
     for key, spec in shorthand.items():
         where = f"{name}.{key}" if name != "Output" else key
-        fields[key] = _field(spec, key, where)
-    return create_model(name, __config__=ConfigDict(extra="ignore"), **fields)
+        fields[key] = _field(spec, key, where, extra)
+    return create_model(name, __config__=ConfigDict(extra=extra, allow_inf_nan=False), **fields)
 
 
 # ------------------------------------------------------------------------------------- contract
@@ -152,14 +170,24 @@ class OutputContract:
     :param model: the pydantic model the answer must validate against.
     :param ensure_keys: paths (``a.b``, ``items[*].title``, ``items[0]``) that must be present and
         neither ``None`` nor empty.
+    :param limits: the :class:`OutputLimits` an answer is checked against (default: the defaults).
     """
 
-    def __init__(self, model: type[BaseModel], *, ensure_keys: Iterable[str] = (), name: str | None = None):
+    def __init__(
+        self,
+        model: type[BaseModel],
+        *,
+        ensure_keys: Iterable[str] = (),
+        name: str | None = None,
+        limits: OutputLimits | Mapping[str, int] | None = None,
+    ):
         self.model = model
         self.name = name or model.__name__
         self.ensure_keys = tuple(ensure_keys)
+        self.limits = OutputLimits.of(limits)
         self._paths = [(key, _parse_path(key)) for key in self.ensure_keys]
         self.json_schema: dict[str, Any] = model.model_json_schema()
+        self.root: Literal["object", "any"] = "object" if self.json_schema.get("type") == "object" else "any"
         self._instructions: str | None = None
 
     @classmethod
@@ -169,16 +197,26 @@ class OutputContract:
         *,
         ensure_keys: Iterable[str] = (),
         name: str | None = None,
+        limits: OutputLimits | Mapping[str, int] | None = None,
+        extra: Extra = "forbid",
     ) -> OutputContract:
-        """A contract from a model, the dict shorthand, or a contract (returned as is, unless keys are added)."""
+        """A contract from a model, the dict shorthand, or a contract (returned as is, unless keys or
+        limits are added). ``extra`` applies to the shorthand only: a pydantic model keeps its own
+        ``model_config``."""
         if isinstance(spec, OutputContract):
-            if not ensure_keys:
+            if not ensure_keys and limits is None:
                 return spec
-            return cls(spec.model, ensure_keys=[*spec.ensure_keys, *ensure_keys], name=name or spec.name)
+            return cls(
+                spec.model,
+                ensure_keys=[*spec.ensure_keys, *ensure_keys],
+                name=name or spec.name,
+                limits=spec.limits if limits is None else limits,
+            )
         if isinstance(spec, type) and issubclass(spec, BaseModel):
-            return cls(spec, ensure_keys=ensure_keys, name=name)
+            return cls(spec, ensure_keys=ensure_keys, name=name, limits=limits)
         if isinstance(spec, Mapping):
-            return cls(contract_model(spec, name=name or "Output"), ensure_keys=ensure_keys, name=name)
+            model = contract_model(spec, name=name or "Output", extra=extra)
+            return cls(model, ensure_keys=ensure_keys, name=name, limits=limits)
         raise KeelError(f"an output contract is a pydantic model or a dict of fields, got {spec!r}")
 
     @property
@@ -197,32 +235,63 @@ class OutputContract:
 
     # -------------------------------------------------------------------------------- checking
 
-    def check(self, text: str) -> OutputCheck:
-        """Parse (strictly, else with repair) and validate one answer."""
-        repaired = False
+    def check(self, text: str, *, parsed: InstantParser | None = None) -> OutputCheck:
+        """Parse (strictly, else with repair) and validate one answer.
+
+        :param parsed: an :class:`~keel.InstantParser` that was fed exactly ``text`` (an agent's
+            instant stream): its parse is reused for the repair instead of reading the text again.
+        :raises keel.OutputLimitExceeded: the answer is past one of :attr:`limits`.
+
+        Time is linear in the text, except ``json-repair``'s, which is bounded by
+        ``limits.repair_max_chars``. An agent runs it in a worker thread for long answers, under the
+        execution's timeout.
+        """
+        limits = self.limits
+        if len(text) > limits.max_chars:
+            raise OutputLimitExceeded("max_chars", len(text), limits.max_chars, "the answer's size")
         try:
             data = self.model.model_validate_json(text)
         except ValidationError as err:
             if not any(e["type"] == "json_invalid" for e in err.errors()):
                 return OutputCheck(None, _describe(err))
-            repaired = True
-            try:
-                data = self.model.model_validate(self._repair(text))
-            except ValidationError as err2:
-                return OutputCheck(None, _describe(err2), repaired)
+        except (ValueError, RecursionError, MemoryError) as err:  # a validator of the user's model
+            return OutputCheck(None, [f"(answer): could not be validated: {type(err).__name__}: {err}"])
+        else:
+            return self._ensure(data, False)
+        found, value = self._scan(text, parsed)
+        if not found:
+            if len(text) > limits.repair_max_chars:
+                return OutputCheck(
+                    None,
+                    [f"(answer): not valid JSON, and no JSON object could be found in it ({len(text):,} characters)"],
+                    True,
+                )
+            found, value = _json_repair(text)
+            if not found:
+                return OutputCheck(None, ["(answer): not valid JSON, and it could not be repaired"], True)
+            # prose after the JSON may itself hold brackets, which the repairer returns as more values
+            if isinstance(value, list) and self.root == "object":
+                value = next((v for v in value if isinstance(v, dict)), value)
+        try:
+            data = self.model.model_validate(value)
+        except ValidationError as err:
+            return OutputCheck(None, _describe(err), True)
+        except (ValueError, RecursionError, MemoryError) as err:
+            return OutputCheck(None, [f"(answer): could not be validated: {type(err).__name__}: {err}"], True)
+        return self._ensure(data, True)
+
+    def _scan(self, text: str, parsed: InstantParser | None) -> tuple[bool, Any]:
+        """The JSON in ``text``, found and closed in one linear pass (limits enforced)."""
+        if parsed is None or parsed.chars != len(text):
+            parsed = InstantParser(limits=self.limits, root=self.root)
+            parsed.feed(text)
+        return parsed.partial_value()
+
+    def _ensure(self, data: BaseModel, repaired: bool) -> OutputCheck:
         missing = self.missing_keys(data)
         if missing:
             return OutputCheck(None, missing, repaired)
         return OutputCheck(data, [], repaired)
-
-    def _repair(self, text: str) -> Any:
-        import json_repair  # imported on the repair path only (about 50 ms)
-
-        value = json_repair.loads(text)
-        # prose after the JSON may itself hold brackets, which the repairer returns as more values
-        if isinstance(value, list) and self.json_schema.get("type") == "object":
-            value = next((v for v in value if isinstance(v, dict)), value)
-        return value
 
     def missing_keys(self, data: Any) -> list[str]:
         """Errors for every ``ensure_keys`` path that is absent or empty in ``data``."""
@@ -240,6 +309,15 @@ class OutputContract:
             f"Your answer did not match the required output:\n{listed}\n"
             "Answer again with the corrected JSON object only."
         )
+
+
+def _json_repair(text: str) -> tuple[bool, Any]:
+    import json_repair  # imported on the repair path only (about 50 ms)
+
+    try:
+        return True, json_repair.loads(text)
+    except (ValueError, RecursionError, MemoryError, TypeError, IndexError, KeyError):
+        return False, None  # the repairer's own failures are "could not be repaired", never a crash
 
 
 def _describe(err: ValidationError) -> list[str]:

@@ -1,5 +1,5 @@
-"""``keel queue``, ``keel worker`` (and, from schedules.py and intake.py, ``keel schedule``,
-``keel scheduler``, ``keel intake``). Every listing takes ``--json``."""
+"""``keel queue`` and ``keel worker`` (``keel schedule`` and ``keel scheduler`` are in
+schedules_cli.py, ``keel intake`` in intake_cli.py). Every listing takes ``--json``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import keel
 from keel_scheduler.queue import FINISHED, Job, Queue
 from keel_scheduler.settings import SchedulerSettings, load_settings
 
-__all__ = ["add_commands"]
+__all__ = ["queue_group", "worker_cmd"]
 
 T = TypeVar("T")
 
@@ -70,165 +70,163 @@ def build_channels(runtime: keel.Runtime, options: SchedulerSettings) -> list[ke
     return out
 
 
-def add_commands(cli: click.Group) -> None:
-    @cli.group("queue")
-    def queue_group() -> None:
-        """The durable queue: list, inspect, retry, cancel and purge jobs."""
+@click.group("queue")
+def queue_group() -> None:
+    """The durable queue: list, inspect, retry, cancel and purge jobs."""
 
-    @queue_group.command("ls")
-    @click.option("--status", multiple=True, help="only these statuses (queued, running, completed, failed, cancelled)")
-    @click.option("--queue", "queue_name", default=None, help="only this queue")
-    @click.option("--schedule", default=None, help="only the jobs of this schedule")
-    @click.option("--limit", default=50, show_default=True)
-    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def queue_ls(
-        status: tuple[str, ...], queue_name: str | None, schedule: str | None, limit: int, as_json: bool
-    ) -> None:
-        """List jobs, newest first."""
-        jobs: list[Job] = with_queue(
-            lambda q: q.list(status=list(status) or None, queue=queue_name, schedule_id=schedule, limit=limit)
+
+@queue_group.command("ls")
+@click.option("--status", multiple=True, help="only these statuses (queued, running, completed, failed, cancelled)")
+@click.option("--queue", "queue_name", default=None, help="only this queue")
+@click.option("--schedule", default=None, help="only the jobs of this schedule")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def queue_ls(status: tuple[str, ...], queue_name: str | None, schedule: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    jobs: list[Job] = with_queue(
+        lambda q: q.list(status=list(status) or None, queue=queue_name, schedule_id=schedule, limit=limit)
+    )
+    if as_json:
+        emit([j.summary() for j in jobs])
+        return
+    if not jobs:
+        click.echo("no jobs")
+    for j in jobs:
+        error = f"  {j.last_error[:60]}" if j.last_error and j.status != "completed" else ""
+        click.echo(
+            f"{j.id:<36} {j.queue:<10} {j.task:<18} {j.status.value:<9} {j.attempts}/{j.max_attempts} "
+            f"{when(j.run_at)}{error}"
         )
-        if as_json:
-            emit([j.summary() for j in jobs])
-            return
-        if not jobs:
-            click.echo("no jobs")
-        for j in jobs:
-            error = f"  {j.last_error[:60]}" if j.last_error and j.status != "completed" else ""
-            click.echo(
-                f"{j.id:<36} {j.queue:<10} {j.task:<18} {j.status.value:<9} {j.attempts}/{j.max_attempts} "
-                f"{when(j.run_at)}{error}"
-            )
 
-    @queue_group.command("show")
-    @click.argument("job_id")
-    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def queue_show(job_id: str, as_json: bool) -> None:
-        """Show one job: its input, attempts, every error and its result."""
-        job = with_queue(lambda q: q.get(job_id))
-        if as_json:
-            emit(job.model_dump(mode="json"))
-            return
-        for key in ("id", "queue", "task", "status", "attempts", "max_attempts", "priority", "dedup_key",
-                    "concurrency_key", "correlation_id", "schedule_id", "lease_owner"):  # fmt: skip
-            value = getattr(job, key)
-            click.echo(f"{key:<16} {value.value if hasattr(value, 'value') else value}")
-        for key in ("run_at", "created_at", "started_at", "finished_at", "lease_until"):
-            click.echo(f"{key:<16} {when(getattr(job, key))}")
-        click.echo(f"{'input':<16} {json.dumps(job.input)}")
-        click.echo(f"{'result':<16} {json.dumps(job.result)}")
-        for error in job.errors:
-            click.echo(f"  attempt {error['attempt']} ({when(error['at'])}, {error['worker']}): {error['error']}")
 
-    @queue_group.command("retry")
-    @click.argument("job_id")
-    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def queue_retry(job_id: str, as_json: bool) -> None:
-        """Queue a failed (dead-lettered) or cancelled job again with fresh attempts."""
-        job = with_queue(lambda q: q.retry(job_id))
-        emit(job.summary()) if as_json else click.echo(f"{job.id}: queued again")
+@queue_group.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def queue_show(job_id: str, as_json: bool) -> None:
+    """Show one job: its input, attempts, every error and its result."""
+    job = with_queue(lambda q: q.get(job_id))
+    if as_json:
+        emit(job.model_dump(mode="json"))
+        return
+    for key in ("id", "queue", "task", "status", "attempts", "max_attempts", "priority", "dedup_key",
+                "concurrency_key", "correlation_id", "schedule_id", "lease_owner"):  # fmt: skip
+        value = getattr(job, key)
+        click.echo(f"{key:<16} {value.value if hasattr(value, 'value') else value}")
+    for key in ("run_at", "created_at", "started_at", "finished_at", "lease_until"):
+        click.echo(f"{key:<16} {when(getattr(job, key))}")
+    click.echo(f"{'input':<16} {json.dumps(job.input)}")
+    click.echo(f"{'result':<16} {json.dumps(job.result)}")
+    for error in job.errors:
+        click.echo(f"  attempt {error['attempt']} ({when(error['at'])}, {error['worker']}): {error['error']}")
 
-    @queue_group.command("cancel")
-    @click.argument("job_id")
-    @click.option("--reason", default="cancelled from the command line", show_default=True)
-    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def queue_cancel(job_id: str, reason: str, as_json: bool) -> None:
-        """Cancel a queued or running job (a running one stops at its worker's next renewal)."""
-        job = with_queue(lambda q: q.cancel(job_id, reason))
-        emit(job.summary()) if as_json else click.echo(f"{job.id}: {job.status.value}")
 
-    @queue_group.command("purge")
-    @click.option("--status", multiple=True, default=FINISHED, show_default=True)
-    @click.option("--older-than", default=0.0, show_default=True, help="seconds since the job finished")
-    @click.option("--queue", "queue_name", default=None)
-    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def queue_purge(status: tuple[str, ...], older_than: float, queue_name: str | None, as_json: bool) -> None:
-        """Delete finished jobs (their dedup keys become free again)."""
-        n = with_queue(lambda q: q.purge(status=status, older_than=older_than, queue=queue_name))
-        emit({"purged": n}) if as_json else click.echo(f"purged {n} job(s)")
+@queue_group.command("retry")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def queue_retry(job_id: str, as_json: bool) -> None:
+    """Queue a failed (dead-lettered) or cancelled job again with fresh attempts."""
+    job = with_queue(lambda q: q.retry(job_id))
+    emit(job.summary()) if as_json else click.echo(f"{job.id}: queued again")
 
-    @queue_group.command("add")
-    @click.argument("task")
-    @click.option("--input", "input_json", default="null", help="the job's input, as JSON")
-    @click.option("--queue", "queue_name", default="default", show_default=True)
-    @click.option("--dedup-key", default=None)
-    @click.option("--reject-duplicate", is_flag=True, help="fail when the dedup key is taken")
-    @click.option("--delay", default=0.0, show_default=True, help="seconds")
-    @click.option("--priority", default=0, show_default=True)
-    @click.option("--max-attempts", default=3, show_default=True)
-    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def queue_add(
-        task: str, input_json: str, queue_name: str, dedup_key: str | None, reject_duplicate: bool, delay: float,
-        priority: int, max_attempts: int, as_json: bool,
-    ) -> None:  # fmt: skip
-        """Enqueue a job for the runnable TASK."""
-        try:
-            payload = json.loads(input_json)
-        except json.JSONDecodeError as err:
-            raise click.BadParameter(f"not JSON: {err}", param_hint="--input") from None
-        job = with_queue(
-            lambda q: q.enqueue(
-                task,
-                payload,
-                queue=queue_name,
-                dedup_key=dedup_key,
-                delay=delay,
-                priority=priority,
-                max_attempts=max_attempts,
-                on_duplicate="reject" if reject_duplicate else "return",
-            )
+
+@queue_group.command("cancel")
+@click.argument("job_id")
+@click.option("--reason", default="cancelled from the command line", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def queue_cancel(job_id: str, reason: str, as_json: bool) -> None:
+    """Cancel a queued or running job (a running one stops at its worker's next renewal)."""
+    job = with_queue(lambda q: q.cancel(job_id, reason))
+    emit(job.summary()) if as_json else click.echo(f"{job.id}: {job.status.value}")
+
+
+@queue_group.command("purge")
+@click.option("--status", multiple=True, default=FINISHED, show_default=True)
+@click.option("--older-than", default=0.0, show_default=True, help="seconds since the job finished")
+@click.option("--queue", "queue_name", default=None)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def queue_purge(status: tuple[str, ...], older_than: float, queue_name: str | None, as_json: bool) -> None:
+    """Delete finished jobs (their dedup keys become free again)."""
+    n = with_queue(lambda q: q.purge(status=status, older_than=older_than, queue=queue_name))
+    emit({"purged": n}) if as_json else click.echo(f"purged {n} job(s)")
+
+
+@queue_group.command("add")
+@click.argument("task")
+@click.option("--input", "input_json", default="null", help="the job's input, as JSON")
+@click.option("--queue", "queue_name", default="default", show_default=True)
+@click.option("--dedup-key", default=None)
+@click.option("--reject-duplicate", is_flag=True, help="fail when the dedup key is taken")
+@click.option("--delay", default=0.0, show_default=True, help="seconds")
+@click.option("--priority", default=0, show_default=True)
+@click.option("--max-attempts", default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def queue_add(
+    task: str, input_json: str, queue_name: str, dedup_key: str | None, reject_duplicate: bool, delay: float,
+    priority: int, max_attempts: int, as_json: bool,
+) -> None:  # fmt: skip
+    """Enqueue a job for the runnable TASK."""
+    try:
+        payload = json.loads(input_json)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not JSON: {err}", param_hint="--input") from None
+    job = with_queue(
+        lambda q: q.enqueue(
+            task,
+            payload,
+            queue=queue_name,
+            dedup_key=dedup_key,
+            delay=delay,
+            priority=priority,
+            max_attempts=max_attempts,
+            on_duplicate="reject" if reject_duplicate else "return",
         )
-        emit(job.summary()) if as_json else click.echo(job.id)
+    )
+    emit(job.summary()) if as_json else click.echo(job.id)
 
-    @cli.command("worker")
-    @click.option("--queue", "queues", multiple=True, help="queues to serve (default: [settings.scheduler] queues)")
-    @click.option("--concurrency", type=int, default=None, help="jobs at once in this process")
-    @click.option("--lease", type=float, default=None, help="seconds a claim lasts without renewal")
-    @click.option("--drain", is_flag=True, help="stop once nothing is due and nothing runs")
-    @click.option("--json", "as_json", is_flag=True, help="one JSON line per event")
-    def worker_cmd(
-        queues: tuple[str, ...], concurrency: int | None, lease: float | None, drain: bool, as_json: bool
-    ) -> None:
-        """Claim and run jobs with the stack's runnables until Ctrl-C or SIGTERM."""
-        from keel_scheduler.worker import Worker, WorkerEvent
 
-        options = settings()
-        runtime = stack_runtime()
-        live = _Live(as_json)
+@click.command("worker")
+@click.option("--queue", "queues", multiple=True, help="queues to serve (default: [settings.scheduler] queues)")
+@click.option("--concurrency", type=int, default=None, help="jobs at once in this process")
+@click.option("--lease", type=float, default=None, help="seconds a claim lasts without renewal")
+@click.option("--drain", is_flag=True, help="stop once nothing is due and nothing runs")
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per event")
+def worker_cmd(
+    queues: tuple[str, ...], concurrency: int | None, lease: float | None, drain: bool, as_json: bool
+) -> None:
+    """Claim and run jobs with the stack's runnables until Ctrl-C or SIGTERM."""
+    from keel_scheduler.worker import Worker, WorkerEvent
 
-        def on_event(event: WorkerEvent) -> None:
-            live.event(event.kind, event.job, event.detail)
+    options = settings()
+    runtime = stack_runtime()
+    live = _Live(as_json)
 
-        async def run() -> None:
-            async with runtime, open_queue(options) as queue:
-                worker = Worker(
-                    queue, runtime, queues=list(queues) or options.queues,
-                    concurrency=concurrency or options.concurrency, lease=lease or options.lease,
-                    poll_interval=options.poll_interval, queue_limits=options.queue_limits,
-                    channels=build_channels(runtime, options), on_event=on_event,
-                )  # fmt: skip
-                live.note(
-                    f"worker {worker.id}: queues {', '.join(worker.queues)}, runnables {runtime.runnables.names()}"
-                )
-                async with anyio.create_task_group() as tg:
+    def on_event(event: WorkerEvent) -> None:
+        live.event(event.kind, event.job, event.detail)
 
-                    async def stop_on_signal() -> None:
-                        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                            async for _ in signals:
-                                live.note("stopping: finishing the running jobs (again to abort)")
-                                worker.stop()
-                                break
+    async def run() -> None:
+        async with runtime, open_queue(options) as queue:
+            worker = Worker(
+                queue, runtime, queues=list(queues) or options.queues,
+                concurrency=concurrency or options.concurrency, lease=lease or options.lease,
+                poll_interval=options.poll_interval, queue_limits=options.queue_limits,
+                channels=build_channels(runtime, options), on_event=on_event,
+            )  # fmt: skip
+            live.note(f"worker {worker.id}: queues {', '.join(worker.queues)}, runnables {runtime.runnables.names()}")
+            async with anyio.create_task_group() as tg:
 
-                    tg.start_soon(stop_on_signal)
-                    await worker.run(drain=drain)
-                    tg.cancel_scope.cancel()
-                live.close()
+                async def stop_on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        async for _ in signals:
+                            live.note("stopping: finishing the running jobs (again to abort)")
+                            worker.stop()
+                            break
 
-        anyio.run(run)
+                tg.start_soon(stop_on_signal)
+                await worker.run(drain=drain)
+                tg.cancel_scope.cancel()
+            live.close()
 
-    from keel_scheduler.schedules_cli import add_schedule_commands
-
-    add_schedule_commands(cli)
+    anyio.run(run)
 
 
 class _Live:

@@ -1,15 +1,25 @@
 """The entry point ``scheduler`` (group ``keel``): the ``keel queue|worker|schedule|scheduler|intake``
-commands. Cheap to import: the commands load the queue on first use."""
+commands, added by reference so that they load only when they run."""
 
 from __future__ import annotations
 
-import click
+from typing import Any
 
 import keel
 
 
 @keel.hookimpl
-def keel_commands(cli: click.Group) -> None:
-    from keel_scheduler.cli import add_commands
-
-    add_commands(cli)
+def keel_commands(cli: Any) -> None:
+    cli.add_lazy_command(
+        "queue", "keel_scheduler.cli:queue_group", help="The durable queue: list, retry, cancel, purge jobs."
+    )
+    cli.add_lazy_command(
+        "worker", "keel_scheduler.cli:worker_cmd", help="Claim and run jobs with the stack's runnables."
+    )
+    cli.add_lazy_command(
+        "schedule", "keel_scheduler.schedules_cli:schedule_group", help="Schedules: cron, intervals and calendars."
+    )
+    cli.add_lazy_command(
+        "scheduler", "keel_scheduler.schedules_cli:scheduler_cmd", help="Turn schedules into due jobs (run several)."
+    )
+    cli.add_lazy_command("intake", "keel_scheduler.intake_cli:intake_cmd", help="Serve signed webhooks into the queue.")

@@ -412,7 +412,10 @@ class AgentExecution:
         self._scope = anyio.CancelScope()
         self._cancel_reason = ""
         self._attempt_has_instant = False
-        self._attempt = -1  # the model turn being read: every turn, tool rounds included, is a new attempt
+        # the instant stream's attempt: every model turn, tool rounds included, is a new one, so an
+        # attempt that was reset never comes back; RuntimeEvents' "attempt" counts answers (retries)
+        self._attempt = -1
+        self._retry = 0
         self._seq = 0
         self.footprint = 0  # bytes kept once finished (an estimate), for the registry's byte bound
 
@@ -626,8 +629,9 @@ class AgentExecution:
         messages.append(Message(role="user", content=agent.render_input(self.input)))
         self.messages = messages
         for retry in range(agent.max_retries + 1):
+            self._retry = retry
             text, parser = await self._answer()
-            attempt = self._attempt
+            attempt, turn = retry, self._attempt
             if contract is None:
                 self.attempts.append({"attempt": attempt, "text": text, "errors": []})
                 self.emit("output.parsed", {"attempt": attempt, "repaired": False})
@@ -647,7 +651,7 @@ class AgentExecution:
                 )
             self.emit("output.retry", {"attempt": attempt, "errors": check.errors}, level="warning")
             if self._attempt_has_instant:
-                self._instant.append(reset_event(attempt, "output.retry"))
+                self._instant.append(reset_event(turn, "output.retry"))
                 self._attempt_has_instant = False
             # a new list: the request already sent keeps the messages it was sent with
             messages = [
@@ -709,7 +713,7 @@ class AgentExecution:
         span = new_span_id()
         self.emit(
             "model.request",
-            {"attempt": attempt, "model": model.name, "messages": len(request.messages), "request": request},
+            {"attempt": self._retry, "model": model.name, "messages": len(request.messages), "request": request},
             span_id=span,
         )
         limits = agent.limits
@@ -746,7 +750,7 @@ class AgentExecution:
                     elif piece:
                         instant.append(InstantEvent("", piece, len(parts), False, attempt, parts=parts))
                         self._attempt_has_instant = True
-                    self.emit("model.delta", {"attempt": attempt, "text": piece}, span_id=span)
+                    self.emit("model.delta", {"attempt": self._retry, "text": piece}, span_id=span)
                 elif isinstance(event, ToolCallEvent):
                     calls.append(event.call)
                     if len(calls) > agent.max_tool_calls:
@@ -758,7 +762,7 @@ class AgentExecution:
                     self.emit(
                         "model.tool_call",
                         {
-                            "attempt": attempt,
+                            "attempt": self._retry,
                             "id": event.call.id,
                             "name": event.call.name,
                             "arguments": event.call.arguments,
@@ -792,7 +796,7 @@ class AgentExecution:
         self.emit(
             "model.response",
             {
-                "attempt": attempt,
+                "attempt": self._retry,
                 "model": (done.model if done is not None else None) or model.name,
                 "finish_reason": done.finish_reason if done is not None else "incomplete",
                 "usage": used,

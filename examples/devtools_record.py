@@ -1,8 +1,10 @@
-"""DevTools: record an agent's executions, see what they cost, export one to a file.
+"""DevTools: record an agent's executions, see what they cost, export one, replay them.
 
 Runs offline: the scripted test model answers (priced here at a made-up rate, so the cost column
 has something to show). Every RuntimeEvent goes to ./.keel/devtools.db; ``keel devtools ls`` lists
-them afterwards and ``keel devtools`` (once the UI is installed) shows them.
+them afterwards and ``keel devtools`` shows them. The replay re-runs each execution against this
+code with the recorded answers and tool results (no model asked, no action run), then once more
+with a changed prompt, which diverges at the first model call.
 """
 
 from __future__ import annotations
@@ -15,9 +17,6 @@ import anyio
 import keel
 import keel_devtools
 from keel.testing import Reply, ScriptedModel
-
-recorder = keel_devtools.configure(Path(".keel") / "devtools.db")
-recorder.db.prices.add("scripted", {"input": 2.5, "output": 10.0})  # USD per million tokens
 
 
 @keel.action(risk="read")
@@ -61,13 +60,34 @@ async def main() -> list[str]:
     return ids
 
 
-ids = anyio.run(main)
-recorder.flush()
-rows, _ = recorder.db.list(keel_devtools.ExecutionFilter(runnable="invoice"))
-for row in rows:
-    tokens = row["input_tokens"] + row["output_tokens"]
-    print(f"{row['id']}  {row['status']}  {row['events']} events  {tokens} tokens  ${row['cost']:.6f}")
-file = keel_devtools.export_execution(recorder.db, ids[0], Path("first-invoice.jsonl"))
-header = json.loads(file.read_text(encoding="utf-8").splitlines()[0])
-print(f"exported {file}: {header['runnable']} {header['status']}, output {header['output']}")
-recorder.close()
+async def replay_all(recorder: keel_devtools.Recorder, code: keel.Agent, ids: list[str]) -> None:
+    for execution_id in ids:
+        recording = keel_devtools.Recording.from_db(recorder.db, execution_id)
+        async with keel.Runtime.open() as runtime:  # today's code: the agent and its action
+            runtime.actions.add(exchange_rate)
+            runtime.add(code)
+            result = await keel_devtools.replay(recording, runtime=runtime)
+        print(f"replay {execution_id}: {'no divergence' if result.ok else result.divergence}")
+
+
+if __name__ == "__main__":
+    recorder = keel_devtools.configure(Path(".keel") / "devtools.db")
+    recorder.db.prices.add("scripted", {"input": 2.5, "output": 10.0})  # USD per million tokens
+    ids = anyio.run(main)
+    recorder.flush()
+    rows, _ = recorder.db.page(keel_devtools.ExecutionFilter(runnable="invoice"))
+    for row in rows:
+        tokens = row["input_tokens"] + row["output_tokens"]
+        print(f"{row['id']}  {row['status']}  {row['events']} events  {tokens} tokens  ${row['cost']:.6f}")
+    file = keel_devtools.export_execution(recorder.db, ids[0], Path("first-invoice.jsonl"))
+    header = json.loads(file.read_text(encoding="utf-8").splitlines()[0])
+    print(f"exported {file}: {header['runnable']} {header['status']}, output {header['output']}")
+    anyio.run(replay_all, recorder, agent, ids)
+    changed = keel.Agent(
+        "invoice",
+        "Extract the invoice; convert the total to EUR.",  # the prompt changed since the recording
+        output={"vendor": (str, "who issued it"), "total_eur": (float, "the total in EUR")},
+        actions=["exchange_rate"],
+    )
+    anyio.run(replay_all, recorder, changed, ids[:1])
+    recorder.close()

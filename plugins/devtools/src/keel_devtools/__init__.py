@@ -25,12 +25,14 @@ from keel_devtools.record import (
     recorder,
 )
 from keel_devtools.redact import DEFAULT_SECRET_KEYS, MASK, Redactor, mask_keys
+from keel_devtools.replay import ModelComparison, ReplayDivergence, ReplayError, ReplayResult, compare, replay
 
 __all__ = [
     "DEFAULT_PRICES",
     "DEFAULT_SECRET_KEYS",
     "FORMAT",
     "MASK",
+    "ModelComparison",
     "VERSION",
     "DevToolsSettings",
     "ExecutionFilter",
@@ -43,8 +45,12 @@ __all__ = [
     "RecordingDB",
     "RecordingError",
     "Redactor",
+    "ReplayDivergence",
+    "ReplayError",
+    "ReplayResult",
     "Retention",
     "configure",
+    "compare",
     "default_path",
     "export_execution",
     "import_execution",
@@ -52,4 +58,5 @@ __all__ = [
     "read_execution",
     "recorder",
     "recordings",
+    "replay",
 ]

@@ -61,7 +61,7 @@ def ls_cmd(db_path: Path | None, status: str | None, runnable: str | None, tenan
     from keel_devtools.db import ExecutionFilter
 
     db = _open(db_path)
-    rows, _ = db.list(ExecutionFilter(status=status, runnable=runnable, tenant=tenant), limit=limit)
+    rows, _ = db.page(ExecutionFilter(status=status, runnable=runnable, tenant=tenant), limit=limit)
     if as_json:
         click.echo(json.dumps(rows, default=str))
         return
@@ -121,3 +121,20 @@ def purge_cmd(db_path: Path | None, days: float | None, max_mb: float | None) ->
         max_bytes=int(max_mb * 1_000_000) if max_mb is not None else None,
     )
     click.echo(f"forgot {count} execution(s)")
+
+
+@click.command()
+@_db_option
+@click.argument("target")
+@click.option("--live-model", is_flag=True, help="ask the model again (tool results stay recorded) and compare")
+@click.option("--runnable", default=None, help="replay with this runnable instead of the recorded name")
+@click.pass_context
+def replay(ctx: click.Context, db_path: Path | None, target: str, live_model: bool, runnable: str | None) -> None:
+    """Re-run recorded executions against today's code: an execution ID, a FILE, or a DIR of files.
+
+    Recorded model answers and action results are served: no model is asked and no action runs.
+    Exits 1 when any execution diverged (every one is replayed first), for CI.
+    """
+    from keel_devtools.replay import replay_cli
+
+    ctx.exit(replay_cli(ctx, db_path, target, live_model=live_model, runnable=runnable))

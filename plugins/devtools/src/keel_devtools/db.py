@@ -395,7 +395,7 @@ class RecordingDB:
             )
         raise RecordingError(f"{prefix!r} names more than one recorded execution; give more of the id")
 
-    def list(
+    def page(
         self, filters: ExecutionFilter | None = None, *, limit: int = 50, before: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of executions, newest first, and the cursor of the next page (``None`` at the end).

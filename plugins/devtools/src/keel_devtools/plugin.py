@@ -30,6 +30,7 @@ def _reset() -> None:
 
 @keel.hookimpl
 def keel_commands(cli: Any) -> None:
-    from keel_devtools.cli import devtools
+    from keel_devtools.cli import devtools, replay
 
     cli.add_command(devtools)
+    cli.add_command(replay)

@@ -34,9 +34,9 @@ async def test_every_event_is_recorded_keyed_by_execution_step_and_sequence(
     assert [r["kind"] for r in rows] == [e.kind for e in own]
     steps = {r["kind"]: r["step"] for r in rows}
     assert steps["execution.started"] == "execution"
-    assert steps["action.completed"] == "attempt-0/model-1/lookup_vendor-1"
-    assert steps["output.parsed"] == "attempt-0/output"
-    assert [r["step"] for r in rows if r["kind"] == "model.request"] == ["attempt-0/model-1", "attempt-0/model-2"]
+    assert steps["action.completed"] == "model-1/lookup_vendor-1"
+    assert steps["output.parsed"] == "model-2/output"
+    assert [r["step"] for r in rows if r["kind"] == "model.request"] == ["model-1", "model-2"]
     summary = recorder.db.execution(execution.id)
     assert summary is not None
     assert (summary["kind"], summary["runnable"], summary["status"]) == ("agent", "invoice", "completed")

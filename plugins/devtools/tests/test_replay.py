@@ -88,12 +88,12 @@ async def test_a_changed_prompt_diverges_at_the_first_model_call(
         result = await replay(recording, runtime=runtime)
     divergence = result.divergence
     assert isinstance(divergence, ReplayDivergence)
-    assert divergence.step_path == "attempt-0/model-1"
+    assert divergence.step_path == "model-1"
     assert divergence.where == "messages[0].content"
     assert "send a receipt." in divergence.expected and "IBAN" in divergence.got
     assert result.status == "failed"  # stopped there: no answer was served for a request never recorded
     assert side_effects.read_text().splitlines() == ["Nordlys AS ap@nordlys.no"]
-    with pytest.raises(ReplayDivergence, match="diverged at attempt-0/model-1"):
+    with pytest.raises(ReplayDivergence, match="diverged at model-1"):
         result.raise_for_divergence()
 
 
@@ -109,7 +109,7 @@ async def test_a_changed_output_contract_diverges_where_the_model_is_first_told(
     async with fresh_runtime(host, stricter) as runtime:
         result = await replay(recording, runtime=runtime)
     assert result.divergence is not None
-    assert result.divergence.step_path == "attempt-0/model-1"
+    assert result.divergence.step_path == "model-1"
     assert result.divergence.where == "messages[0].content"  # the system prompt carries the schema
     assert "iban" in result.divergence.got and "iban" not in result.divergence.expected
 
@@ -181,5 +181,5 @@ async def test_keel_replay_dir_exits_non_zero_on_divergence_for_ci(
     assert by_id.exit_code == 0, by_id.output
     changed = await anyio.to_thread.run_sync(run, invoice_agent("Something else entirely."), str(folder))
     assert changed.exit_code == 1
-    assert changed.output.count("DIVERGED") == 2 and "attempt-0/model-1" in changed.output
+    assert changed.output.count("DIVERGED") == 2 and "model-1" in changed.output
     assert side_effects.read_text().count("\n") == 2  # two recordings made, nothing replayed sent anything

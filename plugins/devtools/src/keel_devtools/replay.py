@@ -66,7 +66,7 @@ class ReplayError(keel.KeelError):
 class ReplayDivergence(keel.KeelError):
     """Today's code did something else than the recording at ``step_path``.
 
-    :ivar step_path: where (``attempt-0/model-2``, ``flow/review``, ...).
+    :ivar step_path: where (``model-2``, ``flow/review``, ...).
     :ivar expected: what the recording holds there.
     :ivar got: what today's code did (``None``: nothing).
     :ivar where: inside the step, which part differs (``messages[0].content``).

@@ -1,8 +1,8 @@
 """Step paths: where in an execution an event belongs, the key records and comparisons align on.
 
-An agent's events get ``attempt-A/model-N`` (the N-th model call of the execution, in attempt A),
-``attempt-A/model-N/<action>-K`` (the K-th tool call that answer asked for) and
-``attempt-A/output``; a flow's events carry their own ``path`` (``flow/<path>``), its waits
+An agent's events get ``model-N`` (the N-th model call of the execution: a retry or a tool round
+is a new call), ``model-N/<action>-K`` (the K-th call of that action the answer asked for) and
+``model-N/output`` (the validation of that answer); a flow's events carry their own ``path`` (``flow/<path>``), its waits
 ``wait/<name>``; the execution's own events are ``execution``. Environment events, which belong to
 no execution, are ``env/<name>``. Two executions of the same code give the same paths, whatever
 their ids, so a comparison and a replay can line them up.
@@ -17,10 +17,9 @@ __all__ = ["StepPaths"]
 
 
 class _State:
-    __slots__ = ("attempt", "calls", "model", "ordinal")
+    __slots__ = ("calls", "model", "ordinal")
 
     def __init__(self) -> None:
-        self.attempt = 0
         self.model = 0
         self.calls: dict[str, str] = {}  # call id -> its step path
         self.ordinal: dict[str, int] = {}  # action name -> count in the current model answer
@@ -47,13 +46,10 @@ class StepPaths:
                 self._states.pop(execution_id, None)
             return "execution"
         if kind.startswith("model."):
-            attempt = payload.get("attempt")
-            if isinstance(attempt, int):
-                state.attempt = attempt
             if kind == "model.request":
                 state.model += 1
                 state.ordinal = {}
-            base = f"attempt-{state.attempt}/model-{state.model}"
+            base = f"model-{state.model}"
             if kind == "model.tool_call":
                 name = str(payload.get("name", "tool"))
                 k = state.ordinal[name] = state.ordinal.get(name, 0) + 1
@@ -69,7 +65,7 @@ class StepPaths:
             name = str(payload.get("action", "action"))
             return f"action/{name}/{call_id}"
         if kind.startswith("output."):
-            return f"attempt-{state.attempt}/output"
+            return f"model-{state.model}/output"
         if kind.startswith("flow."):
             if "path" in payload:
                 return f"flow/{payload['path'] or 'root'}"

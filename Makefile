@@ -8,7 +8,7 @@ PKGS    := $(foreach d,$(SRC),$(notdir $(patsubst %/__init__.py,%,$(wildcard $(d
 EMPTY   :=
 SPACE   := $(EMPTY) $(EMPTY)
 
-.PHONY: demo test install uv lint typecheck boundaries test-packages test-integration bench clean
+.PHONY: demo test install uv lint typecheck boundaries test-packages test-integration bench dist release-notes clean
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PY) -m pip install --quiet --disable-pip-version-check uv
@@ -37,8 +37,19 @@ test-integration: install
 
 test: lint typecheck boundaries test-packages test-integration
 
+# every package's sdist and wheel in dist/, byte for byte the same from the same tree (SOURCE_DATE_EPOCH
+# is the last commit's time); the plugin template is built too, as a third-party author would build it
+dist: uv
+	@rm -rf dist
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) $(UV) build --quiet --all-packages --out-dir dist
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) $(UV) build --quiet --out-dir dist contrib/plugin-template
+	@ls dist
+
+release-notes: install  ## what changed in each package since its last version (changes/ fragments)
+	$(BIN)/python tools/release_notes.py
+
 bench: install  ## benchmarks side by side with peers; never part of `make test`
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .venvs bench/.venvs
+	rm -rf $(VENV) .venvs bench/.venvs dist

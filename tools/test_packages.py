@@ -1,6 +1,10 @@
 """Run each package's own tests in a virtual environment holding only that package, its declared
 dependencies and the kernel. A hidden import of a sibling plugin fails here.
 
+Both are installed from wheels built from the tree (not editable installs): a wheel that lacks its
+package data (web assets, schemas, ``py.typed``) or declares its dependencies wrong fails here, as it
+would for a user installing from ``make dist``.
+
     python tools/test_packages.py [PACKAGE_DIR ...]     # default: kernel, plugins/*, contrib/*
 """
 
@@ -14,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENVS = ROOT / ".venvs"
+WHEELS = VENVS / "_wheels"
 
 
 def packages() -> list[Path]:
@@ -54,7 +59,16 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime
 
 
-def test_package(package: Path) -> bool:
+def build_wheel(package: Path) -> Path:
+    """Build ``package``'s wheel from the tree (fresh each run) and return its path."""
+    out = WHEELS / (package.name if package.parent != ROOT else "kernel")
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    uv("build", "--quiet", "--wheel", "--out-dir", str(out), str(package))
+    (built,) = out.glob("*.whl")
+    return built
+
+
+def test_package(package: Path, kernel: Path) -> bool:
     name = package.name if package.parent != ROOT else "kernel"
     venv = VENVS / name
     python = venv / "bin" / "python"
@@ -62,9 +76,9 @@ def test_package(package: Path) -> bool:
     # a fresh venv each run: nothing a previous run installed can hide a missing dependency
     subprocess.run(["rm", "-rf", str(venv)], check=True)
     uv("venv", "--quiet", "--python", sys.executable, str(venv))
-    targets = ["-e", f"{ROOT / 'kernel'}[test]"]
+    targets = [f"{kernel}[test]"]
     if package != ROOT / "kernel":
-        targets += ["-e", f"{package}[test]"]
+        targets.append(f"{build_wheel(package)}[test]")
     declared = (package / "pyproject.toml").read_text()
     for requirement in SLOW_TO_BUILD:
         wheel = prebuilt(requirement) if requirement in declared else None
@@ -85,7 +99,8 @@ def test_package(package: Path) -> bool:
 
 def main(argv: list[str]) -> int:
     chosen = [ROOT / a for a in argv] if argv else packages()
-    failed = [p.relative_to(ROOT) for p in chosen if not test_package(p)]
+    kernel = build_wheel(ROOT / "kernel")
+    failed = [p.relative_to(ROOT) for p in chosen if not test_package(p, kernel)]
     if failed:
         print(f"packages failing in isolation: {', '.join(map(str, failed))}")
         return 1

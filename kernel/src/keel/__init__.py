@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from keel.actions import ActionOutcome, ActionRegistry, action, call_action, invoke_action, is_visible
+from keel.compat import CONTRACT_VERSION
 from keel.containment import ContainedExecution, ExecutionCrashed
 from keel.environments import EnvironmentManager, EnvironmentState
 from keel.errors import (
@@ -104,6 +105,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CONTRACT_VERSION",
     "ActionOutcome",
     "ActionRegistry",
     "call_action",

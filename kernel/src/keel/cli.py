@@ -147,7 +147,9 @@ def build_cli(host: PluginHost, stack: Stack) -> KeelGroup:
         """Print the kernel's version."""
         from importlib.metadata import version as dist_version
 
-        click.echo(f"keel-kernel {dist_version('keel-kernel')}")
+        from keel.compat import CONTRACT_VERSION
+
+        click.echo(f"keel-kernel {dist_version('keel-kernel')} (contract {CONTRACT_VERSION})")
 
     @cli.command()
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")

@@ -1,0 +1,67 @@
+"""A plugin declares the kernel range it was built for; the kernel reads it before importing the plugin."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+
+import keel
+from keel.compat import CONTRACT_VERSION, kernel_range, kernel_version
+
+
+def dist(site: Path, name: str, *requires: str) -> None:
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0", *(f"Requires-Dist: {r}" for r in requires)]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    return tmp_path
+
+
+def test_the_contract_version_is_the_kernels_major_minor() -> None:
+    assert keel.CONTRACT_VERSION == CONTRACT_VERSION
+    assert ".".join(importlib.metadata.version("keel-kernel").split(".")[:2]) == CONTRACT_VERSION
+
+
+def test_a_plugin_for_this_kernel_is_compatible(site: Path) -> None:
+    dist(site, "keel-good", "keel-kernel>=0.1,<0.2", "anyio>=4")
+    found = kernel_range("keel-good")
+    assert found is not None and found.compatible and found.problem() == ""
+    assert found.specifier == "<0.2,>=0.1" or found.specifier == ">=0.1,<0.2"
+
+
+def test_a_plugin_for_another_contract_names_both_versions(site: Path) -> None:
+    dist(site, "keel-future", "keel_kernel (>=0.3,<0.4)")
+    found = kernel_range("keel-future")
+    assert found is not None and not found.compatible
+    problem = found.problem()
+    assert "keel-future needs keel-kernel>=0.3,<0.4" in problem
+    assert f"installed keel-kernel {kernel_version()}" in problem and "Fix:" in problem
+
+
+def test_extras_and_optional_requirements_are_read_right(site: Path) -> None:
+    dist(site, "keel-extras", "keel-kernel[yaml]>=0.1,<0.2", 'keel-kernel>=9; extra == "future"')
+    found = kernel_range("keel-extras")
+    assert found is not None and found.compatible and found.specifier == ">=0.1,<0.2"
+
+
+def test_an_unreadable_range_fails_closed(site: Path) -> None:
+    dist(site, "keel-garbled", "keel-kernel>=banana")
+    found = kernel_range("keel-garbled")
+    assert found is not None and not found.compatible
+
+
+def test_no_range_and_not_installed(site: Path) -> None:
+    dist(site, "keel-loose", "keel-kernel")
+    found = kernel_range("keel-loose")
+    assert found is not None and found.compatible and found.specifier == ""
+    assert kernel_range("keel-not-installed-anywhere") is None
+

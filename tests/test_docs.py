@@ -54,3 +54,26 @@ def test_index_links_resolve() -> None:
     for page in PAGES:
         for target in re.findall(r"\]\(([^)#:]+\.md)\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def _workspace_distributions() -> set[str]:
+    import tomllib
+
+    pyprojects = [ROOT / "kernel" / "pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("contrib/*/pyproject.toml")]
+    return {tomllib.loads(p.read_text())["project"]["name"] for p in pyprojects}
+
+
+INSTALL_LINE = re.compile(r"(?:pip install|uv pip install|uv add)\s+([^`\n]*)")
+
+
+def test_install_lines_name_real_packages() -> None:
+    """Every keel-* distribution an install line names (README, docs, package READMEs) is in the workspace."""
+    known = _workspace_distributions()
+    pages = [ROOT / "README.md", *PAGES, *ROOT.glob("plugins/*/README.md"), *ROOT.glob("contrib/*/README.md")]
+    named = 0
+    for page in pages:
+        for line in INSTALL_LINE.findall(page.read_text()):
+            for name in re.findall(r"(?<![\w/.-])(keel-[a-z0-9-]+)", line):
+                named += 1
+                assert name in known, f"{page.relative_to(ROOT)}: `{line.strip()}` names {name}, which no package here is"
+    assert named > 5, "the install lines were not found: has the pattern gone stale?"

@@ -59,7 +59,11 @@ def test_index_links_resolve() -> None:
 def _workspace_distributions() -> set[str]:
     import tomllib
 
-    pyprojects = [ROOT / "kernel" / "pyproject.toml", *ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("contrib/*/pyproject.toml")]
+    pyprojects = [
+        ROOT / "kernel" / "pyproject.toml",
+        *ROOT.glob("plugins/*/pyproject.toml"),
+        *ROOT.glob("contrib/*/pyproject.toml"),
+    ]
     return {tomllib.loads(p.read_text())["project"]["name"] for p in pyprojects}
 
 
@@ -75,5 +79,7 @@ def test_install_lines_name_real_packages() -> None:
         for line in INSTALL_LINE.findall(page.read_text()):
             for name in re.findall(r"(?<![\w/.-])(keel-[a-z0-9-]+)", line):
                 named += 1
-                assert name in known, f"{page.relative_to(ROOT)}: `{line.strip()}` names {name}, which no package here is"
+                assert name in known, (
+                    f"{page.relative_to(ROOT)}: `{line.strip()}` names {name}, which no package here is"
+                )
     assert named > 5, "the install lines were not found: has the pattern gone stale?"

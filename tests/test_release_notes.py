@@ -55,7 +55,7 @@ def test_a_malformed_fragment_is_named(tmp_path: Path, monkeypatch: pytest.Monke
     (package / "changes" / "oops.improved.md").write_text("x")
     (package / "changes" / "blank.fixed.md").write_text("  \n")
     monkeypatch.setattr(notes, "ROOT", tmp_path)
-    entries, problems = notes.fragments(package)
+    _entries, problems = notes.fragments(package)
     assert len(problems) == 2
     assert "kind one of" in problems[0] or "kind one of" in problems[1]
     assert any("empty" in p for p in problems)

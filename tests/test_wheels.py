@@ -55,16 +55,26 @@ def run(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str
     env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
-    return subprocess.run([str(bin_dir / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [str(bin_dir / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 @pytest.fixture(scope="module")
 def flow_venv(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield venv_with(wheelhouse, tmp_path_factory.mktemp("venv") / "v", "keel-kernel", "keel-triggerflow", "keel-store-sqlite")
+    yield venv_with(
+        wheelhouse, tmp_path_factory.mktemp("venv") / "v", "keel-kernel", "keel-triggerflow", "keel-store-sqlite"
+    )
 
 
 def test_installed_from_wheels_not_the_tree(flow_venv: Path, tmp_path: Path) -> None:
-    where = run(flow_venv, tmp_path, "python", "-c", "import keel, keel_triggerflow; print(keel.__file__, keel_triggerflow.__file__)")
+    where = run(
+        flow_venv,
+        tmp_path,
+        "python",
+        "-c",
+        "import keel, keel_triggerflow; print(keel.__file__, keel_triggerflow.__file__)",
+    )
     assert where.returncode == 0, where.stderr
     for path in where.stdout.split():
         assert "site-packages" in path and not path.startswith(str(ROOT / "kernel")), path
@@ -84,7 +94,15 @@ def test_durable_flow_across_two_processes(flow_venv: Path, tmp_path: Path) -> N
     assert waiting["status"] == "waiting", waiting
     # a second process, started after the first exited, answers the wait from the SQLite file
     done = run(
-        flow_venv, tmp_path, "keel", "flow", "signal", waiting["execution_id"], "approval", '{"approved": true}', "--json"
+        flow_venv,
+        tmp_path,
+        "keel",
+        "flow",
+        "signal",
+        waiting["execution_id"],
+        "approval",
+        '{"approved": true}',
+        "--json",
     )
     assert done.returncode == 0, done.stderr
     snapshot = json.loads(done.stdout)
@@ -105,7 +123,11 @@ def test_every_wheel_carries_readme_licence_and_py_typed(wheelhouse: Path) -> No
     import zipfile
 
     wheels = sorted(wheelhouse.glob("*.whl"))
-    members = [p for p in [ROOT / "kernel", *ROOT.glob("plugins/*"), *ROOT.glob("contrib/*")] if (p / "pyproject.toml").exists()]
+    members = [
+        p
+        for p in [ROOT / "kernel", *ROOT.glob("plugins/*"), *ROOT.glob("contrib/*")]
+        if (p / "pyproject.toml").exists()
+    ]
     assert len(wheels) == len(members) - 1, "one wheel per workspace package (the template is built on its own)"
     for wheel in wheels:
         names = zipfile.ZipFile(wheel).namelist()
@@ -122,4 +144,6 @@ def test_every_package_declares_the_kernel_range_it_supports() -> None:
         deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
         kernel = [d for d in deps if d.replace("_", "-").startswith("keel-kernel")]
         assert kernel, f"{pyproject.parent.name} does not depend on keel-kernel"
-        assert "<" in kernel[0], f"{pyproject.parent.name}: declare the kernel range it supports, e.g. keel-kernel>=0.1,<0.2"
+        assert "<" in kernel[0], (
+            f"{pyproject.parent.name}: declare the kernel range it supports, e.g. keel-kernel>=0.1,<0.2"
+        )

@@ -12,12 +12,21 @@ from stevedore import ExtensionManager
 from keel import plugins as plugins_module
 
 
-def write_dist(site: Path, name: str, *, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> Path:
+def write_dist(
+    site: Path,
+    name: str,
+    *,
+    entry_points: dict[str, dict[str, str]],
+    modules: dict[str, str],
+    requires: tuple[str, ...] = (),
+) -> Path:
     """Write an installed-looking distribution (a .dist-info plus modules) into ``site``."""
     site.mkdir(parents=True, exist_ok=True)
     info = site / f"{name.replace('-', '_')}-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    (info / "METADATA").write_text(metadata)
     lines = []
     for group, eps in entry_points.items():
         lines.append(f"[{group}]")
@@ -47,8 +56,10 @@ def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Calla
     reset_discovery_caches()
     before = set(sys.modules)
 
-    def add(name: str, *, entry_points: dict[str, dict[str, str]], modules: dict[str, str]) -> Path:
-        write_dist(site, name, entry_points=entry_points, modules=modules)
+    def add(
+        name: str, *, entry_points: dict[str, dict[str, str]], modules: dict[str, str], requires: tuple[str, ...] = ()
+    ) -> Path:
+        write_dist(site, name, entry_points=entry_points, modules=modules, requires=requires)
         reset_discovery_caches()
         return site
 

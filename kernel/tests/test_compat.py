@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +67,42 @@ def test_no_range_and_not_installed(site: Path) -> None:
     assert found is not None and found.compatible and found.specifier == ""
     assert kernel_range("keel-not-installed-anywhere") is None
 
+
+GOOD = """
+import keel
+
+@keel.hookimpl
+def keel_models():
+    yield keel.ModelSpec(name="echo", factory=lambda config: None)
+"""
+
+
+def test_keel_plugins_reports_a_plugin_for_another_contract(fake_site: Any, tmp_path: Path) -> None:
+    from test_cli import keel_cli
+
+    fake_site(
+        "keel-future",
+        entry_points={"keel": {"future": "keel_future_plugin"}},
+        modules={"keel_future_plugin": "raise RuntimeError('imported although incompatible')"},
+        requires=("keel-kernel>=0.3,<0.4",),
+    )
+    site = fake_site(
+        "keel-fits",
+        entry_points={"keel": {"fits": "keel_fits_plugin"}},
+        modules={"keel_fits_plugin": GOOD},
+        requires=("keel-kernel>=0.1,<0.2",),
+    )
+    result = keel_cli(site, "plugins", cwd=tmp_path, KEEL_LOAD_PLUGINS="future,fits")
+    assert result.returncode == 0, result.stderr
+    assert "future                   incompatible" in result.stdout
+    assert "keel-future needs keel-kernel>=0.3,<0.4" in result.stdout
+    assert f"installed keel-kernel {kernel_version()}" in result.stdout
+    assert "imported although incompatible" not in result.stdout + result.stderr
+    assert "fits                     loaded       keel-fits 0.1  (keel-kernel>=0.1,<0.2)" in result.stdout
+
+    as_json = keel_cli(site, "plugins", "--json", cwd=tmp_path, KEEL_LOAD_PLUGINS="future,fits")
+    rows = {row["name"]: row for row in json.loads(as_json.stdout)}
+    assert rows["future"]["status"] == "incompatible" and rows["future"]["kernel_range"] == ">=0.3,<0.4"
+
+    strict = keel_cli(site, "plugins", cwd=tmp_path, KEEL_LOAD_PLUGINS="future,fits", KEEL_STRICT_PLUGINS="1")
+    assert strict.returncode == 1 and "keel-future needs keel-kernel>=0.3,<0.4" in strict.stdout

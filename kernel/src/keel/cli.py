@@ -165,7 +165,8 @@ def build_cli(host: PluginHost, stack: Stack) -> KeelGroup:
         else:
             for info in infos:
                 dist = f"{info.distribution} {info.version}".strip()
-                click.echo(f"{info.name:<24} {info.status:<12} {dist}")
+                supports = f"  (keel-kernel{info.kernel_range})" if info.kernel_range else ""
+                click.echo(f"{info.name:<24} {info.status:<12} {dist}{supports}")
                 for family, names in sorted(info.registered.items()):
                     click.echo(f"    {family}s: {', '.join(sorted(names))}")
                 if info.hooks and not info.registered:

@@ -20,6 +20,7 @@ __all__ = [
     "NotFoundError",
     "OutputLimitExceeded",
     "OutputValidationError",
+    "IncompatiblePluginError",
     "PluginConflictError",
     "PluginLoadError",
     "StackError",
@@ -54,6 +55,21 @@ class PluginLoadError(KeelError):
         super().__init__(
             f"plugin {entry_point!r}{where} failed to {during}: {type(cause).__name__}: {cause}. "
             f"{fix} with KEEL_DISABLE_PLUGINS={entry_point}."
+        )
+
+
+class IncompatiblePluginError(KeelError):
+    """An installed plugin declares a keel-kernel range the installed kernel is not in; it is not
+    imported. :ivar problem: the declared range and the installed version, with the fix."""
+
+    def __init__(self, entry_point: str, target: str, distribution: str, version: str, problem: str):
+        self.entry_point = entry_point
+        self.target = target
+        self.distribution = distribution
+        self.problem = problem
+        super().__init__(
+            f"plugin {entry_point!r} ({target}, from distribution {distribution} {version}) is built for another "
+            f"kernel contract, so it is not loaded: {problem}; or skip it with KEEL_DISABLE_PLUGINS={entry_point}."
         )
 
 

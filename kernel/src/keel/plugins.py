@@ -40,7 +40,7 @@ import pluggy
 from pydantic import BaseModel
 
 from keel import hookspecs
-from keel.errors import KeelError, PluginConflictError, PluginLoadError, UnknownPluginError
+from keel.errors import IncompatiblePluginError, KeelError, PluginConflictError, PluginLoadError, UnknownPluginError
 from keel.types import (
     ActionCall,
     ActionContext,
@@ -107,6 +107,8 @@ class PluginInfo:
     error: str = ""
     #: conflicts this plugin is part of (a name another plugin registers too)
     problems: list[str] = field(default_factory=list)
+    #: the keel-kernel range its distribution declares ('' when it declares none)
+    kernel_range: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +121,7 @@ class PluginInfo:
             "registered": self.registered,
             "error": self.error,
             "problems": self.problems,
+            "kernel_range": self.kernel_range,
         }
 
 
@@ -165,6 +168,7 @@ class PluginHost:
         self._infos: dict[str, PluginInfo] = {}
         self._conflicting: list[PluginInfo] = []  # two distributions, one entry-point name
         self._entry_points: dict[str, importlib.metadata.EntryPoint] = {}
+        self._ranges: dict[str, str] = {}  # plugin name -> the keel-kernel range it declares
         self._cache: dict[str, tuple[dict[str, Registered[Any]], list[Registered[Any]], list[PluginConflictError]]] = {}
         if builtins:
             from keel import builtins as builtin_module
@@ -261,6 +265,8 @@ class PluginHost:
             if len(eps) > 1:
                 self._entry_point_conflict(name, eps)
         selected = [n for n in by_name if len(by_name[n]) == 1 and (load is None or n in load) and n not in blocked]
+        # a plugin built for another kernel contract is reported before it is imported
+        selected = [n for n in selected if self._compatible(n, by_name[n][0])]
         for name, eps in by_name.items():
             if len(eps) == 1 and name not in selected:
                 status = "disabled" if name in blocked else "not-selected"
@@ -302,6 +308,31 @@ class PluginHost:
         for hook_name in FAMILIES:
             self._collect(hook_name)
         return [info for info in loaded if info.status == "loaded"]
+
+    def _compatible(self, name: str, ep: importlib.metadata.EntryPoint) -> bool:
+        """Whether the plugin's distribution declares a kernel range the installed kernel is in; an
+        incompatible plugin is listed as ``incompatible`` (and is an error in strict mode)."""
+        from keel.compat import kernel_range
+
+        dist, version = _distribution(ep)
+        declared = kernel_range(dist) if dist != "unknown" else None
+        if declared is None:
+            return True
+        self._ranges[name] = declared.specifier
+        if declared.compatible:
+            return True
+        error = IncompatiblePluginError(name, ep.value, dist, version, declared.problem())
+        self._infos[name] = PluginInfo(
+            name,
+            "incompatible",
+            target=ep.value,
+            distribution=dist,
+            version=version,
+            error=str(error),
+            kernel_range=declared.specifier,
+        )
+        self._problem(error)
+        return False
 
     def _entry_point_conflict(self, name: str, eps: list[importlib.metadata.EntryPoint]) -> None:
         origins = []
@@ -560,6 +591,7 @@ class PluginHost:
                 info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(registered_plugin) or [])
             info.registered = registered.get(name, {})
             info.problems = problems.get(name, [])
+            info.kernel_range = self._ranges.get(name, info.kernel_range)
             out.append(info)
         return out + self._conflicting
 

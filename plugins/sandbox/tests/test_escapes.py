@@ -102,7 +102,9 @@ async def test_undeclared_secret_is_not_visible(monkeypatch: pytest.MonkeyPatch)
     # nor through /proc: the host process belongs to another user
     peek = await sandbox().run_script("python", f"print(open('/proc/{os.getpid()}/environ').read())")
     assert "s3cr3t-value" not in peek.stdout
-    if peek.enforced["own_user"]:
+    if peek.enforced["pid_namespace"]:
+        assert "FileNotFoundError" in peek.stderr, "the host's processes are not even visible"
+    elif peek.enforced["own_user"]:
         assert "PermissionError" in peek.stderr
 
 

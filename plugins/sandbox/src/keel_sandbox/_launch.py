@@ -1,11 +1,20 @@
 """The sandbox's launcher: the first program of every sandboxed run.
 
-It is started as ``python -I -S _launch.py CONFIG_JSON`` (stdlib only, no site-packages), in a
-new session, and then, in this order: enters a new network namespace and a private mount table
-(all read-only but the working folder) when asked, sets the rlimits,
-drops to the run's own user id (when the host runs as root), enters the working folder and execs
-the command with exactly the environment it was given. Doing this in a separate program rather
-than in ``preexec_fn`` keeps the host process free of fork-and-thread hazards.
+It is started as ``python -I -S _launch.py --config-fd N`` (stdlib only, no site-packages), in a
+new session. Its configuration, secrets included, arrives on that file descriptor (a memfd or a
+pipe), never on the command line, where any process could read it from ``/proc/*/cmdline``.
+
+Then, in this order: it enters a new network namespace, a private mount table and a new PID
+namespace when asked. In the mount table every mount but the run folder is read-only, and empty
+read-only filesystems cover ``/run`` (``/var/run``), ``/tmp``, ``/var/tmp`` and ``/dev/shm``,
+where the Unix sockets of local services live (PostgreSQL's, MySQL's, Docker's); the run folder
+stays reachable at its own path. In the PID namespace the first process is a small init that
+mounts a fresh ``/proc`` (so the run sees only its own processes), reaps orphans and reports the
+command's wait status back; when it ends, the kernel kills whatever the run left behind. The
+command's own process sets the rlimits, drops to the run's own user id (when the host runs as
+root), enters the working folder and execs with exactly the environment it was given. Doing
+this in a separate program rather than in ``preexec_fn`` keeps the host process free of
+fork-and-thread hazards.
 
 ``_launch.py --probe UID FOLDER`` reports as JSON what this machine allows.
 """
@@ -14,10 +23,12 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
@@ -50,10 +61,11 @@ def _write(path: str, text: str) -> None:
         handle.write(text)
 
 
-def unshare(network: bool, mounts: bool) -> None:
-    """Enter new namespaces: an empty network (a loopback that is down: no connection works)
-    and/or a private mount table. An unprivileged user owns them through a user namespace."""
-    flags = (CLONE_NEWNET if network else 0) | (CLONE_NEWNS if mounts else 0)
+def unshare(network: bool, mounts: bool, pids: bool = False) -> None:
+    """Enter new namespaces: an empty network (a loopback that is down: no connection works),
+    a private mount table and/or a PID namespace (for the children forked after this). An
+    unprivileged user owns them through a user namespace."""
+    flags = (CLONE_NEWNET if network else 0) | (CLONE_NEWNS if mounts else 0) | (CLONE_NEWPID if pids else 0)
     if not flags:
         return
     if os.geteuid() == 0:
@@ -66,8 +78,42 @@ def unshare(network: bool, mounts: bool) -> None:
     _write("/proc/self/gid_map", f"{gid} {gid} 1")
 
 
-def _mount(source: str | None, target: str, flags: int) -> None:
-    _call("mount", source and source.encode(), target.encode(), None, ctypes.c_ulong(flags), None)
+def _mount(source: str | None, target: str, flags: int, fstype: str | None = None, data: str | None = None) -> None:
+    _call(
+        "mount", source and source.encode(), target.encode(), fstype and fstype.encode(), ctypes.c_ulong(flags),
+        data and data.encode(),
+    )  # fmt: skip
+
+
+#: where local services keep their Unix sockets (and runs could leave things for each other)
+COVERED = ("/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def cover_shared(folder: str) -> None:
+    """Mount an empty read-only filesystem over each of ``COVERED``, keeping the run folder
+    reachable at its own path when it lies under one of them."""
+    handle = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+    done: set[str] = set()
+    for place in COVERED:
+        real = os.path.realpath(place)
+        if real in done or not os.path.isdir(real) or _inside(real, folder):
+            continue
+        done.add(real)
+        _mount("tmpfs", real, MS_NOSUID | MS_NODEV | MS_NOEXEC, "tmpfs", "size=64k,nr_inodes=64,mode=0755")
+        if _inside(folder, real):
+            os.makedirs(folder, mode=0o755, exist_ok=True)
+            _mount(f"/proc/self/fd/{handle}", folder, MS_BIND | MS_REC)
+        _mount(None, real, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.close(handle)
+
+
+def mount_proc() -> None:
+    """A fresh ``/proc`` for the new PID namespace: the run's own processes only."""
+    _mount("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "proc")
 
 
 def _mount_points() -> list[tuple[str, list[str]]]:
@@ -112,6 +158,9 @@ def probe(uid: int, folder: str) -> None:
                 unshare(network, mounts)
                 if mounts:
                     readonly_except(folder)
+                    cover_shared(folder)
+                    if os.listdir("/tmp") and not _inside(folder, "/tmp"):
+                        os._exit(4)  # /tmp was not covered
                     with open(os.path.join(folder, "probe"), "w"):
                         pass
                     outside = os.path.join(os.path.dirname(folder), f"keel-sandbox-probe-{os.getpid()}")
@@ -126,6 +175,8 @@ def probe(uid: int, folder: str) -> None:
                 sys.stderr.write(f"{key}: {err}\n")
                 os._exit(1)
         found[key] = os.waitpid(pid, 0)[1] == 0
+    found["pidns"] = found["mountns"] and _probe_pidns(folder)
+    found["tmpfs_quota"] = _probe_tmpfs(folder)
     if os.geteuid() == 0:
         try:
             drop_to(uid)
@@ -138,11 +189,96 @@ def probe(uid: int, folder: str) -> None:
     sys.stdout.write(json.dumps(found))
 
 
+def _probe_pidns(folder: str) -> bool:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            unshare(False, True, True)
+            child = os.fork()
+            if child == 0:
+                try:
+                    readonly_except(folder)
+                    mount_proc()
+                    os._exit(0 if os.getpid() == 1 and os.path.exists("/proc/1/status") else 3)
+                except BaseException as err:
+                    sys.stderr.write(f"pidns: {err}\n")
+                    os._exit(1)
+            os._exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+        except BaseException as err:
+            sys.stderr.write(f"pidns: {err}\n")
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _probe_tmpfs(folder: str) -> bool:
+    """Whether this (host) process may mount a sized tmpfs: the per-run disk quota."""
+    target = os.path.join(folder, "quota")
+    os.mkdir(target)
+    try:
+        _mount("tmpfs", target, MS_NOSUID | MS_NODEV, "tmpfs", "size=1m,nr_inodes=16,mode=0700")
+    except OSError as err:
+        sys.stderr.write(f"tmpfs: {err}\n")
+        return False
+    _call("umount2", target.encode(), 2)
+    return True
+
+
 def launch(config: dict[str, Any]) -> None:
     config["executable"] = find(config["argv"][0], config["env"].get("PATH", ""))
-    unshare(config["isolate_network"], config["readonly_root"])
+    pids = bool(config.get("pid_namespace")) and config["readonly_root"]
+    unshare(config["isolate_network"], config["readonly_root"], pids)
     if config["readonly_root"]:
         readonly_except(config["cwd"])
+        cover_shared(config["cwd"])
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if not pids:
+        start(config)
+    report_r, report_w = os.pipe()
+    init = os.fork()
+    if init == 0:  # PID 1 of the run's namespace
+        os.close(report_r)
+        run_init(config, report_w)
+    os.close(report_w)
+    with os.fdopen(report_r) as report:
+        text = report.read().strip()
+    os.waitpid(init, 0)
+    relay(int(text) if text.isdigit() else None)
+
+
+def run_init(config: dict[str, Any], report: int) -> None:
+    """PID 1 of the run: a fresh /proc, the command as its child, every orphan reaped; the
+    command's wait status goes back to the launcher over ``report``."""
+    try:
+        mount_proc()
+        command = os.fork()
+        if command == 0:
+            os.close(report)
+            start(config)
+        while True:
+            pid, status = os.waitpid(-1, 0)
+            if pid == command:
+                os.write(report, str(status).encode())
+                os._exit(0)  # the kernel then kills every process left in the namespace
+    except BaseException as err:
+        sys.stderr.write(f"keel-sandbox: could not start the command: {err}\n")
+        sys.stderr.flush()
+        os._exit(126)
+
+
+def relay(status: int | None) -> None:
+    """End this launcher the way the command ended: its exit code, or its signal."""
+    if status is None:
+        os._exit(126)
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+        os._exit(128 + number)  # a signal this process cannot die of (SIGSTOP...)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def start(config: dict[str, Any]) -> None:
+    """The command's own process: limits, user id, folder, exec."""
     for name, (soft, hard) in config["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
     if config["uid"] is not None:
@@ -165,12 +301,24 @@ def find(name: str, path: str) -> str:
     raise FileNotFoundError(2, f"{name!r} is not on the sandbox PATH {path}")
 
 
+def read_config(fd: int) -> dict[str, Any]:
+    """The configuration, from the descriptor the host passed (then closed: the command never sees it)."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    config: dict[str, Any] = json.loads(b"".join(chunks))
+    return config
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--probe":
         probe(int(sys.argv[2]), sys.argv[3])
         return
     try:
-        launch(json.loads(sys.argv[1]))
+        if len(sys.argv) != 3 or sys.argv[1] != "--config-fd":
+            raise ValueError("usage: _launch.py --config-fd N (the configuration is never on the command line)")
+        launch(read_config(int(sys.argv[2])))
     except Exception as err:
         sys.stderr.write(f"keel-sandbox: could not start the command: {err}\n")
         sys.stderr.flush()

@@ -11,7 +11,16 @@ What is enforced, and how (``Capabilities`` says which of these this machine all
 - **environment**: exactly ``PATH`` (a minimal one), ``HOME``/``TMPDIR`` inside the folder, ``LANG``
   and the variable names the permissions declare; nothing else of the host's environment;
 - **network**: a new, empty network namespace when ``network = false`` and the machine allows it;
-  otherwise the result says plainly that network isolation is NOT enforced;
+  otherwise the result says plainly that network isolation is NOT enforced. Unix sockets are
+  not network: in the private mount table ``/run`` (``/var/run``), ``/tmp``, ``/var/tmp`` and
+  ``/dev/shm`` are covered by empty read-only filesystems, so the sockets of local services
+  (PostgreSQL's ``/var/run/postgresql/.s.PGSQL.5432``, MySQL's, Docker's) cannot be reached;
+- **processes and secrets**: each run gets its own PID namespace with a fresh ``/proc`` (it sees
+  and signals only its own processes), and its configuration, passed-through secrets included,
+  reaches the launcher over a file descriptor, never on a command line;
+- **disk**: when the host runs as root, the run folder is a tmpfs of ``disk_mb`` megabytes and
+  ``max_inodes`` entries, so a run cannot fill the disk however many files it writes
+  (``max_file_mb`` still caps each file);
 - **files**: the command runs in the folder, with ``HOME`` and ``TMPDIR`` inside it. Where mount
   namespaces work, the run gets a private mount table in which every mount but its folder is
   read-only (``EROFS`` on any write elsewhere). When the host runs as root, each run also gets its
@@ -86,6 +95,10 @@ class SandboxConfig(BaseModel):
     max_open_files: int = Field(default=256, ge=16, description="open file descriptors per process (RLIMIT_NOFILE)")
     max_output_bytes: int = Field(default=256 * 1024, ge=1024, description="kept of stdout and of stderr, each")
     max_file_mb: int = Field(default=64, ge=1, description="largest file a run may write (RLIMIT_FSIZE)")
+    disk_mb: int = Field(
+        default=256, ge=1, description="total size of everything a run writes (a tmpfs per run, when root)"
+    )
+    max_inodes: int = Field(default=10_000, ge=16, description="files and folders a run may create in all")
     max_collected_files: int = Field(default=100, ge=0, description="produced files reported per run")
     languages: list[Language] = Field(default_factory=lambda: list(LANGUAGES), description="which run_* actions")
     prefix: str = Field(default="", description="prepended to the action names (two sandboxes side by side)")
@@ -161,11 +174,14 @@ class Capabilities:
     readonly_filesystem: bool
     own_user: bool
     detail: str
+    pid_namespace: bool = False
+    disk_quota: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "network_isolation": self.network_isolation, "readonly_filesystem": self.readonly_filesystem,
-            "own_user": self.own_user, "detail": self.detail,
+            "own_user": self.own_user, "pid_namespace": self.pid_namespace, "disk_quota": self.disk_quota,
+            "detail": self.detail,
         }  # fmt: skip
 
 
@@ -196,6 +212,7 @@ def _probe() -> Capabilities:
     return Capabilities(
         network_isolation=bool(found.get("netns")), readonly_filesystem=bool(found.get("mountns")),
         own_user=bool(found.get("setuid")), detail=done.stderr.strip().replace("\n", "; "),
+        pid_namespace=bool(found.get("pidns")), disk_quota=bool(found.get("tmpfs_quota")),
     )  # fmt: skip
 
 
@@ -286,6 +303,38 @@ class Sandbox:
                 "under its own user id could not enter its folder; set workdir_base to a folder like /tmp"
             )
         folder = Path(tempfile.mkdtemp(prefix=f"keel-sandbox-{run_id}-", dir=base))
+        quota = self.capabilities.disk_quota
+        if quota:
+            try:
+                _mount_quota(folder, cfg.disk_mb, cfg.max_inodes)
+            except OSError:
+                _remove_tree(folder)
+                raise
+        try:
+            return await self._run_in(
+                folder, run_id, uid, isolate, readonly, quota, argv, stdin, files, memory_via, hidden
+            )
+        finally:
+            if quota:
+                with anyio.CancelScope(shield=True):
+                    _unmount(folder)
+            await anyio.to_thread.run_sync(_remove_tree, folder)
+
+    async def _run_in(
+        self,
+        folder: Path,
+        run_id: str,
+        uid: int | None,
+        isolate: bool,
+        readonly: bool,
+        quota: bool,
+        argv: list[str],
+        stdin: str,
+        files: Mapping[str, str] | None,
+        memory_via: Literal["as", "data"],
+        hidden: set[str] | frozenset[str],
+    ) -> RunResult:
+        cfg = self.config
         inputs = self._write_inputs(folder, files or {})
         if uid is not None:
             _chown_tree(folder, uid)
@@ -299,17 +348,22 @@ class Sandbox:
             "cwd": str(folder),
             "argv": argv,
             "env": env,
+            "pid_namespace": readonly and self.capabilities.pid_namespace,
         }
+        config_fd = _config_descriptor(json.dumps(config).encode())
         started = time.monotonic()
         out, err = _Capped(cfg.max_output_bytes), _Capped(cfg.max_output_bytes)
         timed_out = False
         returncode: int | None = None
         outside: list[str] = []
         try:
-            process = await anyio.open_process(
-                [sys.executable, "-I", "-S", str(LAUNCHER), json.dumps(config)],
-                cwd=str(folder), env={"PATH": MINIMAL_PATH}, start_new_session=True,
-            )  # fmt: skip
+            try:
+                process = await anyio.open_process(
+                    [sys.executable, "-I", "-S", str(LAUNCHER), "--config-fd", str(config_fd)],
+                    cwd=str(folder), env={"PATH": MINIMAL_PATH}, start_new_session=True, pass_fds=(config_fd,),
+                )  # fmt: skip
+            finally:
+                os.close(config_fd)
             self._active[run_id] = (process.pid, uid)
             try:
                 async with anyio.create_task_group() as tg:
@@ -342,9 +396,9 @@ class Sandbox:
                     if not readonly:  # a read-only mount table left nothing to sweep
                         outside = await anyio.to_thread.run_sync(_sweep_outside, uid, folder)
                 produced = await self._collect(folder, inputs, hidden, uid, run_id)
-                await anyio.to_thread.run_sync(_remove_tree, folder)
         return self._result(
-            run_id, returncode, timed_out, out, err, duration, produced, outside, isolate, readonly, uid
+            run_id, returncode, timed_out, out, err, duration, produced, outside, isolate, readonly, uid, quota,
+            config["pid_namespace"],
         )  # fmt: skip
 
     def kill_all(self) -> int:
@@ -363,13 +417,18 @@ class Sandbox:
         for name, text in files.items():
             target = (folder / name).resolve()
             if not target.is_relative_to(folder.resolve()) or Path(name).is_absolute():
-                _remove_tree(folder)
                 raise keel.ActionInputError(
                     f"keel-sandbox: input file {name!r} must be a relative path inside the folder"
                 )
             target.parent.mkdir(parents=True, exist_ok=True)
             data = text.encode()
-            target.write_bytes(data)
+            try:
+                target.write_bytes(data)
+            except OSError as err:
+                raise keel.ActionInputError(
+                    f"keel-sandbox: input file {name!r} could not be written ({err.strerror}); the run folder "
+                    f"holds at most disk_mb = {self.config.disk_mb} MB and max_inodes = {self.config.max_inodes}"
+                ) from err
             hashes[target.relative_to(folder.resolve()).as_posix()] = hashlib.sha256(data).hexdigest()
         return hashes
 
@@ -440,6 +499,8 @@ class Sandbox:
         isolated: bool,
         readonly: bool,
         uid: int | None,
+        quota: bool = False,
+        pid_namespace: bool = False,
     ) -> RunResult:
         cfg = self.config
         stderr = err.text()
@@ -471,6 +532,8 @@ class Sandbox:
             message = f"exited with code {returncode}"
         if signame == "SIGXFSZ":
             message += f" (a file grew past max_file_mb = {cfg.max_file_mb})"
+        if quota and "No space left on device" in stderr:
+            message += f" (the run's disk quota is disk_mb = {cfg.disk_mb}, max_inodes = {cfg.max_inodes})"
         if out.dropped or err.dropped:
             message += f"; output truncated to {cfg.max_output_bytes} bytes per stream"
         if outside:
@@ -490,9 +553,19 @@ class Sandbox:
                 "the filesystem is NOT read-only outside the run folder: the run's own user id can still write to "
                 "world-writable places (/tmp...), which are swept after the run"
             )
+        if not quota:
+            notes.append(
+                "the run's total disk use is NOT limited on this machine (no tmpfs per run: the host is not "
+                f"root); only each file is, by max_file_mb = {cfg.max_file_mb}"
+            )
+        if not pid_namespace:
+            notes.append("the run does NOT have its own PID namespace: it can see the host's processes in /proc")
         enforced = {
             "network_isolated": isolated,
+            "unix_sockets_covered": readonly,
             "readonly_filesystem": readonly,
+            "pid_namespace": pid_namespace,
+            "disk_quota": quota,
             "own_user": uid is not None,
             "rlimits": True,
             "process_group_killed": True,
@@ -597,6 +670,52 @@ def _sweep_outside(uid: int, folder: Path) -> list[str]:
     for leftover in found:
         _remove_tree(Path(leftover))
     return sorted(found)
+
+
+def _config_descriptor(data: bytes) -> int:
+    """A readable descriptor holding the launcher's configuration: a memfd (Linux), else a pipe."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("keel-sandbox-config", 0)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+    read, write = os.pipe()
+    if len(data) > 60_000:
+        os.close(read)
+        os.close(write)
+        raise keel.KeelError("keel-sandbox: the run's configuration is too large to pass on this platform")
+    os.write(write, data)
+    os.close(write)
+    return read
+
+
+_LIBC: Any = None
+
+
+def _libc_call(name: str, *args: Any) -> None:
+    import ctypes
+
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    if getattr(_LIBC, name)(*args) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{name}: {os.strerror(errno)}")
+
+
+def _mount_quota(folder: Path, size_mb: int, inodes: int) -> None:
+    """Make the run folder a tmpfs of ``size_mb`` and ``inodes``: the run's whole disk."""
+    import ctypes
+
+    options = f"size={size_mb}m,nr_inodes={inodes},mode=0700".encode()
+    _libc_call("mount", b"tmpfs", str(folder).encode(), b"tmpfs", ctypes.c_ulong(2 | 4), options)  # nosuid, nodev
+
+
+def _unmount(folder: Path) -> None:
+    try:
+        _libc_call("umount2", str(folder).encode(), 2)  # MNT_DETACH: nothing of the run still uses it
+    except OSError:
+        pass
 
 
 def _reachable_by_others(folder: Path) -> bool:

@@ -340,6 +340,7 @@ class Sandbox:
             _chown_tree(folder, uid)
         env = {"PATH": MINIMAL_PATH, "HOME": str(folder), "TMPDIR": str(folder / "tmp"), "LANG": "C.UTF-8"}
         env.update({name: os.environ[name] for name in cfg.env if name in os.environ})
+        pid_namespace = readonly and self.capabilities.pid_namespace
         config = {
             "isolate_network": isolate,
             "readonly_root": readonly,
@@ -348,7 +349,7 @@ class Sandbox:
             "cwd": str(folder),
             "argv": argv,
             "env": env,
-            "pid_namespace": readonly and self.capabilities.pid_namespace,
+            "pid_namespace": pid_namespace,
         }
         config_fd = _config_descriptor(json.dumps(config).encode())
         started = time.monotonic()
@@ -398,7 +399,7 @@ class Sandbox:
                 produced = await self._collect(folder, inputs, hidden, uid, run_id)
         return self._result(
             run_id, returncode, timed_out, out, err, duration, produced, outside, isolate, readonly, uid, quota,
-            config["pid_namespace"],
+            pid_namespace,
         )  # fmt: skip
 
     def kill_all(self) -> int:

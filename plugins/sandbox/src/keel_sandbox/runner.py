@@ -758,4 +758,5 @@ def _looks_out_of_memory(stderr: str, signame: str | None) -> bool:
 
 
 def _looks_out_of_processes(stderr: str) -> bool:
-    return "Resource temporarily unavailable" in stderr or "fork: retry" in stderr
+    markers = ("Resource temporarily unavailable", "fork: retry", "Cannot fork", "can't fork")
+    return any(marker in stderr for marker in markers)

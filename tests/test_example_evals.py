@@ -1,8 +1,7 @@
 """Every example ships an eval dataset (examples/evals/<example>.yaml), run here on the scripted model.
 
-The scripted answers are each example's own where it has them (research_team.answer,
-gateway_app.scripted); hello's fallback answers one canned text, so its labelled cases get theirs
-from a table, as recorded answers.
+The scripted answers are each example's own where it has them; hello's fallback answers one canned
+text, so its labelled cases get theirs from a table, as recorded answers.
 """
 
 from __future__ import annotations
@@ -14,13 +13,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import anyio
 import pytest
+import yaml
 from conftest import ROOT
 
 import keel
 from keel.testing import ScriptedModel, make_host
 from keel_eval import load_dataset, run_dataset
 from keel_eval import plugin as eval_plugin
+from keel_eval.recorded import case_from_recording, read_recording
 
 EVALS = ROOT / "examples" / "evals"
 
@@ -52,8 +54,24 @@ def hello_answer(request: keel.ModelRequest) -> str:
     return json.dumps(next(v for k, v in HELLO_ANSWERS.items() if text.startswith(k)))
 
 
-def setup(name: str) -> tuple[list[Any], Any, list[keel.Runnable]]:
-    module = example(name)
+def deliver(runtime_box: list[keel.Runtime], folder: Path) -> Any:
+    """proactive.py's task runs only inside a worker: enqueue one trigger, drain a worker, report the job."""
+    from keel_scheduler import Queue, Worker, task
+
+    async def run(input: dict[str, str]) -> dict[str, Any]:
+        async with Queue(str(folder / f"{input['invoice']}.db")) as queue:
+            await queue.enqueue(
+                "send_invoice", input, dedup_key=f"invoice:{input['invoice']}", max_attempts=2, backoff=0.01
+            )
+            await Worker(queue, runtime_box[0], poll_interval=0.01).run(drain=True)
+            [job] = await queue.list()
+        return {"status": job.status.value, "attempts": job.attempts, "result": job.result, "errors": len(job.errors)}
+
+    return task(run, name="deliver")
+
+
+def setup(name: str, folder: Path, runtime_box: list[keel.Runtime]) -> tuple[list[Any], Any, list[Any]]:
+    module = example(name)  # devtools_record records and exports at import: cwd is the test's tmp folder
     if name == "hello":
         return [], ScriptedModel(hello_answer, chunks=7), [module.agent]
     if name == "research_team":
@@ -62,17 +80,46 @@ def setup(name: str) -> tuple[list[Any], Any, list[keel.Runnable]]:
         return [triggerflow_plugin], ScriptedModel(module.answer), [module.team]
     if name == "gateway_app":
         return [], module.scripted(0.0), [module.brief, module.Review()]
+    if name == "devtools_record":
+        return [], module.script(), [module.agent]
+    if name == "otel_traces":
+        return [], ScriptedModel(list(module.SCRIPT)), [module.agent, module.add]
+    if name == "proactive":
+        return [], ScriptedModel([]), [module.send_invoice, deliver(runtime_box, folder)]
     raise AssertionError(f"no eval set-up for examples/{name}.py: add one here")
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in EVALS.glob("*.yaml")))
-async def test_the_examples_dataset_passes_on_the_scripted_model(name: str, tmp_path: Path) -> None:
-    plugins, model, runnables = setup(name)
-    async with keel.Runtime(make_host(eval_plugin, *plugins), keel.Stack()) as runtime:
-        runtime.use_model(model)
-        for runnable in runnables:
-            runtime.add(runnable)
-        report = await run_dataset(load_dataset(EVALS / f"{name}.yaml"), runtime=runtime, concurrency=4)
+def test_the_examples_dataset_passes_on_the_scripted_model(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    box: list[keel.Runtime] = []
+    plugins, model, runnables = setup(name, tmp_path, box)  # outside an event loop: an example may run one
+
+    async def main() -> Any:
+        async with keel.Runtime(make_host(eval_plugin, *plugins), keel.Stack()) as runtime:
+            box.append(runtime)
+            runtime.use_model(model)
+            for runnable in runnables:
+                if isinstance(runnable, keel.ActionSpec):
+                    runtime.actions.add(runnable)
+                else:
+                    runtime.add(runnable)
+            return await run_dataset(load_dataset(EVALS / f"{name}.yaml"), runtime=runtime, concurrency=4)
+
+    report = anyio.run(main)
     report.save(tmp_path / "report.json")
     report.assert_passed()
     assert all(run.results for case in report.cases for run in case.runs)
+
+
+def test_the_devtools_examples_case_is_what_from_execution_makes_of_its_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    example("devtools_record")  # records two executions and exports the first to first-invoice.jsonl
+    made = case_from_recording(read_recording(tmp_path / "first-invoice.jsonl"))
+    shipped = yaml.safe_load((EVALS / "devtools_record.yaml").read_text())["cases"][0]
+    for key in ("input", "expected", "fixtures"):
+        assert made[key] == shipped[key], key

@@ -94,7 +94,34 @@ def equals(sample: EvalSample, args: EqualsArgs) -> EvalResult:
     same = _fold(got) == _fold(wanted) if args.ignore_case else got == wanted
     if same:
         return _result("equals", True, f"equal{_where(args.path)}")
+    differences = _differences(wanted, got, args.path or "")
+    if isinstance(wanted, dict | list) and differences:
+        return _result(
+            "equals",
+            False,
+            "; ".join(differences[:3]) + (f" (+{len(differences) - 3} more)" if len(differences) > 3 else ""),
+        )
     return _result("equals", False, f"expected {_show(wanted)}{_where(args.path)}, got {_show(got)}")
+
+
+def _differences(wanted: Any, got: Any, path: str) -> list[str]:
+    """Where two JSON values differ, as ``path: expected X, got Y`` lines."""
+    if isinstance(wanted, dict) and isinstance(got, dict):
+        found = []
+        for key in [*wanted, *(k for k in got if k not in wanted)]:
+            where = f"{path}.{key}" if path else str(key)
+            if key not in got:
+                found.append(f"{where}: missing (expected {_show(wanted[key], 40)})")
+            elif key not in wanted:
+                found.append(f"{where}: unexpected {_show(got[key], 40)}")
+            else:
+                found += _differences(wanted[key], got[key], where)
+        return found
+    if isinstance(wanted, list) and isinstance(got, list) and len(wanted) == len(got):
+        return [d for i, (w, g) in enumerate(zip(wanted, got, strict=True)) for d in _differences(w, g, f"{path}[{i}]")]
+    if wanted == got:
+        return []
+    return [f"{path or '(output)'}: expected {_show(wanted, 40)}, got {_show(got, 40)}"]
 
 
 class ContainsArgs(_Args):

@@ -17,6 +17,7 @@ def keel_evaluators() -> Iterable[keel.EvaluatorSpec]:
 
 @keel.hookimpl
 def keel_commands(cli: Any) -> None:
-    from keel_eval.cli import eval_group
-
-    cli.add_command(eval_group)
+    # by reference: `keel eval` imports rich and the runner, every other command starts without them
+    cli.add_lazy_command(
+        "eval", "keel_eval.cli:eval_group", help="Eval cases against a runnable; compare runs; cases from executions."
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, clean_env
 
 import keel
 from keel.testing import ScriptedModel, make_host
@@ -71,7 +72,7 @@ def deliver(runtime_box: list[keel.Runtime], folder: Path) -> Any:
 
 
 def setup(name: str, folder: Path, runtime_box: list[keel.Runtime]) -> tuple[list[Any], Any, list[Any]]:
-    module = example(name)  # devtools_record records and exports at import: cwd is the test's tmp folder
+    module = example(name)
     if name == "hello":
         return [], ScriptedModel(hello_answer, chunks=7), [module.agent]
     if name == "research_team":
@@ -114,11 +115,13 @@ def test_the_examples_dataset_passes_on_the_scripted_model(
     assert all(run.results for case in report.cases for run in case.runs)
 
 
-def test_the_devtools_examples_case_is_what_from_execution_makes_of_its_export(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    example("devtools_record")  # records two executions and exports the first to first-invoice.jsonl
+def test_the_devtools_examples_case_is_what_from_execution_makes_of_its_export(tmp_path: Path) -> None:
+    # the example records two executions and exports the first to first-invoice.jsonl
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "devtools_record.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     made = case_from_recording(read_recording(tmp_path / "first-invoice.jsonl"))
     shipped = yaml.safe_load((EVALS / "devtools_record.yaml").read_text())["cases"][0]
     for key in ("input", "expected", "fixtures"):

@@ -43,9 +43,17 @@ def _fail(err: keel.KeelError) -> click.ClickException:
 @click.option("--port", default=7788, show_default=True, type=int)
 @click.pass_context
 def devtools(ctx: click.Context, db_path: Path | None, host: str, port: int) -> None:
-    """Recorded executions."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+    """Recorded executions: with no sub-command, serve the local web UI (127.0.0.1 by default)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from keel_devtools.record import default_path
+    from keel_devtools.web import serve_forever
+
+    path = db_path or default_path()
+    if not path.exists():
+        raise click.ClickException(f"no recording at {path}: run an application with keel-devtools installed first")
+    click.echo(f"keel devtools: http://{host}:{port}/  (recording: {path}; Ctrl-C stops)")
+    serve_forever(path, host=host, port=port)
 
 
 @devtools.command("ls")

@@ -192,15 +192,16 @@ class Review:
         return execution
 
 
-def build_app(delay: float = 0.02) -> Any:
-    """The gateway app over a runtime holding ``brief`` and ``review``, serving the page at /ui/."""
+def build_app(delay: float = 0.02, *, page: bool = True) -> Any:
+    """The gateway app over a runtime holding ``brief`` and ``review``, serving the page at /ui/
+    (``page=False``: the gateway's own console page instead)."""
     from keel_gateway import create_app
 
     runtime = keel.Runtime(make_host(), keel.Stack())
     runtime.use_model(scripted(delay))
     runtime.add(brief)
     runtime.add(Review())
-    return create_app(runtime, {"static_dir": str(WEB)})
+    return create_app(runtime, {"static_dir": str(WEB)} if page else {})
 
 
 def self_check() -> None:

@@ -94,3 +94,37 @@ def test_the_example_page_runs_a_task_end_to_end(page_url: str, tmp_path: Path) 
     assert final["approved"] is True and final["note"] == "ship it"
     assert final["brief"]["title"] == "All about sea otters"
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
+
+
+def test_the_built_in_console_drives_any_runnable(tmp_path: Path) -> None:
+    """The console page keel-gateway ships (no static_dir): pick a runnable, start it with JSON, see
+    its live fields, answer its wait with JSON, see the result."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from keel_gateway.testing import serve
+
+    executable = ensure_chromium()
+    with serve(load_example().build_app(delay=0.03, page=False)) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{url}/ui/")
+            expect(page.locator("#runnable option")).to_have_count(2)
+            page.select_option("#runnable", "review")
+            expect(page.locator("#input")).to_have_value('{\n  "topic": ""\n}')
+            page.fill("#input", '{"topic": "kelp"}')
+            page.click("#start")
+            expect(page.locator('dd[data-field="title"]')).to_have_text("All about kelp")
+            expect(page.locator("#waiting")).to_be_visible()
+            page.fill("#answer", "{not json")
+            page.click("#send")
+            expect(page.locator("#error")).to_contain_text("not JSON")
+            page.fill("#answer", '{"approved": true, "note": "fine"}')
+            page.click("#send")
+            expect(page.locator("#status")).to_have_text("completed")
+            log = page.evaluate("window.keelLog")
+            page.screenshot(path=str(tmp_path / "console.png"))
+        finally:
+            browser.close()
+    assert log[-1]["type"] == "task.completed" and log[-1]["data"]["note"] == "fine"

@@ -115,8 +115,40 @@ def test_gateway_and_openai_alone(wheelhouse: Path, tmp_path: Path) -> None:
     listed = run(bin_dir, tmp_path, "keel", "plugins", "--json")
     assert listed.returncode == 0, listed.stderr
     assert {"gateway", "openai"} <= {row["name"] for row in json.loads(listed.stdout)}
-    helped = run(bin_dir, tmp_path, "keel", "serve", "--help")
-    assert helped.returncode == 0 and "serve" in helped.stdout, helped.stderr
+    serve_page_from_the_wheel(bin_dir, tmp_path)
+
+
+def serve_page_from_the_wheel(bin_dir: Path, cwd: Path) -> None:
+    """`keel serve` from the installed wheel serves its console page: the assets are in the wheel."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    server = subprocess.Popen(
+        [str(bin_dir / "keel"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                assert time.monotonic() < deadline, "keel serve did not answer within 60 s"
+                time.sleep(0.2)
+        assert page.status_code == 200 and "Keel console" in page.text
+        script = httpx.get(f"http://127.0.0.1:{port}/ui/console.js", timeout=5)
+        assert script.status_code == 200 and "EventSource" in script.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_every_wheel_carries_readme_licence_and_py_typed(wheelhouse: Path) -> None:

@@ -661,10 +661,11 @@ def create_app(
     async def follow_ws(websocket: WebSocket, execution_id: str) -> None:
         await _websocket(gateway, websocket, execution_id)
 
-    if settings.static_dir:
+    if settings.static_dir or settings.console:
         from starlette.staticfiles import StaticFiles
 
-        folder = Path(settings.static_dir)
+        # a folder of the application's own, or the console page this package ships (in its wheel)
+        folder = Path(settings.static_dir) if settings.static_dir else Path(__file__).parent / "web"
         if not folder.is_dir():
             raise KeelError(f"gateway: static_dir {str(folder)!r} is not a folder")
         app.mount("/ui", StaticFiles(directory=folder, html=True), name="ui")

@@ -61,6 +61,11 @@ class GatewaySettings(BaseModel):
     rate_limit_burst: int = Field(default=60, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
     static_dir: str | None = Field(default=None, description="a folder served at /ui/ (plain HTML + JS)")
+    console: bool = Field(
+        default=True,
+        description="serve the built-in console page at /ui/ when no static_dir is set: start any runnable, "
+        "follow its product events, answer its waits (it calls the same authenticated API)",
+    )
     keep_finished: int = Field(
         default=1000, ge=0, description="finished executions whose product events stay in memory"
     )

@@ -30,7 +30,7 @@ from keel_scheduler.errors import SchedulerError
 from keel_scheduler.queue import Queue, delivery_hash
 from keel_scheduler.settings import SourceSettings
 
-__all__ = ["Intake", "Reply", "sign"]
+__all__ = ["Intake", "NoTarget", "Reply", "record_delivery", "sign"]
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
@@ -128,51 +128,18 @@ class Intake:
         correlation = payload.get(s.correlation_field) if s.correlation_field and isinstance(payload, dict) else None
         try:
             return await self._record(source, delivery, payload, correlation if isinstance(correlation, str) else None)
-        except _NoTarget as err:
+        except NoTarget as err:
             return Reply(422, {"error": str(err)})
         except (SchedulerError, OSError) as err:
             return Reply(503, {"error": f"the queue is unavailable; retry later ({type(err).__name__})"})
 
     async def _record(self, source: _Source, delivery: str, payload: Any, correlation: str | None) -> Reply:
         s = source.settings
-        async with self.queue.db.transaction() as conn:
-            inserted = await conn.fetch(
-                """INSERT INTO {inbox} (source, delivery_id, job_id, received_at) VALUES ($1, $2, NULL, $3)
-                   ON CONFLICT DO NOTHING RETURNING delivery_id""",
-                source.name, delivery, time.time(),
-            )  # fmt: skip
-            if not inserted:
-                rows = await conn.fetch(
-                    "SELECT job_id FROM {inbox} WHERE source = $1 AND delivery_id = $2", source.name, delivery
-                )
-                return Reply(200, {"duplicate": True, "delivery": delivery, "job": rows[0]["job_id"] if rows else None})
-            if correlation is not None:
-                waiting = await conn.fetch(
-                    """SELECT id FROM {jobs} WHERE correlation_id = $1 AND status IN ('queued', 'running')
-                       ORDER BY created_at LIMIT 1""",
-                    correlation,
-                )
-                if waiting:
-                    await self.queue.signal_in(
-                        conn, correlation, s.signal, payload, request_id=f"{source.name}:{delivery}"
-                    )
-                    await conn.execute(
-                        "UPDATE {inbox} SET job_id = $3 WHERE source = $1 AND delivery_id = $2",
-                        source.name, delivery, waiting[0]["id"],
-                    )  # fmt: skip
-                    return Reply(202, {"delivery": delivery, "job": waiting[0]["id"], "signal": s.signal})
-            if not s.task:
-                raise _NoTarget(
-                    f"no waiting job has correlation id {correlation!r}, and source {source.name!r} enqueues no task"
-                )
-            job, _ = await self.queue.enqueue_in(
-                conn, s.task, payload, queue=s.queue, id=f"{source.name}:{delivery}", max_attempts=s.max_attempts,
-                correlation_id=correlation,
-            )  # fmt: skip
-            await conn.execute(
-                "UPDATE {inbox} SET job_id = $3 WHERE source = $1 AND delivery_id = $2", source.name, delivery, job.id
-            )
-        return Reply(202, {"delivery": delivery, "job": job.id})
+        status, body = await record_delivery(
+            self.queue, source.name, delivery, payload, task=s.task, job_queue=s.queue, max_attempts=s.max_attempts,
+            correlation=correlation, signal=s.signal,
+        )  # fmt: skip
+        return Reply(status, body)
 
     # ---------------------------------------------------------------------------------- ASGI
 
@@ -224,8 +191,8 @@ class Intake:
         return reply
 
 
-class _NoTarget(SchedulerError):
-    pass
+class NoTarget(SchedulerError):
+    """A delivery names no waiting job and its source enqueues no task: nothing was recorded."""
 
 
 async def _respond(send: Any, reply: Reply) -> None:
@@ -238,3 +205,55 @@ async def _respond(send: Any, reply: Reply) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def record_delivery(
+    queue: Queue,
+    source: str,
+    delivery: str,
+    payload: Any,
+    *,
+    task: str | None,
+    job_queue: str = "default",
+    max_attempts: int = 5,
+    correlation: str | None = None,
+    signal: str = "webhook",
+) -> tuple[int, dict[str, Any]]:
+    """Record one delivery of ``source`` once: its inbox row and its job — or, when ``correlation``
+    names a waiting job, the signal for it — in one transaction. ``(202, ...)`` when recorded now,
+    ``(200, {"duplicate": True, ...})`` when this delivery id was recorded before. Committed when it
+    returns: a broker source acknowledges its message only after that."""
+    async with queue.db.transaction() as conn:
+        inserted = await conn.fetch(
+            """INSERT INTO {inbox} (source, delivery_id, job_id, received_at) VALUES ($1, $2, NULL, $3)
+               ON CONFLICT DO NOTHING RETURNING delivery_id""",
+            source, delivery, time.time(),
+        )  # fmt: skip
+        if not inserted:
+            rows = await conn.fetch(
+                "SELECT job_id FROM {inbox} WHERE source = $1 AND delivery_id = $2", source, delivery
+            )
+            return 200, {"duplicate": True, "delivery": delivery, "job": rows[0]["job_id"] if rows else None}
+        if correlation is not None:
+            waiting = await conn.fetch(
+                """SELECT id FROM {jobs} WHERE correlation_id = $1 AND status IN ('queued', 'running')
+                   ORDER BY created_at LIMIT 1""",
+                correlation,
+            )
+            if waiting:
+                await queue.signal_in(conn, correlation, signal, payload, request_id=f"{source}:{delivery}")
+                await conn.execute(
+                    "UPDATE {inbox} SET job_id = $3 WHERE source = $1 AND delivery_id = $2",
+                    source, delivery, waiting[0]["id"],
+                )  # fmt: skip
+                return 202, {"delivery": delivery, "job": waiting[0]["id"], "signal": signal}
+        if not task:
+            raise NoTarget(f"no waiting job has correlation id {correlation!r}, and source {source!r} enqueues no task")
+        job, _ = await queue.enqueue_in(
+            conn, task, payload, queue=job_queue, id=f"{source}:{delivery}", max_attempts=max_attempts,
+            correlation_id=correlation,
+        )  # fmt: skip
+        await conn.execute(
+            "UPDATE {inbox} SET job_id = $3 WHERE source = $1 AND delivery_id = $2", source, delivery, job.id
+        )
+    return 202, {"delivery": delivery, "job": job.id}

@@ -23,3 +23,10 @@ def keel_commands(cli: Any) -> None:
         "scheduler", "keel_scheduler.schedules_cli:scheduler_cmd", help="Turn schedules into due jobs (run several)."
     )
     cli.add_lazy_command("intake", "keel_scheduler.intake_cli:intake_cmd", help="Serve signed webhooks into the queue.")
+
+
+@keel.hookimpl
+def keel_addhooks(pluginmanager: Any) -> None:
+    from keel_scheduler import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)

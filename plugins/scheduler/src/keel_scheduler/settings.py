@@ -48,6 +48,9 @@ class SchedulerSettings(BaseModel):
         default_factory=dict, description="options per channel name listed in the stack's channels = [...]"
     )
     sources: dict[str, SourceSettings] = Field(default_factory=dict, description="webhook sources for keel intake")
+    brokers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="broker sources for keel intake: driver, task, and the source's options"
+    )
 
 
 def load_settings(raw: dict[str, Any] | None) -> SchedulerSettings:

@@ -88,13 +88,34 @@ def test_package(package: Path, kernel: Path) -> bool:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     env["KEEL_STRICT_PLUGINS"] = "1"
     print(f"== {package.relative_to(ROOT)} (isolated venv {venv.relative_to(ROOT)})", flush=True)
+    listed = listed_alone(package, venv, env)
     result = subprocess.run([str(python), "-m", "pytest", "-q"], cwd=package, env=env)
+    ok = result.returncode == 0 and listed
     print(
-        f"== {package.relative_to(ROOT)}: {'ok' if result.returncode == 0 else 'FAILED'} "
-        f"in {time.monotonic() - started:.1f}s",
+        f"== {package.relative_to(ROOT)}: {'ok' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s",
         flush=True,
     )
-    return result.returncode == 0
+    return ok
+
+
+def listed_alone(package: Path, venv: Path, env: dict[str, str]) -> bool:
+    """`keel plugins` in the package's venv (its wheel and the kernel's alone) lists each of its entry
+    points as loaded: installing it is enough for Keel to find it."""
+    import json
+    import tomllib
+
+    declared = tomllib.loads((package / "pyproject.toml").read_text())["project"].get("entry-points", {})
+    names = set(declared.get("keel", {}))
+    if not names:
+        return True
+    shown = subprocess.run(
+        [str(venv / "bin" / "keel"), "plugins", "--json"], capture_output=True, text=True, env=env, cwd=venv
+    )
+    rows = {row["name"]: row for row in json.loads(shown.stdout or "[]")} if shown.returncode == 0 else {}
+    missing = sorted(n for n in names if rows.get(n, {}).get("status") != "loaded")
+    if missing:
+        print(f"== {package.relative_to(ROOT)}: keel plugins does not list {missing} as loaded\n{shown.stderr}")
+    return not missing
 
 
 def main(argv: list[str]) -> int:

@@ -574,3 +574,35 @@ def test_mermaid_quotes_labels_and_refuses_an_unfinished_definition() -> None:
     broken.to(lambda ctx: 1).if_condition(lambda v: v)
     with pytest.raises(FlowDefinitionError, match="not closed"):
         broken.to_mermaid()
+
+
+async def test_each_step_attempt_has_a_span_and_an_agent_step_runs_inside_it(keel_runtime: Any) -> None:
+    import keel
+    from keel.testing import ScriptedModel
+
+    def flaky(ctx: Any) -> str:
+        if ctx.attempt == 1:
+            raise RuntimeError("once")
+        return "draft"
+
+    flow = TriggerFlow("traced")
+    flow.to(flaky, retries=1).to(keel.Agent("editor", "Edit."))
+    keel_runtime.use_model(ScriptedModel(["edited"]))
+    execution = flow.create_execution(keel_runtime)
+    await execution.run("x")
+    assert await execution.result() == "edited"
+    events = [e async for e in execution.events()]
+    root = events[0].span_id
+    assert root and {e.trace_id for e in events} == {events[0].trace_id}
+    steps = [e for e in events if e.kind.startswith("flow.step.")]
+    assert [e.kind for e in steps] == [
+        "flow.step.started", "flow.step.retry", "flow.step.started", "flow.step.completed",
+        "flow.step.started", "flow.step.completed",
+    ]  # fmt: skip
+    assert all(e.parent_span_id == root for e in steps)
+    spans = [e.span_id for e in steps]
+    assert spans[0] == spans[1] != spans[2] == spans[3] != spans[4] == spans[5]  # one span per attempt
+    assert all(e.span_id == root for e in events if not e.kind.startswith("flow.step."))
+    (agent_run,) = [x for x in keel_runtime.executions.list() if x.kind == "agent"]
+    assert agent_run.trace_id == events[0].trace_id  # the agent's events join the flow's trace...
+    assert agent_run.parent_span_id == spans[4]  # ...inside the step that ran it

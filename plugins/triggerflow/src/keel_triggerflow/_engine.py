@@ -150,7 +150,7 @@ class _State:
 class Context:
     """What a chunk receives: the value, state, emit, the runtime stream, waits, resources."""
 
-    __slots__ = ("_deferred", "_emits", "_scope", "_sets", "_waits", "_x", "attempt", "path", "value")
+    __slots__ = ("_deferred", "_emits", "_scope", "_sets", "_span", "_waits", "_x", "attempt", "path", "value")
 
     def __init__(self, x: FlowExecution, scope: _Scope, path: str, value: Any, attempt: int):
         self._x = x
@@ -161,6 +161,7 @@ class Context:
         self._emits: list[list[Any]] = []
         self._sets: list[list[Any]] = []
         self._waits = 0
+        self._span: str | None = None
         # chains started by emit() while the chunk has not yet suspended: the engine starts them
         # when it suspends or ends (the same moment a spawned task would first run); None = at once
         self._deferred: list[tuple[list[Op], Any, str]] | None = []
@@ -181,6 +182,19 @@ class Context:
     @property
     def runtime(self) -> Runtime:
         return self._x.runtime
+
+    @property
+    def trace_id(self) -> str:
+        """The execution's trace id: pass it (with :attr:`span_id`) to work this step starts, so
+        that a tracer shows that work inside the step (an agent run as a step gets both)."""
+        return self._x._template.trace_id or ""
+
+    @property
+    def span_id(self) -> str:
+        """This attempt's span id, the one its ``flow.step.*`` events carry."""
+        if self._span is None:
+            self._span = os.urandom(8).hex()
+        return self._span
 
     @property
     def idempotency_key(self) -> str:
@@ -286,13 +300,14 @@ class _Pending:
     """An event nobody has received yet: built into a RuntimeEvent only when read (``events()``),
     so a run that nobody watches does not pay for building one per step."""
 
-    __slots__ = ("kind", "level", "payload", "seq", "time")
+    __slots__ = ("kind", "level", "payload", "seq", "span", "time")
 
-    def __init__(self, kind: str, payload: dict[str, Any], seq: int, level: str):
+    def __init__(self, kind: str, payload: dict[str, Any], seq: int, level: str, span: str | None = None):
         self.kind = kind
         self.payload = payload
         self.seq = seq
         self.level = level
+        self.span = span  # a step attempt's own span id (its parent: the execution's)
         self.time = time.time()
 
 
@@ -369,8 +384,9 @@ class FlowExecution:
         self._events: list[RuntimeEvent | _Pending] = []
         self._events_changed: anyio.Event | None = None
         self._template = RuntimeEvent(
-            kind="flow", execution_id=self.id, trace_id=os.urandom(16).hex(), source="triggerflow", tenant=tenant
-        )
+            kind="flow", execution_id=self.id, trace_id=os.urandom(16).hex(), span_id=os.urandom(8).hex(),
+            source="triggerflow", tenant=tenant,
+        )  # fmt: skip
         self._missing = [r for r in flow.resources if r not in self._resources]
 
     # =================================================================== keel.Execution
@@ -974,7 +990,7 @@ class FlowExecution:
         while True:
             ctx = Context(self, scope, key, value, attempt)
             if events:
-                self._event("flow.step.started", {"path": key, "step": op.name, "attempt": attempt})
+                self._event("flow.step.started", {"path": key, "step": op.name, "attempt": attempt}, span=ctx.span_id)
             try:
                 out = op.fn(ctx)
                 if type(out) is CoroutineType:
@@ -1002,14 +1018,19 @@ class FlowExecution:
                     if events:  # the attempt's end: tracers close its span, UIs show the retry
                         self._event(
                             "flow.step.retry", {"path": key, "step": op.name, "attempt": attempt, "error": info},
-                            level="warning",
+                            level="warning", span=ctx.span_id,
                         )  # fmt: skip
                     attempt += 1
                     continue
                 if history is not None:
                     await history.commit({"t": "f", "p": key, "a": attempt, "err": info})
                 if events:
-                    self._event("flow.step.failed", {"path": key, "step": op.name, "error": info}, level="error")
+                    self._event(
+                        "flow.step.failed",
+                        {"path": key, "step": op.name, "error": info},
+                        level="error",
+                        span=ctx.span_id,
+                    )
                 raise StepFailed(key, info["type"], info["message"], attempt) from err
         deferred = ctx._deferred
         if deferred:
@@ -1024,7 +1045,7 @@ class FlowExecution:
             await self._record_completion(history, key, out, ctx, scope)
         self.steps_completed += 1
         if events:
-            self._event("flow.step.completed", {"path": key, "step": op.name})
+            self._event("flow.step.completed", {"path": key, "step": op.name}, span=ctx.span_id)
         if deferred:
             ops, start, thread = deferred[0]
             return Tail(ops, start, thread, out)
@@ -1137,9 +1158,9 @@ class FlowExecution:
             )
 
     # =================================================================== events
-    def _event(self, kind: str, payload: dict[str, Any], level: str = "info") -> None:
+    def _event(self, kind: str, payload: dict[str, Any], level: str = "info", span: str | None = None) -> None:
         events = self._events
-        pending = _Pending(kind, payload, len(events) + 1, level)
+        pending = _Pending(kind, payload, len(events) + 1, level, span)
         bus = self.runtime.bus
         if bus.has_listeners:
             event = self._build(pending)
@@ -1152,16 +1173,18 @@ class FlowExecution:
 
     def _build(self, pending: _Pending) -> RuntimeEvent:
         # a copy of a per-execution template: 2-3x cheaper than building a RuntimeEvent field by field
-        return self._template.model_copy(
-            update={
-                "id": f"{self.id}.{pending.seq}",
-                "kind": pending.kind,
-                "time": pending.time,
-                "seq": pending.seq,
-                "level": pending.level,
-                "payload": pending.payload,
-            }
-        )
+        update = {
+            "id": f"{self.id}.{pending.seq}",
+            "kind": pending.kind,
+            "time": pending.time,
+            "seq": pending.seq,
+            "level": pending.level,
+            "payload": pending.payload,
+        }
+        if pending.span is not None:
+            update["span_id"] = pending.span
+            update["parent_span_id"] = self._template.span_id
+        return self._template.model_copy(update=update)
 
     def _notify(self) -> None:
         changed = self._events_changed

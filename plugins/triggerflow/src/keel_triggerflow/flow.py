@@ -409,9 +409,20 @@ _CHAIN_VERBS = {name for name in vars(Chain) if not name.startswith("_") and nam
 
 
 def _runnable_chunk(runnable: Any) -> Callable[[Any], Any]:
+    # a runnable that takes a trace (keel.Agent does) runs inside the step's span: one trace per run
+    try:
+        traced = "parent_span_id" in inspect.signature(runnable.start).parameters
+    except (TypeError, ValueError):  # a start() with no signature to read
+        traced = False
+
     async def run_runnable(ctx: Any) -> Any:
         value = ctx.value if isinstance(ctx.value, (str, BaseModel)) else to_jsonable_python(ctx.value)
-        execution = await runnable.start(value, runtime=ctx.runtime, tenant=ctx.tenant)
+        if traced:
+            execution = await runnable.start(
+                value, runtime=ctx.runtime, tenant=ctx.tenant, trace_id=ctx.trace_id, parent_span_id=ctx.span_id
+            )
+        else:
+            execution = await runnable.start(value, runtime=ctx.runtime, tenant=ctx.tenant)
         return await execution.result()
 
     run_runnable.__name__ = str(getattr(runnable, "name", "runnable"))

@@ -249,17 +249,28 @@ async def test_phoenix_shows_a_flow_with_its_steps(phoenix: Phoenix, stack_file:
         return int(ctx.value) + 1
 
     flow = triggerflow.TriggerFlow("arithmetic")
-    flow.to(double).to(fail_once, retries=1)
+    flow.to(double).to(fail_once, retries=1).to(keel.Agent("reporter", "Say the number in words."))
     async with keel.Runtime(make_host(otel_plugin, triggerflow_plugin), keel.load_stack(path)) as runtime:
         runtime.use_store(keel.MemoryStore())
+        runtime.use_model(ScriptedModel(["forty-one"]))
         with anyio.fail_after(30):
             execution = flow.create_execution(runtime)
             snapshot = await execution.run(20)
-    assert snapshot.status == "completed" and await execution.result() == 41
+    assert snapshot.status == "completed" and await execution.result() == "forty-one"
     assert otel_plugin.flush(30)
-    spans = await phoenix.wait_for(project, {"invoke_workflow arithmetic", "step double"})
+    spans = await phoenix.wait_for(
+        project,
+        {"invoke_workflow arithmetic", "step double", "step reporter", "invoke_agent reporter", "chat scripted"},
+    )
+    assert len(spans) == 7
     (root,) = [s for s in spans if s["name"] == "invoke_workflow arithmetic"]
     steps = [s for s in spans if s["name"].startswith("step ")]
+    # the agent run as the last step is inside that step's span, its model call inside it: one trace
+    (step,) = [s for s in steps if s["name"] == "step reporter"]
+    (agent,) = [s for s in spans if s["name"] == "invoke_agent reporter"]
+    (chat,) = [s for s in spans if s["name"] == "chat scripted"]
+    assert agent["parent_id"] == step["context"]["span_id"] and agent["span_kind"] == "AGENT"
+    assert chat["parent_id"] == agent["context"]["span_id"] and chat["span_kind"] == "LLM"
     assert root["parent_id"] is None
     assert all(s["parent_id"] == root["context"]["span_id"] for s in steps)
     assert {s["context"]["trace_id"] for s in spans} == {root["context"]["trace_id"]}

@@ -342,3 +342,32 @@ def test_any_event_stream_maps_without_raising_and_stays_bounded(
     for span in exporter.get_finished_spans():
         assert span.end_time is not None and span.start_time is not None
         assert span.end_time >= span.start_time
+
+
+def test_a_flow_that_carries_span_ids_nests_an_agent_run_in_its_step() -> None:
+    mapper, exporter = make_mapper()
+    trace, root, step = new_trace_id(), "1111111111111111", "2222222222222222"
+
+    def event(kind: str, t: float, span: str | None, parent: str | None = None, **payload: Any) -> keel.RuntimeEvent:
+        source = "keel" if "agent" in payload else "triggerflow"
+        return keel.RuntimeEvent(
+            kind=kind, time=t, execution_id="flow_1" if source == "triggerflow" else "exe_1", trace_id=trace,
+            span_id=span, parent_span_id=parent, source=source, payload=payload,
+        )  # fmt: skip
+
+    for ev in (
+        event("execution.started", 1.0, root, flow="f"),
+        event("flow.step.started", 1.1, step, root, path="0", step="writer", attempt=1),
+        event("execution.started", 1.2, "3333333333333333", step, agent="writer", model="scripted"),
+        event("execution.completed", 1.3, "3333333333333333", step, agent="writer"),
+        event("flow.step.completed", 1.4, step, root, path="0", step="writer"),
+        event("execution.completed", 1.5, root, flow="f", steps=1),
+    ):
+        mapper.handle(ev)
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert format(spans["invoke_workflow f"].context.span_id, "016x") == root
+    assert format(spans["step writer"].context.span_id, "016x") == step
+    assert spans["step writer"].parent is not None and format(spans["step writer"].parent.span_id, "016x") == root
+    agent = spans["invoke_agent writer"]
+    assert agent.parent is not None and format(agent.parent.span_id, "016x") == step
+    assert {s.context.trace_id for s in spans.values()} == {int(trace, 16)}

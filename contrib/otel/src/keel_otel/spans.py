@@ -14,8 +14,10 @@ environment.*                  ``environment start|restart|stop {name}``    INTE
 
 Spans take the kernel's own ids where an event carries them (an agent execution's trace and span
 ids, each model request's span id), so a trace id in a log line, a DevTools page and the tracing
-backend is one id. A TriggerFlow execution's events carry its trace id but no span id: its span id
-is derived from the trace and execution ids, so every process that sees its events derives the same.
+backend is one id. A TriggerFlow execution's events carry its trace and span ids, and each step attempt's
+events their own span id, which an agent run as that step takes as its parent: one trace per flow
+run. Events without a span id get one derived from the trace and execution ids, so every process
+that sees them derives the same.
 
 Span times are the events' own times, not the time the observer got round to them.
 
@@ -366,11 +368,11 @@ class SpanMapper:
         return _hex(event.trace_id, 32)
 
     def _execution_span(self, event: keel.RuntimeEvent) -> int | None:
-        """The execution's span id: the agent's own (on its execution and action events), or the
-        one derived for a flow, whose events carry none."""
+        """The execution's span id: the one its events carry (a flow step's events carry their own
+        span and the execution's as parent), else one derived from the trace and execution ids."""
         if event.execution_id is None:
             return None
-        own = _hex(event.span_id, 16) if event.source != "triggerflow" else None
+        own = _hex(event.parent_span_id if event.kind in _STEP_EVENTS else event.span_id, 16)
         return own if own is not None else _derived_span_id(event.trace_id, event.execution_id)
 
     def _content(self, value: Any) -> str:
@@ -650,9 +652,10 @@ class SpanMapper:
         if isinstance(payload.get("attempt"), int):
             attributes[sc.KEEL_ATTEMPT] = payload["attempt"]
         trace_id = self._trace(event)
+        own = _hex(event.span_id, 16) if event.parent_span_id else None  # the engine's id for this attempt
         self._start(
             ("s", event.execution_id, path), f"step {step}".rstrip(), SpanKind.INTERNAL, event, attributes,
-            trace_id=trace_id, span_id=None, parent=self._execution_span(event) if trace_id else None,
+            trace_id=trace_id, span_id=own, parent=self._execution_span(event) if trace_id else None,
         )  # fmt: skip
 
     def _step_ended(self, event: keel.RuntimeEvent) -> None:
@@ -703,6 +706,7 @@ class SpanMapper:
                 self._end(("e", "instant", name), event.time, error=_error_type(detail), message=detail)
 
 
+_STEP_EVENTS = frozenset({"flow.step.started", "flow.step.completed", "flow.step.failed", "flow.step.retry"})
 #: the kinds of span that belong to an execution and end with it at the latest
 _CHILDREN = frozenset({"m", "t", "s"})
 #: events that decide an answered chat span's fate: they close it themselves

@@ -340,8 +340,9 @@ def _import_model(target: str, source: str) -> type[BaseModel]:
 # ------------------------------------------------------------------------------------- execution
 
 _EVENT_FIELDS = frozenset(RuntimeEvent.model_fields)
-_FEED_SLICE = 16_384  # characters the instant parser reads between two checkpoints (a few ms)
+_FEED_SLICE = 4_096  # characters the instant parser reads between two checkpoints (~2 ms of dense JSON)
 _INLINE_CHECK_CHARS = 8_192  # longer answers are checked in a worker thread
+_COMPACT_IN_THREAD = 4_096  # events past which the compaction runs in a worker thread
 _COMPACT_AFTER = 128  # a finished execution with more events than this keeps them coalesced
 _DELTA_KEEP_CHARS = 65_536  # text a finished execution keeps in each model turn's coalesced model.delta
 _setattr = object.__setattr__
@@ -417,6 +418,7 @@ class AgentExecution:
         self._attempt = -1
         self._retry = 0
         self._seq = 0
+        self._settling = False
         self.footprint = 0  # bytes kept once finished (an estimate), for the registry's byte bound
 
     def __repr__(self) -> str:
@@ -567,6 +569,8 @@ class AgentExecution:
                     ExecutionCancelled(f"execution {self.id} of agent {agent.name!r} was cancelled: runtime closed"),
                     "runtime closed",
                 )
+            if self._settling:
+                await self._settle()
 
     def _finish(self, status: ExecutionStatus, error: BaseException | None, reason: str) -> None:
         if self._attempt_has_instant and status is not ExecutionStatus.COMPLETED:
@@ -589,9 +593,23 @@ class AgentExecution:
             else ("warning" if status is ExecutionStatus.CANCELLED else "error")
         )
         self.emit(f"execution.{status.value}", payload, level=level)
+        if len(self._events) + len(self._instant) > _COMPACT_IN_THREAD:
+            self._settling = True  # _run compacts in a worker thread, then sets _done
+            return
         self._compact()
+        self._settled()
+
+    def _settled(self) -> None:
         self._done.set()
         self.runtime.executions.note_finished(self)
+
+    async def _settle(self) -> None:
+        """Compact a large finished execution off the event loop (a pure-Python pass over every
+        event: the loop keeps running between the thread's GIL switches), then report it done."""
+        self._settling = False
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._compact)
+        self._settled()
 
     def _compact(self) -> None:
         """Keep what a late reader needs, in bounded memory. A short execution keeps every event; a
@@ -599,8 +617,8 @@ class AgentExecution:
         turn (its text cut at ``_DELTA_KEEP_CHARS``) and one instant event per string field and
         attempt. Readers already following hold the full lists and finish on them."""
         if len(self._events) > _COMPACT_AFTER or len(self._instant) > _COMPACT_AFTER:
-            self._events = _coalesce_deltas(self._events)
-            self._instant = _coalesce_instant(self._instant)
+            events, instant = _coalesce_deltas(self._events), _coalesce_instant(self._instant)
+            self._events, self._instant = events, instant
         # calibrated with tracemalloc (kernel/tests/test_adversarial.py checks it stays an upper
         # bound): ~1.3 kB a RuntimeEvent, ~160 bytes an instant event, plus the texts kept
         size = 6_000 + 1_300 * len(self._events) + 160 * len(self._instant)
@@ -889,6 +907,11 @@ def _is_text(event: InstantEvent) -> bool:
     return event.kind == "field" and (event._parts is not None or isinstance(event._value, str))
 
 
+def _place(event: InstantEvent) -> Any:
+    """What identifies an event's field without building its path: its container frame and key."""
+    return event._path if event._path is not None else (id(event._frame), event._seg)
+
+
 def _coalesce_instant(events: list[InstantEvent]) -> list[InstantEvent]:
     """One event per run of a string field's events (same path and attempt): the deltas joined."""
     out: list[InstantEvent] = []
@@ -896,9 +919,9 @@ def _coalesce_instant(events: list[InstantEvent]) -> list[InstantEvent]:
     while i < n:
         event = events[i]
         j = i + 1
-        if _is_text(event) and not event.is_complete:
-            path = event.path
-            while j < n and _is_text(events[j]) and events[j].attempt == event.attempt and events[j].path == path:
+        if not event.is_complete and _is_text(event):
+            place = _place(event)
+            while j < n and _is_text(events[j]) and events[j].attempt == event.attempt and _place(events[j]) == place:
                 j += 1
                 if events[j - 1].is_complete:
                     break
@@ -907,6 +930,6 @@ def _coalesce_instant(events: list[InstantEvent]) -> list[InstantEvent]:
         else:
             last = events[j - 1]
             delta = "".join(e.delta for e in events[i:j])
-            out.append(InstantEvent(path, delta, last.value, last.is_complete, last.attempt))
+            out.append(InstantEvent(event.path, delta, last.value, last.is_complete, last.attempt))
         i = j
     return out

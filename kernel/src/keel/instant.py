@@ -133,7 +133,7 @@ class InstantEvent:
     never pays for the text so far; ``path`` is built on first access too.
     """
 
-    __slots__ = ("_parts", "_path", "_value", "_where", "attempt", "delta", "is_complete", "kind")
+    __slots__ = ("_frame", "_parts", "_path", "_seg", "_value", "attempt", "delta", "is_complete", "kind")
 
     def __init__(
         self,
@@ -147,7 +147,8 @@ class InstantEvent:
     ):
         self.kind = kind
         self._path: str | None = path
-        self._where: tuple[_Frame | None, str | int] | None = None
+        self._frame: _Frame | None = None
+        self._seg: str | int = ""
         self.delta = delta
         self._value = value
         self._parts = parts
@@ -157,9 +158,8 @@ class InstantEvent:
     @property
     def path(self) -> str:
         if self._path is None:
-            frame, seg = self._where  # type: ignore[misc]
-            self._path = _path_of(frame, seg)
-            self._where = None
+            self._path = _path_of(self._frame, self._seg)
+            self._frame = None
         return self._path
 
     @property
@@ -190,18 +190,23 @@ def reset_event(attempt: int, reason: str = "") -> InstantEvent:
     return InstantEvent("", reason, None, True, attempt, "reset")
 
 
-def _field_event(where: tuple[_Frame | None, str | int], delta: str, value: Any, complete: bool, attempt: int,
+def _field_event(frame: _Frame | None, seg: str | int, delta: str, value: Any, complete: bool, attempt: int,
                  parts: list[str] | None = None) -> InstantEvent:  # fmt: skip
-    event = InstantEvent.__new__(InstantEvent)
+    """An event whose path is built on first read (no tuple, no string: it runs once a value)."""
+    event = _new_event(InstantEvent)
     event.kind = "field"
-    event._path = "" if where[0] is None else None
-    event._where = where
+    event._path = "" if frame is None else None
+    event._frame = frame
+    event._seg = seg
     event.delta = delta
     event._value = value
     event._parts = parts
     event.is_complete = complete
     event.attempt = attempt
     return event
+
+
+_new_event = InstantEvent.__new__
 
 
 def _path_of(frame: _Frame | None, last: str | int) -> str:
@@ -271,7 +276,8 @@ class InstantParser:
         self._escape = ""  # an escape sequence split across chunks
         self._scalar: list[str] = []
         self._scalar_len = 0
-        self._where: tuple[_Frame | None, str | int] = (None, "")  # where the value being read goes
+        self._vframe: _Frame | None = None  # where the value being read goes: its container
+        self._vseg: str | int = ""  # and its key or index there
         self._last_delta = ""  # text of a string read in the chunk that closed it
         self._high = -1  # a \\uD800-\\uDBFF escape waiting for its low half
         self._confirmed = True  # no root open yet
@@ -353,7 +359,7 @@ class InstantParser:
                             raise OutputLimitExceeded("max_string_chars", j - i, limits.max_string_chars, "a string")
                         i = j + 1
                         if state == _STRING:
-                            state = self._complete(self._where, text, text, out)
+                            state = self._complete(self._vframe, self._vseg, text, text, out)
                         else:
                             self._stack[-1].key = text
                             state = _COLON
@@ -364,7 +370,7 @@ class InstantParser:
                     self._parts = []
                     self._str_len = 0
                     if state == _STRING:
-                        state = self._complete(self._where, text, self._last_delta, out)
+                        state = self._complete(self._vframe, self._vseg, text, self._last_delta, out)
                     else:
                         self._stack[-1].key = text
                         state = _COLON
@@ -393,7 +399,7 @@ class InstantParser:
                     break
                 i = m.end()
                 self._root_at = m.start()
-                state = self._open(chunk[m.start()], (None, ""), out)
+                state = self._open(chunk[m.start()], None, "", out)
                 continue
             c = chunk[i]
             if c in " \t\r\n":
@@ -422,14 +428,14 @@ class InstantParser:
                 elif c == '"':
                     if not self._confirmed:
                         self._confirm(out)
-                    self._where = (top, top.key if top.is_obj else top.index)
+                    self._vframe, self._vseg = top, (top.key if top.is_obj else top.index)
                     state = _STRING
                 elif c == "{" or c == "[":
                     if not self._confirmed:
                         self._confirm(out)
-                    state = self._open(c, (top, top.key if top.is_obj else top.index), out)
+                    state = self._open(c, top, top.key if top.is_obj else top.index, out)
                 elif c in "-0123456789tfn":  # a root is confirmed only once this token has ended well
-                    self._where = (top, top.key if top.is_obj else top.index)
+                    self._vframe, self._vseg = top, (top.key if top.is_obj else top.index)
                     self._scalar = [c]
                     self._scalar_len = 1
                     state = _SCALAR
@@ -511,11 +517,11 @@ class InstantParser:
             out.append(self._opened)
             self._opened = None
 
-    def _open(self, c: str, where: tuple[_Frame | None, str | int], out: list[InstantEvent]) -> int:
+    def _open(self, c: str, parent: _Frame | None, seg: str | int, out: list[InstantEvent]) -> int:
         if len(self._stack) >= self.limits.max_depth:
             raise OutputLimitExceeded("max_depth", len(self._stack) + 1, self.limits.max_depth, "the nesting depth")
         container: Any = {} if c == "{" else []
-        event = _field_event(where, "", container, False, self.attempt)
+        event = _field_event(parent, seg, "", container, False, self.attempt)
         if self.root is None:
             self.root = container
             self._confirmed = False
@@ -524,16 +530,16 @@ class InstantParser:
             self._opened = event
         else:
             out.append(event)
-        self._stack.append(_Frame(container, where[0], where[1], c == "{"))
+        self._stack.append(_Frame(container, parent, seg, c == "{"))
         return _KEY_OR_END if c == "{" else _ARR_FIRST
 
     def _close(self, out: list[InstantEvent]) -> int:
         frame = self._stack.pop()
-        return self._complete((frame.parent, frame.seg), frame.container, "", out)
+        return self._complete(frame.parent, frame.seg, frame.container, "", out)
 
-    def _complete(self, where: tuple[_Frame | None, str | int], value: Any, delta: str, out: list[InstantEvent]) -> int:
+    def _complete(self, frame: _Frame | None, seg: str | int, value: Any, delta: str, out: list[InstantEvent]) -> int:
         """Put a finished value into its container and report it complete."""
-        out.append(_field_event(where, delta, value, True, self.attempt))
+        out.append(_field_event(frame, seg, delta, value, True, self.attempt))
         if not self._stack:
             return _DONE
         top = self._stack[-1]
@@ -550,13 +556,15 @@ class InstantParser:
         self._scalar_len = 0
         if token in _LITERALS:
             value: Any = _LITERALS[token]
+        elif token.isascii() and token.isdigit() and (token[0] != "0" or len(token) == 1):  # the common case
+            value = int(token)
         elif _NUMBER.fullmatch(token):
             value = json.loads(token)  # at most max_number_chars, checked while it was read
         else:
             return _FAILED
         if not self._confirmed:
             self._confirm(out)
-        return self._complete(self._where, value, token, out)
+        return self._complete(self._vframe, self._vseg, value, token, out)
 
     def _read_string(self, chunk: str, i: int, out: list[InstantEvent] | None) -> tuple[int, bool]:
         """Read string content from ``chunk[i:]``; report the new text if ``out`` is given.
@@ -608,7 +616,7 @@ class InstantParser:
             if closed:
                 self._last_delta = added
             elif added:
-                out.append(_field_event(self._where, added, len(parts), False, self.attempt, parts))
+                out.append(_field_event(self._vframe, self._vseg, added, len(parts), False, self.attempt, parts))
         return i, closed
 
     def _read_escape(self, chunk: str, i: int) -> int:

@@ -7,6 +7,7 @@ python tools/hookdoc.py --check    # exit 1 if docs/hooks.md is stale
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -26,6 +27,14 @@ cheap; the objects the descriptors build are async.
 """
 
 
+def split_example(doc: str) -> tuple[str, str, str]:
+    """(text before, the ``Example ...`` line without ``::``, the example's code) of a docstring."""
+    found = re.search(r"^(Example[^\n]*?)::\n", doc, re.M)
+    if found is None:
+        return doc, "", ""
+    return doc[: found.start()], found.group(1), inspect.cleandoc(doc[found.end() :])
+
+
 def render() -> str:
     source = inspect.getsource(hookspecs)
     specs = [
@@ -36,10 +45,11 @@ def render() -> str:
         signature = str(inspect.signature(fn)).replace("'", "")
         doc = inspect.getdoc(fn) or ""
         summary, _, rest = doc.partition("\n")
-        body, _, example = rest.partition("Example::")
+        body, intro, example = split_example(rest)
         parts.append(f"## `{name}{signature}`\n\n{summary}\n{body.rstrip()}\n")
         if example.strip():
-            parts.append("Example:\n\n```text\n" + inspect.cleandoc(example) + "\n```\n")
+            # python: the docs suite runs every example (tests/test_docs.py), each on its own too
+            parts.append(f"{intro.strip()}:\n\n```python\n" + example + "\n```\n")
     return "\n".join(parts)
 
 

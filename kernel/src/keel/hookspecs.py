@@ -50,11 +50,27 @@ def keel_models() -> Iterable[ModelSpec]:
     A stack picks one by name (``model = "openai"``, or an alias in ``[models.<alias>]`` whose
     ``provider`` is the name). The spec's ``factory`` receives the alias's :class:`keel.ModelConfig`
     and returns a :class:`keel.Model`; import the provider's SDK inside the factory, not at module
-    level, so that discovery stays fast.
+    level, so that discovery stays fast. The stream order, how tool results come back, and options
+    versus alias keys: docs/writing-a-model.md.
 
     :returns: model specs; two plugins returning the same name is a :class:`keel.PluginConflictError`.
 
     Example::
+
+        import keel
+
+
+        class EchoModel:
+            name = "echo"
+            capabilities = keel.ModelCapabilities(streaming=True)
+
+            async def stream(self, request):
+                yield keel.TextDelta(text=request.messages[-1].content)
+                yield keel.ModelDone()  # exactly one, always last
+
+            async def aclose(self):
+                pass
+
 
         @keel.hookimpl
         def keel_models():
@@ -75,9 +91,13 @@ def keel_stores() -> Iterable[StoreSpec]:
 
     Example::
 
+        import keel
+        from keel.store import MemoryStore
+
+
         @keel.hookimpl
         def keel_stores():
-            yield keel.StoreSpec(name="memory", durable=False, factory=lambda options: MemoryStore())
+            yield keel.StoreSpec(name="scratch", durable=False, factory=lambda options: MemoryStore())
     """
     raise NotImplementedError
 
@@ -92,6 +112,29 @@ def keel_environments() -> Iterable[EnvironmentSpec]:
     :returns: environment specs.
 
     Example::
+
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        import keel
+
+
+        class ScratchFolder:
+            # a temporary folder that exists while the environment runs
+            def __init__(self, options):
+                self.name, self.path, self.status = "scratch", None, "stopped"
+
+            async def start(self):
+                self.path, self.status = Path(tempfile.mkdtemp()), "ready"
+
+            async def stop(self):
+                shutil.rmtree(self.path, ignore_errors=True)
+                self.status = "stopped"
+
+            async def health(self):
+                return keel.Health(ok=self.path is not None and self.path.is_dir())
+
 
         @keel.hookimpl
         def keel_environments():
@@ -111,9 +154,22 @@ def keel_channels() -> Iterable[ChannelSpec]:
 
     Example::
 
+        import keel
+
+
+        class PrintChannel:
+            name = "print"
+
+            async def send(self, event):
+                print(f"[{event.type}] {event.task_id}: {event.message}")
+
+            async def aclose(self):
+                pass
+
+
         @keel.hookimpl
         def keel_channels():
-            yield keel.ChannelSpec(name="console", factory=lambda options: ConsoleChannel())
+            yield keel.ChannelSpec(name="print", factory=lambda options: PrintChannel())
     """
     raise NotImplementedError
 
@@ -132,6 +188,14 @@ def keel_evaluators() -> Iterable[EvaluatorSpec]:
     :returns: evaluator specs.
 
     Example::
+
+        import keel
+
+
+        def exact_match(sample):
+            ok = sample.output == sample.expected
+            return keel.EvalResult(evaluator="exact", passed=ok, score=float(ok))
+
 
         @keel.hookimpl
         def keel_evaluators():
@@ -152,10 +216,14 @@ def keel_actions() -> Iterable[ActionSpec]:
 
     Example::
 
+        import keel
+
+
         @keel.action(risk="read")
         def word_count(text: str) -> int:
             "Count the words in a text."
             return len(text.split())
+
 
         @keel.hookimpl
         def keel_actions():
@@ -180,6 +248,9 @@ def keel_on_runtime_event(event: RuntimeEvent, runtime: Runtime) -> None:
         ``runtime.stack.settings("<plugin>")``). Leave the parameter out if you need nothing.
 
     Example::
+
+        import keel
+
 
         @keel.hookimpl
         def keel_on_runtime_event(event, runtime):
@@ -206,6 +277,9 @@ def keel_check_action(call: ActionCall, context: ActionContext) -> PolicyDecisio
 
     Example::
 
+        import keel
+
+
         @keel.hookimpl
         def keel_check_action(call, context):
             if call.action == "drop_table":
@@ -229,8 +303,13 @@ def keel_commands(cli: KeelGroup) -> None:
 
     Example::
 
+        import click
+        import keel
+
+
         @keel.hookimpl
         def keel_commands(cli):
+            # imported only when `keel report` runs
             cli.add_lazy_command("report", "keel_report.cli:report", help="Print the weekly report.")
 
             @cli.command()
@@ -257,9 +336,16 @@ def keel_addhooks(pluginmanager: pluggy.PluginManager) -> None:
 
     Example::
 
+        import keel
+        import pluggy
+
+
+        class hookspecs:  # in a real plugin: a module, my_plugin/hookspecs.py
+            @pluggy.HookspecMarker("keel")
+            def my_plugin_formats(self): ...  # returns the file formats a plugin can export
+
+
         @keel.hookimpl
         def keel_addhooks(pluginmanager):
-            from my_plugin import hookspecs  # functions marked with pluggy.HookspecMarker("keel")
-
             pluginmanager.add_hookspecs(hookspecs)
     """

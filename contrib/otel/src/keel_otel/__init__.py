@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from keel_otel.plugin import flush, observer_for, shutdown
-from keel_otel.settings import OtelSettings, capture_content_from_env
+from keel_otel.plugin import flush, observer_for, otel_wanted, shutdown
 
 if TYPE_CHECKING:
     from keel_otel.observer import OtelObserver
+    from keel_otel.settings import OtelSettings, capture_content_from_env
     from keel_otel.spans import SpanMapper
 
 __all__ = [
@@ -27,17 +27,25 @@ __all__ = [
     "capture_content_from_env",
     "flush",
     "observer_for",
+    "otel_wanted",
     "shutdown",
 ]
 
+#: loaded on first use: the entry point imports this package, and discovery must stay cheap
+_LAZY = {
+    "OtelObserver": "keel_otel.observer",
+    "SpanMapper": "keel_otel.spans",
+    "OtelSettings": "keel_otel.settings",
+    "capture_content_from_env": "keel_otel.settings",
+}
 
-def __getattr__(name: str) -> Any:  # OpenTelemetry is imported only when these are used
-    if name == "OtelObserver":
-        from keel_otel.observer import OtelObserver
 
-        return OtelObserver
-    if name == "SpanMapper":
-        from keel_otel.spans import SpanMapper
+def __getattr__(name: str) -> Any:  # OpenTelemetry and pydantic models load on first use
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel_otel' has no attribute {name!r}")
+    import importlib
 
-        return SpanMapper
-    raise AttributeError(f"module 'keel_otel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

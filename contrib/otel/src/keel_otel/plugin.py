@@ -8,19 +8,19 @@ one exporter. Cheap to import: OpenTelemetry is imported when the first runtime 
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import threading
 import weakref
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import keel
-from keel_otel.settings import otel_wanted
 
 if TYPE_CHECKING:
     from keel_otel.observer import OtelObserver
 
-__all__ = ["flush", "observer_for", "shutdown"]
+__all__ = ["flush", "observer_for", "otel_wanted", "shutdown"]
 
 log = logging.getLogger("keel_otel")
 
@@ -85,5 +85,16 @@ def shutdown() -> None:
         observer.shutdown()
 
 
-def _describe() -> str:  # for debugging: which configurations are exporting
-    return json.dumps(sorted(_by_settings))
+def otel_wanted(table: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a runtime exports at all: a ``[settings.otel]`` table, or an OTLP endpoint (or an
+    ``OTEL_TRACES_EXPORTER``) in the environment; ``OTEL_SDK_DISABLED=true`` and ``enabled = false``
+    turn it off. Installed but unconfigured, the plugin does nothing (and costs nothing)."""
+    env = environ if environ is not None else os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if table:
+        return bool(table.get("enabled", True))
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter == "none":
+        return False
+    return bool(exporter or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))

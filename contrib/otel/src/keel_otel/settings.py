@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import keel
 from keel_otel.semconv import CAPTURE_CONTENT_ENV
 
-__all__ = ["OtelSettings", "capture_content_from_env", "otel_wanted"]
+__all__ = ["OtelSettings", "capture_content_from_env"]
 
 _TRUE = {"1", "true", "yes", "on", "span_only", "span_and_event"}
 _FALSE = {"", "0", "false", "no", "off", "no_content", "event_only"}
@@ -108,18 +108,3 @@ def capture_content_from_env(environ: Mapping[str, str] | None = None) -> bool:
         f"{CAPTURE_CONTENT_ENV}={value!r} is not understood; set it to true or false "
         "(or SPAN_ONLY / SPAN_AND_EVENT / NO_CONTENT)"
     )
-
-
-def otel_wanted(table: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether a runtime exports at all: a ``[settings.otel]`` table, or an OTLP endpoint (or an
-    ``OTEL_TRACES_EXPORTER``) in the environment; ``OTEL_SDK_DISABLED=true`` and ``enabled = false``
-    turn it off. Installed but unconfigured, the plugin does nothing (and costs nothing)."""
-    env = environ if environ is not None else os.environ
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    if table:
-        return bool(table.get("enabled", True))
-    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter == "none":
-        return False
-    return bool(exporter or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))

@@ -146,6 +146,15 @@ def test_prose_braces_do_not_become_the_answer() -> None:
     assert check.ok and check.data is not None and check.data.model_dump() == {"a": "real", "b": None}
 
 
+def test_an_example_in_prose_that_misses_required_keys_is_not_the_answer() -> None:
+    contract = keel.OutputContract.of(TICKET)
+    text = 'Format: {"title": "example"}. And {"tags": 1} is wrong. The answer: {"title": "real", "tags": ["a"]}'
+    check = contract.check(text)
+    assert check.ok and check.data is not None and check.data.model_dump()["title"] == "real"
+    only_examples = contract.check('Format: {"title": "example"} or {"title": "other"}')
+    assert not only_examples.ok and only_examples.errors == ["tags: Field required"]  # the first one's errors
+
+
 def test_nan_and_infinity_are_refused_by_number_fields() -> None:
     contract = keel.OutputContract.of({"x": (float, ""), "y": ("float?", "", {"ge": 0})})
     for text in ('{"x": NaN}', '{"x": Infinity}', '{"x": 1, "y": Infinity}', '{"x": 1e999}'):

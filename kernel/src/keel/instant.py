@@ -268,6 +268,7 @@ class InstantParser:
         self.root: Any = None
         self.failed = False
         self.chars = 0  # characters fed so far
+        self.end = -1  # once the root has closed: the characters fed up to and including it
         self._root_re = _ROOT_OBJECT if root == "object" else _ROOT_ANY
         self._state = _PRE
         self._stack: list[_Frame] = []
@@ -327,6 +328,8 @@ class InstantParser:
             if self._pending_len > _UNCONFIRMED_MAX:
                 self._confirm(out)
         self._state = state
+        if state == _DONE and self.end < 0:
+            self.end = self.chars - (n - i)  # the text fed ends with the tail of this chunk
         if state == _FAILED:
             self.failed = True
         return out

@@ -23,7 +23,8 @@ shorthand's number fields.
 
 The final text is parsed strictly first (pydantic's JSON parser). When that fails it is repaired in
 one linear pass by :class:`keel.InstantParser` (prose and code fences around the JSON, brackets in
-the prose, trailing commas, an answer cut off mid-way: the open strings and containers are closed),
+the prose, trailing commas, an answer cut off mid-way: the open strings and containers are closed;
+an example quoted in the prose that fails the contract gives way to the next JSON value),
 and only if that finds no JSON, by ``json-repair`` (single quotes, comments, unquoted keys), on
 answers up to ``OutputLimits.repair_max_chars``, since its time grows faster than the text. Then the
 value is validated. ``ensure_keys`` lists paths (``items[*].title``) that must be present and
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -61,6 +62,7 @@ _TYPE_NAMES: dict[str, Any] = {
     "object": dict[str, Any],
 }
 _CONSTRAINTS = frozenset({"ge", "le", "gt", "lt", "min_length", "max_length", "pattern", "multiple_of"})
+_MAX_CANDIDATES = 8  # JSON values in one answer tried against the contract, prose examples included
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\*|\d+)\]")
 
 
@@ -258,20 +260,29 @@ class OutputContract:
             return OutputCheck(None, [f"(answer): could not be validated: {type(err).__name__}: {err}"])
         else:
             return self._ensure(data, False)
-        found, value = self._scan(text, parsed)
+        first: OutputCheck | None = None
+        for value in self._candidates(text, parsed):
+            check = self._validate(value)
+            if check.ok:
+                return check
+            first = first or check
+        if first is not None:  # JSON was found, and none of it satisfied the contract
+            return first
+        if len(text) > limits.repair_max_chars:
+            return OutputCheck(
+                None,
+                [f"(answer): not valid JSON, and no JSON object could be found in it ({len(text):,} characters)"],
+                True,
+            )
+        found, value = _json_repair(text)
         if not found:
-            if len(text) > limits.repair_max_chars:
-                return OutputCheck(
-                    None,
-                    [f"(answer): not valid JSON, and no JSON object could be found in it ({len(text):,} characters)"],
-                    True,
-                )
-            found, value = _json_repair(text)
-            if not found:
-                return OutputCheck(None, ["(answer): not valid JSON, and it could not be repaired"], True)
-            # prose after the JSON may itself hold brackets, which the repairer returns as more values
-            if isinstance(value, list) and self.root == "object":
-                value = next((v for v in value if isinstance(v, dict)), value)
+            return OutputCheck(None, ["(answer): not valid JSON, and it could not be repaired"], True)
+        # prose after the JSON may itself hold brackets, which the repairer returns as more values
+        if isinstance(value, list) and self.root == "object":
+            value = next((v for v in value if isinstance(v, dict)), value)
+        return self._validate(value)
+
+    def _validate(self, value: Any) -> OutputCheck:
         try:
             data = self.model.model_validate(value)
         except ValidationError as err:
@@ -280,12 +291,23 @@ class OutputContract:
             return OutputCheck(None, [f"(answer): could not be validated: {type(err).__name__}: {err}"], True)
         return self._ensure(data, True)
 
-    def _scan(self, text: str, parsed: InstantParser | None) -> tuple[bool, Any]:
-        """The JSON in ``text``, found and closed in one linear pass (limits enforced)."""
-        if parsed is None or parsed.chars != len(text):
-            parsed = InstantParser(limits=self.limits, root=self.root)
-            parsed.feed(text)
-        return parsed.partial_value()
+    def _candidates(self, text: str, parsed: InstantParser | None) -> Iterator[Any]:
+        """The JSON values in ``text``, in order, each found and closed in one linear pass (limits
+        enforced): prose may quote an example before the answer, so a value that does not satisfy
+        the contract is followed by the next one (at most ``_MAX_CANDIDATES``)."""
+        start = 0
+        for _ in range(_MAX_CANDIDATES):
+            if parsed is None or parsed.chars != len(text) - start:
+                parsed = InstantParser(limits=self.limits, root=self.root)
+                parsed.feed(text[start:] if start else text)
+            found, value = parsed.partial_value()
+            if not found:
+                return
+            yield value
+            if not parsed.done or parsed.end >= parsed.chars:
+                return
+            start += parsed.end
+            parsed = None
 
     def _ensure(self, data: BaseModel, repaired: bool) -> OutputCheck:
         missing = self.missing_keys(data)

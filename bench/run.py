@@ -32,6 +32,7 @@ SCRIPTS = [
     "instant_stream",
     "store",
     "gateway_sse",
+    "adversarial",
 ]
 
 

@@ -33,6 +33,7 @@ SCRIPTS = [
     "store",
     "gateway_sse",
     "adversarial",
+    "eval",
 ]
 
 

@@ -204,6 +204,9 @@ def test_typos_are_errors_naming_where_they_were_set(venv: Path, tmp_path: Path)
     (tmp_path / "keel.toml").unlink()
     disabled = keel(venv, "stack", cwd=tmp_path, KEEL_DISABLE_PLUGINS="templat")
     assert disabled.returncode == 1 and "'templat' in KEEL_DISABLE_PLUGINS" in disabled.stderr
+    fallback = keel(venv, "stack", cwd=tmp_path, KEEL_LOAD_PLUGINS="template")
+    assert fallback.returncode == 0, fallback.stderr
+    assert "keel-store-sqlite is installed, but its plugin 'sqlite' is not in the plugins list" in fallback.stdout
 
 
 def test_uninstalling_the_bad_plugins_leaves_a_clean_listing(venv: Path, tmp_path: Path) -> None:

@@ -28,6 +28,10 @@ class Invoice(BaseModel):
 
 
 invoice = keel.Agent("invoice", "Extract the invoice.", output=Invoice, max_retries=0)
+#: the same agent with a deliberately worsened prompt: the responder below obeys it, as a model would
+invoice_worse = keel.Agent(
+    "invoice_worse", "Extract the invoice. Leave the vendor empty.", output=Invoice, max_retries=0
+)
 vendor = keel.Agent(
     "vendor", "Find the vendor's country.", output={"vendor": (str, "name"), "country": (str, "ISO code")},
     actions=["lookup_vendor"], max_retries=0,
@@ -77,16 +81,10 @@ def respond(request: keel.ModelRequest) -> str | Reply:
                 "reason": "vendor named" if good else "no vendor",
             }
         )
-    return json.dumps(extract(user))
-
-
-def respond_worse(request: keel.ModelRequest) -> str | Reply:
-    """The same model with a worse prompt: it loses the vendor."""
-    WORSE["on"] = True
-    try:
-        return respond(request)
-    finally:
-        WORSE["on"] = False
+    answer = extract(user)
+    if "Leave the vendor empty" in request.messages[0].content:
+        answer["vendor"] = ""
+    return json.dumps(answer)
 
 
 def respond_broken(request: keel.ModelRequest) -> str:

@@ -16,7 +16,7 @@ from keel_eval import load_report, plugin
 STACK = """
 model = "scripted"
 store = "memory"
-runnables = ["eval_helpers:invoice", "eval_helpers:vendor"]
+runnables = ["eval_helpers:invoice", "eval_helpers:invoice_worse", "eval_helpers:vendor"]
 [models.scripted]
 provider = "scripted"
 respond = "eval_helpers:{respond}"
@@ -55,7 +55,7 @@ def test_run_writes_json_and_html_and_prints_the_table(tmp_path: Path) -> None:
 def test_a_worse_prompt_makes_compare_exit_non_zero_naming_the_cases(tmp_path: Path) -> None:
     assert keel_cli(tmp_path, ["eval", "run", str(DATA / "invoices.yaml"), "--json", "base.json", "-q"])[0] == 0
     code, out, _ = keel_cli(
-        tmp_path, ["eval", "run", str(DATA / "invoices.yaml"), "--json", "new.json", "-q"], respond="respond_worse"
+        tmp_path, ["eval", "run", str(DATA / "invoices.yaml"), "-r", "invoice_worse", "--json", "new.json", "-q"]
     )
     assert code == 1 and "0/3 cases passed" in out
     code, out, err = keel_cli(tmp_path, ["eval", "compare", "base.json", "new.json"])

@@ -82,9 +82,9 @@ def find_recording(ref: str, folder: str | Path) -> Path:
     if path.is_file():
         return path
     directory = Path(folder)
-    direct = directory / f"{ref}.jsonl"
-    if direct.is_file():
-        return direct
+    for direct in (directory / f"{ref}.jsonl", Path(f"{ref}.jsonl")):  # `keel devtools export ID` writes the latter
+        if direct.is_file():
+            return direct
     if directory.is_dir():
         for candidate in sorted(directory.glob("*.jsonl")):
             with candidate.open(encoding="utf-8") as handle:

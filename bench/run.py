@@ -34,6 +34,7 @@ SCRIPTS = [
     "gateway_sse",
     "adversarial",
     "eval",
+    "devtools",
 ]
 
 

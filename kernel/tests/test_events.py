@@ -7,7 +7,7 @@ import anyio
 import keel
 from keel.events import EventBus
 from keel.stack import Stack
-from keel.testing import make_host
+from keel.testing import ScriptedModel, make_host
 
 
 async def test_subscription_receives_published_events() -> None:
@@ -101,3 +101,24 @@ async def test_an_observer_that_asks_for_the_runtime_gets_the_one_whose_events_i
                 await anyio.sleep(0.01)
     assert seen == [("a", "from the stack")]
     assert recorder.kinds == ["a"]
+
+
+async def test_a_fast_observer_keeps_up_with_executions_that_emit_in_bursts() -> None:
+    """An execution emits many events per turn of the event loop; the dispatcher must take every
+    queued event per turn, not one, or an instant observer still loses most of them."""
+    seen: list[str] = []
+
+    class Counter:
+        @keel.hookimpl
+        def keel_on_runtime_event(self, event: keel.RuntimeEvent) -> None:
+            seen.append(event.kind)
+
+    agent = keel.Agent("burst", "Answer.", output={"text": str})
+    answer = '{"text": "' + "x" * 400 + '"}'
+    async with keel.Runtime(make_host(Counter()), Stack()) as runtime:
+        runtime.use_model(ScriptedModel(lambda request: answer, chunks=8))
+        for _ in range(100):  # about 60 events each, 6,000 in all, through a 1,024-event buffer
+            await (await agent.start("go", runtime=runtime)).result()
+        published = runtime.bus.published
+    assert runtime.bus.dropped == {}
+    assert len(seen) == published > 5000

@@ -136,17 +136,32 @@ class EventBus:
 
     async def run_observers(self) -> None:
         """Deliver events to observers until :meth:`close`; run it in a task group."""
-        if self._observer_receive is None:
+        receive = self._observer_receive
+        if receive is None:
             return
-        async for event in self._observer_receive:
-            for plugin, observer in self._observers:
+        async for event in receive:
+            await self._deliver(event)
+            # then everything already queued, without a trip through the event loop per event: an
+            # execution emits a burst of events per turn of the loop, and a dispatcher that took
+            # one per turn would fall behind and drop them even when its observers are instant
+            while True:
                 try:
-                    result = observer(event)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:  # an observer must never break the runtime
-                    self.dropped[f"observer:{plugin}"] = self.dropped.get(f"observer:{plugin}", 0) + 1
-                    log.exception("runtime-event observer %r failed on %s", plugin, event.kind)
+                    event = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+                except anyio.EndOfStream:
+                    return
+                await self._deliver(event)
+
+    async def _deliver(self, event: RuntimeEvent) -> None:
+        for plugin, observer in self._observers:
+            try:
+                result = observer(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # an observer must never break the runtime
+                self.dropped[f"observer:{plugin}"] = self.dropped.get(f"observer:{plugin}", 0) + 1
+                log.exception("runtime-event observer %r failed on %s", plugin, event.kind)
 
     def close(self) -> None:
         """End every subscription and the observer dispatcher (after it drains)."""

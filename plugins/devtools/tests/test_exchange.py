@@ -168,3 +168,13 @@ async def test_the_stack_settings_choose_where_a_runtime_records(
         runtime.use_model(scripted(FINAL))
         await (await keel.Agent("plain", "Extract.").start("text", runtime=runtime)).result()
     assert not (tmp_path / ".keel").exists()
+
+
+def test_events_written_by_any_json_writer_are_summarized_alike(tmp_path: Path) -> None:
+    db = RecordingDB(tmp_path / "spaced.db")
+    started = keel.RuntimeEvent(kind="execution.started", execution_id="exe_s", seq=1, payload={"agent": "a"})
+    ended = keel.RuntimeEvent(kind="execution.failed", execution_id="exe_s", seq=2, payload={"error": "E: no"})
+    db.ingest([json.dumps(e.model_dump(mode="json"), indent=2) for e in (started, ended)])  # spaces, newlines
+    summary = db.execution("exe_s")
+    assert summary is not None
+    assert (summary["runnable"], summary["status"], summary["error"]) == ("a", "failed", "E: no")

@@ -9,7 +9,6 @@ replay) open their own connections.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -191,20 +190,20 @@ class ExecutionFilter:
         return (" AND ".join(clauses) or "1"), args
 
 
-#: the kinds whose payload the summary reads (the kind is among the first fields of an event's JSON)
-_NEEDS_PAYLOAD = re.compile(r'"kind":"(?:execution\.|model\.re|model\.tool_call|flow\.|action\.|environment\.)')
-_FIELD = re.compile(r'"(id|kind|execution_id|seq|tenant|trace_id|source|time)":("(?:[^"\\]|\\.)*"|[^,}]+)')
+#: the kinds whose payload neither the summary nor the step paths read (most events are deltas)
+_PAYLOAD_NOT_NEEDED = ("model.delta", "output.")
 
 
 def _fields(data: str) -> dict[str, Any]:
     """The top-level fields of an event's JSON text, without parsing its payload (model deltas
     are most of the events and their payload is not needed here)."""
-    cut = data.find('"payload":')
-    head = data if cut < 0 else data[:cut]
-    out: dict[str, Any] = {}
-    for key, raw in _FIELD.findall(head):
-        out.setdefault(key, json.loads(raw))
-    return out
+    cut = data.find('"payload"')
+    if cut < 0:
+        return dict(json.loads(data))
+    head = data[:cut].rstrip()
+    if head.endswith(","):
+        head = head[:-1]
+    return dict(json.loads(head + "}"))
 
 
 def _dumps(value: Any) -> str:
@@ -237,20 +236,25 @@ class RecordingDB:
 
     # ------------------------------------------------------------------------------- writing
 
-    def ingest(self, events: Sequence[str], drops: dict[str, int] | None = None) -> None:
-        """Write events (each one's JSON text, already redacted) and update the executions'
-        summaries, in one transaction."""
+    def ingest(self, events: Sequence[str | tuple[dict[str, Any], str]], drops: dict[str, int] | None = None) -> None:
+        """Write events (each one's JSON text, already redacted, or ``(top-level fields, text)``
+        when the caller has the fields at hand) and update the executions' summaries, in one
+        transaction."""
         rows: list[tuple[Any, ...]] = []
         summaries: dict[str, _Summary] = {}
         paths = self._paths
         loads = json.loads
-        for data in events:
-            head = loads(data) if _NEEDS_PAYLOAD.search(data, 0, 200) else None
-            event = head if head is not None else _fields(data)
-            execution_id = event.get("execution_id") or ""
+        for item in events:
+            if isinstance(item, tuple):
+                event, data = item
+            else:
+                event, data = _fields(item), item
             kind = event["kind"]
-            payload = event.get("payload") if head is not None else None
-            step = paths.path(execution_id, kind, payload or event.get("payload") or {})
+            payload: dict[str, Any] | None = None
+            if not kind.startswith(_PAYLOAD_NOT_NEEDED):
+                payload = loads(data).get("payload") or {}
+            execution_id = event.get("execution_id") or ""
+            step = paths.path(execution_id, kind, payload or {})
             tokens_in = tokens_out = None
             cost = None
             summary = summaries.get(execution_id)

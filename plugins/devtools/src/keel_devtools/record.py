@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import PydanticSerializationError
 
 import keel
 from keel_devtools.db import RecordingDB
@@ -58,7 +59,8 @@ class RecorderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     capacity: int = Field(default=100_000, ge=1, description="events held in memory before new ones are dropped")
-    batch: int = Field(default=2_000, ge=1, description="events written per transaction, at most")
+    batch: int = Field(default=5_000, ge=1, description="events written per transaction, at most")
+    interval: float = Field(default=0.2, gt=0, le=5, description="seconds between the writer's bursts")
     redact_keys: list[str] = Field(default_factory=list, description="more keys whose values are masked")
     mask_default_keys: bool = Field(default=True, description="mask password, api_key, authorization, ...")
     retention: Retention = Field(default_factory=Retention)
@@ -118,9 +120,7 @@ class Recorder:
             with self._drop_lock:
                 self._drops[key] = self._drops.get(key, 0) + 1
             return
-        queue.append(event)
-        if len(queue) == 1:
-            self._wake.set()
+        queue.append(event)  # the writer wakes on its own: waking it per event would cost more
 
     def add_redactor(self, redactor: Redactor) -> None:
         """Run ``redactor`` on every event's JSON form before it is written."""
@@ -130,9 +130,14 @@ class Recorder:
 
     def _serialize(self, event: keel.RuntimeEvent) -> str:
         """The event's JSON text, with secrets masked and the user's redactors applied."""
-        text = event.model_dump_json(fallback=repr)
-        if not self.redactors and not self._secret.search(text):
-            return text  # the common case: nothing to mask, no second pass
+        try:
+            text = event.model_dump_json()
+        except PydanticSerializationError:  # a payload value JSON cannot hold: recorded as its repr
+            text = event.model_dump_json(fallback=repr)
+        if not self.redactors and (event.kind == "model.delta" or not self._secret.search(text.lower())):
+            # the common case: nothing to mask, no second pass (a delta is a piece of text, with
+            # no keys of its own: a secret key in it is not one the masking could find anyway)
+            return text
         data = mask_keys(json.loads(text), self._keys)
         for redactor in self.redactors:
             data = redactor(data)
@@ -144,7 +149,9 @@ class Recorder:
             if not queue:
                 if self._stop:
                     return
-                self._wake.wait(0.05)
+                # write in bursts, not per event: a thread that wakes for every few events keeps
+                # taking the GIL from the executions' thread, and that hand-over is what costs
+                self._wake.wait(self.settings.interval)
                 self._wake.clear()
                 self._maybe_retain()
                 continue
@@ -155,10 +162,19 @@ class Recorder:
             with self._drop_lock:
                 drops, self._drops = self._drops, {}
             try:
-                rows = []
+                rows: list[tuple[dict[str, Any], str]] = []
                 for event in batch:
                     try:
-                        rows.append(self._serialize(event))
+                        head = {
+                            "kind": event.kind,
+                            "execution_id": event.execution_id,
+                            "seq": event.seq,
+                            "time": event.time,
+                            "tenant": event.tenant,
+                            "trace_id": event.trace_id,
+                            "source": event.source,
+                        }
+                        rows.append((head, self._serialize(event)))
                     except Exception:  # a redactor that fails must not lose the rest of the batch
                         self.failed += 1
                         log.exception("DevTools: an event of %s could not be recorded", event.execution_id)

@@ -83,8 +83,11 @@ def secret_pattern(keys: frozenset[str]) -> re.Pattern[str]:
     with none is written without a second pass)."""
     if not keys:
         return re.compile(r"(?!)")
-    names = "|".join(sorted((re.escape(k).replace("_", "[-_]") for k in keys), key=len, reverse=True))
-    return re.compile(rf'\\?"(?:{names})\\?"\s*:', re.IGNORECASE)  # also inside a JSON string
+    variants = {v for k in keys for v in (k, k.replace("_", "-"))}
+    names = "|".join(sorted((re.escape(v) for v in variants), key=len, reverse=True))
+    # matched on the lower-cased text; starts with a literal quote, so the scan is fast; a key
+    # inside a JSON document carried as a string appears as \"key\"
+    return re.compile(rf'"(?:{names})(?:"|\\")')
 
 
 def secret_keys(extra: Iterable[str] = (), *, defaults: bool = True) -> frozenset[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from conftest import ROOT, clean_env
+from conftest import BIN, ROOT, clean_env
 
 import keel
 from keel.testing import ScriptedModel, make_host
@@ -126,3 +126,23 @@ def test_the_devtools_examples_case_is_what_from_execution_makes_of_its_export(t
     shipped = yaml.safe_load((EVALS / "devtools_record.yaml").read_text())["cases"][0]
     for key in ("input", "expected", "fixtures"):
         assert made[key] == shipped[key], key
+
+    # by id, with no exported file: `keel eval from-execution` asks DevTools' recording for it
+    first, second = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("exe_")][:2]
+    (tmp_path / "first-invoice.jsonl").unlink()
+    for execution_id in (first, second):
+        case = subprocess.run(
+            [str(BIN / "keel"), "eval", "from-execution", execution_id],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean_env(),
+        )  # fmt: skip
+        assert case.returncode == 0, case.stderr
+        data = yaml.safe_load(case.stdout)
+        assert (
+            data["metadata"]["from_execution"] == execution_id
+            and data["fixtures"]["actions"][0]["action"] == "exchange_rate"
+        )
+    missing = subprocess.run(
+        [str(BIN / "keel"), "eval", "from-execution", "exe_nope"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, env=clean_env(),
+    )  # fmt: skip
+    assert missing.returncode == 1 and "DevTools' recording has no execution 'exe_nope'" in missing.stderr

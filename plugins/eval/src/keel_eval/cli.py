@@ -162,12 +162,18 @@ def rescore_cmd(report_path: Path, cases: Path | None, json_path: Path | None, q
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="write the case file here (default: stdout)")
 def from_execution_cmd(ref: str, folder: str, name: str | None, output: Path | None) -> None:
     """Turn a recorded execution into a case: its input, its output as the expected output (edit it),
-    its action results as fixtures."""
+    its action results as fixtures. ID is looked up in --dir, then in DevTools' recording when
+    keel-devtools is installed."""
     import yaml
 
+    from keel_eval.errors import EvalError
     from keel_eval.recorded import case_from_recording, find_recording, read_recording
 
-    case = case_from_recording(read_recording(find_recording(ref, folder)), name=name)
+    try:
+        path = find_recording(ref, folder)
+    except EvalError as err:
+        path = _export_with_devtools(ref, err)
+    case = case_from_recording(read_recording(path), name=name)
     text = (
         f"# from execution {case['metadata']['from_execution']} on {time.strftime('%Y-%m-%d')}: "
         "check `expected`, it is what the run answered\n" + yaml.safe_dump(case, sort_keys=False, allow_unicode=True)
@@ -178,6 +184,33 @@ def from_execution_cmd(ref: str, folder: str, name: str | None, output: Path | N
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
         click.echo(f"case {case['name']!r} written to {output}", err=True)
+
+
+def _export_with_devtools(ref: str, not_found: Exception) -> Path:
+    """Ask DevTools, when it is installed, to export execution ``ref`` from its recording: through its
+    ``keel devtools export`` command, found by name on the root command, never by importing it."""
+    import contextlib
+    import io
+    import tempfile
+
+    from keel_eval.errors import EvalError
+
+    root = click.get_current_context().find_root()
+    group = root.command
+    devtools = group.get_command(root, "devtools") if isinstance(group, click.Group) else None
+    if not isinstance(devtools, click.Group):
+        raise not_found
+    target = Path(tempfile.mkdtemp(prefix="keel-eval-")) / f"{ref}.jsonl"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # export prints the file's path
+            devtools.main(
+                ["export", ref, "-o", str(target)], prog_name="keel devtools", standalone_mode=False, obj=root.obj
+            )
+    except click.ClickException as err:
+        raise EvalError(
+            f"{not_found}; DevTools' recording has no execution {ref!r} either: {err.format_message()}"
+        ) from None
+    return target
 
 
 @eval_group.command("schema")

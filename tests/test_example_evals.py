@@ -85,6 +85,8 @@ def setup(name: str, folder: Path, runtime_box: list[keel.Runtime]) -> tuple[lis
         return [], module.script(), [module.agent]
     if name == "otel_traces":
         return [], ScriptedModel(list(module.SCRIPT)), [module.agent, module.add]
+    if name == "hostile_answers":
+        return [], ScriptedModel(module.respond), [module.agent]
     if name == "proactive":
         return [], ScriptedModel([]), [module.send_invoice, deliver(runtime_box, folder)]
     raise AssertionError(f"no eval set-up for examples/{name}.py: add one here")

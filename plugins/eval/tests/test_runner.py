@@ -197,3 +197,19 @@ async def test_compare_names_the_regressed_cases(runtime: keel.Runtime) -> None:
     assert any("vendor" in why for why in comparison.regressed()[0].why)
     assert not compare(baseline, baseline).failing()
     assert compare(worse, baseline).count("improved") == 3
+
+
+async def test_a_case_can_expect_the_run_to_fail(runtime: keel.Runtime) -> None:
+    runtime.use_model(ScriptedModel(lambda request: "not json at all"))
+    cases = [
+        Case(name="fails-as-said", input="x", expected_error=r"OutputValidationError: .*contract"),
+        Case(name="fails-otherwise", input="x", expected_error=r"TimeoutError"),
+    ]
+    report = await run_dataset(Dataset(name="d", cases=cases), "invoice", runtime=runtime)
+    assert report.case("fails-as-said").passed and not report.case("fails-otherwise").passed
+    assert "expected /TimeoutError/" in report.case("fails-otherwise").failures()[-1]
+    runtime.use_model(ScriptedModel(lambda request: '{"number": "1", "vendor": "v", "due": "d", "total_eur": 1}'))
+    finished = await run_dataset(Dataset(name="d", cases=cases[:1]), "invoice", runtime=runtime)
+    assert finished.failed()[0].failures() == [
+        "expected_error: the run finished; expected it to fail with /OutputValidationError: .*contract/"
+    ]

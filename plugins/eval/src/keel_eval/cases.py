@@ -17,6 +17,7 @@ Evaluators are written by name, with or without arguments::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,10 @@ class CaseFile(_Model):
         json_schema_extra=_ENTRY_SCHEMA,
     )
     fixtures: Fixtures | None = Field(default=None, description="recorded action results and signal answers")
+    expected_error: str | None = Field(
+        default=None,
+        description="the run must fail with an error matching this regular expression ('OutputLimitExceeded: .*depth')",
+    )
 
 
 class DatasetFile(_Model):
@@ -139,6 +144,7 @@ class Case(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     evaluators: list[EvaluatorRef] = Field(default_factory=list)
     fixtures: Fixtures = Field(default_factory=Fixtures)
+    expected_error: str | None = None
     source: str = Field(default="", description="file the case came from")
 
 
@@ -264,10 +270,15 @@ def load_dataset(path: str | Path, *, name: str | None = None) -> Dataset:
             evaluators = [*defaults, *own]
             if not evaluators and raw.expected is not None:
                 evaluators = [EvaluatorRef(name="equals")]
-            if not evaluators:
+            if raw.expected_error is not None:
+                try:
+                    re.compile(raw.expected_error)
+                except re.error as err:
+                    raise CaseError(f"{where}: expected_error is not a valid regular expression: {err}") from None
+            elif not evaluators:
                 raise CaseError(
-                    f"{where}: nothing judges this case: give it evaluators (- equals, - schema, ...) "
-                    "or an expected output (then it is compared with equals)"
+                    f"{where}: nothing judges this case: give it evaluators (- equals, - schema, ...), "
+                    "an expected output (then it is compared with equals), or an expected_error"
                 )
             cases.append(
                 Case(
@@ -278,6 +289,7 @@ def load_dataset(path: str | Path, *, name: str | None = None) -> Dataset:
                     metadata=raw.metadata,
                     evaluators=evaluators,
                     fixtures=raw.fixtures or Fixtures(),
+                    expected_error=raw.expected_error,
                     source=str(file),
                 )
             )

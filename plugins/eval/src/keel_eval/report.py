@@ -21,6 +21,8 @@ from keel_eval.errors import EvalError
 __all__ = ["CaseReport", "Comparison", "Report", "RunRecord", "compare", "load_report"]
 
 FORMAT: Literal["keel-eval-report"] = "keel-eval-report"
+#: the result a case's ``expected_error`` gives each run
+EXPECTED_ERROR = "expected_error"
 
 
 class _Model(BaseModel):
@@ -48,7 +50,9 @@ class RunRecord(_Model):
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(r.passed for r in self.results)
+        """Every result passed, and the run finished (or failed as its case's ``expected_error`` said)."""
+        expected = any(r.evaluator == EXPECTED_ERROR and r.passed for r in self.results)
+        return (self.error is None or expected) and all(r.passed for r in self.results)
 
 
 class CaseReport(_Model):
@@ -60,6 +64,7 @@ class CaseReport(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     evaluators: list[EvaluatorRef] = Field(default_factory=list)
     fixtures: Fixtures = Field(default_factory=Fixtures)
+    expected_error: str | None = None
     runs: list[RunRecord] = Field(default_factory=list)
 
     @property
@@ -87,13 +92,15 @@ class CaseReport(_Model):
         return Case(
             name=self.name, description=self.description, input=self.input, expected=self.expected,
             metadata=self.metadata, evaluators=self.evaluators, fixtures=self.fixtures, source=self.source,
+            expected_error=self.expected_error,
         )  # fmt: skip
 
     def failures(self) -> list[str]:
         """Why the case failed: run errors and failing evaluators, once each."""
         seen: list[str] = []
         for run in self.runs:
-            found = [f"error: {run.error}"] if run.error else []
+            expected = any(r.evaluator == EXPECTED_ERROR and r.passed for r in run.results)
+            found = [f"error: {run.error}"] if run.error and not expected else []
             found += [f"{r.evaluator}: {r.reason}" for r in run.results if not r.passed]
             for item in found:
                 if item not in seen:

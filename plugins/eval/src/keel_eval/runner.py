@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +45,7 @@ from keel_eval.cases import ActionFixture, Case, Dataset
 from keel_eval.errors import EvalError
 from keel_eval.evaluators import check_arguments
 from keel_eval.paths import to_json
-from keel_eval.report import CaseReport, Report, RunRecord
+from keel_eval.report import EXPECTED_ERROR, CaseReport, Report, RunRecord
 
 __all__ = ["EVALUATION_EVENT", "evaluator_specs", "rescore", "resolve_runnable", "run_dataset"]
 
@@ -98,6 +99,25 @@ def _sample(
     return EvalSample.model_construct(
         input=case.input, output=output, expected=case.expected, metadata=case.metadata, arguments=arguments,
         events=run.events, duration_ms=run.duration_ms, error=run.error, output_schema=schema, runtime=runtime,
+    )  # fmt: skip
+
+
+def _expected_error(case: Case, run: RunRecord) -> EvalResult | None:
+    """Judge a run against its case's ``expected_error``: it must have failed, with a matching error."""
+    if case.expected_error is None:
+        return None
+    if run.error is None:
+        return EvalResult(
+            evaluator=EXPECTED_ERROR, passed=False, score=0.0,
+            reason=f"the run finished; expected it to fail with /{case.expected_error}/",
+        )  # fmt: skip
+    if re.search(case.expected_error, run.error):
+        return EvalResult(
+            evaluator=EXPECTED_ERROR, passed=True, score=1.0, reason=f"failed as expected: {run.error[:120]}"
+        )
+    return EvalResult(
+        evaluator=EXPECTED_ERROR, passed=False, score=0.0,
+        reason=f"failed with {run.error[:120]!r}, expected /{case.expected_error}/",
     )  # fmt: skip
 
 
@@ -340,6 +360,10 @@ async def run_dataset(
     async def job(case: Case, index: int) -> None:
         async with limiter:
             run, output = await _run_case(case, index, chosen, runtime, tenant, dataset.timeout)
+            expected = _expected_error(case, run)
+            if expected is not None:
+                run.results.append(expected)
+                _publish(runtime, case, run, expected, report.id, tenant)
             for ref in case.evaluators:
                 sample = _sample(case, run, output, ref.arguments, schema, runtime)
                 result = await _evaluate(specs[ref.name], sample)
@@ -375,6 +399,7 @@ async def rescore(report: Report, *, host: PluginHost, dataset: Dataset | None =
             source = dataset.case(item.name)
             item.expected, item.metadata = to_json(source.expected), source.metadata
             item.evaluators, item.source = source.evaluators, source.source
+            item.expected_error = source.expected_error
         case = item.as_case()
         _check([case], specs)
         for run in item.runs:
@@ -382,6 +407,9 @@ async def rescore(report: Report, *, host: PluginHost, dataset: Dataset | None =
             for result in run.results:
                 previous.setdefault(result.evaluator, []).append(result)
             results = []
+            expected = _expected_error(case, run)
+            if expected is not None:
+                results.append(expected)
             for ref in case.evaluators:
                 spec = specs[ref.name]
                 if spec.needs_model:

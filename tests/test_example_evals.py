@@ -40,7 +40,13 @@ def example(name: str) -> ModuleType:
 
 def test_every_example_has_a_dataset() -> None:
     examples = {p.stem for p in (ROOT / "examples").glob("*.py")}
-    assert examples and examples == {p.stem for p in EVALS.glob("*.yaml")}
+    datasets = {p.stem for p in EVALS.glob("*.yaml")}
+    missing = sorted(examples - datasets)
+    assert not missing, (
+        f"examples without an eval dataset: {missing}; add examples/evals/<name>.yaml (docs/eval.md) "
+        "and the example's scripted set-up in setup() here"
+    )
+    assert examples and datasets <= examples, f"datasets of no example: {sorted(datasets - examples)}"
 
 
 HELLO_ANSWERS = {

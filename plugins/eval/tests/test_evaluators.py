@@ -40,9 +40,22 @@ class TestEqualsConformance(EvaluatorConformance):
         return keel.EvalSample(output={"a": 2}, expected={"a": 1})
 
 
-def test_every_builtin_is_registered_with_a_description() -> None:
-    assert set(SPECS) == set(BUILTINS) and all(s.description for s in SPECS.values())
+def test_every_builtin_is_registered_as_the_evaluators_module_describes_it() -> None:
+    assert list(SPECS) == list(BUILTINS)
+    for name, spec in SPECS.items():
+        assert (spec.description, spec.needs_model) == (BUILTINS[name].description, BUILTINS[name].needs_model)
     assert [s.name for s in SPECS.values() if s.needs_model] == ["judge"]
+
+
+def test_registering_imports_no_evaluator_code() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from keel_eval import plugin; list(plugin.keel_evaluators()); print('keel_eval.evaluators' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_rules() -> None:

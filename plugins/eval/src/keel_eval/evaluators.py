@@ -30,7 +30,7 @@ from keel_eval.errors import EvalError
 from keel_eval.paths import resolve, to_json
 from keel_eval.trace import ActionCallRecord, read_trace
 
-__all__ = ["BUILTINS", "builtin_specs", "check_arguments"]
+__all__ = ["BUILTINS", "builtin_specs", "check_arguments", "evaluate_builtin"]
 
 
 class _Args(BaseModel):
@@ -549,18 +549,14 @@ def check_arguments(name: str, arguments: dict[str, Any], where: str) -> BaseMod
         raise EvalError(f"{where}: evaluator {name!r}: {problems}. Its arguments: {valid}") from None
 
 
-def _bound(builtin: Builtin) -> Callable[[EvalSample], EvalResult | Awaitable[EvalResult]]:
-    def evaluate(sample: EvalSample) -> EvalResult | Awaitable[EvalResult]:
-        args = check_arguments(builtin.name, sample.arguments, "case")
-        return builtin.function(sample, args)
-
-    evaluate.__name__ = builtin.name
-    evaluate.__doc__ = builtin.description
-    return evaluate
+def evaluate_builtin(name: str, sample: EvalSample) -> EvalResult | Awaitable[EvalResult]:
+    """Run built-in evaluator ``name`` on a sample, its arguments checked first."""
+    builtin = BUILTINS[name]
+    return builtin.function(sample, check_arguments(name, sample.arguments, "case"))
 
 
 def builtin_specs() -> list[EvaluatorSpec]:
-    return [
-        EvaluatorSpec(name=b.name, description=b.description, evaluate=_bound(b), needs_model=b.needs_model)
-        for b in BUILTINS.values()
-    ]
+    """The built-ins as specs, as ``keel_eval.plugin`` registers them (without importing this module)."""
+    from keel_eval.plugin import keel_evaluators
+
+    return list(keel_evaluators())

@@ -188,3 +188,41 @@ def test_a_local_alias_override_keeps_the_slot_provenance(fake_site: Callable[..
     _registered, choice = stack.resolve("model", make_host())
     assert choice.source == "stack:team", "the slot was chosen by the named stack"
     assert choice.note == f"alias 'fast' defined in {tmp_path / 'keel.toml'}"
+
+
+ENV_WITH_OPTIONS = """
+import keel
+from pydantic import BaseModel, ConfigDict
+
+class FolderOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = "."
+
+@keel.hookimpl
+def keel_environments():
+    yield keel.EnvironmentSpec(name="folder", kind="folder", factory=lambda options: None, options=FolderOptions)
+"""
+
+
+def test_environment_options_are_checked_when_the_stack_resolves(
+    fake_site: Callable[..., Path], tmp_path: Path
+) -> None:
+    import importlib
+
+    fake_site(
+        "keel-folder", entry_points={"keel": {"folder": "keel_folder"}}, modules={"keel_folder": ENV_WITH_OPTIONS}
+    )
+    host = make_host(importlib.import_module("keel_folder"))
+    (tmp_path / "keel.toml").write_text(
+        'store = "memory"\n[environments.docs]\ndriver = "folder"\nstart = "eager"\npth = "x"\n'
+    )
+    with pytest.raises(keel.StackError) as caught:
+        load_stack(tmp_path / "keel.toml").check(host)
+    assert str(caught.value).startswith(f"{tmp_path / 'keel.toml'}: [environments.docs] of driver 'folder': invalid")
+    assert "pth: Extra inputs are not permitted" in str(caught.value) and "Valid options: path" in str(caught.value)
+    (tmp_path / "keel.toml").write_text('store = "memory"\n[environments.docs]\ndriver = "folder"\npath = "x"\n')
+    rows = {r["slot"]: r for r in load_stack(tmp_path / "keel.toml").check(host)}
+    assert rows["environments.docs"]["plugin"] == "keel_folder"
+    (tmp_path / "keel.toml").write_text('store = "memory"\n[environments.docs]\ndriver = "foldr"\n')
+    with pytest.raises(keel.DriverNotFoundError, match=r"unknown environment driver 'foldr'.*\[environments\.docs\]"):
+        load_stack(tmp_path / "keel.toml").check(host)

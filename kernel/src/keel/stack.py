@@ -257,6 +257,7 @@ class Stack:
                     "note": "",
                 }
             )
+        report += self._check_environments(host)
         runner = self.choice("runner")
         report.append(
             {
@@ -269,6 +270,37 @@ class Stack:
             }
         )
         return report
+
+    def _check_environments(self, host: PluginHost) -> list[dict[str, Any]]:
+        """Each ``[environments.<name>]``: its driver exists, and its options fit the model the
+        driver declares (``EnvironmentSpec.options``). Nothing is started."""
+        from keel.environments import MANAGER_KEYS
+
+        rows = []
+        for name, table in self.config.environments.items():
+            source = self.sources.get(f"environments.{name}", "the stack")
+            driver = str(table.get("driver", ""))
+            available = host.environments()
+            if driver not in available:
+                raise DriverNotFoundError(
+                    "environment driver", driver or "(none)", available, f"{source}: [environments.{name}]"
+                )
+            registered = available[driver]
+            model = registered.spec.options
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                options = {k: v for k, v in table.items() if k not in MANAGER_KEYS}
+                parse_options(model, options, where=f"{source}: [environments.{name}] of driver {driver!r}")
+            rows.append(
+                {
+                    "slot": f"environments.{name}",
+                    "name": driver,
+                    "source": source,
+                    "plugin": registered.plugin,
+                    "status": "ok",
+                    "note": "",
+                }
+            )
+        return rows
 
 
 def _check_options(spec: Any, choice: SlotChoice) -> None:

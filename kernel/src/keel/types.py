@@ -284,12 +284,23 @@ class Environment(Protocol):
 
 
 class EnvironmentSpec(_Spec):
+    """A kind of environment. ``factory(options)`` builds one from its ``[environments.<name>]``
+    table (the manager's keys removed, ``name`` added).
+
+    ``options`` declares the table's driver keys as a pydantic model (``extra="forbid"``): the
+    stack checks them when it resolves (``keel stack``), naming the table and the key, before
+    anything starts.
+    """
+
     name: str
     kind: str
     description: str = ""
     permissions: Permissions = Permissions()
     restart: RestartPolicy = RestartPolicy()
     factory: Callable[[dict[str, Any]], Environment]
+    options: type[BaseModel] | None = Field(
+        default=None, description="the options model; None = the factory checks its options itself"
+    )
 
 
 # ---------------------------------------------------------------------------------------- stores

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from keel.actions import ActionOutcome, ActionRegistry, action, call_action, invoke_action, is_visible
 from keel.compat import CONTRACT_VERSION
 from keel.containment import ContainedExecution, ExecutionCrashed
+from keel.credentials import Authenticator, AuthError, CredentialSettings, Principal
 from keel.environments import EnvironmentManager, EnvironmentState
 from keel.errors import (
     ActionDenied,
@@ -143,7 +144,10 @@ __all__ = [
     "parse_options",
     "validation_problems",
     "EventLog",
+    "AuthError",
+    "Authenticator",
     "ContainedExecution",
+    "CredentialSettings",
     "Execution",
     "ExecutionCrashed",
     "ExecutionCancelled",
@@ -173,6 +177,7 @@ __all__ = [
     "IncompatiblePluginError",
     "PluginConflictError",
     "PluginHost",
+    "Principal",
     "PluginInfo",
     "PluginLoadError",
     "PolicyDecision",

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel import ConflictError, Execution, ExecutionStatus, KeelError, NotFoundError, ProductEvent, Runnable, Runtime
-from keel_gateway.auth import Authenticator, AuthError, Principal, RateLimiter
+from keel_gateway.auth import Authenticator, AuthError, FailureThrottle, Principal, RateLimiter
 from keel_gateway.channels import ChannelDispatcher
 from keel_gateway.inputs import InputError, JsonGuard, parse_seq, strict_json
 from keel_gateway.product import ProductHub, failure_code, jsonable
@@ -258,6 +258,7 @@ class Gateway:
         self.settings = settings
         self.auth = Authenticator(settings)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.failures = FailureThrottle(settings)
         self.hub = ProductHub(runtime, keep_finished=settings.keep_finished)
         self.dispatcher = ChannelDispatcher.from_stack(runtime, self.hub, settings.channels)
         self.runnable_of: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -267,8 +268,17 @@ class Gateway:
 
     # ---------------------------------------------------------------------------------- callers
 
-    def principal(self, credential: str | None) -> Principal:
-        principal = self.auth.authenticate(credential)
+    def principal(self, credential: str | None, client: str = "unknown") -> Principal:
+        """The caller, or 401; a client address with too many recent failures gets 429 first,
+        whatever it sends (keys cannot be guessed at speed)."""
+        if not self.settings.open:
+            self.failures.check(client)
+        try:
+            principal = self.auth.authenticate(credential)
+        except AuthError as err:
+            if err.status == 401:
+                self.failures.failed(client)
+            raise
         if self.settings.open:
             return principal  # development mode: one shared identity, so no per-key limit to apply
         wait = self.limiter.take(principal.key_id)
@@ -413,7 +423,12 @@ class Gateway:
         return await self.view(execution)
 
 
-def _credential(request: Request | WebSocket) -> str | None:
+def _client(request: Request | WebSocket) -> str:
+    """The peer address (uvicorn puts the proxy's X-Forwarded-For there for trusted proxies)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _credential(request: Request | WebSocket, allow_query_token: bool = True) -> str | None:
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
@@ -421,8 +436,9 @@ def _credential(request: Request | WebSocket) -> str | None:
     key = request.headers.get("x-api-key")
     if key:
         return key
-    # browsers cannot set headers on EventSource or WebSocket: accept the credential as a query parameter
-    return request.query_params.get("access_token")
+    # browsers cannot set headers on EventSource or WebSocket: accept the credential as a query
+    # parameter, unless turned off (it ends up in access logs, proxies' logs and browser history)
+    return request.query_params.get("access_token") if allow_query_token else None
 
 
 def create_app(
@@ -487,6 +503,9 @@ def create_app(
 
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, err: AuthError) -> JSONResponse:
+        if err.status == 429:
+            wait = str(int(err.retry_after or 0) + 1)
+            return _error(429, "rate_limited", str(err), {"Retry-After": wait})
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
         return _error(err.status, "unauthorized" if err.status == 401 else "forbidden", str(err), headers)
 
@@ -507,11 +526,11 @@ def create_app(
         return _error(err.status_code, code, str(err.detail), dict(err.headers or {}))
 
     async def caller(request: Request) -> Principal:
-        return gateway.principal(_credential(request))
+        return gateway.principal(_credential(request, settings.allow_query_token), _client(request))
 
     def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
         async def dependency(request: Request) -> Principal:
-            principal = gateway.principal(_credential(request))
+            principal = gateway.principal(_credential(request, settings.allow_query_token), _client(request))
             principal.require(scope)
             return principal
 
@@ -747,13 +766,13 @@ def _add_start_route(
 async def _websocket(gateway: Gateway, websocket: WebSocket, execution_id: str) -> None:
     """Product events as JSON text frames; the client may send signals and a cancel."""
     try:
-        principal = gateway.principal(_credential(websocket))
+        principal = gateway.principal(_credential(websocket, gateway.settings.allow_query_token), _client(websocket))
         principal.require("read")
         execution = gateway.execution(execution_id, principal)
     except AuthError as err:
         # accept, then close with a code a browser can read (a refused handshake is an opaque 403)
         await websocket.accept()
-        await websocket.close(code=4401 if err.status == 401 else 4403, reason=str(err)[:120])
+        await websocket.close(code=4000 + err.status, reason=str(err)[:120])
         return
     except _ApiError as err:
         await websocket.accept()

@@ -28,18 +28,32 @@ def keel_commands(cli: click.Group) -> None:
     @click.option("--host", default="127.0.0.1", show_default=True, help="interface to listen on")
     @click.option("--port", default=8000, show_default=True, type=int)
     @click.option("--log-level", default="info", show_default=True)
+    @click.option(
+        "--insecure", is_flag=True,
+        help="serve with no credentials configured on a non-loopback address (only behind something that authenticates)",
+    )  # fmt: skip
     @click.pass_context
-    def serve(ctx: click.Context, host: str, port: int, log_level: str) -> None:
+    def serve(ctx: click.Context, host: str, port: int, log_level: str, insecure: bool) -> None:
         """Serve the stack's runnables over HTTP, SSE and WebSocket (the gateway)."""
-        import uvicorn
-
-        from keel_gateway.app import create_app
+        from keel.credentials import check_bind
+        from keel_gateway.settings import GatewaySettings
 
         root = ctx.find_root()
         state = root.obj
         runtime = keel.Runtime.from_stack(
             root.params.get("stack_file"), name=root.params.get("stack_name"), host=getattr(state, "host", None)
         )
+        settings = GatewaySettings.model_validate(runtime.stack.settings("gateway"))
+        try:
+            warning = check_bind(settings, host, insecure=insecure, server="gateway")
+        except keel.KeelError as err:
+            raise click.UsageError(str(err)) from None
+        if warning:
+            click.secho(warning, err=True, fg="red", bold=True)
+        import uvicorn
+
+        from keel_gateway.app import create_app
+
         if not runtime.runnables.names():
             click.echo("warning: the stack lists no runnables (runnables = ['module:agent'] in keel.toml)", err=True)
-        uvicorn.run(create_app(runtime), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(runtime, settings), host=host, port=port, log_level=log_level)

@@ -12,15 +12,20 @@
     tenant = "acme"
     scopes = ["*"]
 
-With neither API keys nor a JWT secret configured the gateway runs open, every caller being tenant
-``anonymous_tenant`` with every scope and no rate limit (a warning is logged): for local development only.
+The credential keys (``api_keys``, ``jwt_*``, ``allow_query_token``, ``failed_auth_*``) are
+:class:`keel.credentials.CredentialSettings`, shared with ``keel mcp serve --http``. With no API
+key and no token source configured the gateway runs open, every caller being tenant
+``anonymous_tenant`` with every scope and no rate limit: ``keel serve`` then refuses any address
+but loopback unless given ``--insecure``, and says so loudly on loopback. For local development only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from keel.credentials import ApiKey, CredentialSettings
 
 __all__ = ["SCOPES", "ApiKey", "GatewaySettings"]
 
@@ -28,33 +33,11 @@ __all__ = ["SCOPES", "ApiKey", "GatewaySettings"]
 SCOPES = ("run", "read", "signal", "cancel")
 
 
-class ApiKey(BaseModel):
-    """One API key: how to recognise it, and the tenant and scopes it stands for."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str | None = Field(default=None, description="a name for logs and rate limits (default: a hash prefix)")
-    key: str | None = Field(
-        default=None, description="the key itself (development only: secrets do not belong in files)"
-    )
-    key_env: str | None = Field(default=None, description="environment variable holding the key")
-    sha256: str | None = Field(default=None, description="hex SHA-256 of the key")
-    tenant: str
-    scopes: list[str] = Field(default_factory=lambda: ["*"])
-
-
-class GatewaySettings(BaseModel):
+class GatewaySettings(CredentialSettings):
     """Everything the gateway reads from ``[settings.gateway]``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    api_keys: list[ApiKey] = Field(default_factory=list)
-    jwt_secret: str | None = Field(default=None, description="HS256 secret (development only; prefer jwt_secret_env)")
-    jwt_secret_env: str | None = None
-    jwt_audience: str | None = None
-    jwt_issuer: str | None = None
-    jwt_tenant_claim: str = "tenant"
-    anonymous_tenant: str = "default"
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     max_json_depth: int = Field(default=64, ge=2, le=500, description="deepest nesting a JSON body may have")
     rate_limit_per_minute: float = Field(default=600.0, gt=0)
@@ -73,8 +56,3 @@ class GatewaySettings(BaseModel):
     channels: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="options per channel name, e.g. [settings.gateway.channels.webhook]"
     )
-
-    @property
-    def open(self) -> bool:
-        """No key and no token configured: every caller is the anonymous tenant."""
-        return not self.api_keys and not (self.jwt_secret or self.jwt_secret_env)

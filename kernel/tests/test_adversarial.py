@@ -396,20 +396,34 @@ async def test_a_finished_execution_keeps_a_coalesced_stream(keel_runtime: keel.
     live = execution.instant()  # a reader from the start: every chunk
     seen = await drain(live)
     await execution.get_data()
-    assert len([e for e in seen if e.path == "title"]) > 1_000
+    assert len([e for e in seen if e.path == "title"]) > 256
     late = await drain(execution.instant())  # after the end: one event per string field
     assert [(e.path, e.is_complete) for e in late if e.path == "title"] == [("title", True)]
     assert [e.delta for e in late if e.path == "title"] == ["x" * 5_000]
     assert [e.path for e in late if e.is_complete] == [e.path for e in seen if e.is_complete]
     events = await drain(execution.events())
     (delta,) = [e for e in events if e.kind == "model.delta"]
-    assert delta.payload["text"] == answer and delta.payload["chunks"] == len(range(0, len(answer), 4))
+    assert delta.payload["text"] == answer and delta.payload["chunks"] > 256
     assert [e.kind for e in await drain(execution.events(since=delta.seq or 0))] == [
         "model.response",
         "output.parsed",
         "execution.completed",
     ]
     assert 5_000 < execution.footprint < 40_000
+
+
+async def test_a_model_streaming_single_characters_costs_events_per_batch(keel_runtime: keel.Runtime) -> None:
+    answer = json.dumps({"title": "y" * 30_000, "tags": ["a"] * 1_000})
+    keel_runtime.use_model(ScriptedModel([answer], chunks=1))
+    execution = await ticket_agent().start("go", runtime=keel_runtime)
+    live_events, live_instant = execution.events(), execution.instant()
+    events, instant = await drain(live_events), await drain(live_instant)
+    data = await execution.get_data()
+    deltas = [e for e in events if e.kind == "model.delta"]
+    assert 256 < len(deltas) < 2_000 < len(answer)  # the first 256 one by one, then batches
+    assert "".join(e.payload["text"] for e in deltas) == answer
+    assert len(instant) < 4_000 and data.title == "y" * 30_000
+    assert [e.path for e in instant if e.is_complete][-1] == ""  # the laws hold whatever the batching
 
 
 async def test_the_registry_is_bounded_by_bytes(keel_runtime: keel.Runtime) -> None:

@@ -342,6 +342,9 @@ def _import_model(target: str, source: str) -> type[BaseModel]:
 _EVENT_FIELDS = frozenset(RuntimeEvent.model_fields)
 _FEED_SLICE = 4_096  # characters the instant parser reads between two checkpoints (~2 ms of dense JSON)
 _INLINE_CHECK_CHARS = 8_192  # longer answers are checked in a worker thread
+_DELTAS_EACH = 256  # chunks of one model turn taken one by one; later ones are batched
+_BATCH_CHARS = 1_024
+_BATCH_SECONDS = 0.05
 _COMPACT_IN_THREAD = 4_096  # events past which the compaction runs in a worker thread
 _COMPACT_AFTER = 128  # a finished execution with more events than this keeps them coalesced
 _DELTA_KEEP_CHARS = 65_536  # text a finished execution keeps in each model turn's coalesced model.delta
@@ -745,31 +748,55 @@ class AgentExecution:
         first: float | None = None
         stream = model.stream(request)
         try:
+
+            async def take(piece: str) -> None:
+                nonlocal chars
+                parts.append(piece)
+                chars += len(piece)
+                if parser is not None:
+                    try:
+                        if len(piece) <= _FEED_SLICE:
+                            found = parser.feed(piece)
+                            if found:
+                                instant.extend(found)
+                                self._attempt_has_instant = True
+                        else:
+                            await self._feed_slices(parser, piece)
+                    except OutputLimitExceeded as err:
+                        raise OutputLimitExceeded(err.limit, err.value, err.maximum, err.what, agent.name) from None
+                elif chars > limits.max_chars:
+                    raise OutputLimitExceeded("max_chars", chars, limits.max_chars, "the answer's size", agent.name)
+                elif piece:
+                    instant.append(InstantEvent("", piece, len(parts), False, attempt, parts=parts))
+                    self._attempt_has_instant = True
+                self.emit("model.delta", {"attempt": self._retry, "text": piece}, span_id=span)
+
+            # past _DELTAS_EACH chunks in one turn, tiny chunks are taken in batches (at least
+            # _BATCH_CHARS or _BATCH_SECONDS apart): a model streaming one character at a time
+            # then costs one event per batch, not one per character, and a slow one is not delayed
+            pending: list[str] = []
+            pending_chars = 0
+            received = 0
+            flushed = 0.0
             async for event in stream:
                 if isinstance(event, TextDelta):
-                    piece = event.text
                     if first is None:
                         first = time.perf_counter()
-                    parts.append(piece)
-                    chars += len(piece)
-                    if parser is not None:
-                        try:
-                            if len(piece) <= _FEED_SLICE:
-                                found = parser.feed(piece)
-                                if found:
-                                    instant.extend(found)
-                                    self._attempt_has_instant = True
-                            else:
-                                await self._feed_slices(parser, piece)
-                        except OutputLimitExceeded as err:
-                            raise OutputLimitExceeded(err.limit, err.value, err.maximum, err.what, agent.name) from None
-                    elif chars > limits.max_chars:
-                        raise OutputLimitExceeded("max_chars", chars, limits.max_chars, "the answer's size", agent.name)
-                    elif piece:
-                        instant.append(InstantEvent("", piece, len(parts), False, attempt, parts=parts))
-                        self._attempt_has_instant = True
-                    self.emit("model.delta", {"attempt": self._retry, "text": piece}, span_id=span)
-                elif isinstance(event, ToolCallEvent):
+                    received += 1
+                    if received <= _DELTAS_EACH:
+                        await take(event.text)
+                        continue
+                    pending.append(event.text)
+                    pending_chars += len(event.text)
+                    now = time.perf_counter()
+                    if pending_chars >= _BATCH_CHARS or now - flushed >= _BATCH_SECONDS:
+                        batch, pending, pending_chars, flushed = "".join(pending), [], 0, now
+                        await take(batch)
+                    continue
+                if pending:
+                    batch, pending, pending_chars = "".join(pending), [], 0
+                    await take(batch)
+                if isinstance(event, ToolCallEvent):
                     calls.append(event.call)
                     if len(calls) > agent.max_tool_calls:
                         raise ToolLoopLimit(
@@ -789,6 +816,8 @@ class AgentExecution:
                     )
                 elif isinstance(event, ModelDone):
                     done = event
+            if pending:
+                await take("".join(pending))
         finally:
             close = getattr(stream, "aclose", None)
             if close is not None:

@@ -379,7 +379,8 @@ class InstantParser:
                         state = _COLON
                 continue
             if state == _SCALAR:
-                m = _SCALAR_RUN.match(chunk, i)
+                # read at most one character past the limit: a huge number is refused without reading it
+                m = _SCALAR_RUN.match(chunk, i, min(n, i + limits.max_number_chars - self._scalar_len + 1))
                 if m is not None:
                     piece = m.group()
                     self._scalar.append(piece)

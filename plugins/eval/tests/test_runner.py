@@ -213,3 +213,31 @@ async def test_a_case_can_expect_the_run_to_fail(runtime: keel.Runtime) -> None:
     assert finished.failed()[0].failures() == [
         "expected_error: the run finished; expected it to fail with /OutputValidationError: .*contract/"
     ]
+
+
+async def test_events_and_outputs_json_cannot_hold_are_kept_as_text(runtime: keel.Runtime) -> None:
+    class Odd:
+        def __str__(self) -> str:
+            return "odd thing"
+
+    class OddRunnable:
+        name, kind, description = "odd", "odd", "emits an event JSON cannot hold"
+
+        def input_schema(self) -> dict[str, Any]:
+            return {}
+
+        def output_schema(self) -> dict[str, Any]:
+            return {}
+
+        async def start(self, input: Any, *, runtime: keel.Runtime, tenant: str = "default") -> Any:
+            execution = await vendor_agent().start(input, runtime=runtime, tenant=tenant)
+            execution.emit("odd.event", {"thing": Odd()})
+            return execution
+
+    def vendor_agent() -> keel.Agent:
+        return runtime.runnables.get("vendor")  # type: ignore[return-value]
+
+    case = Case(name="c", input="Nordlys AS", evaluators=[EvaluatorRef(name="max_action_calls", arguments={"max": 1})])
+    report = await run_dataset(Dataset(name="d", cases=[case]), OddRunnable(), runtime=runtime)  # type: ignore[arg-type]
+    events = report.cases[0].runs[0].events
+    assert next(e for e in events if e["kind"] == "odd.event")["payload"] == {"thing": "odd thing"}

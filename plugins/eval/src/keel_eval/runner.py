@@ -285,7 +285,8 @@ async def _run_case(
     finally:
         _CURRENT.reset(token)
     run.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-    run.events = [e.model_dump(mode="json") for e in events if e.kind not in SKIPPED_EVENTS]
+    # fallback: an event payload may hold something JSON cannot (a flow's own objects); keep its text
+    run.events = [e.model_dump(mode="json", fallback=str) for e in events if e.kind not in SKIPPED_EVENTS]
     run.output = to_json(output)
     return run, output
 

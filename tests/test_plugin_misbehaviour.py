@@ -189,6 +189,12 @@ def test_named_stacks_from_two_distributions_and_a_broken_one(venv: Path, tmp_pa
     assert chosen.returncode == 1 and "acme-stacks-a" in chosen.stderr and "acme-stacks-b" in chosen.stderr
     broken = keel(venv, "stack", cwd=tmp_path, KEEL_STACK="broken")
     assert broken.returncode == 1 and "from distribution acme-stacks-a) could not be loaded" in broken.stderr
+    typo = keel(venv, "stack", cwd=tmp_path, KEEL_STACK="prd")
+    assert typo.returncode == 1 and "'prd' (set in KEEL_STACK)" in typo.stderr
+    (tmp_path / "keel.toml").write_text('extends = "brokn"\n')
+    extends = keel(venv, "stack", cwd=tmp_path)
+    assert extends.returncode == 1 and f"(set in extends = ... in {tmp_path / 'keel.toml'})" in extends.stderr
+    assert "Did you mean 'broken'?" in extends.stderr
 
 
 def test_typos_are_errors_naming_where_they_were_set(venv: Path, tmp_path: Path) -> None:

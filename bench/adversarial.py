@@ -327,6 +327,14 @@ def figures() -> list[Figure]:
             rounds=ROUNDS,
             args={"shapes": SHAPES},
             sides=[Side("keel", "keel", code=STALL, how="two executions in one Runtime, a 1 ms ticker")],
+            notes=[
+                "the machine is shared (load average 9-15 on 2 cores while this ran): baseline_stall_ms is "
+                "the same ticker with no hostile answer",
+                "the truncated shape's worst gaps are CPython's full (generation 2) garbage collections over "
+                "the ~60k instant events and values a 1 MB answer of small fields creates (100-150 ms each at "
+                "this load, seen with gc.callbacks); parsing runs in 4 kB slices and checking and compaction "
+                "in worker threads, so no single step of Keel's holds the loop that long",
+            ],
         ),
         Figure(
             figure="adversarial.soak",

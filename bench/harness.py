@@ -66,6 +66,9 @@ PEERS: dict[str, list[str]] = {
     "openai_agents": ["openai-agents==0.24.0", "openai==3.57.0"],
     # the ceiling of the gateway SSE figure: a bare FastAPI + sse-starlette endpoint
     "fastapi_sse_starlette": ["fastapi==0.165.0", "sse-starlette==3.7.0", "uvicorn==0.54.0", "httpx==0.28.1"],
+    # the queue figure (issue 18): PostgreSQL task queues
+    "procrastinate": ["procrastinate==3.10.0", "psycopg[binary,pool]==3.3.9"],
+    "dbos": ["dbos==3.4.0", "psycopg[binary]==3.3.9"],
 }
 # Distributions whose versions each result records, per venv ("keel" = the workspace venv).
 VERSION_DISTS: dict[str, list[str]] = {
@@ -83,6 +86,8 @@ VERSION_DISTS: dict[str, list[str]] = {
     "openai": ["openai", "jiter", "httpx"],
     "openai_agents": ["openai-agents", "openai"],
     "fastapi_sse_starlette": ["fastapi", "sse-starlette", "uvicorn", "starlette", "httpx"],
+    "procrastinate": ["procrastinate", "psycopg"],
+    "dbos": ["dbos", "psycopg", "sqlalchemy"],
 }
 
 PRELUDE = f"""\

@@ -35,6 +35,7 @@ SCRIPTS = [
     "adversarial",
     "eval",
     "devtools",
+    "queue",
 ]
 
 

@@ -128,6 +128,13 @@ class Database(Protocol):
         """``async with db.transaction() as conn``: one transaction (SQLite: ``BEGIN IMMEDIATE``)."""
         ...
 
+    async def advisory(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        """One statement whose effect may be lost if the *database server* crashes right after it
+        (claims, lease renewals): PostgreSQL commits it without waiting for the WAL flush. Losing a
+        claim only means the job runs again, which at-least-once execution allows; every enqueue
+        and every outcome is still committed durably. SQLite: an ordinary transaction."""
+        ...
+
     async def notify(self, conn: Conn, queue: str) -> None: ...
 
     async def wait_for_work(self, timeout: float) -> None:
@@ -203,6 +210,10 @@ class SqliteDatabase:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._run, lambda: self._conn.execute("COMMIT"))
 
+    async def advisory(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with self.transaction() as conn:
+            return await conn.fetch(sql, *args)
+
     async def notify(self, conn: Conn, queue: str) -> None:
         # other processes poll; workers in this process wake at once
         wake, self._wake = self._wake, anyio.Event()
@@ -273,6 +284,7 @@ class PostgresDatabase:
         self._channel = f"{schema}_jobs"
         self._min, self._max = min_size, max_size
         self._pool: asyncpg.Pool | None = None
+        self._fast: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._wake: anyio.Event | None = None
         self._open_lock = anyio.Lock()
@@ -304,6 +316,9 @@ class PostgresDatabase:
                         f"scheduler: cannot open PostgreSQL at {self.where}: {err}. Check the dsn option "
                         "([settings.scheduler] database = 'postgresql://...') and that the server is up"
                     ) from err
+                self._fast = await asyncpg.create_pool(
+                    self.dsn, min_size=1, max_size=self._max, server_settings={"synchronous_commit": "off"}
+                )
                 self._pool = pool
         assert self._pool is not None
         return self._pool
@@ -322,6 +337,17 @@ class PostgresDatabase:
         pool = await self._ensure()
         async with pool.acquire() as conn, conn.transaction():
             yield _PgConn(self, conn)
+
+    async def advisory(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        import asyncpg
+
+        await self._ensure()
+        assert self._fast is not None
+        try:
+            rows = await self._fast.fetch(self.sql(sql), *args)
+        except asyncpg.UniqueViolationError as err:
+            raise _Unique(str(err)) from err
+        return [dict(row) for row in rows]
 
     async def notify(self, conn: Conn, queue: str) -> None:
         await conn.execute("SELECT pg_notify($1, $2)", self._channel, queue)
@@ -364,9 +390,10 @@ class PostgresDatabase:
                 listener, self._listener = self._listener, None
                 if not listener.is_closed():
                     await listener.close()
-            if self._pool is not None:
-                pool, self._pool = self._pool, None
-                await pool.close()
+            for pool in (self._pool, self._fast):
+                if pool is not None:
+                    await pool.close()
+            self._pool = self._fast = None
 
 
 class _PgConn:

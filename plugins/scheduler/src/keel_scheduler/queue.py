@@ -17,7 +17,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -389,51 +389,60 @@ class Queue:
         claimed: builtins.list[Job] = []
         now = time.time()
         if free:
-            async with self.db.transaction() as conn:
-                claimed += await self._claim_plain(conn, owner, free, limit, now, lease)
+            claimed += await self._claim_some(None, owner, free, limit, now, lease)
         for queue in [q for q in names if q in queue_limits]:
             if len(claimed) >= limit:
                 break
-            async with self.db.transaction() as conn:
-                if self.db.dialect == "postgres":  # serialise the claims of a limited queue, then count
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"keel_queue:{queue}")
-                running = await conn.fetch(
-                    "SELECT COUNT(*) AS n FROM {jobs} WHERE queue = $1 AND status = 'running'", queue
-                )
-                room = min(limit - len(claimed), queue_limits[queue] - int(running[0]["n"]))
-                if room > 0:
-                    claimed += await self._claim_plain(conn, owner, [queue], room, now, lease)
-        # keyed jobs one at a time: at most one running per concurrency key, across workers
-        while len(claimed) < limit:
             try:
                 async with self.db.transaction() as conn:
-                    rows = await conn.fetch(
-                        f"""UPDATE {{jobs}} SET status = 'running', lease_owner = $1, lease_until = $2,
-                               attempts = attempts + 1, started_at = $3
-                            WHERE id IN (SELECT j.id FROM {{jobs}} j WHERE j.status = 'queued' AND j.run_at <= $3
-                                AND j.concurrency_key IS NOT NULL AND j.queue {self.db.in_list(4)}
-                                AND NOT EXISTS (SELECT 1 FROM {{jobs}} r
-                                                WHERE r.concurrency_key = j.concurrency_key AND r.status = 'running')
-                                ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1{self.db.skip_locked})
-                            RETURNING *""",
-                        owner, now + lease, now, self.db.list_param(free),
-                    )  # fmt: skip
-            except _Unique:  # another worker took that key's slot first
-                break
-            if not rows:
-                break
-            claimed.append(Job.from_row(rows[0]))
+                    if self.db.dialect == "postgres":  # serialise the claims of a limited queue, then count
+                        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"keel_queue:{queue}")
+                    running = await conn.fetch(
+                        "SELECT COUNT(*) AS n FROM {jobs} WHERE queue = $1 AND status = 'running'", queue
+                    )
+                    room = min(limit - len(claimed), queue_limits[queue] - int(running[0]["n"]))
+                    if room > 0:
+                        claimed += await self._claim_some(conn, owner, [queue], room, now, lease)
+            except _Unique:  # a concurrency key raced: this queue waits for the next round
+                continue
         return claimed
 
-    async def _claim_plain(
-        self, conn: Conn, owner: str, queues: builtins.list[str], limit: int, now: float, lease: float
+    async def _claim_some(
+        self, conn: Conn | None, owner: str, queues: builtins.list[str], limit: int, now: float, lease: float
     ) -> builtins.list[Job]:
-        rows = await conn.fetch(
+        try:
+            return await self._claim_statement(conn, owner, queues, limit, now, lease)
+        except _Unique:
+            # two jobs of one concurrency key in the batch (or another worker took the key first):
+            # one at a time then, each claim seeing the key the previous one took
+            if conn is not None:
+                raise
+        claimed: builtins.list[Job] = []
+        for _ in range(limit):
+            try:
+                got = await self._claim_statement(None, owner, queues, 1, now, lease)
+            except _Unique:
+                break
+            if not got:
+                break
+            claimed += got
+        return claimed
+
+    async def _claim_statement(
+        self, conn: Conn | None, owner: str, queues: builtins.list[str], limit: int, now: float, lease: float
+    ) -> builtins.list[Job]:
+        # One statement. Outside a caller's transaction it is a claim whose loss on a database crash
+        # only means the job runs again (Database.advisory), so it does not wait for the WAL flush.
+        # A job with a concurrency key is due only while no job of its key runs; the unique index on
+        # running keys refuses a batch that would start two.
+        rows = await (conn.fetch if conn is not None else self.db.advisory)(
             f"""UPDATE {{jobs}} SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
                    started_at = $3
-                WHERE id IN (SELECT id FROM {{jobs}} WHERE status = 'queued' AND run_at <= $3
-                    AND concurrency_key IS NULL AND queue {self.db.in_list(4)}
-                    ORDER BY priority DESC, run_at, id LIMIT $5{self.db.skip_locked})
+                WHERE id IN (SELECT j.id FROM {{jobs}} j WHERE j.status = 'queued' AND j.run_at <= $3
+                    AND j.queue {self.db.in_list(4)}
+                    AND (j.concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM {{jobs}} r
+                         WHERE r.concurrency_key = j.concurrency_key AND r.status = 'running'))
+                    ORDER BY j.priority DESC, j.run_at, j.id LIMIT $5{self.db.skip_locked})
                 RETURNING *""",
             owner, now + lease, now, self.db.list_param(queues), limit,
         )  # fmt: skip
@@ -447,26 +456,57 @@ class Queue:
         ids = list(job_ids)
         if not ids:
             return set()
-        async with self.db.transaction() as conn:
-            rows = await conn.fetch(
-                f"""UPDATE {{jobs}} SET lease_until = $1
-                    WHERE id {self.db.in_list(2)} AND lease_owner = $3 AND status = 'running' RETURNING id""",
-                time.time() + lease, self.db.list_param(ids), owner,
-            )  # fmt: skip
+        rows = await self.db.advisory(  # a lost renewal only shortens a lease
+            f"""UPDATE {{jobs}} SET lease_until = $1
+                WHERE id {self.db.in_list(2)} AND lease_owner = $3 AND status = 'running' RETURNING id""",
+            time.time() + lease, self.db.list_param(ids), owner,
+        )  # fmt: skip
         return {r["id"] for r in rows}
 
     async def complete(self, job: Job, owner: str, result: Any = None) -> bool:
         """Record success; ``False`` when ``owner`` no longer holds this attempt (nothing recorded)."""
+        [done] = await self.complete_many([(job, owner, result)])
+        return done
+
+    async def complete_many(self, items: Sequence[tuple[Job, str, Any]]) -> builtins.list[bool]:
+        """Record several successes in one transaction (one commit, one disk flush for all): each
+        is recorded only when its owner still holds that attempt. Returns, per item, whether it was."""
+        if not items:
+            return []
+        now = time.time()
+        ids, owners, attempts, results = (
+            [j.id for j, _, _ in items], [o for _, o, _ in items], [j.attempts for j, _, _ in items],
+            [_dumps(r) for _, _, r in items],
+        )  # fmt: skip
         async with self.db.transaction() as conn:
-            done = await conn.execute(
-                """UPDATE {jobs} SET status = 'completed', finished_at = $4, result = $5,
-                       lease_owner = NULL, lease_until = NULL
-                   WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'""",
-                job.id, owner, job.attempts, time.time(), _dumps(result),
-            )  # fmt: skip
-            if done and job.schedule_id:
-                await conn.execute("UPDATE {schedules} SET failures = 0 WHERE id = $1", job.schedule_id)
-        return bool(done)
+            if self.db.dialect == "postgres":
+                rows = await conn.fetch(
+                    """UPDATE {jobs} AS j SET status = 'completed', finished_at = $5, result = u.result,
+                           lease_owner = NULL, lease_until = NULL
+                       FROM unnest($1::text[], $2::text[], $3::int[], $4::text[]) AS u(id, owner, attempts, result)
+                       WHERE j.id = u.id AND j.lease_owner = u.owner AND j.attempts = u.attempts
+                         AND j.status = 'running'
+                       RETURNING j.id""",
+                    ids, owners, attempts, results, now,
+                )  # fmt: skip
+                done = {r["id"] for r in rows}
+            else:
+                done = set()
+                for job_id, owner, attempt, result in zip(ids, owners, attempts, results, strict=True):
+                    if await conn.execute(
+                        """UPDATE {jobs} SET status = 'completed', finished_at = $4, result = $5,
+                               lease_owner = NULL, lease_until = NULL
+                           WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'""",
+                        job_id, owner, attempt, now, result,
+                    ):  # fmt: skip
+                        done.add(job_id)
+            schedules = sorted({j.schedule_id for j, _, _ in items if j.schedule_id and j.id in done})
+            if schedules:
+                await conn.execute(
+                    f"UPDATE {{schedules}} SET failures = 0 WHERE id {self.db.in_list(1)}",
+                    self.db.list_param(schedules),
+                )
+        return [j.id in done for j, _, _ in items]
 
     async def fail(self, job: Job, owner: str, error: str, *, retry: bool = True) -> JobStatus | None:
         """Record a failed attempt: queue it again after a backoff, or dead-letter it (``failed``)

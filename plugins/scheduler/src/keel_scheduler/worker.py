@@ -89,6 +89,9 @@ class Worker:
         self._stopping = False
         self._slot = anyio.Event()
         self._tg: Any = None
+        self._finishing: dict[str, _Running] = {}
+        self._pending: list[tuple[Job, Any]] = []
+        self._pending_event = anyio.Event()
 
     # ------------------------------------------------------------------------------------- run
 
@@ -97,10 +100,12 @@ class Worker:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._housekeeping)
+            tg.start_soon(self._completer)
             task_status.started()
             while not self._stopping:
                 free = self.concurrency - len(self.running)
-                idle = not self.running  # known before claiming: a job that ends now may queue a retry
+                # known before claiming: a job that ends now may queue a retry
+                idle = not self.running and not self._finishing
                 jobs: list[Job] = []
                 if free > 0:
                     jobs = await self.queue.claim(
@@ -120,7 +125,7 @@ class Worker:
                     with anyio.move_on_after(self.poll_interval):
                         await self._slot.wait()
                     self._slot = anyio.Event()
-            while self.running:  # let what runs finish; a hard stop cancels us and leases expire
+            while self.running or self._finishing:  # let what runs finish; a hard stop: leases expire
                 await self._slot.wait()
                 self._slot = anyio.Event()
             tg.cancel_scope.cancel()
@@ -167,18 +172,46 @@ class Worker:
                     return
                 await self._failed(job, _describe(err), retry=True)
                 return
-            with anyio.CancelScope(shield=True):
-                recorded = await self.queue.complete(job, self.id, result)
-            if recorded:
-                self.done += 1
-                self._publish("job.completed", job)
-                self._tell("completed", job)
-                await self._send(job, "task.completed", "completed", data=result)
-            else:
-                self._tell("lost", job, "the outcome came after the job was cancelled or taken over; not recorded")
+            # the work is done: its slot is free now, and its completion joins the next batch commit
+            # (its lease is renewed until then; a crash before the commit runs it again)
+            self._finishing[job.id] = slot
+            self._pending.append((job, result))
+            self._pending_event.set()
         finally:
             _current.reset(token)
             self.running.pop(job.id, None)
+            self._slot.set()
+
+    async def _completer(self) -> None:
+        """Commit finished jobs in batches: one transaction (one disk flush) for all that finished
+        while the previous batch was committing."""
+        while True:
+            await self._pending_event.wait()
+            self._pending_event = anyio.Event()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            recorded: list[bool] | None = None
+            for delay in (0.05, 0.2, 1.0, 0.0):
+                try:
+                    with anyio.CancelScope(shield=True):
+                        recorded = await self.queue.complete_many([(job, self.id, result) for job, result in batch])
+                    break
+                except (KeelError, OSError) as err:  # the database is away: retry, then let leases expire
+                    for job, _ in batch:
+                        self._tell("lost", job, f"recording the completion failed ({err}); retrying")
+                    if not delay:
+                        break
+                    await anyio.sleep(delay)
+            for i, (job, result) in enumerate(batch):
+                self._finishing.pop(job.id, None)
+                if recorded is not None and recorded[i]:
+                    self.done += 1
+                    self._publish("job.completed", job)
+                    self._tell("completed", job)
+                    await self._send(job, "task.completed", "completed", data=result)
+                elif recorded is not None:
+                    self._tell("lost", job, "the outcome came after the job was cancelled or taken over; not recorded")
             self._slot.set()
 
     async def _failed(self, job: Job, error: str, *, retry: bool) -> None:
@@ -222,7 +255,7 @@ class Worker:
         last_release = 0.0
         while True:
             await anyio.sleep(min(every, self.poll_interval))
-            held = dict(self.running)
+            held = {**self._finishing, **self.running}
             if held:
                 alive = await self.queue.renew(self.id, held, self.lease)
                 for job_id, slot in held.items():

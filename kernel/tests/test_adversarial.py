@@ -461,3 +461,19 @@ async def test_the_footprint_estimate_is_close_to_the_memory_kept(keel_runtime: 
             tracemalloc.stop()
         estimate = kept[-1].footprint
         assert used / 2 < estimate < used * 2, (chunks, used, estimate)
+
+
+def test_agent_files_declare_limits_and_the_extra_switch(tmp_path: Any) -> None:
+    path = tmp_path / "ticket.toml"
+    path.write_text(
+        '[agent]\nname = "ticket"\noutput_extra = "ignore"\nmax_tool_calls = 4\n'
+        '[agent.output]\ntitle = ["str", "a title"]\n'
+        "[agent.limits]\nmax_depth = 12\nmax_chars = 50000\n"
+    )
+    agent = keel.Agent.from_file(path)
+    assert (agent.limits.max_depth, agent.limits.max_chars, agent.limits.max_string_chars) == (12, 50_000, 1_000_000)
+    assert agent.max_tool_calls == 4 and agent.contract is not None
+    assert agent.contract.check('{"title": "t", "extra": 1}').ok
+    path.write_text('[agent]\nname = "ticket"\n[agent.limits]\nmax_dpth = 12\n')
+    with pytest.raises(keel.KeelError, match="unknown setting"):
+        keel.Agent.from_file(path)

@@ -95,6 +95,18 @@ async def test_queue_limit_holds_across_workers(queue: Queue) -> None:
     assert await queue.claim("w3", queues=["slow"], limit=5, queue_limits=limits) == []
 
 
+async def test_rate_limit_holds_across_workers(queue: Queue) -> None:
+    for n in range(4):
+        await queue.enqueue("t", {"n": n}, queue="api")
+    limits = {"api": 0.1}  # one start per ten seconds, whoever claims
+    got = await queue.claim("w1", queues=["api"], limit=5, rate_limits=limits)
+    got += await queue.claim("w2", queues=["api"], limit=5, rate_limits=limits)
+    assert len(got) == 1
+    assert len(await queue.claim("w3", queues=["api"], limit=5)) == 3  # without the limit: the rest
+    with pytest.raises(SchedulerError, match="positive"):
+        await queue.claim("w", queues=["api"], rate_limits={"api": 0})
+
+
 async def test_an_expired_lease_releases_the_job_with_the_cause(queue: Queue) -> None:
     job = await queue.enqueue("t", max_attempts=2, backoff=0.0)
     await queue.claim("dead-worker", lease=0.2)

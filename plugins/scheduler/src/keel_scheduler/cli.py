@@ -208,7 +208,7 @@ def worker_cmd(
             worker = Worker(
                 queue, runtime, queues=list(queues) or options.queues,
                 concurrency=concurrency or options.concurrency, lease=lease or options.lease,
-                poll_interval=options.poll_interval, queue_limits=options.queue_limits,
+                poll_interval=options.poll_interval, queue_limits=options.queue_limits, rate_limits=options.rate_limits,
                 channels=build_channels(runtime, options), on_event=on_event,
             )  # fmt: skip
             live.note(f"worker {worker.id}: queues {', '.join(worker.queues)}, runnables {runtime.runnables.names()}")

@@ -381,26 +381,46 @@ class Queue:
         limit: int = 1,
         lease: float = 30.0,
         queue_limits: Mapping[str, int] | None = None,
+        rate_limits: Mapping[str, float] | None = None,
     ) -> builtins.list[Job]:
-        """Claim up to ``limit`` due jobs for ``owner``, highest priority first, then oldest."""
+        """Claim up to ``limit`` due jobs for ``owner``, highest priority first, then oldest.
+
+        :param queue_limits: per queue, the most jobs running at once across all workers.
+        :param rate_limits: per queue, the most jobs started per second across all workers (a
+            sliding one-second window over the jobs' start times).
+        """
         queue_limits = dict(queue_limits or {})
+        rate_limits = dict(rate_limits or {})
+        for name, rate in rate_limits.items():
+            if rate <= 0:
+                raise SchedulerError(f"rate limit of queue {name!r} must be positive, not {rate}")
         names = list(queues)
-        free = [q for q in names if q not in queue_limits]
+        limited = set(queue_limits) | set(rate_limits)
+        free = [q for q in names if q not in limited]
         claimed: builtins.list[Job] = []
         now = time.time()
         if free:
             claimed += await self._claim_some(None, owner, free, limit, now, lease)
-        for queue in [q for q in names if q in queue_limits]:
+        for queue in [q for q in names if q in limited]:
             if len(claimed) >= limit:
                 break
             try:
                 async with self.db.transaction() as conn:
                     if self.db.dialect == "postgres":  # serialise the claims of a limited queue, then count
                         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"keel_queue:{queue}")
-                    running = await conn.fetch(
-                        "SELECT COUNT(*) AS n FROM {jobs} WHERE queue = $1 AND status = 'running'", queue
-                    )
-                    room = min(limit - len(claimed), queue_limits[queue] - int(running[0]["n"]))
+                    room = limit - len(claimed)
+                    if queue in queue_limits:
+                        running = await conn.fetch(
+                            "SELECT COUNT(*) AS n FROM {jobs} WHERE queue = $1 AND status = 'running'", queue
+                        )
+                        room = min(room, queue_limits[queue] - int(running[0]["n"]))
+                    if queue in rate_limits:  # a window of 1 s, or longer for less than one per second
+                        window = max(1.0, 1.0 / rate_limits[queue])
+                        recent = await conn.fetch(
+                            "SELECT COUNT(*) AS n FROM {jobs} WHERE queue = $1 AND started_at > $2", queue, now - window
+                        )
+                        allowed = max(1, int(rate_limits[queue] * window))
+                        room = min(room, allowed - int(recent[0]["n"]))
                     if room > 0:
                         claimed += await self._claim_some(conn, owner, [queue], room, now, lease)
             except _Unique:  # a concurrency key raced: this queue waits for the next round

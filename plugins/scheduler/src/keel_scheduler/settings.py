@@ -43,7 +43,8 @@ class SchedulerSettings(BaseModel):
     concurrency: int = Field(default=4, ge=1)
     lease: float = Field(default=30.0, gt=0.1)
     poll_interval: float = Field(default=0.5, gt=0, le=60)
-    queue_limits: dict[str, int] = Field(default_factory=dict)
+    queue_limits: dict[str, int] = Field(default_factory=dict, description="per queue: most running at once")
+    rate_limits: dict[str, float] = Field(default_factory=dict, description="per queue: most started per second")
     channels: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="options per channel name listed in the stack's channels = [...]"
     )

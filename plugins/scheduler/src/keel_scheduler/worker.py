@@ -52,6 +52,7 @@ class Worker:
 
     :param concurrency: jobs run at once by this worker (the global limit per process).
     :param queue_limits: per queue, the most jobs running at once across *all* workers.
+    :param rate_limits: per queue, the most jobs started per second across *all* workers.
     :param lease: seconds a claim lasts without renewal; a killed worker's jobs return after it.
     :param channels: where each job's product events go (``task.started``, ``task.waiting``...).
     """
@@ -66,6 +67,7 @@ class Worker:
         lease: float = 30.0,
         poll_interval: float = 0.5,
         queue_limits: dict[str, int] | None = None,
+        rate_limits: dict[str, float] | None = None,
         channels: Sequence[Channel] = (),
         on_event: Callable[[WorkerEvent], None] | None = None,
         name: str | None = None,
@@ -81,6 +83,7 @@ class Worker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.queue_limits = dict(queue_limits or {})
+        self.rate_limits = dict(rate_limits or {})
         self.channels = list(channels)
         self.on_event = on_event
         self.id = name or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
@@ -109,8 +112,9 @@ class Worker:
                 jobs: list[Job] = []
                 if free > 0:
                     jobs = await self.queue.claim(
-                        self.id, queues=self.queues, limit=free, lease=self.lease, queue_limits=self.queue_limits
-                    )
+                        self.id, queues=self.queues, limit=free, lease=self.lease, queue_limits=self.queue_limits,
+                        rate_limits=self.rate_limits,
+                    )  # fmt: skip
                     for job in jobs:
                         self.running[job.id] = _Running(job, anyio.CancelScope())
                         self._tell("claimed", job, f"attempt {job.attempts}/{job.max_attempts}")

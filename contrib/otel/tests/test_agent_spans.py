@@ -123,7 +123,7 @@ async def test_an_agent_with_a_tool_call_is_one_trace_with_the_kernels_ids(
     assert sc.GEN_AI_TOOL_CALL_ARGUMENTS not in tool.attributes
     assert sc.GEN_AI_TOOL_CALL_RESULT not in tool.attributes
     assert sc.GEN_AI_INPUT_MESSAGES not in root.attributes and sc.GEN_AI_OUTPUT_MESSAGES not in root.attributes
-    assert [e.name for e in tool.events] == ["approved", "started"]
+    assert tool.events == ()  # allowed by policy: no approval to show
     # the tool ran between the two model requests, inside the agent's span
     assert chats[0].end_time <= tool.start_time <= tool.end_time <= chats[1].start_time  # type: ignore[operator]
     assert root.start_time <= chats[0].start_time and chats[1].end_time <= root.end_time  # type: ignore[operator]
@@ -301,3 +301,19 @@ async def test_a_collector_that_never_answers_never_slows_an_execution() -> None
     finally:
         stuck.release.set()
         observer.shutdown()
+
+
+async def test_a_persons_approval_is_an_event_on_the_tool_span(exporter: InMemorySpanExporter) -> None:
+    observer = OtelObserver(exporter=exporter)
+    agent = keel.Agent("careful", "Use the tools.", actions=["wipe"])
+    approver = keel.CallbackApprover(lambda request: True)
+    async with keel.Runtime(make_host(observer), keel.Stack(), approver=approver) as runtime:
+        runtime.use_model(ScriptedModel([_call("wipe", target="tmp"), "wiped"]))
+        runtime.actions.add(wipe)
+        await agent.run("clean up", runtime=runtime)
+    observer.force_flush()
+    (tool,) = by_name(exporter.get_finished_spans())["execute_tool wipe"]
+    assert [e.name for e in tool.events] == ["approved"]
+    assert tool.events[0].attributes is not None and tool.events[0].attributes["keel.approved_by"] == "callback"
+    assert tool.status.status_code is StatusCode.UNSET
+    observer.shutdown()

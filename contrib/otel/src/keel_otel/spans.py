@@ -614,13 +614,17 @@ class SpanMapper:
         )  # fmt: skip
 
     def _tool_note(self, event: keel.RuntimeEvent) -> None:
+        """A person's approval is an event (its time shows the wait); a policy's is an attribute."""
         payload = event.payload
-        attributes = {
-            f"keel.{k}": str(v)
-            for k, v in payload.items()
-            if k in ("by", "policy", "idempotency_key") and v is not None
-        }
-        self._note(self._tool_key(event), event.kind.rpartition(".")[2], event, attributes)
+        key = self._tool_key(event)
+        record = self._open.get(key)
+        if record is None:
+            return
+        if event.kind == "action.started":
+            if payload.get("idempotency_key"):
+                record.span.set_attribute("keel.action.idempotency_key", str(payload["idempotency_key"]))
+        elif payload.get("by") not in (None, "policy"):
+            self._note(key, "approved", event, {"keel.approved_by": str(payload["by"])})
 
     def _tool_ended(self, event: keel.RuntimeEvent) -> None:
         payload = event.payload

@@ -62,6 +62,8 @@ PEERS: dict[str, list[str]] = {
     "pydantic_ai": ["pydantic-ai-slim[openai]==2.68.0"],
     # the eval figure: pydantic-evals and the pydantic-ai it was released with (its TestModel)
     "pydantic_evals": ["pydantic-evals==2.62.0", "pydantic-ai-slim==2.62.0"],
+    # the tracing-cost figure (bench/otel.py): PydanticAI with an OpenTelemetry SDK to export to
+    "pydantic_ai_otel": ["pydantic-ai-slim[openai]==2.68.0", "opentelemetry-sdk==1.45.2"],
     "openai": ["openai==3.57.0", "jiter==0.19.0"],
     "openai_agents": ["openai-agents==0.24.0", "openai==3.57.0"],
     # the ceiling of the gateway SSE figure: a bare FastAPI + sse-starlette endpoint
@@ -83,6 +85,7 @@ VERSION_DISTS: dict[str, list[str]] = {
     ],
     "pydantic_ai": ["pydantic-ai-slim", "openai", "pydantic"],
     "pydantic_evals": ["pydantic-evals", "pydantic-ai-slim", "pydantic"],
+    "pydantic_ai_otel": ["pydantic-ai-slim", "opentelemetry-sdk", "pydantic"],
     "openai": ["openai", "jiter", "httpx"],
     "openai_agents": ["openai-agents", "openai"],
     "fastapi_sse_starlette": ["fastapi", "sse-starlette", "uvicorn", "starlette", "httpx"],

@@ -36,6 +36,7 @@ SCRIPTS = [
     "eval",
     "devtools",
     "queue",
+    "otel",
 ]
 
 

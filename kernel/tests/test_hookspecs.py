@@ -26,6 +26,8 @@ def test_the_families_of_the_design_card_exist() -> None:
         "keel_check_action",
         "keel_commands",
         "keel_addhooks",
+        "keel_find_execution",
+        "keel_adopt_executions",
     }
     assert set(FAMILIES) <= set(SPECS)
 

@@ -7,6 +7,7 @@ another to start or follow one.
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
@@ -54,6 +55,8 @@ class Execution(Protocol):
       ``instant(since=0)``: an async iterator of :class:`keel.instant.InstantEvent` (``path``,
       ``delta``, ``value``, ``is_complete``, and ``reset`` events for abandoned attempts).
       Check with ``hasattr(execution, "instant")``.
+    - **Optional** ``running_here``: ``False`` for an object that only mirrors an execution another
+      process runs (adopted for reading); a runtime closing waits only for the ones running here.
     """
 
     id: str
@@ -234,6 +237,10 @@ class ExecutionRegistry:
 
     def list(self, tenant: str = "default") -> list[Execution]:
         return [e for (t, _), e in self._items.items() if t == tenant]
+
+    def in_flight(self) -> builtins.list[Execution]:
+        """Every tenant's executions that have not finished (running, pending or waiting)."""
+        return [e for e in list(self._items.values()) if not e.status.finished]
 
     def discard(self, execution_id: str, tenant: str = "default") -> None:
         self._drop((tenant, execution_id))

@@ -13,7 +13,7 @@ A plugin is a module with functions marked ``@keel.hookimpl``, named by an entry
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -21,6 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     from keel.cli import KeelGroup
     from keel.events import RuntimeEvent
+    from keel.execution import Execution
     from keel.runtime import Runtime
     from keel.types import (
         ActionCall,
@@ -284,6 +285,62 @@ def keel_check_action(call: ActionCall, context: ActionContext) -> PolicyDecisio
         def keel_check_action(call, context):
             if call.action == "drop_table":
                 return keel.PolicyDecision(verdict="deny", reason="never", policy="dba")
+    """
+
+
+# ========================================================================= executions: adoption
+
+
+@hookspec
+def keel_find_execution(
+    runtime: Runtime, execution_id: str, tenant: str
+) -> Execution | Awaitable[Execution | None] | None:
+    """Find an execution that no live object holds, in the runtime's store, and adopt it.
+
+    Called by :meth:`keel.Runtime.find_execution` when ``runtime.executions`` does not hold the
+    id: after a restart, or when another process started the execution. The plugin that owns that
+    kind of execution (TriggerFlow, a scheduler, a Temporal runner) looks the id up for ``tenant``
+    in ``runtime.store()`` (or its own backend) and returns an object implementing
+    :class:`keel.Execution`, or ``None`` when the id is not one of its executions. An execution of
+    another tenant is ``None``, exactly like a missing one. Adopting must be cheap: a waiting
+    execution costs nothing until it is signalled, cancelled or read; one whose owner is gone
+    continues once adopted. Live resources the execution needs come from ``runtime.resources``.
+    Implementations are asked newest-registered first; the first answer wins. May return an
+    awaitable, which is awaited.
+
+    :param runtime: the runtime asking; its store, runnables and ``resources``.
+    :param execution_id: the id a caller holds (from a URL, a CLI argument, a schedule).
+    :param tenant: the caller's tenant.
+    :returns: the execution (its ``id`` and ``tenant`` equal to the arguments), or ``None``.
+
+    Example::
+
+        @keel.hookimpl
+        async def keel_find_execution(runtime, execution_id, tenant):
+            row = await runtime.store().get(tenant, "my-jobs", execution_id)
+            return None if row is None else MyJobExecution.adopt(runtime, row.value)
+    """
+
+
+@hookspec
+def keel_adopt_executions(runtime: Runtime) -> Awaitable[None] | None:
+    """Take over, when a service starts, the executions whose owning process is gone.
+
+    Called by :meth:`keel.Runtime.adopt_executions` (``keel serve`` does, on start-up). Resume
+    the executions that were running when their owner died (their lease expired), in the
+    runtime's task group, and arm timers of waiting ones; leave waiting executions in the store
+    otherwise (they are adopted on demand through :func:`keel_find_execution`). Must return
+    quickly whatever the number of stored executions: no per-execution work for waiting ones.
+    May return an awaitable, which is awaited.
+
+    :param runtime: a started runtime (``async with runtime``).
+
+    Example::
+
+        @keel.hookimpl
+        async def keel_adopt_executions(runtime):
+            for job in await expired_jobs(runtime.store()):
+                runtime.task_group.start_soon(job.resume)
     """
 
 

@@ -11,8 +11,9 @@ runtime: pass it where it is needed.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from anyio.abc import TaskGroup
 from keel.actions import ActionOutcome, ActionRegistry, call_action
 from keel.containment import OWNER, ContainedExecution, GuardedTaskGroup, Owner
 from keel.environments import EnvironmentManager
-from keel.errors import DriverNotFoundError, KeelError, StackError
+from keel.errors import DriverNotFoundError, KeelError, NotFoundError, StackError
 from keel.events import EventBus, RuntimeEvent
-from keel.execution import Execution, ExecutionRegistry, Runnable, RunnableRegistry
+from keel.execution import Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.plugins import PluginHost, env_list
 from keel.policy import Approver
 from keel.stack import Stack, load_stack
@@ -39,6 +40,8 @@ log = logging.getLogger("keel.runtime")
 #: how long closing a runtime waits for observers to drain their events before cancelling them
 OBSERVER_GRACE_SECONDS = 5.0
 
+log = logging.getLogger("keel")
+
 
 class Runtime:
     """Everything an application needs at run time, built from a plugin host and a stack."""
@@ -50,6 +53,8 @@ class Runtime:
         *,
         buffer: int = 1024,
         approver: Approver | None = None,
+        resources: Mapping[str, Any] | None = None,
+        shutdown_grace: float = 10.0,
     ):
         self.host = host or PluginHost()
         #: who approves actions that policy says need approval; ``None`` = deny them (fail closed)
@@ -58,6 +63,13 @@ class Runtime:
         self.bus = EventBus(self.host.observers(self), buffer=buffer)
         self.runnables = RunnableRegistry()
         self.executions = ExecutionRegistry()
+        #: live objects (clients, workspaces, agents) that executions adopted by this runtime may
+        #: need; never serialized: a plugin adopting an execution hands them over
+        self.resources: dict[str, Any] = dict(resources or {})
+        #: on close, how long running executions may go on to reach a wait or their end before
+        #: their work is cancelled (durable ones stay resumable); waiting ones are left at once
+        self.shutdown_grace = shutdown_grace
+        self._base_group: TaskGroup | None = None
         self._actions: ActionRegistry | None = None
         self._environments: EnvironmentManager | None = None
         self._observer_scope: anyio.CancelScope | None = None
@@ -91,11 +103,16 @@ class Runtime:
     # ---------------------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Runtime:
+        # two task groups: the base one holds the observers, which must outlive the work (they
+        # receive its last events); the work one (``task_group``) is cancelled first on close
+        base = anyio.create_task_group()
+        await base.__aenter__()
+        self._base_group = base
+        base.start_soon(self._run_observers)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
         self._guarded = GuardedTaskGroup(task_group, self._task_failed)
-        task_group.start_soon(self._run_observers)
         try:
             await self.environments.run(task_group)
         except BaseException as err:
@@ -108,20 +125,53 @@ class Runtime:
             await self.bus.run_observers()
 
     async def __aexit__(self, *exc: Any) -> None:
-        task_group, self._task_group, self._guarded = self._task_group, None, None
+        """Shut down in order: let running executions reach a wait or their end within
+        ``shutdown_grace``, cancel what is left (durable executions stay resumable, their leases
+        released), then stop environments, close the drivers (the store last of all the work),
+        and drain the observers."""
+        task_group = self._task_group
+        base, self._base_group = self._base_group, None
+        cancelled = isinstance(exc[1], anyio.get_cancelled_exc_class())
         try:
-            if self._environments is not None:
-                await self._environments.stop_all()  # also cancels their supervisors
-            await self.aclose()
-        finally:
-            self.bus.close()  # the observer dispatcher drains, then ends...
-            if self._observer_scope is not None:  # ...unless an observer hangs: then it is cancelled
-                self._observer_scope.deadline = anyio.current_time() + OBSERVER_GRACE_SECONDS
             if task_group is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._settle_executions()
+                task_group.cancel_scope.cancel()
                 # pass on only a cancellation: any other error propagates from the caller's
                 # block as itself, not wrapped in an exception group by our task group
-                cancelled = isinstance(exc[1], anyio.get_cancelled_exc_class())
                 await task_group.__aexit__(*(exc if cancelled else (None, None, None)))
+        finally:
+            self._task_group, self._guarded = None, None
+            try:
+                if self._environments is not None:
+                    await self._environments.stop_all()  # also cancels their supervisors
+                await self.aclose()
+            finally:
+                self.bus.close()  # the observer dispatcher drains, then ends...
+                if self._observer_scope is not None:  # ...unless an observer hangs: then it is cancelled
+                    self._observer_scope.deadline = anyio.current_time() + OBSERVER_GRACE_SECONDS
+                if base is not None:
+                    await base.__aexit__(None, None, None)
+
+    async def _settle_executions(self) -> None:
+        """Wait up to ``shutdown_grace`` for running executions to reach a wait or their end, then
+        log one line for each execution left in flight."""
+        busy = (ExecutionStatus.RUNNING, ExecutionStatus.PENDING)
+        with anyio.move_on_after(self.shutdown_grace):
+            while any(_busy_here(e, busy) for e in self.executions.in_flight()):
+                await anyio.sleep(0.02)
+        for execution in self.executions.in_flight():
+            if _busy_here(execution, busy):
+                log.warning(
+                    "shutdown: execution %s (%s, tenant %s) was still running after %gs: cancelled here; "
+                    "a durable one resumes in the next process",
+                    execution.id, execution.kind, execution.tenant, self.shutdown_grace,
+                )  # fmt: skip
+            else:
+                log.info(
+                    "shutdown: execution %s (%s, tenant %s) left %s; it stays in the store",
+                    execution.id, execution.kind, execution.tenant, execution.status.value,
+                )  # fmt: skip
 
     async def aclose(self) -> None:
         """Close every driver this runtime built."""
@@ -294,6 +344,56 @@ class Runtime:
     def add(self, runnable: Runnable) -> Runnable:
         """Register a runnable (an agent, a flow) so that it can be started by name."""
         return self.runnables.add(runnable)
+
+    # --------------------------------------------------------------------------- executions
+
+    async def find_execution(self, execution_id: str, tenant: str = "default") -> Execution:
+        """The execution with this id for this tenant: a live one, or one that a plugin adopts
+        from the store (``keel_find_execution``), after a restart or from another process.
+
+        :raises NotFoundError: when no execution has this id, or it belongs to another tenant.
+        """
+        try:
+            return self.executions.get(execution_id, tenant)
+        except NotFoundError:
+            pass
+        hook = self.host.pm.hook.keel_find_execution
+        for impl in reversed(hook.get_hookimpls()):  # newest first, as pluggy calls them
+            found = _call_impl(impl, runtime=self, execution_id=execution_id, tenant=tenant)
+            if inspect.isawaitable(found):
+                found = await found
+            if found is None:
+                continue
+            if not isinstance(found, Execution) or found.id != execution_id or found.tenant != tenant:
+                raise KeelError(
+                    f"plugin {impl.plugin_name!r} answered keel_find_execution({execution_id!r}, {tenant!r}) with "
+                    f"{found!r}: it must return an Execution with that id and tenant, or None"
+                )
+            try:  # a concurrent caller may have adopted it while we awaited: one object per execution
+                return self.executions.get(execution_id, tenant)
+            except NotFoundError:
+                return self.executions.add(found)
+        raise NotFoundError(f"no execution {execution_id!r}")
+
+    async def adopt_executions(self) -> None:
+        """Let every plugin take over the executions whose owning process is gone
+        (``keel_adopt_executions``): what a service calls once it has started."""
+        self.task_group  # noqa: B018 -- raises when the runtime is not started
+        for impl in reversed(self.host.pm.hook.keel_adopt_executions.get_hookimpls()):
+            result = _call_impl(impl, runtime=self)
+            if inspect.isawaitable(result):
+                await result
+
+
+def _busy_here(execution: Execution, busy: tuple[ExecutionStatus, ...]) -> bool:
+    """Running in this process: an execution that only mirrors one another process runs says so
+    with ``running_here = False`` (optional, see :class:`keel.Execution`)."""
+    return execution.status in busy and bool(getattr(execution, "running_here", True))
+
+
+def _call_impl(impl: Any, **kwargs: Any) -> Any:
+    """Call one hook implementation with the arguments it declares (pluggy lets it take fewer)."""
+    return impl.function(*(kwargs[name] for name in impl.argnames))
 
 
 def discover_for(stack: Stack, *, tolerant: bool = False) -> PluginHost:

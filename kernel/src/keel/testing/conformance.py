@@ -26,6 +26,7 @@ import pytest
 
 from keel.actions import invoke_action
 from keel.errors import ActionInputError, ConflictError, NotFoundError, StoreError
+from keel.execution import Execution, ExecutionStatus
 from keel.store import Append, Delete, LogRecord, Put, Store, WriteOp, blob_hash
 from keel.types import (
     ActionSpec,
@@ -49,6 +50,7 @@ from keel.types import (
 
 __all__ = [
     "ActionConformance",
+    "AdoptionConformance",
     "ChannelConformance",
     "EnvironmentConformance",
     "EvaluatorConformance",
@@ -454,3 +456,66 @@ class StoreConformance:
                 tg.start_soon(move)
         a, b = await store.get(self.T, "ns", "a"), await store.get(self.T, "ns", "b")
         assert a is not None and b is not None and (a.value, b.value) == (6, 4)
+
+
+class AdoptionConformance:
+    """The ``keel_find_execution`` contract, for a plugin that owns a kind of durable execution.
+
+    Fixtures a subclass provides:
+
+    - ``new_runtime``: a callable returning a NEW, unstarted :class:`keel.Runtime` (with the
+      plugin registered) over the SAME durable store each time: as far as the plugin can tell,
+      another process after a restart;
+    - ``start_waiting``: ``async (runtime) -> Execution``, an execution started in ``runtime``
+      and left waiting for the signal ``"approve"``; answered, it completes with the signal's
+      payload as its result.
+    """
+
+    async def _waiting_id(self, new_runtime: Any, start_waiting: Any, tenant: str = "default") -> str:
+        async with new_runtime() as runtime:
+            execution = await start_waiting(runtime)
+            assert execution.tenant == tenant
+            with anyio.fail_after(10):
+                while execution.status is not ExecutionStatus.WAITING:
+                    await anyio.sleep(0.01)
+            return str(execution.id)
+
+    async def test_a_waiting_execution_is_found_after_a_restart(self, new_runtime: Any, start_waiting: Any) -> None:
+        execution_id = await self._waiting_id(new_runtime, start_waiting)
+        async with new_runtime() as runtime:
+            found = await runtime.find_execution(execution_id, "default")
+            assert isinstance(found, Execution)
+            assert (found.id, found.tenant, found.status) == (execution_id, "default", ExecutionStatus.WAITING)
+            assert await runtime.find_execution(execution_id, "default") is found, "one object per execution"
+
+    async def test_another_tenant_or_an_unknown_id_is_not_found(self, new_runtime: Any, start_waiting: Any) -> None:
+        execution_id = await self._waiting_id(new_runtime, start_waiting)
+        async with new_runtime() as runtime:
+            with pytest.raises(NotFoundError):
+                await runtime.find_execution(execution_id, "another-tenant")
+            with pytest.raises(NotFoundError):
+                await runtime.find_execution(execution_id + "-nope", "default")
+
+    async def test_a_signal_continues_the_adopted_execution(self, new_runtime: Any, start_waiting: Any) -> None:
+        execution_id = await self._waiting_id(new_runtime, start_waiting)
+        async with new_runtime() as runtime:
+            found = await runtime.find_execution(execution_id, "default")
+            await found.signal("approve", {"ok": True}, request_id="r1")
+            await found.signal("approve", {"ok": True}, request_id="r1")  # the same request again: a no-op
+            with anyio.fail_after(20):
+                assert await found.result() == {"ok": True}
+            assert found.status is ExecutionStatus.COMPLETED
+        async with new_runtime() as runtime:  # and it is finished for the next process too
+            again = await runtime.find_execution(execution_id, "default")
+            assert again.status is ExecutionStatus.COMPLETED
+
+    async def test_a_cancel_of_an_adopted_execution_is_kept(self, new_runtime: Any, start_waiting: Any) -> None:
+        execution_id = await self._waiting_id(new_runtime, start_waiting)
+        async with new_runtime() as runtime:
+            found = await runtime.find_execution(execution_id, "default")
+            with anyio.fail_after(20):
+                await found.cancel("no longer needed")
+            assert found.status is ExecutionStatus.CANCELLED
+        async with new_runtime() as runtime:
+            again = await runtime.find_execution(execution_id, "default")
+            assert again.status is ExecutionStatus.CANCELLED

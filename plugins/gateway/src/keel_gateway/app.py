@@ -286,12 +286,15 @@ class Gateway:
             raise _ApiError(429, "rate_limited", "too many requests for this key", {"Retry-After": str(int(wait) + 1)})
         return principal
 
-    def execution(self, execution_id: str, principal: Principal) -> Execution:
-        """The caller's execution, or 404 (also when it belongs to another tenant)."""
+    async def execution(self, execution_id: str, principal: Principal) -> Execution:
+        """The caller's execution, or 404 (only when it does not exist or belongs to another
+        tenant). One that no live object holds (after a restart, or started by another process) is
+        adopted from the store by the plugin that owns its kind (``runtime.find_execution``)."""
         try:
-            return self.runtime.executions.get(execution_id, principal.tenant)
+            execution = await self.runtime.find_execution(execution_id, principal.tenant)
         except NotFoundError:
             raise _ApiError(404, "not_found", f"no execution {execution_id!r}") from None
+        return execution
 
     # --------------------------------------------------------------------------------- validation
 
@@ -311,6 +314,11 @@ class Gateway:
     async def view(self, execution: Execution) -> ExecutionView:
         status = execution.status
         product = self.hub.log(execution)
+        if status is ExecutionStatus.WAITING and product.waiting_for is None:
+            # just adopted (after a restart): its projector is replaying what it waits for
+            with anyio.move_on_after(1.0):
+                while product.waiting_for is None and execution.status is ExecutionStatus.WAITING:
+                    await product.changed()
         output: Any = None
         error: TaskError | None = None
         if status is ExecutionStatus.COMPLETED:
@@ -358,7 +366,7 @@ class Gateway:
             known = self.idempotent.get((principal.tenant, key))
             if known is not None:
                 try:
-                    execution = self.runtime.executions.get(known, principal.tenant)
+                    execution = await self.runtime.find_execution(known, principal.tenant)
                 except NotFoundError:
                     execution = None
         if execution is None:
@@ -446,12 +454,16 @@ def create_app(
     settings: GatewaySettings | dict[str, Any] | None = None,
     *,
     title: str = "Keel gateway",
+    adopt: bool = False,
 ) -> FastAPI:
     """Build the gateway app over ``runtime``.
 
     :param runtime: its runnables are served; if it is not started yet, the app's lifespan starts it
         (and closes it on shutdown).
     :param settings: default: the stack's ``[settings.gateway]``.
+    :param adopt: on start-up, let the plugins take over the executions whose process is gone
+        (``runtime.adopt_executions()``: running ones resume, timed waits get their timers);
+        ``keel serve`` does. Waiting executions are adopted on demand whatever this says.
     """
     if settings is None:
         settings = GatewaySettings.model_validate(runtime.stack.settings("gateway"))
@@ -466,11 +478,15 @@ def create_app(
         except KeelError:
             async with runtime:
                 try:
+                    if adopt:
+                        await runtime.adopt_executions()
                     yield
                 finally:
                     await gateway.dispatcher.aclose()
             return
         try:
+            if adopt:
+                await runtime.adopt_executions()
             yield
         finally:
             await gateway.dispatcher.aclose()
@@ -589,7 +605,7 @@ def create_app(
     @app.get("/v1/executions/{execution_id}", response_model=ExecutionView, responses=_ERRORS, tags=["executions"])
     async def get_execution(execution_id: str, principal: Principal = Depends(require("read"))) -> ExecutionView:
         """An execution's status; its validated output once completed, a safe error once failed."""
-        return await gateway.view(gateway.execution(execution_id, principal))
+        return await gateway.view(await gateway.execution(execution_id, principal))
 
     @app.get(
         "/v1/executions/{execution_id}/events",
@@ -613,7 +629,7 @@ def create_app(
     ) -> StreamingResponse:
         """Product events of an execution as SSE, from the start or after ``Last-Event-ID``; ends with
         ``task.completed`` or ``task.failed``."""
-        execution = gateway.execution(execution_id, principal)
+        execution = await gateway.execution(execution_id, principal)
         product = gateway.hub.log(execution)
         since = after or 0
         if last_event_id.strip():
@@ -660,7 +676,7 @@ def create_app(
         execution_id: str, name: str, body: SignalRequest, principal: Principal = Depends(caller)
     ) -> SignalAccepted:
         """Answer a waiting state (approve, answer, resume). The same ``request_id`` twice is delivered once."""
-        return await gateway.signal(gateway.execution(execution_id, principal), name, body, principal)
+        return await gateway.signal(await gateway.execution(execution_id, principal), name, body, principal)
 
     @app.post(
         "/v1/executions/{execution_id}/cancel",
@@ -674,7 +690,7 @@ def create_app(
     ) -> ExecutionView:
         """Cancel an execution; cancelling a finished one changes nothing."""
         reason = body.reason if body is not None else "cancelled by the caller"
-        return await gateway.cancel(gateway.execution(execution_id, principal), reason, principal)
+        return await gateway.cancel(await gateway.execution(execution_id, principal), reason, principal)
 
     @app.websocket("/v1/executions/{execution_id}/ws")
     async def follow_ws(websocket: WebSocket, execution_id: str) -> None:
@@ -768,7 +784,7 @@ async def _websocket(gateway: Gateway, websocket: WebSocket, execution_id: str) 
     try:
         principal = gateway.principal(_credential(websocket, gateway.settings.allow_query_token), _client(websocket))
         principal.require("read")
-        execution = gateway.execution(execution_id, principal)
+        execution = await gateway.execution(execution_id, principal)
     except AuthError as err:
         # accept, then close with a code a browser can read (a refused handshake is an opaque 403)
         await websocket.accept()

@@ -56,4 +56,4 @@ def keel_commands(cli: click.Group) -> None:
 
         if not runtime.runnables.names():
             click.echo("warning: the stack lists no runnables (runnables = ['module:agent'] in keel.toml)", err=True)
-        uvicorn.run(create_app(runtime, settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(runtime, settings, adopt=True), host=host, port=port, log_level=log_level)

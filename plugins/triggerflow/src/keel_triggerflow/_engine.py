@@ -13,12 +13,15 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Generator, Mapping
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
@@ -139,6 +142,11 @@ class _State:
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        ctx = self._ctx
+        del ctx._scope.state[key]  # a KeyError for a key that is not there, as a dict gives
+        ctx._sets.append([key])  # one element: a deletion, replayed as one
 
     def __contains__(self, key: object) -> bool:
         return key in self._ctx._scope.state
@@ -388,11 +396,23 @@ class FlowExecution:
             source="triggerflow", tenant=tenant,
         )  # fmt: skip
         self._missing = [r for r in flow.resources if r not in self._resources]
+        self._adopted = False  # found through keel_find_execution: a signal or cancel continues it here
+        self._unresolved: str | None = None  # adopted without its definition: why it cannot continue
+        self._active = 0  # chunks running now (a wait inside a chunk counts too)
+        self._indexed_waiting = False
+        self._loop_thread = threading.get_ident()
+        self._iid_salt = self.id  # interrupt ids are unique per execution (histories of v1: not salted)
 
     # =================================================================== keel.Execution
     @property
     def status(self) -> ExecutionStatus:
         return self._status
+
+    @property
+    def running_here(self) -> bool:
+        """Whether this process drives it now (a loaded or adopted one that waits for a signal,
+        or that another process runs, does not)."""
+        return self._started and not self._stopped.is_set()
 
     async def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
         """This execution's events after ``since``, live until it finishes; re-join by seq."""
@@ -444,16 +464,21 @@ class FlowExecution:
         raise FlowError(f"execution {self.id} is not waiting for {name!r} (it is waiting for: {waiting})")
 
     async def cancel(self, reason: str = "cancelled") -> None:
-        """Cancel every running branch; the execution ends ``cancelled``."""
+        """Cancel every running branch; the execution ends ``cancelled``, recorded in its history
+        before this returns (also when it waits, or was released at a wait by ``run()``/``close()``).
+        An execution that another live process owns is a :class:`LeaseError`: cancel it there."""
         if self._status.finished:
             return
         self._cancel_reason = reason
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
-        elif not self._started:
-            if self._replaying:
-                await self._open_history(None)
-            await self._finish(ExecutionStatus.CANCELLED, None, FlowError(f"execution {self.id} cancelled: {reason}"))
+        if self._started and not self._stopped.is_set():  # running in this process
+            if self._cancel_scope is not None:
+                self._cancel_scope.cancel()
+            await self._finished.wait()
+            return
+        # not running here (loaded, adopted, or released at a wait): end it from its history
+        if self._replaying or self._stopped.is_set():
+            await self._open_history(None)
+        await self._finish(ExecutionStatus.CANCELLED, None, FlowError(f"execution {self.id} cancelled: {reason}"))
 
     # =================================================================== TriggerFlow API
     def get_pending_interrupts(self) -> list[Interrupt]:
@@ -484,6 +509,8 @@ class FlowExecution:
         if request_id is not None and request_id in self._requests:
             self._check_duplicate(request_id, value)
             return
+        if self._unresolved is not None:
+            raise FlowError(self._unresolved)
         pending = {i.id for i in self.get_pending_interrupts()}
         if interrupt_id not in pending:
             state = "already answered" if interrupt_id in self._answers else "unknown"
@@ -499,11 +526,13 @@ class FlowExecution:
                 await self._open_history(None)
             except LeaseError:
                 store = self._store or self.runtime.store()
+                if await self._answered_in_inbox(store, interrupt_id, request_id, value):
+                    return
                 await store.append(self.tenant, inbox_name(self.id), [{"i": interrupt_id, "r": request_id, "v": value}])
                 self._requests[request_id] = value
                 return
         if self._history is not None:
-            await self._history.commit(record, force=True)
+            await self._commit_answer(record)
         self._requests[request_id] = value
         self._answers[interrupt_id] = record
         waiting = self._waiting.pop(interrupt_id, None)
@@ -514,6 +543,29 @@ class FlowExecution:
                 self._status = ExecutionStatus.RUNNING  # at once: a close() right after must wait for the end
                 self._settled = anyio.Event()
         self._event("flow.signal", {"interrupt": interrupt_id, "request_id": request_id})
+        if self._adopted and not self._started and self.runtime.started:
+            await self.start(self._input)  # adopted while waiting: the answer continues it here
+
+    async def _answered_in_inbox(self, store: Store, interrupt_id: str, request_id: str, value: Any) -> bool:
+        """Check an answer against the ones already in the inbox, as the owner will: the same
+        request id is a no-op with the same payload and a :class:`keel.ConflictError` with another,
+        told to this caller (the owner only logs what it rejects). Another answer to the same
+        interrupt, with another request id, is refused too."""
+        for record in await store.read(self.tenant, inbox_name(self.id), after=self._inbox_after):
+            data = record.data
+            if data.get("r") == request_id:
+                if data.get("v") != value or data.get("i") != interrupt_id:
+                    raise ConflictError(
+                        f"request id {request_id!r} was already used with another payload on execution {self.id}; "
+                        "use a new request id for a new answer"
+                    )
+                return True
+            if data.get("i") == interrupt_id:
+                raise FlowError(
+                    f"interrupt {interrupt_id!r} of execution {self.id} is not waiting (already answered by "
+                    f"request {data.get('r')!r}, on its way to the process that runs it)"
+                )
+        return False
 
     async def emit(self, event: str, value: Any = None) -> None:
         """Deliver an external event to the running execution's ``when(event)`` chains."""
@@ -548,18 +600,42 @@ class FlowExecution:
         """Continue a loaded execution in the background (completed steps are not run again)."""
         return await self.start(self._input)
 
-    async def run(self, input: Any = None) -> CloseSnapshot:
-        """Run in this task until the execution finishes or waits; then return a snapshot."""
+    async def run(self, input: Any = None, *, through_timed_waits: bool = False) -> CloseSnapshot:
+        """Run in this task until the execution finishes or waits; then return a snapshot.
+
+        :param through_timed_waits: do not return at a wait with a timeout: it ends by itself
+            (answered or timed out), so keep running (what ``flow.run()`` does)."""
         if not self._replaying:
             self._input = input
         if not await self._prepare():
             return self.snapshot()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drive)
-            await self._settled.wait()
+            if through_timed_waits:
+                await self._settle_untimed()
+            else:
+                await self._settled.wait()
             if not self._finished.is_set():
                 self._detach()
         return self.snapshot()
+
+    async def _settle_untimed(self) -> None:
+        """Until the execution finishes or waits for a signal with no deadline: a timed wait ends
+        by itself (answered or timed out), so ``run()`` waits it out."""
+        while True:
+            await self._settled.wait()
+            if self._finished.is_set() or self._detaching:
+                return
+            pending = self.get_pending_interrupts()
+            deadlines = [i.deadline for i in pending]
+            if not pending or None in deadlines:
+                return
+            nearest = min(d for d in deadlines if d is not None)
+            await anyio.sleep(max(0.0, nearest - time.time()) + 0.005)
+
+    def _has_expired_wait(self) -> bool:
+        now = time.time()
+        return any(i.deadline is not None and i.deadline <= now for i in self.get_pending_interrupts())
 
     async def close(self) -> CloseSnapshot:
         """Wait until finished or waiting, then return the close snapshot. A waiting execution is
@@ -609,6 +685,8 @@ class FlowExecution:
             raise FlowError(f"execution {self.id} belongs to flow {first.get('flow')!r}, not {self.flow.name!r}")
         self.durability = first.get("dur", self.durability)
         self._input = first.get("input")
+        if first.get("v", 1) < 2:
+            self._iid_salt = ""
         for rec in records:
             data = rec.data
             t = data["t"]
@@ -644,6 +722,7 @@ class FlowExecution:
             self._settled.set()
         else:
             self._status = ExecutionStatus.WAITING if self.get_pending_interrupts() else ExecutionStatus.RUNNING
+            self._indexed_waiting = self._status is ExecutionStatus.WAITING  # what the index row says
 
     def _reset(self) -> None:
         self._started = False
@@ -667,21 +746,13 @@ class FlowExecution:
         seq = await store.last_seq(self.tenant, stream_name(self.id))
         self._history = History(store, self.tenant, self.id, seq, self.durability)
         if seq == 0:
-            start = {"t": "start", "flow": self.flow.name, "input": _jsonable(input), "dur": self.durability, "v": 1}
+            start = {"t": "start", "flow": self.flow.name, "input": _jsonable(input), "dur": self.durability, "v": 2}
             if self.flow.ref:
                 start["ref"] = self.flow.ref
             if self.flow.definition is not None:
                 start["def"] = self.flow.definition
-            await self._history.commit(start, force=True)
-            await write_index(
-                store,
-                self.tenant,
-                self.id,
-                seq=self._history.seq,
-                flow=self.flow.name,
-                status="running",
-                ref=self.flow.ref,
-            )
+            # one transaction: no crash leaves a started execution out of the index
+            await self._history.commit_with_index(start, flow=self.flow.name, status="running", ref=self.flow.ref)
 
     # =================================================================== driving
     async def _prepare(self) -> bool:
@@ -697,12 +768,22 @@ class FlowExecution:
                 )
             self._reset()
             await self._load()
-        if self._missing:
+        if self._unresolved is not None:
+            raise FlowError(self._unresolved)
+        if self._missing and self._loaded_end is None:
             names = ", ".join(repr(m) for m in self._missing)
-            raise MissingResourceError(
+            missing = MissingResourceError(
                 f"flow {self.flow.name!r} needs the live resource(s) {names}, not given to this execution "
-                f"(pass resources={{...}} to create_execution() or load())"
+                f"(pass resources={{...}} to create_execution() or load(), or put them in runtime.resources "
+                "for executions the runtime adopts)"
             )
+            if not self._adopted:
+                raise missing
+            # adopted by a service: this one execution fails, saying which resource; the others go on
+            await self._open_history(None)
+            self._started = True
+            await self._finish(ExecutionStatus.FAILED, None, missing)
+            return False
         self.flow.compile()
         if self._loaded_end is not None:
             self._started = True
@@ -713,6 +794,7 @@ class FlowExecution:
         return True
 
     async def _drive(self) -> None:
+        self._loop_thread = threading.get_ident()
         self._status = ExecutionStatus.RUNNING
         self.steps_completed = 0
         self._event("execution.started", {"flow": self.flow.name, "resumed": self._replaying, "input": self._input})
@@ -732,6 +814,8 @@ class FlowExecution:
         status, result, error = ExecutionStatus.COMPLETED, None, None
         with anyio.CancelScope() as cancel_scope:
             self._cancel_scope = cancel_scope
+            if self._cancel_reason:  # cancelled between start() and here
+                cancel_scope.cancel()
             async with anyio.create_task_group() as tg:
                 if self._lease is not None:
                     tg.start_soon(self._heartbeat)
@@ -752,7 +836,7 @@ class FlowExecution:
             with anyio.CancelScope(shield=True):
                 if self._store is not None and self._history is not None:
                     seq = self._history.seq
-                    await write_index(self._store, self.tenant, self.id, seq=seq, status=self._status.value)
+                    await write_index(self._store, self.tenant, self.id, seq=seq, **self._index_fields())
             await self._release()
             self._settled.set()
             self._stopped.set()
@@ -780,10 +864,8 @@ class FlowExecution:
                 end["o"] = self._result
             else:
                 end["error"] = str(error)
-            try:
-                await self._history.commit(end, force=True)
-                assert self._store is not None
-                await write_index(self._store, self.tenant, self.id, seq=self._history.seq, status=status.value)
+            try:  # one transaction: no crash leaves the row 'running' after the end
+                await self._history.commit_with_index(end, status=status.value)
             except Exception as err:
                 if error is None:
                     self._status, self._error = ExecutionStatus.FAILED, err
@@ -800,6 +882,8 @@ class FlowExecution:
         self._notify()
 
     def _detach(self) -> None:
+        if self._cancel_reason:
+            return  # a cancel ends it: nothing to leave for another process
         self._detaching = True
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
@@ -960,8 +1044,11 @@ class FlowExecution:
             self._event("flow.emit", {"event": event, "path": origin})
 
     async def _replay_step(self, scope: _Scope, key: str, rec: dict[str, Any]) -> Any:
-        for k, v in rec.get("s", ()):
-            scope.set_state(k, v)
+        for write in rec.get("s", ()):
+            if len(write) == 1:
+                scope.state.pop(write[0], None)
+            else:
+                scope.set_state(write[0], write[1])
         for k, (event, value) in enumerate(rec.get("e", ()), start=1):
             self._fire(scope, event, value, key, k)
         if "r" in rec:
@@ -987,51 +1074,60 @@ class FlowExecution:
             attempt = 1
         history = self._history
         events = self._step_events
-        while True:
-            ctx = Context(self, scope, key, value, attempt)
-            if events:
-                self._event("flow.step.started", {"path": key, "step": op.name, "attempt": attempt}, span=ctx.span_id)
-            try:
-                out = op.fn(ctx)
-                if type(out) is CoroutineType:
-                    # run it to its first suspension by hand: a chunk that ends without suspending
-                    # (most do) lets its emits continue in this task instead of a new one each
-                    try:
-                        signal = out.send(None)
-                    except StopIteration as stop:
-                        out = stop.value
-                    else:
-                        self._start_deferred(scope, ctx)
-                        out = await _Resumed(out, signal)
-                elif op.is_async or hasattr(out, "__await__"):
-                    self._start_deferred(scope, ctx)
-                    out = await out
-                break
-            except Exception as err:
-                self._start_deferred(scope, ctx)  # what it emitted before failing runs, as it always did
-                if isinstance(err, (LeaseError, MissingResourceError)):
-                    raise
-                info = self._error_info(err)
-                if attempt <= op.retries:
-                    if history is not None:
-                        history.add({"t": "x", "p": key, "a": attempt, "err": info})
-                    if events:  # the attempt's end: tracers close its span, UIs show the retry
-                        self._event(
-                            "flow.step.retry", {"path": key, "step": op.name, "attempt": attempt, "error": info},
-                            level="warning", span=ctx.span_id,
-                        )  # fmt: skip
-                    attempt += 1
-                    continue
-                if history is not None:
-                    await history.commit({"t": "f", "p": key, "a": attempt, "err": info})
+        self._active += 1
+        try:
+            while True:
+                ctx = Context(self, scope, key, value, attempt)
                 if events:
-                    self._event(
-                        "flow.step.failed",
-                        {"path": key, "step": op.name, "error": info},
-                        level="error",
-                        span=ctx.span_id,
-                    )
-                raise StepFailed(key, info["type"], info["message"], attempt) from err
+                    self._event("flow.step.started", {"path": key, "step": op.name, "attempt": attempt}, span=ctx.span_id)
+                try:
+                    if op.is_async or self._lease is None:
+                        out = op.fn(ctx)
+                    else:  # a plain chunk may block: in a worker thread, the lease's heartbeat goes on
+                        out = await anyio.to_thread.run_sync(op.fn, ctx)
+                    if type(out) is CoroutineType:
+                        # run it to its first suspension by hand: a chunk that ends without suspending
+                        # (most do) lets its emits continue in this task instead of a new one each
+                        try:
+                            signal = out.send(None)
+                        except StopIteration as stop:
+                            out = stop.value
+                        else:
+                            self._start_deferred(scope, ctx)
+                            out = await _Resumed(out, signal)
+                    elif op.is_async or hasattr(out, "__await__"):
+                        self._start_deferred(scope, ctx)
+                        out = await out
+                    break
+                except Exception as err:
+                    self._start_deferred(scope, ctx)  # what it emitted before failing runs, as it always did
+                    if isinstance(err, (LeaseError, MissingResourceError)):
+                        raise
+                    info = self._error_info(err)
+                    if attempt <= op.retries:
+                        if history is not None:
+                            history.add({"t": "x", "p": key, "a": attempt, "err": info})
+                        if events:  # the attempt's end: tracers close its span, UIs show the retry
+                            self._event(
+                                "flow.step.retry", {"path": key, "step": op.name, "attempt": attempt, "error": info},
+                                level="warning", span=ctx.span_id,
+                            )  # fmt: skip
+                        attempt += 1
+                        continue
+                    if history is not None:
+                        await history.commit({"t": "f", "p": key, "a": attempt, "err": info})
+                    if events:
+                        self._event(
+                            "flow.step.failed",
+                            {"path": key, "step": op.name, "error": info},
+                            level="error",
+                            span=ctx.span_id,
+                        )
+                    raise StepFailed(key, info["type"], info["message"], attempt) from err
+        finally:
+            self._active -= 1
+            if self._waiting and not self._indexed_waiting:
+                self._index_if_waiting()
         deferred = ctx._deferred
         if deferred:
             if tail and history is None and len(deferred) == 1:
@@ -1086,7 +1182,11 @@ class FlowExecution:
     async def _wait(
         self, path: str, n: int, name: str, payload: Any, timeout: float | None, on_timeout: str, default: Any
     ) -> Any:
-        iid = "i" + thread_hash(path, name, n)[1:]
+        iid = (
+            "i" + thread_hash(self._iid_salt, path, name, n)[1:]
+            if self._iid_salt
+            else "i" + thread_hash(path, name, n)[1:]
+        )
         answer = self._answers.get(iid)
         if answer is None:
             recorded = self._waits_recorded.get(iid)
@@ -1113,7 +1213,7 @@ class FlowExecution:
                         record = {"t": "sig", "i": iid, "r": f"timeout:{iid}", "to": True}
                         self._answers[iid] = record
                         if self._history is not None:
-                            await self._history.commit(record, force=True)
+                            await self._commit_answer(record)
                         self._event("flow.wait.timeout", {"interrupt": iid, "name": name})
             finally:
                 self._waiting.pop(iid, None)
@@ -1132,11 +1232,43 @@ class FlowExecution:
             self._status = ExecutionStatus.WAITING
             pending = [i.model_dump() for i in self.get_pending_interrupts()]
             self._event("execution.waiting", {"interrupts": pending})
-            if self._store is not None and self._history is not None:
-                store = self._store
-                seq = self._history.seq  # taken now: the write runs later, maybe after newer ones
-                self._root_tg_call(write_index, store, self.tenant, self.id, seq=seq, status="waiting")
+        self._index_if_waiting()
         self._settled.set()
+
+    def _index_if_waiting(self) -> None:
+        """Mark the index row ``waiting`` (with the nearest deadline) once every running chunk is
+        at a wait: start-up adoption resumes only ``running`` rows, so a row must not say
+        ``waiting`` while another branch still has work to finish."""
+        if (
+            self._status is ExecutionStatus.WAITING
+            and not self._indexed_waiting
+            and self._active <= len(self._waiting)
+            and self._store is not None
+            and self._history is not None
+        ):
+            self._indexed_waiting = True
+            seq = self._history.seq  # taken now: the write runs later, maybe after newer ones
+            self._root_tg_call(write_index, self._store, self.tenant, self.id, seq=seq, **self._index_fields())
+
+    def _index_fields(self) -> dict[str, Any]:
+        """The index row's status, and for a waiting execution its nearest deadline (start-up
+        adoption arms one timer from these, without reading any history)."""
+        fields: dict[str, Any] = {"status": self._status.value}
+        if self._status is ExecutionStatus.WAITING:
+            deadlines = [i.deadline for i in self.get_pending_interrupts() if i.deadline is not None]
+            if deadlines:
+                fields["deadline"] = min(deadlines)
+        return fields
+
+    async def _commit_answer(self, record: dict[str, Any]) -> None:
+        """Record an answer or a timeout; when the index says ``waiting``, it says ``running`` again
+        in the same transaction (a crash from here on must leave the execution to resume)."""
+        assert self._history is not None
+        if self._indexed_waiting:
+            self._indexed_waiting = False
+            await self._history.commit_with_index(record, status="running")
+        else:
+            await self._history.commit(record, force=True)
 
     def _root_tg_call(self, fn: Any, *args: Any, **kwargs: Any) -> None:
         root = self._root
@@ -1159,6 +1291,9 @@ class FlowExecution:
 
     # =================================================================== events
     def _event(self, kind: str, payload: dict[str, Any], level: str = "info", span: str | None = None) -> None:
+        if threading.get_ident() != self._loop_thread:  # from a plain chunk in its worker thread
+            anyio.from_thread.run_sync(self._event, kind, payload, level, span)
+            return
         events = self._events
         pending = _Pending(kind, payload, len(events) + 1, level, span)
         bus = self.runtime.bus

@@ -6,7 +6,15 @@ Layout in the store (tenant-scoped like every call):
 - log ``triggerflow/<execution id>/inbox``: answers sent by processes that do not own it;
 - key ``triggerflow`` / ``exec:<id>``: the index row (flow, status, ref, times, and the history
   ``seq`` it describes, so a late write never overwrites a newer one) for ``ls`` and recovery;
-- key ``triggerflow`` / ``lease:<id>``: the owner and expiry of the execution's lease.
+- key ``triggerflow`` / ``by:<status>:<created>:<id>``: the same row's place in a status, so
+  ``keel flow ls --status waiting --last 20`` and start-up adoption read one status in time order
+  without reading every row;
+- key ``triggerflow`` / ``lease:<id>``: the owner and expiry of the execution's lease;
+- tenant ``_triggerflow``, key ``tenants`` / ``<tenant>``: the tenants that have executions, for
+  start-up adoption (the store's calls are scoped by tenant; this is the one list across them).
+
+The start record and the index row are written in one transaction, as are the end record and its
+row: no crash leaves an execution out of the index, or its row ``running`` after its end.
 """
 
 from __future__ import annotations
@@ -17,10 +25,13 @@ from typing import Any
 import anyio
 
 from keel import ConflictError, Store
+from keel.store import Append, Delete, Put, WriteOp
 from keel_triggerflow.types import FlowError, LeaseError
 
 NAMESPACE = "triggerflow"
 BATCH_SIZE = 64
+TENANTS = "_triggerflow"  # the store tenant holding the list of tenants
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
 def stream_name(execution_id: str) -> str:
@@ -59,6 +70,26 @@ class History:
         if self.mode == "batch" and not force and len(self._pending) < BATCH_SIZE:
             return
         await self.flush()
+
+    async def commit_with_index(self, record: dict[str, Any], **fields: Any) -> None:
+        """Write ``record`` (and whatever is queued) and the index row's ``fields`` in one
+        transaction: a crash keeps both or neither."""
+        await self.flush()
+        while True:
+            seq = self.seq + 1
+            ops = await index_ops(self.store, self.tenant, self.stream.removeprefix("triggerflow/"), seq, fields)
+            try:
+                await self.store.transact(self.tenant, [Append(self.stream, [record], expected_seq=self.seq), *ops])
+            except ConflictError as err:
+                if await self.store.last_seq(self.tenant, self.stream) == self.seq:
+                    continue  # only the index row moved (a background write): read it again
+                self.error = LeaseError(
+                    f"execution history {self.stream} was written by another process ({err}); "
+                    "this process no longer owns the execution"
+                )
+                raise self.error from err
+            self.seq = seq
+            return
 
     async def flush(self) -> None:
         if self.error is not None:
@@ -148,20 +179,51 @@ class Lease:
             pass  # someone else owns it now: nothing of ours to release
 
 
+def _by_key(status: str, created: float, execution_id: str) -> str:
+    return f"by:{status}:{created:017.6f}:{execution_id}"
+
+
+_known_tenants: dict[int, set[str]] = {}  # id(store) -> tenants registered through it (saves a read)
+
+
+async def index_ops(store: Store, tenant: str, execution_id: str, seq: int, fields: dict[str, Any]) -> list[WriteOp]:
+    """The writes that bring the index row to what the history says at ``seq`` (none when the row
+    already describes a later point): the row, its status key, and the tenant's registration."""
+    key = f"exec:{execution_id}"
+    current = await store.get(tenant, NAMESPACE, key)
+    row: dict[str, Any] = dict(current.value) if current is not None else {"id": execution_id}
+    created = float(row.setdefault("created", time.time()))
+    if int(row.get("seq", 0)) > seq:
+        return []
+    old_status = row.get("status")
+    row.update(fields, updated=time.time(), seq=seq)
+    if row.get("status") != "waiting":
+        row.pop("deadline", None)
+    ops: list[WriteOp] = [Put(NAMESPACE, key, row, expected_version=current.version if current else 0)]
+    if old_status != row.get("status"):
+        if old_status is not None:
+            ops.append(Delete(NAMESPACE, _by_key(str(old_status), created, execution_id)))
+        if row.get("status") is not None:
+            ops.append(Put(NAMESPACE, _by_key(str(row["status"]), created, execution_id), {"id": execution_id}))
+    if current is None:
+        known = _known_tenants.setdefault(id(store), set())
+        if tenant not in known:
+            if await store.get(TENANTS, "tenants", tenant) is None:
+                await store.put(TENANTS, "tenants", tenant, {"since": time.time()})
+            known.add(tenant)
+    return ops
+
+
 async def write_index(store: Store, tenant: str, execution_id: str, *, seq: int, **fields: Any) -> None:
     """Update the index row with what the history says at ``seq``. Writes may land out of order (a
     'waiting' written in the background can arrive after 'completed'): a row already describing a
     later point of the history is left alone, and concurrent writers compare-and-set."""
-    key = f"exec:{execution_id}"
     while True:
-        current = await store.get(tenant, NAMESPACE, key)
-        row: dict[str, Any] = dict(current.value) if current is not None else {"id": execution_id}
-        row.setdefault("created", time.time())
-        if int(row.get("seq", 0)) > seq:
+        ops = await index_ops(store, tenant, execution_id, seq, fields)
+        if not ops:
             return
-        row.update(fields, updated=time.time(), seq=seq)
         try:
-            await store.put(tenant, NAMESPACE, key, row, expected_version=current.version if current else 0)
+            await store.transact(tenant, ops)
             return
         except ConflictError:
             continue  # another writer updated it in between: look again
@@ -174,6 +236,31 @@ async def list_index(store: Store, tenant: str) -> list[dict[str, Any]]:
         if item is not None:
             rows.append(item.value)
     return sorted(rows, key=lambda r: r.get("created", 0))
+
+
+async def rows_by_status(store: Store, tenant: str, status: str, *, last: int | None = None) -> list[dict[str, Any]]:
+    """Index rows of one status, oldest first (only the ``last`` most recent ones when given): reads
+    the status's keys, then only the rows it returns."""
+    keys = await store.list_keys(tenant, NAMESPACE, f"by:{status}:")
+    if last is not None:
+        keys = keys[-last:] if last > 0 else []
+    rows = []
+    for key in keys:
+        item = await store.get(tenant, NAMESPACE, f"exec:{key.rsplit(':', 1)[1]}")
+        if item is not None and item.value.get("status") == status:
+            rows.append(item.value)
+    return rows
+
+
+async def list_tenants(store: Store) -> list[str]:
+    """Every tenant that has had an execution in this store."""
+    return await store.list_keys(TENANTS, "tenants")
+
+
+async def lease_is_live(store: Store, tenant: str, execution_id: str) -> bool:
+    """Whether a process holds the execution's lease now."""
+    lease = await store.get(tenant, NAMESPACE, f"lease:{execution_id}")
+    return bool(lease is not None and lease.value.get("owner") and float(lease.value.get("expires", 0)) > time.time())
 
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -204,7 +291,7 @@ async def expired_executions(store: Store, *, older_than: float, tenant: str = "
     return [
         row
         for row in await list_index(store, tenant)
-        if row.get("status") in {"completed", "failed", "cancelled"} and row.get("updated", 0) < cutoff
+        if row.get("status") in FINISHED and row.get("updated", 0) < cutoff
     ]
 
 
@@ -212,6 +299,11 @@ async def delete_execution(store: Store, tenant: str, execution_id: str) -> None
     """Delete an execution's history, inbox, index row and lease."""
     await store.delete_stream(tenant, stream_name(execution_id))
     await store.delete_stream(tenant, inbox_name(execution_id))
+    row = await store.get(tenant, NAMESPACE, f"exec:{execution_id}")
+    if row is not None and row.value.get("status"):
+        await store.delete(
+            tenant, NAMESPACE, _by_key(row.value["status"], float(row.value.get("created", 0)), execution_id)
+        )
     await store.delete(tenant, NAMESPACE, f"exec:{execution_id}")
     await store.delete(tenant, NAMESPACE, f"lease:{execution_id}")
 

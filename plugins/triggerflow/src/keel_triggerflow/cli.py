@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import click
 
-from keel import KeelError, Runtime
+from keel import KeelError, NotFoundError, Runtime
 from keel_triggerflow._engine import FlowExecution
-from keel_triggerflow._history import delete_execution, expired_executions, list_index, parse_age, stream_name
+from keel_triggerflow._history import delete_execution, expired_executions, list_index, parse_age, rows_by_status
 from keel_triggerflow.flow import TriggerFlow
 from keel_triggerflow.runners import get_runner
 from keel_triggerflow.types import CloseSnapshot, LeaseError
@@ -57,8 +57,28 @@ def import_flow(target: str) -> TriggerFlow:
 
 
 def _runtime(ctx: click.Context) -> Runtime:
+    """The stack's runtime with its ``runnables`` loaded (flows listed there are found by name)."""
     state = ctx.find_root().obj
-    return Runtime(state.host, state.stack)
+    runtime = Runtime(state.host, state.stack)
+    for target in state.stack.config.runnables:
+        runtime.runnables.add(import_target(target))
+    return runtime
+
+
+def import_target(target: str) -> Any:
+    """A ``module:attribute`` of the stack's ``runnables`` list, imported."""
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise KeelError(f"runnables entry {target!r} must be 'package.module:attribute'")
+    if str(Path.cwd()) not in sys.path and "" not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # the stack's folder, as `keel serve` run there sees it
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise KeelError(f"runnables entry {target!r} could not be imported: {err}") from err
+    return obj
 
 
 def _run(ctx: click.Context, body: Callable[[Runtime], Awaitable[Any]]) -> Any:
@@ -69,22 +89,19 @@ def _run(ctx: click.Context, body: Callable[[Runtime], Awaitable[Any]]) -> Any:
     return anyio.run(main)
 
 
-async def _flow_for(runtime: Runtime, execution_id: str, tenant: str) -> TriggerFlow:
-    records = await runtime.store().read(tenant, stream_name(execution_id), limit=1)
-    if not records:
-        raise KeelError(f"no execution {execution_id!r} in the stack's store (tenant {tenant!r}); see 'keel flow ls'")
-    start = records[0].data
-    name = start.get("flow", "")
-    if name in runtime.runnables and isinstance(runtime.runnables.get(name), TriggerFlow):
-        flow = runtime.runnables.get(name)
-        assert isinstance(flow, TriggerFlow)
-        return flow
-    if start.get("ref"):
-        return import_flow(start["ref"])
-    raise KeelError(
-        f"execution {execution_id} runs flow {name!r}, which this process cannot find: list it under "
-        "runnables in keel.toml, or start flows with 'keel flow run FILE' so their file is recorded"
-    )
+async def _load(runtime: Runtime, execution_id: str, tenant: str) -> FlowExecution:
+    """The execution from the stack's store, through the kernel's adoption hook (what the gateway
+    uses too): found by flow name among the runnables, by recorded file, or by recorded definition."""
+    try:
+        execution = await runtime.find_execution(execution_id, tenant)
+    except NotFoundError:
+        raise KeelError(
+            f"no execution {execution_id!r} in the stack's store (tenant {tenant!r}); see 'keel flow ls'"
+        ) from None
+    if not isinstance(execution, FlowExecution):
+        raise KeelError(f"execution {execution_id!r} is a {execution.kind} execution, not a flow's")
+    execution._adopted = False  # this command drives it itself (run() below), in the foreground
+    return execution
 
 
 async def _drive(execution: FlowExecution, body: Callable[[], Awaitable[CloseSnapshot]], quiet: bool) -> CloseSnapshot:
@@ -209,13 +226,15 @@ def ls_cmd(
     """List executions in the stack's store, oldest first."""
 
     async def body(runtime: Runtime) -> list[dict[str, Any]]:
-        return await list_index(runtime.store(), tenant)
+        store = runtime.store()
+        if not statuses:
+            return await list_index(store, tenant)
+        # each status is an index of its own, in time order: read only what is asked for
+        wanted = None if flow_name is not None else last
+        rows = [row for status in statuses for row in await rows_by_status(store, tenant, status, last=wanted)]
+        return sorted(rows, key=lambda r: r.get("created", 0))
 
-    rows = [
-        row
-        for row in _run(ctx, body)
-        if (not statuses or row.get("status") in statuses) and (flow_name is None or row.get("flow") == flow_name)
-    ]
+    rows = [row for row in _run(ctx, body) if flow_name is None or row.get("flow") == flow_name]
     if last is not None:
         rows = rows[-last:]
     if as_json:
@@ -238,9 +257,7 @@ def show_cmd(ctx: click.Context, execution_id: str, as_json: bool, tenant: str) 
     """Show an execution: status, steps, pending interrupts, result."""
 
     async def body(runtime: Runtime) -> CloseSnapshot:
-        flow = await _flow_for(runtime, execution_id, tenant)
-        execution = await flow.load(execution_id, runtime, tenant=tenant)
-        return execution.snapshot()
+        return (await _load(runtime, execution_id, tenant)).snapshot()
 
     _report(_run(ctx, body), as_json)
 
@@ -266,8 +283,7 @@ def signal_cmd(
     value = _json_arg(payload, "PAYLOAD")
 
     async def body(runtime: Runtime) -> CloseSnapshot:
-        flow = await _flow_for(runtime, execution_id, tenant)
-        execution = await flow.load(execution_id, runtime, tenant=tenant)
+        execution = await _load(runtime, execution_id, tenant)
         await execution.signal(name, value, request_id=request_id)
         try:
             return await _drive(execution, execution.run, as_json)
@@ -290,8 +306,7 @@ def resume_cmd(ctx: click.Context, execution_id: str, as_json: bool, tenant: str
     """Resume an execution from its history (completed steps do not run again)."""
 
     async def body(runtime: Runtime) -> CloseSnapshot:
-        flow = await _flow_for(runtime, execution_id, tenant)
-        execution = await flow.load(execution_id, runtime, tenant=tenant)
+        execution = await _load(runtime, execution_id, tenant)
         return await _drive(execution, execution.run, as_json)
 
     snapshot = _run(ctx, body)
@@ -309,11 +324,7 @@ def cancel_cmd(ctx: click.Context, execution_id: str, reason: str, as_json: bool
     """Cancel an execution that no live process owns."""
 
     async def body(runtime: Runtime) -> CloseSnapshot:
-        records = await runtime.store().read(tenant, stream_name(execution_id), limit=1)
-        if not records:
-            raise KeelError(f"no execution {execution_id!r} in the stack's store; see 'keel flow ls'")
-        flow = TriggerFlow(records[0].data.get("flow", "?"))  # cancelling needs no steps
-        execution = await flow.load(execution_id, runtime, tenant=tenant)
+        execution = await _load(runtime, execution_id, tenant)  # cancelling needs no steps
         await execution.cancel(reason)
         return execution.snapshot()
 

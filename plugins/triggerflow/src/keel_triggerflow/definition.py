@@ -257,6 +257,7 @@ class Registry:
             resources=definition.resources,
         )
         flow.definition = definition.model_dump(by_alias=True, exclude_defaults=True)
+        flow.registry = self  # an adopted execution of a data flow is rebuilt from its recorded definition
         self._build(flow.chain, definition.steps)
         for trigger in definition.on:
             self._build(flow.when(trigger.when, mode=trigger.mode), trigger.steps)

@@ -25,7 +25,7 @@ from keel_triggerflow._ops import (
     Step,
     SubFlow,
 )
-from keel_triggerflow.types import Durability, FlowDefinitionError
+from keel_triggerflow.types import Durability, FlowDefinitionError, FlowError
 
 if TYPE_CHECKING:
     from keel_triggerflow._engine import FlowExecution
@@ -253,6 +253,7 @@ class TriggerFlow:
         self.durability: Durability = durability
         self.ref = ref
         self.definition: dict[str, Any] | None = None  # set for flows built from data
+        self.registry: Any = None  # the Registry that built it (flows built from data)
         self._main = Chain(self, [])
         self._whens: list[tuple[list[str], str, Chain]] = []
         self._compiled: Compiled | None = None
@@ -365,7 +366,14 @@ class TriggerFlow:
     async def run(self, input: Any = None, *, runtime: Runtime | None = None, **options: Any) -> Any:
         """Run to the end and return the RESULT. No idle timer: it returns when the work is done."""
         execution = self.create_execution(runtime, **options)
-        await execution.run(input)
+        snapshot = await execution.run(input, through_timed_waits=True)
+        if not execution.status.finished:
+            names = ", ".join(repr(i.name) for i in snapshot.pending_interrupts) or "a signal"
+            raise FlowError(
+                f"flow {self.name!r} waits for {names} with no timeout, so run() cannot return a result; "
+                "use execution = flow.create_execution(runtime), await execution.start(input), answer it with "
+                "execution.signal(...), then await execution.result()"
+            )
         return await execution.result()
 
     def run_sync(self, input: Any = None, **options: Any) -> Any:

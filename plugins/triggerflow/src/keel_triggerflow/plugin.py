@@ -25,3 +25,17 @@ def keel_triggerflow_runners() -> Any:
     from keel_triggerflow.runners import RunnerSpec, _local
 
     yield RunnerSpec(name="local", description="in-process, on anyio (the embedded default)", factory=_local)
+
+
+@keel.hookimpl
+async def keel_find_execution(runtime: Any, execution_id: str, tenant: str) -> Any:
+    from keel_triggerflow._adopt import find_execution
+
+    return await find_execution(runtime, execution_id, tenant)
+
+
+@keel.hookimpl
+async def keel_adopt_executions(runtime: Any) -> None:
+    from keel_triggerflow._adopt import adopt_executions
+
+    await adopt_executions(runtime)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from keel import DriverNotFoundError, Execution, PluginConflictError, Runtime, parse_options
 from keel_triggerflow import hookspecs
-from keel_triggerflow._history import NAMESPACE, list_index, parse_age, purge_executions
+from keel_triggerflow._history import lease_is_live, parse_age, purge_executions, rows_by_status
 from keel_triggerflow.flow import TriggerFlow
 from keel_triggerflow.types import FlowError, LeaseError
 
@@ -36,8 +36,15 @@ class Runner(Protocol):
         """Continue an execution from its history (completed steps do not run again)."""
         ...
 
-    async def recover(self, flows: Iterable[TriggerFlow], *, tenant: str = "default") -> list[Execution]:
-        """Resume every unfinished execution of these flows whose owner is gone (lease expired)."""
+    async def recover(
+        self,
+        flows: Iterable[TriggerFlow],
+        *,
+        tenant: str = "default",
+        resources: Mapping[str, Any] | None = None,
+    ) -> list[Execution]:
+        """Resume every running execution of these flows whose owner is gone (lease expired);
+        waiting ones stay in the store until a signal, a timer or a reader adopts them."""
         ...
 
 
@@ -105,25 +112,44 @@ class LocalRunner:
         await execution.resume()
         return execution
 
-    async def recover(self, flows: Iterable[TriggerFlow], *, tenant: str = "default") -> list[Execution]:
-        """Resume every unfinished execution whose owner is gone; first, with a configured
-        ``retention``, delete the finished executions older than it."""
+    async def recover(
+        self,
+        flows: Iterable[TriggerFlow],
+        *,
+        tenant: str = "default",
+        resources: Mapping[str, Any] | None = None,
+    ) -> list[Execution]:
+        """Resume every running execution of these flows whose owner is gone (lease expired), and
+        the waiting ones whose timeout has passed; other waiting ones cost nothing until a signal,
+        a timer or a reader adopts them (``runtime.find_execution``). First, with a configured ``retention``, delete the finished
+        executions older than it. An execution that cannot resume (a resource missing from
+        ``resources``, say) fails alone, its error recorded; the others go on.
+
+        :param resources: live resources for the resumed executions (default ``runtime.resources``).
+        """
         if self.options.retention is not None:
             await self.purge(tenant=tenant)
         by_name = {f.name: f for f in flows}
+        given = dict(self.runtime.resources if resources is None else resources)
         store = self.runtime.store()
         resumed: list[Execution] = []
-        for row in await list_index(store, tenant):
+        now = time.time()
+        due = [  # waiting ones whose timeout passed while no process ran them: their timer fires now
+            row
+            for row in await rows_by_status(store, tenant, "waiting")
+            if isinstance(row.get("deadline"), (int, float)) and row["deadline"] <= now
+        ]
+        for row in [*await rows_by_status(store, tenant, "running"), *due]:
             flow = by_name.get(row.get("flow", ""))
-            if flow is None or row.get("status") in {"completed", "failed", "cancelled"}:
-                continue
-            lease = await store.get(tenant, NAMESPACE, f"lease:{row['id']}")
-            if lease is not None and lease.value.get("owner") and float(lease.value.get("expires", 0)) > time.time():
-                continue  # a live owner has it
+            if flow is None or await lease_is_live(store, tenant, row["id"]):
+                continue  # not one of these flows, or a live owner has it
             try:
-                resumed.append(await self.resume(flow, row["id"], tenant=tenant))
+                execution = await flow.load(row["id"], self.runtime, tenant=tenant, resources=given)
+                execution._adopted = True  # a missing resource fails this one, recorded, not the recovery
+                await execution.resume()
             except LeaseError:
                 continue  # another recoverer was faster
+            resumed.append(execution)
         return resumed
 
 

@@ -1,0 +1,153 @@
+"""Adoption: finding a flow execution that no live object holds, and taking it over on demand.
+
+What the kernel's ``keel_find_execution`` and ``keel_adopt_executions`` hooks do for TriggerFlow
+(``plugin.py`` wires them). An adopted execution is loaded from its history (one read), with the
+flow definition found by name among the runtime's runnables, by its recorded ``ref``
+(``module:attribute`` or ``file.py:attribute``) or rebuilt from its recorded data definition. It
+costs nothing while it waits; a signal, a cancel or an expired timer continues it in the runtime's
+task group. On start-up, executions that were running when their owner died (lease expired) are
+resumed, and one timer task covers every timed wait.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from keel import KeelError, NotFoundError, Runtime
+from keel_triggerflow._history import NAMESPACE, lease_is_live, list_tenants, rows_by_status, stream_name
+
+if TYPE_CHECKING:
+    from keel_triggerflow._engine import FlowExecution
+    from keel_triggerflow.flow import TriggerFlow
+
+log = logging.getLogger("keel_triggerflow")
+
+__all__ = ["adopt_executions", "find_execution", "flow_for_start"]
+
+#: runtimes that serve (``keel_adopt_executions`` ran on them): there, adopting an execution whose
+#: owner is gone continues it; elsewhere (``keel flow show``) adopting only reads it
+_serving: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def flow_for_start(runtime: Runtime, start: dict[str, Any]) -> TriggerFlow:
+    """The definition an execution's start record names, or :class:`keel.KeelError` saying how to provide it."""
+    from keel_triggerflow.flow import TriggerFlow
+
+    name = str(start.get("flow", ""))
+    if name in runtime.runnables:
+        found = runtime.runnables.get(name)
+        if isinstance(found, TriggerFlow):
+            return found
+    problems = []
+    if start.get("ref"):
+        from keel_triggerflow.cli import import_flow
+
+        try:
+            return import_flow(start["ref"])
+        except Exception as err:  # an import error of the user's module: say which and why
+            problems.append(f"its recorded ref {start['ref']!r} failed: {err}")
+    if start.get("def") is not None:
+        for runnable in runtime.runnables:
+            registry = getattr(runnable, "registry", None)
+            if registry is not None:
+                try:
+                    flow: TriggerFlow = registry.load(start["def"])
+                except KeelError as err:
+                    problems.append(f"its recorded definition does not load with {runnable.name!r}'s registry: {err}")
+                    continue
+                return flow
+        problems.append("it was built from data: list a flow loaded from the same Registry under runnables")
+    detail = "; ".join(problems)
+    raise KeelError(
+        f"execution runs flow {name!r}, which this process cannot find"
+        + (f" ({detail})" if detail else "")
+        + ": list it under runnables in keel.toml, or start flows with 'keel flow run FILE' so their file is recorded"
+    )
+
+
+async def find_execution(runtime: Runtime, execution_id: str, tenant: str) -> FlowExecution | None:
+    """Load ``execution_id`` of ``tenant`` from the runtime's store as an adopted execution, or ``None``."""
+    from keel_triggerflow.flow import TriggerFlow
+
+    store = runtime.store()
+    records = await store.read(tenant, stream_name(execution_id), limit=1)
+    if not records or not isinstance(records[0].data, dict) or records[0].data.get("t") != "start":
+        return None
+    start = records[0].data
+    try:
+        flow = flow_for_start(runtime, start)
+        unresolved = None
+    except KeelError as err:
+        # still an execution: readable and cancellable; continuing it says what is missing
+        flow, unresolved = TriggerFlow(str(start.get("flow", "?"))), str(err)
+    execution = await flow.load(execution_id, runtime, tenant=tenant, resources=runtime.resources)
+    execution._adopted = True
+    execution._unresolved = unresolved
+    pending = execution.get_pending_interrupts()
+    if pending and not execution.status.finished:
+        # what a follower of a live execution saw last: the question and how to answer it
+        execution._event("execution.waiting", {"interrupts": [i.model_dump() for i in pending]})
+    if not execution.status.finished and runtime in _serving and runtime.started and unresolved is None:
+        row = await store.get(tenant, NAMESPACE, f"exec:{execution_id}")
+        indexed = row.value.get("status") if row is not None else None
+        # a row left 'running' had work in flight when its owner died, even beside a wait
+        if not pending or indexed == "running" or execution._has_expired_wait():
+            await _resume_if_orphaned(runtime, execution)
+    return execution
+
+
+async def _resume_if_orphaned(runtime: Runtime, execution: FlowExecution) -> bool:
+    """Continue an adopted execution in the background unless a live process owns it."""
+    if await lease_is_live(runtime.store(), execution.tenant, execution.id):
+        return False
+    from keel_triggerflow.types import LeaseError
+
+    try:
+        await execution.resume()
+    except LeaseError:
+        return False  # another process was faster
+    return True
+
+
+async def adopt_executions(runtime: Runtime) -> None:
+    """Start-up: resume every running execution whose owner is gone; one timer task for timed waits."""
+    _serving.add(runtime)
+    store = runtime.store()
+    timers: list[tuple[float, str, str]] = []
+    for tenant in await list_tenants(store):
+        for row in await rows_by_status(store, tenant, "running"):
+            runtime.task_group.start_soon(_adopt_one, runtime, row["id"], tenant)
+        for row in await rows_by_status(store, tenant, "waiting"):
+            deadline = row.get("deadline")
+            if isinstance(deadline, (int, float)):
+                timers.append((float(deadline), tenant, str(row["id"])))
+    if timers:
+        heapq.heapify(timers)
+        runtime.task_group.start_soon(_fire_timers, runtime, timers)
+
+
+async def _adopt_one(runtime: Runtime, execution_id: str, tenant: str) -> None:
+    try:
+        execution = await runtime.find_execution(execution_id, tenant)
+    except NotFoundError:
+        return
+    except Exception:
+        log.exception("adopting execution %s (tenant %s) failed", execution_id, tenant)
+        return
+    del execution  # find_execution resumed it when its owner was gone
+
+
+async def _fire_timers(runtime: Runtime, timers: list[tuple[float, str, str]]) -> None:
+    """One task sleeping until the nearest deadline of the waiting executions found at start-up."""
+    while timers:
+        deadline, tenant, execution_id = heapq.heappop(timers)
+        delay = deadline - time.time()
+        if delay > 0:
+            await anyio.sleep(delay)
+        await _adopt_one(runtime, execution_id, tenant)

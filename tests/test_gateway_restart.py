@@ -1,0 +1,75 @@
+"""A restart with work in flight: the gateway finds durable executions through the kernel's
+adoption hook (real uvicorn, real SQLite store, two 'processes' one after the other)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import keel
+from keel_gateway import create_app
+from keel_gateway.testing import serve
+from keel_triggerflow import TriggerFlow
+
+
+def review_flow() -> TriggerFlow:
+    async def draft(ctx: Any) -> Any:
+        return f"draft about {ctx.value['topic']}"
+
+    async def approve(ctx: Any) -> Any:
+        return await ctx.pause_for("approve", {"message": "publish this?", "draft": ctx.value})
+
+    async def publish(ctx: Any) -> Any:
+        return {"published": bool(ctx.value.get("approved"))}
+
+    flow = TriggerFlow("review")
+    flow.to(draft).to(approve).to(publish)
+    return flow
+
+
+def runtime_for(folder: Path) -> keel.Runtime:
+    (folder / "keel.toml").write_text(f'[store]\ndriver = "sqlite"\npath = "{folder / "state.db"}"\n')
+    host = keel.PluginHost.discover(load=["sqlite", "triggerflow", "gateway"])
+    runtime = keel.Runtime(host, keel.load_stack(folder / "keel.toml"), shutdown_grace=2.0)
+    runtime.add(review_flow())
+    return runtime
+
+
+def wait_for(http: httpx.Client, path: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        view = http.get(path).json()
+        if view.get("status") == status or time.monotonic() > deadline:
+            return view  # type: ignore[no-any-return]
+        time.sleep(0.05)
+
+
+def test_a_waiting_execution_is_reachable_and_answerable_after_a_restart(tmp_path: Path) -> None:
+    settings: dict[str, Any] = {}
+    with serve(create_app(runtime_for(tmp_path), settings, adopt=True)) as url, httpx.Client(base_url=url) as http:
+        started = http.post("/v1/runnables/review/executions", json={"topic": "tides"})
+        assert started.status_code == 202, started.text
+        execution_id = started.json()["id"]
+        assert wait_for(http, f"/v1/executions/{execution_id}", "waiting")["status"] == "waiting"
+
+    # the first process is gone; a new one over the same store
+    with serve(create_app(runtime_for(tmp_path), settings, adopt=True)) as url, httpx.Client(base_url=url) as http:
+        view = http.get(f"/v1/executions/{execution_id}")
+        assert view.status_code == 200, view.text
+        assert view.json()["status"] == "waiting"
+        assert view.json()["waiting_for"]["signals"][0]["name"] == "approve"
+        assert http.get("/v1/executions/flow_doesnotexist").status_code == 404
+        answer = {"payload": {"approved": True}, "request_id": "r1"}
+        accepted = http.post(f"/v1/executions/{execution_id}/signals/approve", json=answer)
+        assert accepted.status_code == 202, accepted.text
+        done = wait_for(http, f"/v1/executions/{execution_id}", "completed")
+        assert done["status"] == "completed" and done["output"] == {"published": True}, done
+        again = http.post(f"/v1/executions/{execution_id}/signals/approve", json=answer)
+        assert again.status_code == 202, again.text  # the same request again: delivered once
+
+    with serve(create_app(runtime_for(tmp_path), settings, adopt=True)) as url, httpx.Client(base_url=url) as http:
+        final = http.get(f"/v1/executions/{execution_id}").json()
+        assert final["status"] == "completed" and final["output"] == {"published": True}

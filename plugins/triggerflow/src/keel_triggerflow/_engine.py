@@ -1079,7 +1079,9 @@ class FlowExecution:
             while True:
                 ctx = Context(self, scope, key, value, attempt)
                 if events:
-                    self._event("flow.step.started", {"path": key, "step": op.name, "attempt": attempt}, span=ctx.span_id)
+                    self._event(
+                        "flow.step.started", {"path": key, "step": op.name, "attempt": attempt}, span=ctx.span_id
+                    )
                 try:
                     if op.is_async or self._lease is None:
                         out = op.fn(ctx)

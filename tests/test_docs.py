@@ -79,6 +79,26 @@ async def _exercise(name: str, host: Any, capsys: pytest.CaptureFixture[str]) ->
         assert CliRunner().invoke(cli, ["hello"]).output == "hello\n"
     elif name == "keel_addhooks":
         assert host.pm.hook.my_plugin_formats.has_spec()
+    elif name == "keel_find_execution":
+        runtime = keel.Runtime(host)
+        runtime.use_store(keel.MemoryStore())
+        await runtime.store().put("acme", "jobs", "job_1", {"status": "completed", "result": 42})
+        found = await runtime.find_execution("job_1", "acme")
+        assert found.status is keel.ExecutionStatus.COMPLETED and await found.result() == 42
+        assert await runtime.find_execution("job_1", "acme") is found
+        with pytest.raises(keel.NotFoundError):
+            await runtime.find_execution("job_1", "globex")  # another tenant's: not found
+    elif name == "keel_adopt_executions":
+        import anyio
+
+        runtime = keel.Runtime(host)
+        store = runtime.use_store(keel.MemoryStore())
+        await store.put("default", "jobs", "job_1", {"status": "running"})
+        async with runtime:
+            await runtime.adopt_executions()
+            with anyio.fail_after(5):
+                while (await store.get("default", "jobs", "job_1")).value["status"] != "completed":
+                    await anyio.sleep(0.01)
 
 
 @pytest.mark.parametrize("name", [n for n, f in vars(hookspecs).items() if hasattr(f, "keel_spec")])

@@ -315,10 +315,39 @@ def keel_find_execution(
 
     Example::
 
+        import keel
+
+
+        class StoredJob:
+            # a job read back from the store (implements keel.Execution)
+
+            kind = "job"
+
+            def __init__(self, execution_id, tenant, row):
+                self.id, self.tenant, self.row = execution_id, tenant, row
+
+            @property
+            def status(self):
+                return keel.ExecutionStatus(self.row["status"])
+
+            async def events(self, since=0):
+                return
+                yield
+
+            async def result(self):
+                return self.row.get("result")
+
+            async def signal(self, name, payload=None, *, request_id=None):
+                raise keel.KeelError(f"job {self.id} waits for no signal")
+
+            async def cancel(self, reason="cancelled"):
+                pass
+
+
         @keel.hookimpl
         async def keel_find_execution(runtime, execution_id, tenant):
-            row = await runtime.store().get(tenant, "my-jobs", execution_id)
-            return None if row is None else MyJobExecution.adopt(runtime, row.value)
+            row = await runtime.store().get(tenant, "jobs", execution_id)
+            return None if row is None else StoredJob(execution_id, tenant, row.value)
     """
 
 
@@ -337,10 +366,20 @@ def keel_adopt_executions(runtime: Runtime) -> Awaitable[None] | None:
 
     Example::
 
+        import keel
+
+
+        async def finish(runtime, key):
+            await runtime.store().put("default", "jobs", key, {"status": "completed"})
+
+
         @keel.hookimpl
         async def keel_adopt_executions(runtime):
-            for job in await expired_jobs(runtime.store()):
-                runtime.task_group.start_soon(job.resume)
+            store = runtime.store()
+            for key in await store.list_keys("default", "jobs"):
+                row = await store.get("default", "jobs", key)
+                if row is not None and row.value["status"] == "running":  # its process died
+                    runtime.task_group.start_soon(finish, runtime, key)
     """
 
 

@@ -187,3 +187,75 @@ visible_to = ["planner", "tag:ops"]
     as_other = {row["name"] for row in actions("--start", "--agent", "someone")}
     assert "time_convert_time" in as_planner and "time_convert_time" not in as_other
     assert "edge_add" in as_other
+
+
+KEYED = (
+    STACK
+    + '\n[settings.mcp]\naudit_log = "audit/mcp.jsonl"\n[[settings.mcp.api_keys]]\nkey_env = "MCP_KEY"\ntenant = "acme"\n'
+)
+
+
+def start_http(folder: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [str(BIN / "keel"), "mcp", "serve", "--http", "--port", str(port), *args], cwd=folder,
+        env=clean_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return process, port
+        assert process.poll() is None, f"keel mcp serve --http exited: {process.stderr.read()}"  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "keel mcp serve --http did not listen within 60s"
+        time.sleep(0.1)
+
+
+async def test_http_serve_takes_the_gateway_credentials_and_audits_to_a_file(tmp_path: Path) -> None:
+    import httpx
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    (tmp_path / "keel.toml").write_text(KEYED)
+    process, port = start_http(tmp_path, "--tag", "edge", MCP_KEY="mcp-key-0123456789")
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+        accept = {"Accept": "application/json, text/event-stream"}
+        async with httpx.AsyncClient(timeout=30) as raw:
+            anonymous = await raw.post(url, json=hello, headers=accept)
+            wrong = await raw.post(url, json=hello, headers={**accept, "Authorization": "Bearer wrong-key"})
+        assert anonymous.status_code == 401 and wrong.status_code == 401
+        assert "authentication required" in anonymous.json()["error"]["message"]
+        headers = {"Authorization": "Bearer mcp-key-0123456789"}
+        http = httpx2.AsyncClient(headers=headers, timeout=30)
+        async with http, Client(streamable_http_client(url, http_client=http), cache=None) as client:
+            added = await client.call_tool("edge_add", {"a": 2, "b": 3})
+            wiped = await client.call_tool("edge_wipe", {"target": "/"})
+        assert text(added) == "5" and wiped.is_error
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    records = [json.loads(line) for line in (tmp_path / "audit" / "mcp.jsonl").read_text().splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("action.requested") == 2 and "action.completed" in kinds and "action.denied" in kinds
+    assert {r["tenant"] for r in records} == {"acme"}, "each call is recorded under the caller's tenant"
+    denied = next(r for r in records if r["kind"] == "action.denied")
+    assert denied["payload"]["policy"] == "keel.default" and "approver" in denied["payload"]
+
+
+def test_http_serve_without_credentials_refuses_a_public_address(stack: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "keel"), "mcp", "serve", "--http", "--host", "0.0.0.0", "--tag", "edge"], cwd=stack,
+        capture_output=True, text=True, timeout=60, env=clean_env(),
+    )  # fmt: skip
+    assert result.returncode != 0 and "refusing to listen on 0.0.0.0" in result.stderr
+
+
+async def test_stdio_serve_audits_to_a_json_lines_file_by_default(stack: Path) -> None:
+    async with Client(stdio_params(stack, "--tag", "edge"), cache=None) as client:
+        await client.call_tool("edge_add", {"a": 1, "b": 1})
+    lines = (stack / ".keel" / "audit" / "mcp-serve.jsonl").read_text().splitlines()
+    kinds = [json.loads(line)["kind"] for line in lines]
+    assert kinds[:1] == ["action.requested"] and "action.completed" in kinds

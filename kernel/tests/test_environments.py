@@ -231,3 +231,23 @@ async def test_an_actions_listing_that_fails_is_a_failed_start(tmp_path: Path) -
         (state,) = rt.environments.status()
         assert state.status == "failed" and "tools/list timed out" in state.error
     assert state.restarts == 1
+
+
+async def test_a_health_check_that_fails_says_why(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, '[environments.worker]\ndriver = "process"\nstart = "lazy"\nhealth_interval = 1\n')
+    async with rt:
+        env = await rt.environments.ensure("worker")
+
+        async def hang() -> keel.Health:
+            await anyio.sleep_forever()
+            raise AssertionError
+
+        async def bare() -> keel.Health:
+            raise RuntimeError
+
+        env.health = hang  # type: ignore[method-assign]
+        with anyio.fail_after(10):
+            hung = await rt.environments.check("worker")
+        assert hung.detail == "health check failed: TimeoutError: no answer within 1.0s"
+        env.health = bare  # type: ignore[method-assign]
+        assert (await rt.environments.check("worker")).detail == "health check failed: RuntimeError: RuntimeError()"

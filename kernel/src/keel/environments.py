@@ -241,11 +241,16 @@ class EnvironmentManager:
         if item.env is None:
             health = Health(ok=False, detail="not started")
         else:
+            limit = max(item.health_interval, 1.0)
             try:
-                with anyio.fail_after(max(item.health_interval, 1.0)):
+                with anyio.fail_after(limit):
                     health = await item.env.health()
+            except TimeoutError as err:
+                why = str(err) or f"no answer within {limit}s"
+                health = Health(ok=False, detail=f"health check failed: TimeoutError: {why}")
             except Exception as err:
-                health = Health(ok=False, detail=f"health check failed: {type(err).__name__}: {err}")
+                why = str(err) or repr(err)
+                health = Health(ok=False, detail=f"health check failed: {type(err).__name__}: {why}")
         item.state.last_health = health
         if not health.ok and item.state.status == "ready":
             self._set(item, "unhealthy", detail=health.detail)

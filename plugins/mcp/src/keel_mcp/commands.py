@@ -40,7 +40,18 @@ def mcp_group() -> None:
     "--approver", "approver_ref", metavar="MODULE:ATTR",
     help="who approves risky calls: an Approver object or a function(request) -> bool; none = deny (fail closed)",
 )  # fmt: skip
-@click.option("--approval-timeout", default=300.0, show_default=True, type=float, help="seconds; no answer = deny")
+@click.option(
+    "--approval-timeout", default=300.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+    help="seconds (> 0); no answer = deny",
+)  # fmt: skip
+@click.option(
+    "--insecure", is_flag=True,
+    help="HTTP: serve with no credentials in [settings.mcp] on a non-loopback address (only behind an authenticating proxy)",
+)  # fmt: skip
+@click.option(
+    "--audit-log", "audit_log", metavar="PATH", default=None,
+    help="JSON lines of every action.* record (default: [settings.mcp] audit_log, .keel/audit/mcp-serve.jsonl); '' = none",
+)  # fmt: skip
 def serve_cmd(
     names: tuple[str, ...],
     tags: tuple[str, ...],
@@ -52,6 +63,8 @@ def serve_cmd(
     path: str,
     approver_ref: str | None,
     approval_timeout: float,
+    insecure: bool,
+    audit_log: str | None,
 ) -> None:
     """Expose chosen Keel actions as an MCP server (stdio by default, or --http).
 
@@ -61,13 +74,33 @@ def serve_cmd(
         raise click.UsageError("choose what to offer: --action NAME, --tag TAG (repeatable) or --all")
     host_, stack = _state()
     approver = load_approver(approver_ref) if approver_ref else None
+    from keel.credentials import check_bind
+    from keel_mcp.server import ServeSettings
+
+    try:
+        settings = ServeSettings.model_validate(stack.settings("mcp"))
+        warning = check_bind(settings, host, insecure=insecure, server="mcp") if http else None
+    except (keel.KeelError, ValueError) as err:
+        raise click.UsageError(str(err)) from None
+    if warning:
+        click.secho(warning, err=True, fg="red", bold=True)
+    audit_path = settings.audit_log if audit_log is None else audit_log
 
     async def run() -> None:
-        from keel_mcp.server import build_server, selected, serve_http, serve_stdio
+        from keel_mcp.server import JsonLinesAudit, build_server, selected, serve_http, serve_stdio
 
+        audit = JsonLinesAudit(audit_path) if audit_path else None
+        if audit is not None:
+            click.echo(f"keel mcp serve: audit records go to {audit_path}", err=True)
         async with keel.Runtime(host_, stack) as runtime:
             server = build_server(
-                runtime, names=names, tags=tags, agent=agent, approver=approver, approval_timeout=approval_timeout
+                runtime,
+                names=names,
+                tags=tags,
+                agent=agent,
+                approver=approver,
+                approval_timeout=approval_timeout,
+                audit=audit,
             )
             offered = [spec.name for spec in selected(runtime, names, tags, agent)]
             unknown = [n for n in names if n not in offered]
@@ -78,9 +111,11 @@ def serve_cmd(
                     f"warning: not offered (unknown or not visible to {agent!r}): {', '.join(unknown)}", err=True
                 )
             if http:
-                await serve_http(server, host, port, path)
+                await serve_http(server, host, port, path, settings)
             else:
                 await serve_stdio(server)
+        if audit is not None:
+            audit.close()
 
     anyio.run(run)
 

@@ -9,6 +9,7 @@ asked of a model and no action runs.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,55 @@ def test_an_examples_recorded_executions_replay_with_no_divergence(
     db = RecordingDB(tmp_path / recording if recording else db_path)
     replayed = replay_completed(db, load(example))
     assert replayed and set(replayed) == {"invoice"}
+
+
+APP = """
+import json, anyio, keel
+from keel.testing import Reply, ScriptedModel
+
+@keel.action(risk="write")
+def notify(email: str) -> str:
+    "Notify someone."
+    with open("sent.txt", "a") as file:
+        file.write(email + "\\n")
+    return "sent"
+
+agent = keel.Agent("notifier", "INSTRUCTIONS", output={"done": bool}, actions=["notify"])
+
+async def main():
+    async with keel.Runtime.open() as runtime:
+        runtime.actions.add(notify)
+        call = keel.ToolCall(id="n1", name="notify", arguments={"email": "ada@example.com"})
+        runtime.use_model(ScriptedModel([Reply(tool_calls=[call]), json.dumps({"done": True})]))
+        print(await agent.run("go", runtime=runtime))
+
+if __name__ == "__main__":
+    anyio.run(main)
+"""
+
+
+def test_keel_replay_in_ci_uses_the_stacks_runnables_and_never_repeats_the_side_effect(tmp_path: Path) -> None:
+    """The CI path for real: an application records a run, it is exported to a folder, and
+    ``keel replay DIR`` (the installed command, the stack's ``runnables``) replays it; a changed
+    prompt makes it exit 1."""
+    app = tmp_path / "myapp.py"
+    app.write_text(APP.replace("INSTRUCTIONS", "Notify the user."), encoding="utf-8")
+    (tmp_path / "keel.toml").write_text('store = "memory"\nrunnables = ["myapp:agent"]\n', encoding="utf-8")
+    env = clean_env(PYTHONPATH=str(tmp_path))
+    keel_cli = str(Path(sys.executable).parent / "keel")
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+
+    assert run(sys.executable, str(app)).returncode == 0
+    listed = run(keel_cli, "devtools", "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    execution_id = json.loads(listed.stdout)[0]["id"]
+    assert run(keel_cli, "devtools", "export", execution_id, "-o", "recorded").returncode == 0
+    same = run(keel_cli, "replay", "recorded")
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "1 of 1 replayed with no divergence" in same.stdout
+    app.write_text(APP.replace("INSTRUCTIONS", "Notify the user at once."), encoding="utf-8")
+    changed = run(keel_cli, "replay", "recorded")
+    assert changed.returncode == 1 and "diverged at model-1 (messages[0].content)" in changed.stdout
+    assert (tmp_path / "sent.txt").read_text().splitlines() == ["ada@example.com"]  # only the recorded run sent it

@@ -156,6 +156,7 @@ class _Session:
         self.results: list[_ActionResult] = []
         self.native_schema = False
         self.comparisons: list[ModelComparison] = []
+        self.tools: dict[str, dict[str, Any]] = {}  # name -> the tool schema the model was shown
         by_span: dict[str, _ModelCall] = {}
         by_call: dict[str, _ActionResult] = {}
         for step, event in _steps(recording.events):
@@ -163,7 +164,10 @@ class _Session:
             if kind == "execution.started":
                 self.native_schema = bool(payload.get("native_schema"))
             elif kind == "model.request":
-                call = by_span[span] = _ModelCall(step, payload.get("request"))
+                request = payload.get("request")
+                for tool in (request or {}).get("tools") or []:
+                    self.tools.setdefault(tool.get("name"), tool)
+                call = by_span[span] = _ModelCall(step, request)
                 self.model_calls.append(call)
             elif kind in ("model.delta", "model.tool_call", "model.response") and span in by_span:
                 call = by_span[span]
@@ -314,8 +318,14 @@ def _served(session: _Session, spec: keel.ActionSpec | None, name: str) -> keel.
     if spec is not None:
         # today's schema and validation, the recording's result: the real handler never runs
         return spec.model_copy(update={"handler": handler, "timeout": None})
+    # an action today's runtime does not register (the application added it in code): shown to
+    # the model as the recording shows it, served from the recording
+    shown = session.tools.get(name) or {}
     return keel.ActionSpec(
-        name=name, description="(replayed from a recording)", parameters={"type": "object"}, handler=handler
+        name=name,
+        description=shown.get("description", ""),
+        parameters=shown.get("parameters") or {"type": "object", "properties": {}},
+        handler=handler,
     )
 
 
@@ -466,6 +476,21 @@ async def replay_all(
 # ------------------------------------------------------------------------------------------ CLI
 
 
+def _import_target(target: str) -> Any:
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ReplayError(
+            f"the stack's runnables entry {target!r} could not be imported: {err} (is its folder on PYTHONPATH?)"
+        ) from err
+    return found
+
+
 def replay_cli(ctx: Any, db_path: Path | None, target: str, *, live_model: bool, runnable: str | None) -> int:
     import click
 
@@ -485,7 +510,14 @@ def replay_cli(ctx: Any, db_path: Path | None, target: str, *, live_model: bool,
     if not items:
         raise click.ClickException(f"{target}: no execution files (*.jsonl) found")
     state = ctx.find_root().obj
-    factory = state.runtime if hasattr(state, "runtime") else keel.Runtime.from_stack
+
+    def factory() -> keel.Runtime:
+        runtime = state.runtime() if hasattr(state, "runtime") else keel.Runtime.from_stack()
+        for target in runtime.stack.config.runnables:  # the stack's runnables: today's code
+            found = _import_target(target)
+            if getattr(found, "name", None) not in runtime.runnables:
+                runtime.add(found)
+        return runtime
 
     async def main() -> list[ReplayResult]:
         return await replay_all(items, runtime_factory=factory, runnable=runnable, live_model=live_model)

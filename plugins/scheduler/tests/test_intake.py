@@ -11,6 +11,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keel_scheduler import JobStatus, Queue, Worker
 from keel_scheduler.intake import Intake, sign
@@ -169,3 +171,25 @@ async def test_through_a_real_server_on_loopback(queue: Queue) -> None:
         server.should_exit = True
     assert (ok.status_code, again.status_code, too_big.status_code) == (202, 200, 413)
     assert [j.input for j in await queue.list()] == [{"amount": 5}]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.binary(max_size=300),
+    signature=st.one_of(st.none(), st.text(max_size=120)),
+    delivery=st.one_of(st.none(), st.text(min_size=1, max_size=60).filter(lambda t: t.isprintable())),
+)
+async def test_no_unsigned_delivery_is_ever_recorded(
+    tmp_path_factory: pytest.TempPathFactory, body: bytes, signature: str | None, delivery: str | None
+) -> None:
+    """Whatever the body and headers, without the right MAC nothing is recorded (hostile input)."""
+    async with Queue(str(tmp_path_factory.mktemp("h") / "q.db")) as queue:
+        intake = Intake(queue, SOURCES, env=ENV)
+        headers = {}
+        if signature is not None:
+            headers["X-Keel-Signature"] = signature
+        if delivery is not None:
+            headers["X-Keel-Delivery"] = delivery
+        reply = await intake.receive("payments", headers, body)
+        assert reply.status in (401, 413), reply
+        assert await queue.list() == [] and await _inbox_rows(queue) == 0

@@ -249,3 +249,77 @@ async def test_a_foreign_answer_to_find_execution_is_refused(tmp_path: Path) -> 
             await runtime.find_execution("x", "default")
         with pytest.raises(NotFoundError):
             await Runtime(make_host()).find_execution("x", "default")
+
+
+async def test_a_deposed_owner_cannot_append_a_single_record(tmp_path: Path) -> None:
+    """Fencing: the owner's heartbeat stops (as when its event loop is blocked past the TTL);
+    another process takes the execution over; the old owner's step then completes, and its
+    append is refused: the history holds the new owner's records only."""
+    from keel_triggerflow._history import stream_name
+
+    gate = anyio.Event()
+    runs: list[str] = []
+
+    async def slow(ctx: Any) -> Any:
+        runs.append(ctx.idempotency_key)
+        await gate.wait()
+        return ctx.value + 1
+
+    flow = TriggerFlow("fenced")
+    flow.to(slow).to(lambda ctx: ctx.value * 10)
+    store = MemoryStore()
+    async with process(store, tmp_path) as first, process(store, tmp_path) as second:
+        old = flow.create_execution(first, lease_ttl=0.2)
+
+        async def no_heartbeat() -> None:
+            return None
+
+        old._heartbeat = no_heartbeat  # type: ignore[method-assign]
+        await old.start(1)
+        with anyio.fail_after(10):
+            while not runs:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.3)  # the lease expires: nobody renewed it
+        new = await flow.load(old.id, second, lease_ttl=5)
+        await new.resume()
+        with anyio.fail_after(10):
+            while len(runs) < 2:
+                await anyio.sleep(0.01)
+        gate.set()
+        with anyio.fail_after(10):
+            assert await new.result() == 20
+            with pytest.raises(FlowError, match="taken over by another process"):
+                await old.result()
+    records = [r.data for r in await store.read("default", stream_name(old.id))]
+    assert [r["t"] for r in records] == ["start", "c", "c", "end"], records
+    assert records[-1]["status"] == "completed"
+
+
+async def test_a_blocking_plain_chunk_keeps_its_lease(tmp_path: Path) -> None:
+    """A plain chunk runs in a worker thread: while it blocks past the TTL the heartbeat goes on,
+    so no other process can take the execution over."""
+    import time
+
+    from keel_triggerflow import LeaseError
+
+    started = anyio.Event()
+
+    def blocking(ctx: Any) -> Any:
+        anyio.from_thread.run_sync(started.set)
+        time.sleep(0.8)  # four lease TTLs
+        return ctx.value + 1
+
+    flow = TriggerFlow("blocking")
+    flow.to(blocking)
+    store = MemoryStore()
+    async with process(store, tmp_path) as first, process(store, tmp_path) as second:
+        owner = flow.create_execution(first, lease_ttl=0.2)
+        await owner.start(1)
+        with anyio.fail_after(10):
+            await started.wait()
+        await anyio.sleep(0.5)  # well past the TTL, while the chunk still blocks
+        other = await flow.load(owner.id, second)
+        with pytest.raises(LeaseError, match="owned by"):
+            await other.resume()
+        with anyio.fail_after(10):
+            assert await owner.result() == 2

@@ -744,7 +744,7 @@ class FlowExecution:
         self._lease = Lease(store, self.tenant, self.id, new_id("owner"), self._lease_ttl)
         await self._lease.acquire()
         seq = await store.last_seq(self.tenant, stream_name(self.id))
-        self._history = History(store, self.tenant, self.id, seq, self.durability)
+        self._history = History(store, self.tenant, self.id, seq, self.durability, self._lease)
         if seq == 0:
             start = {"t": "start", "flow": self.flow.name, "input": _jsonable(input), "dur": self.durability, "v": 2}
             if self.flow.ref:

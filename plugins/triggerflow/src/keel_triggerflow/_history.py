@@ -44,11 +44,16 @@ def inbox_name(execution_id: str) -> str:
 
 
 class History:
-    """Appends records in order. Concurrent committers share one append (group commit); every
-    append names the expected sequence, so a process that lost the execution cannot write."""
+    """Appends records in order. Concurrent committers share one append (group commit).
 
-    def __init__(self, store: Store, tenant: str, execution_id: str, seq: int, mode: str):
+    Fencing: every append is one transaction with a compare-and-set of the lease (the lease's
+    version is the fencing token, and the write renews it) and names the expected sequence; a
+    process whose lease another owner took cannot write a single record, even when its event loop
+    was blocked past the TTL and it does not know yet that it lost the execution."""
+
+    def __init__(self, store: Store, tenant: str, execution_id: str, seq: int, mode: str, lease: Lease | None = None):
         self.store = store
+        self.lease = lease
         self.tenant = tenant
         self.stream = stream_name(execution_id)
         self.seq = seq
@@ -75,20 +80,34 @@ class History:
         """Write ``record`` (and whatever is queued) and the index row's ``fields`` in one
         transaction: a crash keeps both or neither."""
         await self.flush()
+        execution_id = self.stream.removeprefix("triggerflow/")
+
+        async def ops() -> list[WriteOp]:
+            extra = await index_ops(self.store, self.tenant, execution_id, self.seq + 1, fields)
+            return [Append(self.stream, [record], expected_seq=self.seq), *extra]
+
+        await self._write(ops)
+
+    async def _write(self, build: Any) -> None:
+        """Run ``build()``'s ops with the lease fence in one transaction; retry when only our own
+        lease renewal or the index row moved in between; otherwise the execution is lost."""
         while True:
-            seq = self.seq + 1
-            ops = await index_ops(self.store, self.tenant, self.stream.removeprefix("triggerflow/"), seq, fields)
+            ops: list[WriteOp] = await build()
+            fence = self.lease.fence() if self.lease is not None else None
             try:
-                await self.store.transact(self.tenant, [Append(self.stream, [record], expected_seq=self.seq), *ops])
+                results = await self.store.transact(self.tenant, [*([fence] if fence else []), *ops])
             except ConflictError as err:
-                if await self.store.last_seq(self.tenant, self.stream) == self.seq:
-                    continue  # only the index row moved (a background write): read it again
+                owned = await self.lease.still_owned() if self.lease is not None else True
+                if owned and await self.store.last_seq(self.tenant, self.stream) == self.seq:
+                    continue  # our own heartbeat or a background index write moved a version
                 self.error = LeaseError(
-                    f"execution history {self.stream} was written by another process ({err}); "
-                    "this process no longer owns the execution"
+                    f"execution history {self.stream} was taken over by another process ({err}); "
+                    "this process no longer owns the execution and wrote nothing"
                 )
                 raise self.error from err
-            self.seq = seq
+            if self.lease is not None:
+                self.lease.version = results[0]
+            self.seq = results[1 if self.lease is not None else 0]
             return
 
     async def flush(self) -> None:
@@ -108,7 +127,14 @@ class History:
                 batch, self._pending = self._pending, []
                 done, self._done = self._done, anyio.Event()
                 try:
-                    self.seq = await self.store.append(self.tenant, self.stream, batch, expected_seq=self.seq)
+                    if self.lease is None:
+                        self.seq = await self.store.append(self.tenant, self.stream, batch, expected_seq=self.seq)
+                    else:
+
+                        async def ops(batch: list[dict[str, Any]] = batch) -> list[WriteOp]:
+                            return [Append(self.stream, batch, expected_seq=self.seq)]
+
+                        await self._write(ops)
                 except ConflictError as err:
                     self.error = LeaseError(
                         f"execution history {self.stream} was written by another process ({err}); "
@@ -159,16 +185,31 @@ class Lease:
             raise LeaseError(f"execution {self.key[6:]} was taken by another owner just now") from err
 
     async def renew(self) -> None:
-        try:
-            self.version = await self.store.put(
-                self.tenant,
-                NAMESPACE,
-                self.key,
-                {"owner": self.owner, "expires": time.time() + self.ttl},
-                expected_version=self.version,
-            )
-        except ConflictError as err:
-            raise LeaseError(f"lost the lease on execution {self.key[6:]}: another owner took it") from err
+        while True:
+            try:
+                self.version = await self.store.put(
+                    self.tenant,
+                    NAMESPACE,
+                    self.key,
+                    {"owner": self.owner, "expires": time.time() + self.ttl},
+                    expected_version=self.version,
+                )
+                return
+            except ConflictError as err:
+                if not await self.still_owned():  # else: a history append renewed it in between
+                    raise LeaseError(f"lost the lease on execution {self.key[6:]}: another owner took it") from err
+
+    def fence(self) -> Put:
+        """The op that makes a transaction conditional on still holding the lease (and renews it)."""
+        return Put(NAMESPACE, self.key, {"owner": self.owner, "expires": time.time() + self.ttl}, self.version)
+
+    async def still_owned(self) -> bool:
+        """Whether the lease is still ours (re-read; takes its current version when it is)."""
+        current = await self.store.get(self.tenant, NAMESPACE, self.key)
+        if current is None or (current.value or {}).get("owner") != self.owner:
+            return False
+        self.version = current.version
+        return True
 
     async def release(self) -> None:
         try:

@@ -70,6 +70,6 @@ def test_plugins_md_section_1_runs_as_written(tmp_path: Path) -> None:
     env = clean_env(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{BIN}:/usr/bin:/bin")
     done = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, cwd=repo, timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert re.search(r"^wordtools\s+loaded\s+keel-wordtools 0\.1\.0$", done.stdout, re.M), done.stdout
+    assert re.search(r"^wordtools\s+loaded\s+keel-wordtools 0\.1\.0\b", done.stdout, re.M), done.stdout
     assert re.search(r"\d+ passed", done.stdout), done.stdout
     assert (tmp_path / "keel-wordtools" / "src" / "keel_wordtools" / "plugin.py").is_file()

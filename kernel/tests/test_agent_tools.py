@@ -10,7 +10,7 @@ import pytest
 
 import keel
 from keel.policy import CallbackApprover
-from keel.testing import Reply, ScriptedModel
+from keel.testing import Reply, ScriptedModel, make_host
 
 VENDOR = {"vendor": (str, "who issued it"), "country": (str, "ISO country code")}
 deleted: list[int] = []
@@ -153,3 +153,56 @@ async def test_events_carry_what_a_replay_needs(keel_runtime: keel.Runtime) -> N
     assert by_kind["execution.completed"][0].payload["output"] == data
     dumped = by_kind["model.request"][0].model_dump(mode="json")
     assert dumped["payload"]["request"]["messages"][-1]["content"] == "Invoice from Nordlys AS"
+
+
+async def test_clock_random_and_id_draws_inside_an_execution_are_recorded(keel_runtime: keel.Runtime) -> None:
+    from keel import draws
+
+    @keel.action(risk="read")
+    def stamp(label: str) -> dict[str, Any]:
+        """Stamp a label with a time, a lot number and an id."""
+        return {"label": label, "at": draws.now(), "lot": draws.random(), "id": draws.uuid()}
+
+    keel_runtime.actions.add(stamp)
+    keel_runtime.use_model(ScriptedModel([Reply(tool_calls=[call("stamp", label="x")]), FINAL]))
+    execution = await keel.Agent("stamper", "Stamp.", output=VENDOR, actions=["stamp"]).start(
+        "go", runtime=keel_runtime
+    )
+    await execution.get_data()
+    drawn = [e.payload for e in execution._events if e.kind == "draw"]
+    assert [d["kind"] for d in drawn] == ["clock", "random", "id"]
+    result = json.loads(next(e for e in execution._events if e.kind == "action.completed").payload["content"])
+    assert [result["at"], result["lot"], result["id"]] == [d["value"] for d in drawn]
+    # a replay serves them instead
+    keel_runtime.draw_source = lambda execution, kind: {"clock": 1.5, "random": 0.25, "id": "fixed"}[kind]
+    keel_runtime.use_model(ScriptedModel([Reply(tool_calls=[call("stamp", label="y")]), FINAL]))
+    again = await keel.Agent("stamper", "Stamp.", output=VENDOR, actions=["stamp"]).start("go", runtime=keel_runtime)
+    await again.get_data()
+    served = json.loads(next(e for e in again._events if e.kind == "action.completed").payload["content"])
+    assert (served["at"], served["lot"], served["id"]) == (1.5, 0.25, "fixed")
+    # outside an execution, a draw is a plain one and records nothing
+    assert isinstance(draws.now(), float) and len(draws.uuid()) == 32
+
+
+def test_a_draw_in_a_worker_thread_is_recorded_from_the_event_loop_thread() -> None:
+    import threading
+
+    from keel import draws
+
+    threads: list[str] = []
+
+    async def main() -> None:
+        async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+            execution = keel.AgentExecution(keel.Agent("t", "x"), "in", runtime=runtime, model=ScriptedModel(["ok"]))
+            original = execution.emit
+
+            def spy(kind: str, payload: dict[str, Any], **kw: Any) -> keel.RuntimeEvent:
+                threads.append(threading.current_thread().name)
+                return original(kind, payload, **kw)
+
+            execution.emit = spy  # type: ignore[method-assign]
+            with draws.drawing(execution._draw):
+                await anyio.to_thread.run_sync(draws.now)
+
+    anyio.run(main)
+    assert threads == [threading.main_thread().name]

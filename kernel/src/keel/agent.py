@@ -18,7 +18,7 @@ import json
 import re
 import time
 import tomllib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from pydantic import BaseModel
 
+from keel import draws
 from keel.actions import call_action
 from keel.errors import (
     AgentTimeoutError,
@@ -531,6 +532,19 @@ class AgentExecution:
         self._notify()
         return event
 
+    def _draw(self, kind: str, real: Callable[[], Any]) -> Any:
+        """A clock reading, random number or id taken inside this execution (``keel.draws``):
+        served by the runtime's ``draw_source`` when one is set (a replay), else drawn; recorded."""
+        source = self.runtime.draw_source
+        value = real() if source is None else source(self, kind)
+        try:
+            anyio.get_current_task()
+        except RuntimeError:  # a sync action in a worker thread: record from the event loop's thread
+            anyio.from_thread.run_sync(self.emit, "draw", {"kind": kind, "value": value})
+        else:
+            self.emit("draw", {"kind": kind, "value": value})
+        return value
+
     # ------------------------------------------------------------------------------- running
 
     async def _run(self) -> None:
@@ -544,9 +558,8 @@ class AgentExecution:
             )
             return
         try:
-            with self._scope:
-                with anyio.move_on_after(agent.timeout) as deadline:
-                    await self._execute()
+            with self._scope, anyio.move_on_after(agent.timeout) as deadline, draws.drawing(self._draw):
+                await self._execute()
             if self._status.finished:
                 pass
             elif deadline.cancelled_caught:

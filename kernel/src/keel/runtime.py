@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,9 @@ class Runtime:
         self.host = host or PluginHost()
         #: who approves actions that policy says need approval; ``None`` = deny them (fail closed)
         self.approver = approver
+        #: ``source(execution, kind)`` serves the clock, random and id draws of executions
+        #: (``keel.draws``) instead of drawing them: a replay sets it; ``None`` = draw for real
+        self.draw_source: Callable[[Any, str], Any] | None = None
         self.stack = stack or Stack()
         self.bus = EventBus(self.host.observers(self), buffer=buffer)
         self.runnables = RunnableRegistry()

@@ -183,3 +183,44 @@ async def test_keel_replay_dir_exits_non_zero_on_divergence_for_ci(
     assert changed.exit_code == 1
     assert changed.output.count("DIVERGED") == 2 and "model-1" in changed.output
     assert side_effects.read_text().count("\n") == 2  # two recordings made, nothing replayed sent anything
+
+
+async def test_an_actions_clock_random_and_id_draws_are_recorded_and_its_result_served(
+    host: keel.PluginHost, recorder: Recorder
+) -> None:
+    from keel import draws
+
+    made: list[str] = []
+
+    @keel.action(risk="write")
+    def open_ticket(title: str) -> dict[str, Any]:
+        """Open a ticket."""
+        made.append(title)
+        urgent = draws.random() < 0.5  # code that branches on a draw
+        return {"id": draws.uuid(), "at": draws.now(), "queue": "urgent" if urgent else "normal"}
+
+    agent = keel.Agent("tickets", "Open a ticket.", output={"id": str, "queue": str}, actions=["open_ticket"])
+
+    def answer(request: keel.ModelRequest) -> Any:
+        if request.messages[-1].role != "tool":
+            return Reply(tool_calls=[keel.ToolCall(id="t1", name="open_ticket", arguments={"title": "disk full"})])
+        ticket = json.loads(request.messages[-1].content)
+        return json.dumps({"id": ticket["id"], "queue": ticket["queue"]})
+
+    async with keel.Runtime(host, keel.Stack()) as runtime:
+        runtime.actions.add(open_ticket)
+        runtime.use_model(ScriptedModel(answer))
+        execution = await agent.start("the disk is full", runtime=runtime)
+        original = await execution.result()
+    assert recorder.flush()
+    rows = [r for r in recorder.db.events(execution.id) if r["kind"] == "draw"]
+    assert [(r["step"], r["event"]["payload"]["kind"]) for r in rows] == [
+        ("draw/random", "random"), ("draw/id", "id"), ("draw/clock", "clock"),
+    ]  # fmt: skip
+    assert rows[1]["event"]["payload"]["value"] == original.id  # the evidence of what the action drew
+    async with keel.Runtime(host, keel.Stack()) as runtime:
+        runtime.actions.add(open_ticket)
+        runtime.add(agent)
+        result = await replay(Recording.from_db(recorder.db, execution.id), runtime=runtime)
+    assert result.ok, result.divergence
+    assert result.output == original and made == ["disk full"]  # served, not made again

@@ -157,12 +157,15 @@ class _Session:
         self.native_schema = False
         self.comparisons: list[ModelComparison] = []
         self.tools: dict[str, dict[str, Any]] = {}  # name -> the tool schema the model was shown
+        self.draws: dict[str, list[Any]] = {}  # kind -> the values drawn, in order
         by_span: dict[str, _ModelCall] = {}
         by_call: dict[str, _ActionResult] = {}
         for step, event in _steps(recording.events):
             kind, payload, span = event["kind"], event.get("payload") or {}, event.get("span_id") or ""
             if kind == "execution.started":
                 self.native_schema = bool(payload.get("native_schema"))
+            elif kind == "draw":
+                self.draws.setdefault(str(payload.get("kind")), []).append(payload.get("value"))
             elif kind == "model.request":
                 request = payload.get("request")
                 for tool in (request or {}).get("tools") or []:
@@ -220,6 +223,18 @@ class _Session:
         raise self.diverge(
             ReplayDivergence(first.step, found[1], found[2], where=found[0], source=self.recording.source)
         )
+
+    def serve_draw(self, execution: Any, kind: str) -> Any:
+        """The next recorded clock reading, random number or id (``keel.draws``). Draws made by
+        an action are not made again (the action's result is served), so only code outside
+        actions asks here."""
+        recorded = self.draws.get(kind)
+        if not recorded:
+            raise self.diverge(
+                ReplayDivergence(f"draw/{kind}", None, f"a {kind} draw the recording does not hold",
+                                 source=self.recording.source)
+            )  # fmt: skip
+        return recorded.pop(0)
 
     def next_call(self) -> _ModelCall | None:
         for call in self.model_calls:
@@ -442,6 +457,7 @@ async def replay(
         else:
             runtime.actions.replace(replacement, runtime.actions.source(name))
     runtime.approver = _ReplayApprover(session)
+    runtime.draw_source = session.serve_draw
     execution = await target.start(header.get("input"), runtime=runtime, tenant=header.get("tenant") or "default")
     output: Any = None
     with anyio.move_on_after(timeout):

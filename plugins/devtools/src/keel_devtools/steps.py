@@ -3,7 +3,8 @@
 An agent's events get ``model-N`` (the N-th model call of the execution: a retry or a tool round
 is a new call), ``model-N/<action>-K`` (the K-th call of that action the answer asked for) and
 ``model-N/output`` (the validation of that answer); a flow's events carry their own ``path`` (``flow/<path>``), its waits
-``wait/<name>``; the execution's own events are ``execution``. Environment events, which belong to
+``wait/<name>``; the clock, random and id draws ``draw/<kind>``; the execution's own events are
+``execution``. Environment events, which belong to
 no execution, are ``env/<name>``. Two executions of the same code give the same paths, whatever
 their ids, so a comparison and a replay can line them up.
 """
@@ -64,6 +65,8 @@ class StepPaths:
                 return known
             name = str(payload.get("action", "action"))
             return f"action/{name}/{call_id}"
+        if kind == "draw":
+            return f"draw/{payload.get('kind', '')}"
         if kind.startswith("output."):
             return f"model-{state.model}/output"
         if kind.startswith("flow."):

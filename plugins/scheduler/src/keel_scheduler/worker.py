@@ -95,6 +95,7 @@ class Worker:
         self._finishing: dict[str, _Running] = {}
         self._pending: list[tuple[Job, Any]] = []
         self._pending_event = anyio.Event()
+        self._refused: set[str] = set()
 
     # ------------------------------------------------------------------------------------- run
 
@@ -278,10 +279,12 @@ class Worker:
             assert slot.execution is not None
             try:
                 await slot.execution.signal(signal["name"], signal["payload"], request_id=signal["request_id"])
-            except KeelError as err:
-                self._tell("signal", slot.job, f"signal {signal['name']!r} refused: {err}")
-            else:
-                self._tell("signal", slot.job, f"signal {signal['name']!r} delivered")
+            except KeelError as err:  # not waiting for it yet, say: kept, and offered again next round
+                if signal["id"] not in self._refused:
+                    self._refused.add(signal["id"])
+                    self._tell("signal", slot.job, f"signal {signal['name']!r} not taken yet: {err}")
+                continue
+            self._tell("signal", slot.job, f"signal {signal['name']!r} delivered")
             await self.queue.mark_delivered(signal["id"])
 
     # ----------------------------------------------------------------------------- reporting

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -97,7 +97,7 @@ class ContainedExecution:
     def __init__(self, inner: Execution):
         self._inner = inner
         self._failure: BaseException | None = None
-        self._failed = anyio.Event()
+        self._waiters: set[anyio.CancelScope] = set()
         self.id = inner.id
         self.kind = inner.kind
         self.tenant = inner.tenant
@@ -114,7 +114,8 @@ class ContainedExecution:
     def fail(self, cause: BaseException) -> None:
         if self._failure is None and not self._inner.status.finished:
             self._failure = cause
-            self._failed.set()
+            for scope in list(self._waiters):
+                scope.cancel()
 
     @property
     def status(self) -> ExecutionStatus:
@@ -124,32 +125,28 @@ class ContainedExecution:
         cause = self._failure
         return f"the execution crashed: {type(cause).__name__}: {cause}" if cause is not None else ""
 
+    async def _until_failed(self, waiting: Awaitable[Any]) -> Any:
+        """Await ``waiting``, or return ``_END`` as soon as this execution crashes (no task per
+        call: a cancel scope that :meth:`fail` cancels)."""
+        if self._failure is not None:
+            close = getattr(waiting, "close", None)
+            if callable(close):
+                close()  # never awaited: say so to the coroutine, not to the warnings log
+            return _END
+        with anyio.CancelScope() as scope:
+            self._waiters.add(scope)
+            try:
+                return await waiting
+            finally:
+                self._waiters.discard(scope)
+        return _END  # cancelled by fail(); a cancellation of the caller itself still propagates
+
     async def _next(self, iterator: AsyncIterator[Any]) -> Any:
         """The iterator's next item, or ``_END`` when it ends or this execution crashed first."""
-        if self._failure is not None:
+        try:
+            return await self._until_failed(iterator.__anext__())
+        except StopAsyncIteration:
             return _END
-        found: list[Any] = []
-        raised: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-
-            async def take() -> None:
-                try:
-                    found.append(await iterator.__anext__())
-                except StopAsyncIteration:
-                    found.append(_END)
-                except Exception as err:  # raised as itself below, not inside an exception group
-                    raised.append(err)
-                tg.cancel_scope.cancel()
-
-            async def crashed() -> None:
-                await self._failed.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(take)
-            tg.start_soon(crashed)
-        if raised:
-            raise raised[0]
-        return found[0] if found else _END
 
     async def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
         last = since
@@ -180,30 +177,10 @@ class ContainedExecution:
         return value
 
     async def result(self) -> Any:
-        if self._failure is not None:
+        found = await self._until_failed(self._inner.result())
+        if found is _END and self._failure is not None:
             raise ExecutionCrashed(f"execution {self.id} failed: {self._reason()}") from self._failure
-        waiter: list[Any] = []
-        raised: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-
-            async def wait_result() -> None:
-                try:
-                    waiter.append(await self._inner.result())
-                except Exception as err:  # raised as itself below, not inside an exception group
-                    raised.append(err)
-                tg.cancel_scope.cancel()
-
-            async def crashed() -> None:
-                await self._failed.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(wait_result)
-            tg.start_soon(crashed)
-        if raised:
-            raise raised[0]
-        if waiter:
-            return waiter[0]
-        raise ExecutionCrashed(f"execution {self.id} failed: {self._reason()}") from self._failure
+        return found
 
     async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
         if self._failure is not None:

@@ -38,6 +38,15 @@ APPROVER = """
 def approve(request):
     "Approve wiping the scratch folder only."
     return request.action == "edge_wipe" and request.arguments.get("target") == "/scratch"
+
+
+def sloppy(request):
+    "Answer in words: a truthy string is not a yes."
+    return "no"
+
+
+def explode(request):
+    raise RuntimeError("approval service down at internal-host:9000")
 """
 
 
@@ -259,3 +268,15 @@ async def test_stdio_serve_audits_to_a_json_lines_file_by_default(stack: Path) -
     lines = (stack / ".keel" / "audit" / "mcp-serve.jsonl").read_text().splitlines()
     kinds = [json.loads(line)["kind"] for line in lines]
     assert kinds[:1] == ["action.requested"] and "action.completed" in kinds
+
+
+@pytest.mark.parametrize("approver", ["approvals:sloppy", "approvals:explode"])
+async def test_a_sloppy_or_failing_approver_is_a_denial_over_mcp(stack: Path, approver: str) -> None:
+    params = stdio_params(stack, "--action", "edge_wipe", "--approver", approver)
+    async with Client(params, cache=None) as client:
+        wiped = await client.call_tool("edge_wipe", {"target": "/scratch"})
+    assert wiped.is_error, "never a JSON-RPC error, never an approval"
+    error = json.loads(text(wiped))["error"]
+    assert error["type"] == "denied" and "internal-host" not in error["message"]
+    lines = (stack / ".keel" / "audit" / "mcp-serve.jsonl").read_text().splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == ["action.requested", "action.denied"]

@@ -207,3 +207,63 @@ async def test_every_job_runs_once_with_several_workers(backend: Backend, concur
     finally:
         for q in queues:
             await q.aclose()
+
+
+class _Nap:
+    """A third-party runnable whose own task raises on input it trusted (sleep for a string)."""
+
+    name = "nap"
+    kind = "nap"
+    description = "sleeps for input['seconds']"
+
+    def input_schema(self) -> dict[str, Any]:
+        return {"type": "object"}
+
+    def output_schema(self) -> dict[str, Any]:
+        return {}
+
+    async def start(self, input: Any, *, runtime: keel.Runtime, tenant: str = "default") -> keel.Execution:
+        log: keel.EventLog[keel.RuntimeEvent] = keel.EventLog()
+        done = anyio.Event()
+
+        class Nap:
+            id, kind = keel.new_id("nap"), "nap"
+
+            def __init__(self) -> None:
+                self.tenant = tenant
+
+            @property
+            def status(self) -> keel.ExecutionStatus:
+                return keel.ExecutionStatus.COMPLETED if done.is_set() else keel.ExecutionStatus.RUNNING
+
+            def events(self, since: int = 0) -> AsyncIterator[keel.RuntimeEvent]:
+                return log.follow(since, done.is_set)
+
+            async def result(self) -> Any:
+                await done.wait()
+                return "rested"
+
+            async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
+                raise keel.ConflictError("no signals")
+
+            async def cancel(self, reason: str = "cancelled") -> None:
+                done.set()
+
+        async def nap() -> None:
+            await anyio.sleep(input["seconds"])
+            done.set()
+
+        runtime.task_group.start_soon(nap)
+        return Nap()
+
+
+async def test_a_runnable_whose_task_crashes_fails_its_job_not_the_worker(queue: Queue) -> None:
+    async with _runtime(_Nap()) as runtime:
+        bad = await queue.enqueue("nap", {"seconds": "forever"}, max_attempts=1)
+        good = await queue.enqueue("nap", {"seconds": 0}, max_attempts=1)
+        with anyio.fail_after(30):
+            await Worker(queue, runtime, poll_interval=0.05).run(drain=True)
+        assert runtime.health() == (True, "ok")
+    failed = await queue.get(bad.id)
+    assert failed.status == JobStatus.FAILED and "TypeError" in failed.errors[0]["error"]
+    assert (await queue.get(good.id)).status == JobStatus.COMPLETED

@@ -267,7 +267,7 @@ async def _run_case(
     started = time.perf_counter()
     try:
         with anyio.move_on_after(timeout) as deadline:
-            execution = await runnable.start(case.input, runtime=runtime, tenant=tenant)
+            execution = await runtime.start(runnable, case.input, tenant=tenant)  # a crash fails this case only
             run.execution_id = execution.id
             answered: set[str] = set()
             async for event in execution.events():

@@ -156,9 +156,9 @@ class Worker:
                 return
             try:
                 with slot.scope:
-                    execution = await runnable.start(job.input, runtime=self.runtime, tenant=job.tenant)
+                    # through the runtime: a task of this execution that raises fails this job only
+                    execution = await self.runtime.start(runnable, job.input, tenant=job.tenant)
                     slot.execution = execution
-                    self.runtime.executions.add(execution)
                     follow = anyio.CancelScope()
                     self._tg.start_soon(self._follow, job, execution, follow)
                     try:

@@ -129,3 +129,22 @@ async def test_health_reports_a_runtime_that_is_not_running() -> None:
         assert not ok and "stopped" in why
         with pytest.raises(keel.KeelError, match="the runtime has stopped"):
             runtime.task_group  # noqa: B018
+
+
+async def test_a_task_started_with_start_is_contained_once_it_reported_started() -> None:
+    async def early(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        raise RuntimeError("could not bind")
+
+    async def late(*, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started("listening")
+        await anyio.sleep(0)
+        raise RuntimeError("lost the socket")
+
+    async with keel.Runtime(make_host()) as runtime:
+        with pytest.raises(RuntimeError, match="could not bind"):
+            await runtime.task_group.start(early)  # before started: the starter hears of it
+        assert await runtime.task_group.start(late) == "listening"
+        with anyio.fail_after(5):
+            while runtime.failed_tasks == 0:
+                await anyio.sleep(0.01)
+        assert runtime.health() == (True, "ok")

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from keel.errors import KeelError
 from keel.events import RuntimeEvent
@@ -81,7 +81,27 @@ class GuardedTaskGroup:
     async def start(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: object = None) -> Any:
         """As ``TaskGroup.start``: a task that fails before it reports ``started`` raises here, to
         the one who started it; once started, its failure is contained like any other."""
-        return await self._inner.start(func, *args, name=name)
+        label = str(name) if name is not None else getattr(func, "__qualname__", repr(func))
+        failed = self._on_failure
+
+        async def guarded(*args: Any, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> Any:
+            reported = False
+
+            class Status:
+                def started(self, value: Any = None) -> None:
+                    nonlocal reported
+                    reported = True
+                    task_status.started(value)
+
+            try:
+                return await func(*args, task_status=Status())
+            except Exception as err:
+                if not reported:
+                    raise
+                failed(err, label, OWNER.get())
+                return None
+
+        return await self._inner.start(guarded, *args, name=name)
 
 
 _END = object()

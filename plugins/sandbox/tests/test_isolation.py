@@ -20,8 +20,8 @@ PG_SOCKET = Path("/var/run/postgresql/.s.PGSQL.5432")
 CONNECT = """
 import socket, sys
 for path in sys.argv[1:] if len(sys.argv) > 1 else open("targets").read().split():
-    s = socket.socket(socket.AF_UNIX)
     try:
+        s = socket.socket(socket.AF_UNIX)
         s.connect(path.replace("@", "\\0", 1) if path.startswith("@") else path)
         print("CONNECTED", path)
     except OSError as err:
@@ -102,7 +102,7 @@ async def test_the_run_folder_stays_usable_under_the_covers() -> None:
         "open(os.path.join(tempfile.gettempdir(), 'scratch'), 'w').write('x'); print('TMPDIR OK')\n"
         "print(sorted(os.listdir('/tmp')) == [os.getcwd().split('/')[2]] or os.listdir('/tmp'))\n"
     )
-    result = await sandbox().run_script("python", code)
+    result = await sandbox(unix_sockets=True).run_script("python", code)
     assert result.ok, result
     assert "OWN OK" in result.stdout and "TMPDIR OK" in result.stdout
     assert result.stdout.splitlines()[-1] == "True", "the host's /tmp shows nothing but the run's own folder"
@@ -180,3 +180,30 @@ async def test_the_number_of_files_a_run_creates_is_capped() -> None:
     result = await sandbox(max_inodes=200, max_collected_files=0).run_script("python", code)
     assert not result.ok and "No space left on device" in result.stderr
     assert "max_inodes = 200" in result.message
+
+
+@pytest.mark.skipif(not CAPS.unix_filter, reason="no seccomp filter on this machine")
+async def test_a_unix_socket_outside_the_covered_folders_is_refused_by_the_filter() -> None:
+    folder = Path("/var/lib") / f"keel-sock-test-{os.getpid()}"
+    try:
+        folder.mkdir(mode=0o755)
+    except OSError as err:
+        pytest.skip(f"cannot make a folder outside /run and /tmp: {err}")
+    path = str(folder / "service.sock")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(path)
+        os.chmod(path, 0o777)  # a careless service: every user may connect
+        server.listen(8)
+        with anyio.fail_after(60):
+            filtered = await sandbox(network=False).run_script("python", CONNECT, files={"targets": path})
+            allowed = await sandbox(network=False, unix_sockets=True).run_script(
+                "python", CONNECT, files={"targets": path}
+            )
+    finally:
+        server.close()
+        os.unlink(path)
+        folder.rmdir()
+    assert "CONNECTED" in allowed.stdout, "control: without the filter the socket is reachable"
+    assert "REFUSED" in filtered.stdout and "PermissionError" in filtered.stdout, filtered
+    assert filtered.enforced["unix_sockets_filtered"] and not allowed.enforced["unix_sockets_filtered"]

@@ -143,6 +143,45 @@ def readonly_except(folder: str) -> None:
                 raise
 
 
+#: per machine: (AUDIT_ARCH_*, the socket(2) syscall number)
+SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}
+
+
+def deny_unix_sockets() -> None:
+    """A seccomp filter: ``socket(AF_UNIX, ...)`` fails with EACCES, for this process and every
+    child (``socketpair`` stays allowed: pipes between a run's own processes need it). A system
+    call of another ABI (32-bit, x32) fails with EPERM, so the filter cannot be gone around."""
+    machine = os.uname().machine
+    if machine not in SECCOMP_ARCH:
+        raise OSError(95, f"no seccomp filter for {machine}")
+    arch, socket_nr = SECCOMP_ARCH[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, errno_ret = 0x7FFF0000, 0x00050000
+    program = [
+        (ld, 0, 0, 4),  # arch
+        (jeq, 1, 0, arch),
+        (ret, 0, 0, errno_ret | 1),  # another ABI: EPERM
+        (ld, 0, 0, 0),  # syscall number
+        (jge, 4, 0, 0x40000000),  # x32: EACCES
+        (jeq, 0, 2, socket_nr),
+        (ld, 0, 0, 16),  # low half of the first argument: the address family
+        (jeq, 1, 0, 1),  # AF_UNIX
+        (ret, 0, 0, allow),
+        (ret, 0, 0, errno_ret | 13),  # EACCES
+    ]
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    filters = (Filter * len(program))(*[Filter(*row) for row in program])
+    prog = Program(len(program), filters)
+    _call("prctl", 38, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))  # NO_NEW_PRIVS
+    _call("prctl", 22, ctypes.c_ulong(2), ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0))  # SECCOMP filter
+
+
 def drop_to(uid: int) -> None:
     os.setgroups([])
     os.setgid(uid)
@@ -176,6 +215,7 @@ def probe(uid: int, folder: str) -> None:
                 os._exit(1)
         found[key] = os.waitpid(pid, 0)[1] == 0
     found["pidns"] = found["mountns"] and _probe_pidns(folder)
+    found["unix_filter"] = _probe_unix_filter()
     found["tmpfs_quota"] = _probe_tmpfs(folder)
     if os.geteuid() == 0:
         try:
@@ -206,6 +246,26 @@ def _probe_pidns(folder: str) -> bool:
             os._exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
         except BaseException as err:
             sys.stderr.write(f"pidns: {err}\n")
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _probe_unix_filter() -> bool:
+    import socket
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            deny_unix_sockets()
+            try:
+                socket.socket(socket.AF_UNIX).close()
+            except PermissionError:
+                socket.socketpair()[0].close()
+                socket.socket(socket.AF_INET).close()
+                os._exit(0)
+            os._exit(3)
+        except BaseException as err:
+            sys.stderr.write(f"seccomp: {err}\n")
             os._exit(1)
     return os.waitpid(pid, 0)[1] == 0
 
@@ -283,6 +343,8 @@ def start(config: dict[str, Any]) -> None:
         resource.setrlimit(getattr(resource, name), (soft, hard))
     if config["uid"] is not None:
         drop_to(config["uid"])
+    if config.get("deny_unix_sockets"):
+        deny_unix_sockets()
     os.umask(0o077)
     os.chdir(config["cwd"])
     argv = config["argv"]

@@ -99,6 +99,11 @@ class SandboxConfig(BaseModel):
         default=256, ge=1, description="total size of everything a run writes (a tmpfs per run, when root)"
     )
     max_inodes: int = Field(default=10_000, ge=16, description="files and folders a run may create in all")
+    unix_sockets: bool = Field(
+        default=False,
+        description="with network = false, let the run create Unix sockets (otherwise a seccomp filter refuses "
+        "socket(AF_UNIX), so no local service is reachable wherever its socket lives)",
+    )
     max_collected_files: int = Field(default=100, ge=0, description="produced files reported per run")
     languages: list[Language] = Field(default_factory=lambda: list(LANGUAGES), description="which run_* actions")
     prefix: str = Field(default="", description="prepended to the action names (two sandboxes side by side)")
@@ -176,11 +181,13 @@ class Capabilities:
     detail: str
     pid_namespace: bool = False
     disk_quota: bool = False
+    unix_filter: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "network_isolation": self.network_isolation, "readonly_filesystem": self.readonly_filesystem,
             "own_user": self.own_user, "pid_namespace": self.pid_namespace, "disk_quota": self.disk_quota,
+            "unix_filter": self.unix_filter,
             "detail": self.detail,
         }  # fmt: skip
 
@@ -213,6 +220,7 @@ def _probe() -> Capabilities:
         network_isolation=bool(found.get("netns")), readonly_filesystem=bool(found.get("mountns")),
         own_user=bool(found.get("setuid")), detail=done.stderr.strip().replace("\n", "; "),
         pid_namespace=bool(found.get("pidns")), disk_quota=bool(found.get("tmpfs_quota")),
+        unix_filter=bool(found.get("unix_filter")),
     )  # fmt: skip
 
 
@@ -341,6 +349,7 @@ class Sandbox:
         env = {"PATH": MINIMAL_PATH, "HOME": str(folder), "TMPDIR": str(folder / "tmp"), "LANG": "C.UTF-8"}
         env.update({name: os.environ[name] for name in cfg.env if name in os.environ})
         pid_namespace = readonly and self.capabilities.pid_namespace
+        unix_filtered = not cfg.network and not cfg.unix_sockets and self.capabilities.unix_filter
         config = {
             "isolate_network": isolate,
             "readonly_root": readonly,
@@ -350,6 +359,7 @@ class Sandbox:
             "argv": argv,
             "env": env,
             "pid_namespace": pid_namespace,
+            "deny_unix_sockets": unix_filtered,
         }
         config_fd = _config_descriptor(json.dumps(config).encode())
         started = time.monotonic()
@@ -399,7 +409,7 @@ class Sandbox:
                 produced = await self._collect(folder, inputs, hidden, uid, run_id)
         return self._result(
             run_id, returncode, timed_out, out, err, duration, produced, outside, isolate, readonly, uid, quota,
-            pid_namespace,
+            pid_namespace, unix_filtered,
         )  # fmt: skip
 
     def kill_all(self) -> int:
@@ -502,6 +512,7 @@ class Sandbox:
         uid: int | None,
         quota: bool = False,
         pid_namespace: bool = False,
+        unix_filtered: bool = False,
     ) -> RunResult:
         cfg = self.config
         stderr = err.text()
@@ -559,11 +570,17 @@ class Sandbox:
                 "the run's total disk use is NOT limited on this machine (no tmpfs per run: the host is not "
                 f"root); only each file is, by max_file_mb = {cfg.max_file_mb}"
             )
+        if not cfg.network and not cfg.unix_sockets and not unix_filtered:
+            notes.append(
+                "Unix sockets are NOT filtered on this machine (no seccomp): a socket file outside /run, /tmp, "
+                "/var/tmp and /dev/shm that every user may open stays reachable"
+            )
         if not pid_namespace:
             notes.append("the run does NOT have its own PID namespace: it can see the host's processes in /proc")
         enforced = {
             "network_isolated": isolated,
             "unix_sockets_covered": readonly,
+            "unix_sockets_filtered": unix_filtered,
             "readonly_filesystem": readonly,
             "pid_namespace": pid_namespace,
             "disk_quota": quota,

@@ -106,3 +106,24 @@ def test_keel_plugins_reports_a_plugin_for_another_contract(fake_site: Any, tmp_
 
     strict = keel_cli(site, "plugins", cwd=tmp_path, KEEL_LOAD_PLUGINS="future,fits", KEEL_STRICT_PLUGINS="1")
     assert strict.returncode == 1 and "keel-future needs keel-kernel>=0.3,<0.4" in strict.stdout
+
+
+@pytest.mark.parametrize(
+    ("specifier", "version", "inside"),
+    [
+        (">=0.1,<0.2", "0.1.0", True),
+        (">=0.1,<0.2", "0.2.0", False),
+        (">=0.1,<0.2", "0.1.9", True),
+        ("<0.2,>=0.1", "0.0.9", False),
+        ("==0.1", "0.1.0", True),
+        ("!=0.1.3", "0.1.3", False),
+        (">0.1", "0.1.0", False),
+        ("~=0.1.0", "0.1.5", True),  # not a plain clause: packaging decides
+        ("~=0.1.0", "0.2.0", False),
+        (">=0.1", "0.1.0rc1", False),  # a pre-release kernel: packaging decides
+    ],
+)
+def test_ranges_without_and_with_packaging(specifier: str, version: str, inside: bool) -> None:
+    from keel.compat import _contains
+
+    assert _contains(specifier, version) is inside

@@ -52,19 +52,23 @@ class KernelRange:
         )
 
 
-def kernel_range(distribution: str) -> KernelRange | None:
-    """The kernel range ``distribution`` declares; ``None`` when it is not installed."""
-    try:
-        requirements = importlib.metadata.requires(distribution) or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
+def kernel_range(distribution: str, requires: list[str] | None = None) -> KernelRange | None:
+    """The kernel range ``distribution`` declares; ``None`` when it is not installed.
+
+    :param requires: its ``Requires-Dist`` lines when the caller holds them already (an entry
+        point's ``dist.requires``), which saves a second search of ``sys.path``.
+    """
+    if requires is None:
+        try:
+            requires = importlib.metadata.requires(distribution) or []
+        except importlib.metadata.PackageNotFoundError:
+            return None
     installed = kernel_version()
-    for requirement in requirements:
+    for requirement in requires:
         match = _NAME.match(requirement)
         if match is None:
             continue
-        rest = match["rest"]
-        spec, _, marker = rest.partition(";")
+        spec, _, marker = match["rest"].partition(";")
         if "extra" in marker:  # a requirement of one of the plugin's optional extras, not of the plugin
             continue
         spec = spec.strip()
@@ -75,9 +79,33 @@ def kernel_range(distribution: str) -> KernelRange | None:
     return KernelRange(distribution, "", installed, True)
 
 
+_CLAUSE = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(\d+(?:\.\d+)*)\s*$")
+_RELEASE = re.compile(r"^\d+(?:\.\d+)*$")
+_COMPARE = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
+
+
+def _release(version: str, width: int) -> tuple[int, ...]:
+    parts = [int(p) for p in version.split(".")]
+    return tuple(parts + [0] * (width - len(parts)))
+
+
 def _contains(specifier: str, version: str) -> bool:
     if not specifier or not version:
         return True
+    clauses = [_CLAUSE.match(c) for c in specifier.split(",")]
+    if _RELEASE.match(version) and all(clauses):
+        # plain release numbers (every first-party range): compared here, because importing
+        # packaging costs ~20 ms at every start of every `keel` command
+        width = max(len(version.split(".")), *(len(c[2].split(".")) for c in clauses if c))
+        mine = _release(version, width)
+        return all(_COMPARE[c[1]](mine, _release(c[2], width)) for c in clauses if c)
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
     from packaging.version import InvalidVersion, Version
 

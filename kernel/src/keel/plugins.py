@@ -315,7 +315,9 @@ class PluginHost:
         from keel.compat import kernel_range
 
         dist, version = _distribution(ep)
-        declared = kernel_range(dist) if dist != "unknown" else None
+        if dist == "unknown" or ep.dist is None:
+            return True
+        declared = kernel_range(dist, ep.dist.requires or [])
         if declared is None:
             return True
         self._ranges[name] = declared.specifier

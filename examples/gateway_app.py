@@ -125,7 +125,10 @@ class ReviewExecution:
 
     def _finish(self, status: ExecutionStatus, error: BaseException | None = None) -> None:
         self._status, self._error = status, error
-        payload = {"error": f"{type(error).__name__}: {error}"} if error is not None else {}
+        payload = {}
+        if error is not None:  # the protocol's user-safe reason, and the error for the logs
+            reason = str(error) if status is ExecutionStatus.CANCELLED else f"{type(error).__name__}: {error}"
+            payload = {"reason": reason, "error": f"{type(error).__name__}: {error}"}
         self._emit(f"execution.{status.value}", payload)
         self._done.set()
 

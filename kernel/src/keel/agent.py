@@ -550,7 +550,8 @@ class AgentExecution:
     async def _run(self) -> None:
         """The execution's task: never raises into the runtime's task group (except cancellation)."""
         agent = self.agent
-        if self._scope.cancel_called:  # cancelled before it ever ran
+        if self._scope.cancel_called:  # cancelled before it ever ran: still started, then ended
+            self._started()
             self._finish(
                 ExecutionStatus.CANCELLED,
                 ExecutionCancelled(f"execution {self.id} of agent {agent.name!r} was cancelled: {self._cancel_reason}"),
@@ -644,9 +645,10 @@ class AgentExecution:
         size += sum(len(e.delta) for e in self._instant)
         self.footprint = size
 
-    async def _execute(self) -> None:
-        agent, contract, model = self.agent, self.agent.contract, self.model
-        self._status = ExecutionStatus.RUNNING
+    def _started(self) -> bool:
+        """Emit ``execution.started`` (every execution's first event); return whether the model
+        takes a JSON schema natively."""
+        agent, model = self.agent, self.model
         native = model.capabilities.json_schema
         self.emit(
             "execution.started",
@@ -658,6 +660,12 @@ class AgentExecution:
                 "input": self.input,
             },
         )
+        return native
+
+    async def _execute(self) -> None:
+        agent, contract = self.agent, self.agent.contract
+        self._status = ExecutionStatus.RUNNING
+        native = self._started()
         system = agent.system_prompt(native)
         messages = [Message(role="system", content=system)] if system else []
         messages.append(Message(role="user", content=agent.render_input(self.input)))

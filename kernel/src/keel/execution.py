@@ -45,18 +45,29 @@ class Execution(Protocol):
     Conventions every implementation follows, so that the gateway, DevTools and the scheduler can
     serve any kind of execution without importing its plugin:
 
-    - **Event kinds.** ``execution.started`` first; ``execution.completed``, ``execution.failed``
-      or ``execution.cancelled`` last (payload ``reason`` for the latter two, user-safe).
+    - **Event kinds.** ``execution.started`` first; exactly one of ``execution.completed``,
+      ``execution.failed`` or ``execution.cancelled``, last (payload ``reason`` for the latter
+      two, user-safe). ``seq`` strictly increases; every event names this execution and tenant.
+    - **Late readers.** ``events(since=0)`` after the end replays what a live reader saw;
+      ``events(since=n)`` resumes with the events whose ``seq`` is past ``n``.
     - **Waiting.** An execution that waits for a signal sets its status to ``waiting`` and emits
       ``execution.waiting`` with payload ``{"interrupts": [{"name": <signal name>, "payload":
       <a message, or {"message": ..., "schema": <JSON schema of the expected answer>}>}]}``;
-      answering is ``signal(name, answer, request_id=...)``.
+      answering is ``signal(name, answer, request_id=...)``. A repeated ``request_id`` is a
+      no-op with the same payload and a :class:`keel.ConflictError` with another one, also once
+      the execution has finished (a client retrying after the answer ended it).
+    - **Cancel.** ``cancel(reason)`` returns once ``status`` is ``cancelled`` (a no-op on a
+      finished execution); ``result()`` then raises a :class:`keel.KeelError`
+      (:class:`keel.ExecutionCancelled` by preference).
     - **Optional instant stream.** An execution whose answer streams in fields also offers
       ``instant(since=0)``: an async iterator of :class:`keel.instant.InstantEvent` (``path``,
       ``delta``, ``value``, ``is_complete``, and ``reset`` events for abandoned attempts).
       Check with ``hasattr(execution, "instant")``.
     - **Optional** ``running_here``: ``False`` for an object that only mirrors an execution another
       process runs (adopted for reading); a runtime closing waits only for the ones running here.
+
+    :class:`keel.testing.conformance.ExecutionConformance` checks these rules; run it on every
+    implementation (see docs/plugins.md).
     """
 
     id: str

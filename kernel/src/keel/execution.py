@@ -49,13 +49,16 @@ class Execution(Protocol):
       ``execution.failed`` or ``execution.cancelled``, last (payload ``reason`` for the latter
       two, user-safe). ``seq`` strictly increases; every event names this execution and tenant.
     - **Late readers.** ``events(since=0)`` after the end replays what a live reader saw;
-      ``events(since=n)`` resumes with the events whose ``seq`` is past ``n``.
+      ``events(since=n)`` resumes with the events whose ``seq`` is past ``n``. (An execution with
+      very many events may coalesce its high-volume ones once finished, as an agent's
+      ``model.delta`` are: ``seq`` then skips, and every other event is kept as it was.)
     - **Waiting.** An execution that waits for a signal sets its status to ``waiting`` and emits
       ``execution.waiting`` with payload ``{"interrupts": [{"name": <signal name>, "payload":
       <a message, or {"message": ..., "schema": <JSON schema of the expected answer>}>}]}``;
       answering is ``signal(name, answer, request_id=...)``. A repeated ``request_id`` is a
       no-op with the same payload and a :class:`keel.ConflictError` with another one, also once
-      the execution has finished (a client retrying after the answer ended it).
+      the execution has finished (a client retrying after the answer ended it). A new request to
+      a finished execution, or a signal nothing waits for, is a :class:`keel.KeelError`.
     - **Cancel.** ``cancel(reason)`` returns once ``status`` is ``cancelled`` (a no-op on a
       finished execution); ``result()`` then raises a :class:`keel.KeelError`
       (:class:`keel.ExecutionCancelled` by preference).

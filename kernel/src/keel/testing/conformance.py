@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from typing import Any
@@ -724,6 +725,36 @@ class ExecutionConformance:
             assert [(e.seq, e.kind) for e in after] == [(e.seq, e.kind) for e in before]
             self._check_log(execution, after, "execution.completed")
             assert [e.kind for e in after].count("execution.waiting") == 1, "answered once, so waited once"
+
+    async def test_the_same_request_id_at_once_has_one_effect(self, new_runtime: Any, start_waiting: Any) -> None:
+        """A client retrying before the first call returned: both calls succeed, one answer counts."""
+        async with new_runtime() as runtime:
+            execution = await start_waiting(runtime)
+            await self._waiting(execution)
+            with anyio.fail_after(self.timeout):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(3):
+                        tg.start_soon(
+                            functools.partial(execution.signal, request_id="conformance-1"),
+                            self.signal_name,
+                            self.answer,
+                        )
+            await self._finish(execution)
+            assert execution.status is ExecutionStatus.COMPLETED
+            events = await self._events(execution)
+            self._check_log(execution, events, "execution.completed")
+            assert [e.kind for e in events].count("execution.waiting") == 1, "answered once, so waited once"
+
+    async def test_a_signal_after_the_end_is_refused(self, new_runtime: Any, start_completing: Any) -> None:
+        """A new request to a finished execution is an error naming it, never silently dropped."""
+        async with new_runtime() as runtime:
+            execution = await start_completing(runtime)
+            await self._finish(execution)
+            events = await self._events(execution)
+            with pytest.raises(KeelError):
+                await execution.signal(self.signal_name, self.answer, request_id="conformance-late")
+            assert execution.status is ExecutionStatus.COMPLETED
+            assert [e.seq for e in await self._events(execution)] == [e.seq for e in events]
 
     async def test_the_same_request_id_with_another_payload_is_a_conflict(
         self, new_runtime: Any, start_waiting: Any

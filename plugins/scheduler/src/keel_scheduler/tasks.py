@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from keel import EventLog, ExecutionStatus, RuntimeEvent, new_id
+from keel import EventLog, ExecutionCancelled, ExecutionStatus, KeelError, RuntimeEvent, new_id
 
 if TYPE_CHECKING:
     from keel import Runtime
@@ -72,6 +72,7 @@ class _FunctionExecution:
         self._result: Any = None
         self._error: BaseException | None = None
         self._scope: anyio.CancelScope | None = None
+        self._cancel_reason: str | None = None  # set by cancel(), also before the task ran
         self._signals: dict[str, Any] = {}
 
     @property
@@ -90,15 +91,20 @@ class _FunctionExecution:
         self._emit("execution.started", {"runnable": self.runnable.name})
         try:
             with anyio.CancelScope() as self._scope:
+                if self._cancel_reason is not None:  # cancelled before it ran
+                    self._scope.cancel()
                 self._result = await self.runnable.fn(input)
             if self._scope.cancelled_caught:
                 raise anyio.get_cancelled_exc_class()
             self._status = ExecutionStatus.COMPLETED
             self._emit("execution.completed")
         except anyio.get_cancelled_exc_class():
+            reason = self._cancel_reason or "cancelled"
             self._status = ExecutionStatus.CANCELLED
-            self._error = _Cancelled("cancelled")
-            self._emit("execution.cancelled", {"reason": "cancelled"})
+            self._error = ExecutionCancelled(
+                f"execution {self.id} of task {self.runnable.name!r} was cancelled: {reason}"
+            )
+            self._emit("execution.cancelled", {"reason": reason})
         except Exception as err:
             self._status = ExecutionStatus.FAILED
             self._error = err
@@ -117,15 +123,22 @@ class _FunctionExecution:
         return self._result
 
     async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
+        if self._done.is_set():
+            raise KeelError(
+                f"execution {self.id} of task {self.runnable.name!r} is {self._status.value}: "
+                f"it takes no more signals (got {name!r})"
+            )
         self._signals[name] = payload  # a plain function waits for nothing; kept for inspection
 
     async def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the function; returns once the execution is ``cancelled`` (a no-op once finished)."""
+        if self._done.is_set():
+            return
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
         if self._scope is not None:
             self._scope.cancel()
-
-
-class _Cancelled(Exception):
-    pass
+        await self._done.wait()
 
 
 class FunctionRunnable:

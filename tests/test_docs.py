@@ -77,6 +77,12 @@ async def _exercise(name: str, host: Any, capsys: pytest.CaptureFixture[str]) ->
         listed = CliRunner().invoke(cli, ["--help"]).output
         assert re.search(r"report +Print the weekly report\.", listed), "listed from the help it was added with"
         assert CliRunner().invoke(cli, ["hello"]).output == "hello\n"
+    elif name == "keel_doctor_checks":
+        from keel.doctor import DoctorContext, run_doctor
+
+        (report,) = run_doctor(DoctorContext.from_runtime(keel.Runtime(host)), ["state"])
+        (mine,) = [c for c in report.checks if c.name == "acme-store.migrated"]
+        assert mine.status == "fail" and report.status == "fail" and "acme-store migrate" in mine.fix
     elif name == "keel_addhooks":
         assert host.pm.hook.my_plugin_formats.has_spec()
     elif name == "keel_find_execution":

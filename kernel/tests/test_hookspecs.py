@@ -28,6 +28,7 @@ def test_the_families_of_the_design_card_exist() -> None:
         "keel_addhooks",
         "keel_find_execution",
         "keel_adopt_executions",
+        "keel_doctor_checks",
     }
     assert set(FAMILIES) <= set(SPECS)
 

@@ -49,6 +49,8 @@ from keel.types import (
     ActionSpec,
     Channel,
     ChannelSpec,
+    DoctorCheck,
+    DoctorResult,
     Environment,
     EnvironmentSpec,
     EnvironmentStatus,
@@ -80,6 +82,7 @@ from keel.types import (
 
 if TYPE_CHECKING:
     from keel.agent import Agent, AgentExecution
+    from keel.doctor import DoctorContext
     from keel.instant import InstantEvent, InstantParser, OutputLimits
     from keel.output import OutputCheck, OutputContract
 
@@ -87,6 +90,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Agent": "keel.agent",
     "AgentExecution": "keel.agent",
+    "DoctorContext": "keel.doctor",
     "InstantEvent": "keel.instant",
     "InstantParser": "keel.instant",
     "OutputLimits": "keel.instant",
@@ -133,6 +137,9 @@ __all__ = [
     "Channel",
     "ChannelSpec",
     "ConflictError",
+    "DoctorCheck",
+    "DoctorContext",
+    "DoctorResult",
     "DriverNotFoundError",
     "Environment",
     "EnvironmentSpec",

@@ -1,7 +1,8 @@
 """The kernel's own defaults, registered through the same hooks as any plugin.
 
 - store ``memory``: complete store semantics, nothing kept across restarts;
-- model ``scripted``: :class:`keel.testing.ScriptedModel`, a test double that answers from a script.
+- model ``scripted``: :class:`keel.testing.ScriptedModel`, a test double that answers from a script;
+- the kernel's ``keel doctor`` checks (:func:`keel.doctor.kernel_checks`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from keel.hookspecs import hookimpl
-from keel.types import ModelCapabilities, ModelConfig, ModelSpec, StoreSpec
+from keel.types import DoctorCheck, ModelCapabilities, ModelConfig, ModelSpec, StoreSpec
 
 
 class MemoryStoreOptions(BaseModel):
@@ -52,3 +53,10 @@ def keel_models() -> Iterator[ModelSpec]:
         factory=_scripted_model,
         capabilities=ModelCapabilities(streaming=True, tools=True, json_schema=False),
     )
+
+
+@hookimpl
+def keel_doctor_checks() -> list[DoctorCheck]:
+    from keel.doctor import kernel_checks  # imported when doctor runs, not at discovery
+
+    return kernel_checks()

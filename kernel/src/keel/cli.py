@@ -337,6 +337,10 @@ def build_cli(host: PluginHost, stack: Stack) -> KeelGroup:
             scope = row["scope"] if isinstance(row["scope"], str) else ", ".join(row["scope"])
             click.echo(f"{row['name']:<32} {row['risk']:<12} {scope:<16} {row['source']}")
 
+    # the kernel's own lazy command: imported only when it runs
+    cli.add_lazy_command(
+        "doctor", "keel.doctor:doctor_command", help="Check the stack against the pre-launch checklist."
+    )
     host.add_commands(cli)
     return cli
 

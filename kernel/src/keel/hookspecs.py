@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         ActionContext,
         ActionSpec,
         ChannelSpec,
+        DoctorCheck,
         EnvironmentSpec,
         EvaluatorSpec,
         ModelSpec,
@@ -381,6 +382,47 @@ def keel_adopt_executions(runtime: Runtime) -> Awaitable[None] | None:
                 if row is not None and row.value["status"] == "running":  # its process died
                     runtime.task_group.start_soon(finish, runtime, key)
     """
+
+
+# ======================================================================= pre-launch: keel doctor
+
+
+@hookspec
+def keel_doctor_checks() -> Iterable[DoctorCheck]:
+    """Contribute checks to ``keel doctor``, the pre-launch checklist run against a stack.
+
+    Each :class:`keel.DoctorCheck` names a checklist row (``keel.doctor.ROWS``: ``output-contract``,
+    ``state``, ``recovery``... or a row of the plugin's own) and a ``check(context)`` function. The
+    context is a read-only :class:`keel.doctor.DoctorContext`: ``stack``, ``host``, ``runnables``,
+    ``actions`` (with their risk and source), ``environments`` (as declared), ``store`` (the
+    resolved spec) and ``approver``. A check returns a :class:`keel.DoctorResult` (``pass``,
+    ``warn`` or ``fail``, the evidence, a one-line fix) and starts nothing: no environment, model
+    or store call. A row's verdict is the worst of its checks; a check that raises is a ``fail``
+    naming the plugin. Import what the check needs inside it, so that discovery stays cheap.
+
+    :returns: checks; a check name another plugin uses too is reported as a ``fail`` naming both.
+
+    Example::
+
+        import keel
+
+
+        def tables_exist(context):
+            options = dict(context.stack.settings("acme-store"))
+            if options.get("migrated"):
+                return keel.DoctorResult(status="pass", evidence=["settings.acme-store.migrated = true"])
+            return keel.DoctorResult(
+                status="fail",
+                evidence=["settings.acme-store.migrated is not set"],
+                fix="run `acme-store migrate`, then set migrated = true in [settings.acme-store]",
+            )
+
+
+        @keel.hookimpl
+        def keel_doctor_checks():
+            yield keel.DoctorCheck(name="acme-store.migrated", row="state", title="tables migrated", check=tables_exist)
+    """
+    raise NotImplementedError
 
 
 # ================================================================================== command line

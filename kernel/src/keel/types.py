@@ -322,6 +322,36 @@ class StoreSpec(_Spec):
     )
 
 
+# ---------------------------------------------------------------------------------------- doctor
+
+
+class DoctorResult(_Type):
+    """What one ``keel doctor`` check found: a verdict, the evidence, and the fix in one line."""
+
+    status: Literal["pass", "warn", "fail"]
+    evidence: list[str] = Field(
+        default_factory=list, description="which runnable, action, environment or setting; one line each"
+    )
+    fix: str = Field(default="", description="what to change, in one line (empty on a pass)")
+
+
+class DoctorCheck(_Spec):
+    """A check of one pre-launch checklist row, run by ``keel doctor``.
+
+    ``check(context)`` receives a read-only :class:`keel.doctor.DoctorContext` (the resolved stack,
+    the runnables, the actions with their risk, the declared environments, the plugin host) and
+    returns a :class:`DoctorResult`. It must start nothing: no environment, model or store call.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="unique among all checks")
+    row: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,63}$",
+        description="a checklist row id (keel.doctor.ROWS: 'output-contract', 'state'...) or a row of your own",
+    )
+    title: str = Field(description="what the check looks at, in a few words")
+    check: Callable[[Any], DoctorResult]
+
+
 # -------------------------------------------------------------------------------------- channels
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -424,3 +425,23 @@ def test_explain_quotes_the_seeds_standard(tmp_path: Path) -> None:
     assert "check keel.recovery (plugin keel.builtins)" in done.stdout
     unchecked = doctor_cli(tmp_path, "--explain", "governance")
     assert "not checked yet: budgets are not built yet" in unchecked.stdout
+
+
+def test_other_commands_do_not_import_doctor(tmp_path: Path) -> None:
+    """The kernel's checks load when doctor runs: `keel plugins` and `keel --help` stay cheap."""
+    code = (
+        "import sys, keel.cli\n"
+        "for args in (['plugins'], ['--help']):\n"
+        "    try:\n"
+        "        keel.cli.main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('keel.doctor' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"doctor +Check the stack against the pre-launch checklist\.", done.stdout), done.stdout
+    assert done.stdout.rstrip().endswith("False")

@@ -117,6 +117,7 @@ class ContainedExecution:
     def __init__(self, inner: Execution):
         self._inner = inner
         self._failure: BaseException | None = None
+        self._failed: RuntimeEvent | None = None  # the execution.failed made for a crash, once
         self._waiters: set[anyio.CancelScope] = set()
         self.id = inner.id
         self.kind = inner.kind
@@ -147,13 +148,11 @@ class ContainedExecution:
 
     async def _until_failed(self, waiting: Awaitable[Any]) -> Any:
         """Await ``waiting``, or return ``_END`` as soon as this execution crashes (no task per
-        call: a cancel scope that :meth:`fail` cancels)."""
-        if self._failure is not None:
-            close = getattr(waiting, "close", None)
-            if callable(close):
-                close()  # never awaited: say so to the coroutine, not to the warnings log
-            return _END
+        call: a cancel scope that :meth:`fail` cancels). Once crashed, what is ready without
+        waiting (the events logged before the crash, for a late reader) still comes through."""
         with anyio.CancelScope() as scope:
+            if self._failure is not None:
+                scope.cancel()  # ends ``waiting`` at its first checkpoint: only what is ready
             self._waiters.add(scope)
             try:
                 return await waiting
@@ -169,20 +168,28 @@ class ContainedExecution:
             return _END
 
     async def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
-        last = since
         iterator = self._inner.events(since).__aiter__()
-        while True:
-            event = await self._next(iterator)
-            if event is _END:
-                break
-            if event.seq is not None:
-                last = event.seq
+        while (event := await self._next(iterator)) is not _END:
             yield event
         if self._failure is not None:
-            yield RuntimeEvent(
-                kind="execution.failed", execution_id=self.id, tenant=self.tenant, seq=last + 1,
-                payload={"reason": self._reason(), "error": type(self._failure).__name__},
-            )  # fmt: skip
+            failed = await self._failed_event()
+            if (failed.seq or 0) > since:
+                yield failed
+
+    async def _failed_event(self) -> RuntimeEvent:
+        """The ``execution.failed`` that ends a crashed execution's events: one event, the same for
+        every reader, numbered after the last event the execution logged."""
+        if self._failed is None:
+            last = 0
+            iterator = self._inner.events(0).__aiter__()
+            while (event := await self._next(iterator)) is not _END:
+                last = max(last, event.seq or 0)
+            if self._failed is None:
+                self._failed = RuntimeEvent(
+                    kind="execution.failed", execution_id=self.id, tenant=self.tenant, seq=last + 1,
+                    payload={"reason": self._reason(), "error": type(self._failure).__name__},
+                )  # fmt: skip
+        return self._failed
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)

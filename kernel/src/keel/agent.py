@@ -469,7 +469,7 @@ class AgentExecution:
 
     async def _follow(self, items: list[Any], since: int) -> AsyncIterator[Any]:
         """Yield ``items`` from ``since`` on, then each new one as it is appended, until the end."""
-        i = since
+        i = max(since, 0)  # a position, not an index: a negative one reads from the start
         while True:
             while i < len(items):
                 yield items[i]

@@ -49,7 +49,8 @@ class Execution(Protocol):
       ``execution.failed`` or ``execution.cancelled``, last (payload ``reason`` for the latter
       two, user-safe). ``seq`` strictly increases; every event names this execution and tenant.
     - **Late readers.** ``events(since=0)`` after the end replays what a live reader saw;
-      ``events(since=n)`` resumes with the events whose ``seq`` is past ``n``. (An execution with
+      ``events(since=n)`` resumes with the events whose ``seq`` is past ``n`` (every one, for a
+      negative ``n``). (An execution with
       very many events may coalesce its high-volume ones once finished, as an agent's
       ``model.delta`` are: ``seq`` then skips, and every other event is kept as it was.)
     - **Waiting.** An execution that waits for a signal sets its status to ``waiting`` and emits
@@ -146,7 +147,7 @@ class EventLog(Generic[T]):
             wake.set()
 
     async def follow(self, since: int, finished: Callable[[], bool]) -> AsyncIterator[T]:
-        i = since
+        i = max(since, 0)  # a position, not an index: a negative one reads from the start
         while True:
             while i < len(self._items):
                 yield self._items[i]

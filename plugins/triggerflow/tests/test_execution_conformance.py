@@ -83,6 +83,14 @@ class InMemory(ExecutionConformance):
     ) -> None:
         await super().test_failed_and_cancelled_events_carry_a_reason(new_runtime, request)
 
+    @pytest.mark.xfail(
+        reason="FlowExecution.events(since) indexes its list with since: a negative one reads from the end "
+        "(or raises IndexError) instead of from the start",
+        strict=True,
+    )
+    async def test_a_since_below_zero_reads_from_the_start(self, new_runtime: Any, start_completing: Any) -> None:
+        await super().test_a_since_below_zero_reads_from_the_start(new_runtime, start_completing)
+
 
 class TestFlowExecutionInMemory(InMemory):
     pass

@@ -668,6 +668,16 @@ class ExecutionConformance:
                 assert [e.seq for e in after] == [e.seq for e in events if (e.seq or 0) > (event.seq or 0)]
             assert await self._events(execution, since=(events[-1].seq or 0) + 100) == []
 
+    async def test_a_since_below_zero_reads_from_the_start(self, new_runtime: Any, start_completing: Any) -> None:
+        """Every seq is past a negative ``since``: a hostile or careless position is not an index."""
+        async with new_runtime() as runtime:
+            execution = await start_completing(runtime)
+            early = await self._events(execution, since=-1)  # live, most likely
+            await self._finish(execution)
+            everything = [e.seq for e in await self._events(execution)]
+            assert [e.seq for e in early] == everything
+            assert [e.seq for e in await self._events(execution, since=-3)] == everything
+
     async def test_readers_that_join_while_it_waits_see_the_rest_live(
         self, new_runtime: Any, start_waiting: Any
     ) -> None:

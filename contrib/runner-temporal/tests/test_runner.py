@@ -1,0 +1,156 @@
+"""The temporal runner against a real Temporal dev server.
+
+keel-triggerflow is not installed here (a plugin's own tests run with the kernel alone), so the
+flows are what the runner reads of a TriggerFlow: ``name``, ``definition`` (the data form) and
+``registry.chunks``. tests/test_runner_temporal.py runs real TriggerFlow flows on both runners."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import pytest
+
+import keel
+from keel import ExecutionStatus, Runtime
+from keel.testing import make_host
+from keel_runner_temporal import (
+    TemporalExecutionFailed,
+    TemporalRunner,
+    TemporalRunnerError,
+    TemporalUnavailableError,
+    plugin,
+)
+from keel_runner_temporal.devserver import find_cli
+
+
+def data_flow(name: str, steps: list[dict[str, Any]], **chunks: Any) -> Any:
+    return SimpleNamespace(
+        name=name,
+        definition={"name": name, "steps": steps},
+        registry=SimpleNamespace(chunks={k: (fn, None, None) for k, fn in chunks.items()}),
+    )
+
+
+async def fetch(ctx: Any) -> dict[str, Any]:
+    return {"name": ctx.value, "by": ctx.execution_id, "tenant": ctx.tenant}
+
+
+def shout(ctx: Any) -> dict[str, Any]:  # a sync chunk runs too
+    return {**ctx.value, "name": ctx.value["name"].upper() + "!"}
+
+
+def runner_for(runtime: Runtime, address: str, **options: Any) -> TemporalRunner:
+    # a task queue of its own per test: no other test's worker takes its tasks
+    return TemporalRunner(runtime, {"address": address, "task_queue": f"q-{uuid.uuid4().hex[:8]}", **options})
+
+
+async def test_a_linear_flow_is_one_workflow_whose_id_is_the_execution_id(temporal_address: str) -> None:
+    flow = data_flow("greet", [{"to": "fetch"}, {"to": "shout"}, {"end": True}, {"to": "never"}],
+                     fetch=fetch, shout=shout, never=lambda ctx: "ran after end")  # fmt: skip
+    async with Runtime(make_host()) as runtime:
+        runner = runner_for(runtime, temporal_address)
+        execution = await runner.start(flow, "ada", tenant="acme")
+        with anyio.fail_after(60):
+            result = await execution.result()
+        assert result == {"name": "ADA!", "by": execution.id, "tenant": "acme"}
+        assert isinstance(execution, keel.Execution)
+        assert execution.status is ExecutionStatus.COMPLETED
+        described = await (await runner.client()).get_workflow_handle(execution.id).describe()
+        assert described.id == execution.id and described.workflow_type == "keel.flow"
+        assert await execution.describe() is ExecutionStatus.COMPLETED
+        assert await execution.position() == {"step": 4, "steps": 4, "chunk": "shout"}
+        kinds = [event.kind async for event in execution.events()]
+        assert kinds == ["execution.started", "execution.completed"]
+
+
+async def test_the_same_execution_id_twice_is_a_conflict_and_resume_follows_it(temporal_address: str) -> None:
+    flow = data_flow("once", [{"to": "fetch"}], fetch=fetch)
+    async with Runtime(make_host()) as runtime:
+        runner = runner_for(runtime, temporal_address)
+        first = await runner.start(flow, "x", execution_id="flow_dedup_" + uuid.uuid4().hex)
+        with pytest.raises(keel.ConflictError, match="already exists on Temporal"):
+            await runner.start(flow, "y", execution_id=first.id)
+        followed = await runner.resume(flow, first.id)
+        with anyio.fail_after(60):
+            assert await followed.result() == await first.result()
+        assert (await followed.result())["name"] == "x"
+
+
+async def test_a_failing_chunk_retries_as_declared_then_fails_the_execution(temporal_address: str) -> None:
+    attempts: list[int] = []
+
+    async def flaky(ctx: Any) -> str:
+        attempts.append(ctx.attempt)
+        raise ValueError(f"no luck on attempt {ctx.attempt} ({ctx.idempotency_key})")
+
+    flow = data_flow("flaky", [{"to": "flaky", "retries": 1}], flaky=flaky)
+    async with Runtime(make_host()) as runtime:
+        execution = await runner_for(runtime, temporal_address).start(flow)
+        with (
+            anyio.fail_after(60),
+            pytest.raises(TemporalExecutionFailed, match=r"failed on Temporal: ValueError: no luck on attempt 1"),
+        ):
+            await execution.result()
+        assert attempts == [0, 1]
+        assert execution.status is ExecutionStatus.FAILED
+        assert await execution.describe() is ExecutionStatus.FAILED
+        events = [event async for event in execution.events()]
+        assert events[-1].kind == "execution.failed" and "no luck" in events[-1].payload["reason"]
+
+
+async def test_a_ctx_feature_not_yet_on_temporal_fails_at_once_naming_it(temporal_address: str) -> None:
+    attempts: list[int] = []
+
+    async def stateful(ctx: Any) -> Any:
+        attempts.append(ctx.attempt)
+        return ctx.state["count"]
+
+    flow = data_flow("stateful", [{"to": "stateful", "retries": 5}], stateful=stateful)
+    async with Runtime(make_host()) as runtime:
+        execution = await runner_for(runtime, temporal_address).start(flow)
+        with anyio.fail_after(60), pytest.raises(TemporalExecutionFailed, match=r"ctx\.state is not available"):
+            await execution.result()
+        assert attempts == [0]  # not retried: retrying cannot help
+        with pytest.raises(TemporalRunnerError, match="cannot take signal 'go'.*pause_for"):
+            await execution.signal("go", True)
+
+
+async def test_what_does_not_run_on_temporal_yet_is_refused_before_anything_starts() -> None:
+    async with Runtime(make_host()) as runtime:
+        runner = TemporalRunner(runtime, {"address": "127.0.0.1:1"})  # never contacted
+        built_in_python = SimpleNamespace(name="py", definition=None, registry=None)
+        with pytest.raises(TemporalRunnerError, match="'py' was built in Python.*Registry.load.*runner = \"local\""):
+            await runner.start(built_in_python)
+        waits = data_flow("waits", [{"to": "fetch"}, {"pause_for": "approve"}, {"to": "ghost"}], fetch=fetch)
+        with pytest.raises(TemporalRunnerError) as caught:
+            await runner.start(waits)
+        message = str(caught.value)
+        assert "steps.1: a 'pause_for' node does not run" in message
+        assert "steps.2: unknown chunk 'ghost' (registered: fetch)" in message
+        with pytest.raises(TemporalRunnerError, match="does not take durability"):
+            await runner.start(data_flow("f", [{"to": "fetch"}], fetch=fetch), durability="none")
+
+
+async def test_an_unreachable_server_is_an_error_naming_the_address_and_the_fix() -> None:
+    with anyio.fail_after(60):
+        async with Runtime(make_host()) as runtime:
+            runner = TemporalRunner(runtime, {"address": "127.0.0.1:1"})
+            with pytest.raises(TemporalUnavailableError, match=r"127\.0\.0\.1:1.*start-dev.*address"):
+                await runner.start(data_flow("f", [{"to": "fetch"}], fetch=fetch))
+
+
+def test_options_are_checked_and_the_plugin_registers_the_runner_by_name() -> None:
+    with pytest.raises(keel.StackError, match=r"runner 'temporal': invalid options \(task_queeu"):
+        TemporalRunner(Runtime(make_host()), {"task_queeu": "x"})
+    (spec,) = list(plugin.keel_triggerflow_runners())
+    runner = spec.factory(Runtime(make_host()), {"task_queue": "jobs"})
+    assert spec.name == "temporal" and isinstance(runner, TemporalRunner)
+    assert runner.options.task_queue == "jobs" and runner.options.address == "127.0.0.1:7233"
+
+
+def test_the_cli_comes_from_the_python_environment(tmp_path: Path) -> None:
+    assert Path(find_cli()).name == "temporal"

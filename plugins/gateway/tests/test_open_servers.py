@@ -99,12 +99,12 @@ def test_loopback_addresses() -> None:
 def test_keel_serve_refuses_a_public_address_without_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uvicorn
-
     import keel_gateway.plugin
 
     served: list[str] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, log_level: served.append(host))
+    monkeypatch.setattr(
+        keel_gateway.plugin, "_run_server", lambda app, host, port, log_level, grace: served.append(host)
+    )
     (tmp_path / "keel.toml").write_text("")
     monkeypatch.chdir(tmp_path)
     from keel.cli import build_cli

@@ -6,7 +6,7 @@ Cheap to import: FastAPI and uvicorn load only when ``keel serve`` runs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -32,9 +32,16 @@ def keel_commands(cli: click.Group) -> None:
         "--insecure", is_flag=True,
         help="serve with no credentials configured on a non-loopback address (only behind something that authenticates)",
     )  # fmt: skip
+    @click.option(
+        "--grace", default=10.0, show_default=True, type=click.FloatRange(min=0),
+        help="on SIGTERM, seconds running executions get to reach a wait or their end (the rest resume later)",
+    )  # fmt: skip
     @click.pass_context
-    def serve(ctx: click.Context, host: str, port: int, log_level: str, insecure: bool) -> None:
-        """Serve the stack's runnables over HTTP, SSE and WebSocket (the gateway)."""
+    def serve(ctx: click.Context, host: str, port: int, log_level: str, insecure: bool, grace: float) -> None:
+        """Serve the stack's runnables over HTTP, SSE and WebSocket (the gateway).
+
+        On SIGTERM or SIGINT it stops accepting connections, lets running executions reach a wait
+        or their end within --grace seconds, leaves the rest resumable in the store, and exits 0."""
         from keel.credentials import check_bind
         from keel_gateway.settings import GatewaySettings
 
@@ -50,10 +57,40 @@ def keel_commands(cli: click.Group) -> None:
             raise click.UsageError(str(err)) from None
         if warning:
             click.secho(warning, err=True, fg="red", bold=True)
-        import uvicorn
 
         from keel_gateway.app import create_app
 
         if not runtime.runnables.names():
             click.echo("warning: the stack lists no runnables (runnables = ['module:agent'] in keel.toml)", err=True)
-        uvicorn.run(create_app(runtime, settings, adopt=True), host=host, port=port, log_level=log_level)
+        runtime.shutdown_grace = grace
+        app = create_app(runtime, settings, adopt=True)
+        _run_server(app, host=host, port=port, log_level=log_level, grace=grace)
+
+
+def _run_server(app: Any, *, host: str, port: int, log_level: str, grace: float) -> None:
+    """Serve until SIGTERM/SIGINT; a graceful stop exits 0."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=max(1, round(grace))
+    )
+    _server_class()(config).run()
+
+
+def _server_class() -> Any:
+    """Built on first use: uvicorn loads only when `keel serve` runs."""
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that a graceful stop on SIGTERM/SIGINT exits 0 (uvicorn re-raises
+        the signal after shutting down, which makes the exit status 'killed by SIGTERM')."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return Server

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from keel import KeelError, NotFoundError, Runtime
-from keel_triggerflow._history import NAMESPACE, lease_is_live, list_tenants, rows_by_status, stream_name
+from keel_triggerflow._history import NAMESPACE, inbox_name, lease_expiry, list_tenants, rows_by_status, stream_name
 
 if TYPE_CHECKING:
     from keel_triggerflow._engine import FlowExecution
@@ -96,23 +96,38 @@ async def find_execution(runtime: Runtime, execution_id: str, tenant: str) -> Fl
     if not execution.status.finished and runtime in _serving and runtime.started and unresolved is None:
         row = await store.get(tenant, NAMESPACE, f"exec:{execution_id}")
         indexed = row.value.get("status") if row is not None else None
-        # a row left 'running' had work in flight when its owner died, even beside a wait
-        if not pending or indexed == "running" or execution._has_expired_wait():
-            await _resume_if_orphaned(runtime, execution)
+        # a row left 'running' had work in flight when its owner died, even beside a wait; an
+        # answer may wait in the inbox for an owner that died before applying it
+        inboxed = bool(await store.read(tenant, inbox_name(execution_id), after=execution._inbox_after, limit=1))
+        if not pending or indexed == "running" or inboxed or execution._has_expired_wait():
+            await resume_if_orphaned(runtime, execution)
     return execution
 
 
-async def _resume_if_orphaned(runtime: Runtime, execution: FlowExecution) -> bool:
-    """Continue an adopted execution in the background unless a live process owns it."""
-    if await lease_is_live(runtime.store(), execution.tenant, execution.id):
-        return False
+async def resume_if_orphaned(runtime: Runtime, execution: FlowExecution) -> bool:
+    """Continue an adopted execution in the background unless a live process owns it; when a
+    lease still stands (its owner was killed moments ago, or is alive), look again once it
+    expires, for as long as this runtime serves."""
     from keel_triggerflow.types import LeaseError
 
-    try:
-        await execution.resume()
-    except LeaseError:
-        return False  # another process was faster
-    return True
+    expires = await lease_expiry(runtime.store(), execution.tenant, execution.id)
+    if expires is None:
+        try:
+            await execution.resume()
+            return True
+        except LeaseError:
+            expires = await lease_expiry(runtime.store(), execution.tenant, execution.id)  # another was faster
+            if expires is None:
+                return False
+    if runtime in _serving and runtime.started:
+        runtime.task_group.start_soon(_retry_at, runtime, execution, expires)
+    return False
+
+
+async def _retry_at(runtime: Runtime, execution: FlowExecution, expires: float) -> None:
+    await anyio.sleep(max(0.0, expires - time.time()) + 0.05)
+    if not execution.status.finished and not execution.running_here and not execution._started:
+        await resume_if_orphaned(runtime, execution)
 
 
 async def adopt_executions(runtime: Runtime) -> None:

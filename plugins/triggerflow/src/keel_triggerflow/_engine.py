@@ -10,6 +10,7 @@ the history per step: it is read once, on load.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -42,6 +43,7 @@ from keel_triggerflow.types import (
 if TYPE_CHECKING:
     from keel_triggerflow.flow import TriggerFlow
 
+_log = logging.getLogger("keel_triggerflow")
 BLOB_THRESHOLD = 64 * 1024  # outputs larger than this go to a blob; the record keeps the hash
 
 
@@ -396,6 +398,7 @@ class FlowExecution:
             source="triggerflow", tenant=tenant,
         )  # fmt: skip
         self._missing = [r for r in flow.resources if r not in self._resources]
+        self._opening = anyio.Lock()
         self._adopted = False  # found through keel_find_execution: a signal or cancel continues it here
         self._unresolved: str | None = None  # adopted without its definition: why it cannot continue
         self._active = 0  # chunks running now (a wait inside a chunk counts too)
@@ -526,10 +529,20 @@ class FlowExecution:
                 await self._open_history(None)
             except LeaseError:
                 store = self._store or self.runtime.store()
-                if await self._answered_in_inbox(store, interrupt_id, request_id, value):
-                    return
-                await store.append(self.tenant, inbox_name(self.id), [{"i": interrupt_id, "r": request_id, "v": value}])
-                self._requests[request_id] = value
+                if not await self._answered_in_inbox(store, interrupt_id, request_id, value):
+                    await store.append(
+                        self.tenant, inbox_name(self.id), [{"i": interrupt_id, "r": request_id, "v": value}]
+                    )
+                    # the row says 'running' from now on: a restart resumes it, and its inbox is applied
+                    seq = await store.last_seq(self.tenant, stream_name(self.id))
+                    await write_index(store, self.tenant, self.id, seq=seq, status="running")
+                # not in self._requests: if this object takes the execution over, its inbox reader
+                # must apply the answer, not take it for a duplicate (a repeat is checked in the inbox)
+                if self._adopted and self.runtime.started:
+                    # the owner may be a process that died a moment ago: take over once its lease expires
+                    from keel_triggerflow._adopt import resume_if_orphaned
+
+                    await resume_if_orphaned(self.runtime, self)
                 return
         if self._history is not None:
             await self._commit_answer(record)
@@ -740,9 +753,15 @@ class FlowExecution:
         """Take the lease and open the history writer (a new execution writes its start record)."""
         if self.durability == "none" or self._history is not None:
             return
+        async with self._opening:  # a signal and a resume may open it at once: one lease, one owner
+            if self._history is None:
+                await self._take_history(input)
+
+    async def _take_history(self, input: Any) -> None:
         store = self._store = self._store or self.runtime.store()
-        self._lease = Lease(store, self.tenant, self.id, new_id("owner"), self._lease_ttl)
-        await self._lease.acquire()
+        lease = Lease(store, self.tenant, self.id, new_id("owner"), self._lease_ttl)
+        await lease.acquire()  # only a lease actually held becomes this execution's
+        self._lease = lease
         seq = await store.last_seq(self.tenant, stream_name(self.id))
         self._history = History(store, self.tenant, self.id, seq, self.durability, self._lease)
         if seq == 0:
@@ -853,6 +872,8 @@ class FlowExecution:
             await self._finish(status, result, error)
 
     async def _finish(self, status: ExecutionStatus, result: Any, error: BaseException | None) -> None:
+        if isinstance(error, LeaseError):
+            _log.warning("execution %s stopped in this process: %s", self.id, error)
         self._status = status
         self._result = _jsonable(result) if self._history is not None else result
         self._error = error

@@ -62,6 +62,7 @@ class History:
         self._done = anyio.Event()
         self._leader = False
         self.error: BaseException | None = None
+        self._writing = anyio.Lock()
 
     def add(self, record: dict[str, Any]) -> None:
         """Queue a record; it is written with the next commit (its order is kept)."""
@@ -90,7 +91,12 @@ class History:
 
     async def _write(self, build: Any) -> None:
         """Run ``build()``'s ops with the lease fence in one transaction; retry when only our own
-        lease renewal or the index row moved in between; otherwise the execution is lost."""
+        lease renewal or the index row moved in between; otherwise the execution is lost. One
+        write at a time: a second one would see the first's sequence move and think it lost."""
+        async with self._writing:
+            await self._write_locked(build)
+
+    async def _write_locked(self, build: Any) -> None:
         while True:
             ops: list[WriteOp] = await build()
             fence = self.lease.fence() if self.lease is not None else None
@@ -296,6 +302,15 @@ async def rows_by_status(store: Store, tenant: str, status: str, *, last: int | 
 async def list_tenants(store: Store) -> list[str]:
     """Every tenant that has had an execution in this store."""
     return await store.list_keys(TENANTS, "tenants")
+
+
+async def lease_expiry(store: Store, tenant: str, execution_id: str) -> float | None:
+    """When the execution's current lease expires, or ``None`` when nobody holds it now."""
+    lease = await store.get(tenant, NAMESPACE, f"lease:{execution_id}")
+    if lease is None or not lease.value.get("owner"):
+        return None
+    expires = float(lease.value.get("expires", 0))
+    return expires if expires > time.time() else None
 
 
 async def lease_is_live(store: Store, tenant: str, execution_id: str) -> bool:

@@ -74,3 +74,35 @@ async def test_a_flow_built_in_python_is_refused_with_the_way_out(temporal_addre
     async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
         with pytest.raises(TemporalRunnerError, match="built in Python.*Registry.load"):
             await get_runner(runtime).start(flow, "ada")
+
+
+async def answered(runtime: Runtime, flow: Any) -> tuple[Any, Any]:
+    execution = await get_runner(runtime).start(flow, "ada")
+    with anyio.fail_after(60):
+        async for event in execution.events():
+            if event.kind == "execution.waiting":
+                break
+        await execution.signal("approve", {"ok": True}, request_id="r1")
+        await execution.signal("approve", {"ok": True}, request_id="r1")
+        shown = [{k: v for k, v in i.items() if k != "id"} for i in event.payload["interrupts"]]  # ids differ
+        return shown, await execution.result()
+
+
+async def test_a_wait_reads_and_answers_the_same_on_both_runners(temporal_address: str, tmp_path: Path) -> None:
+    approvals = Registry()
+
+    @approvals.chunk()
+    async def verdict(ctx: Any) -> str:
+        return "approved" if ctx.value["ok"] else "refused"
+
+    flow = approvals.load(
+        {"name": "approval", "steps": [{"pause_for": "approve", "payload": "ok?"}, {"to": "verdict"}]}
+    )
+    (tmp_path / "local").mkdir()
+    local = stack(tmp_path / "local", '[runner]\ndriver = "local"\n')
+    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), local) as runtime:
+        on_local = await answered(runtime, flow)
+    on_temporal = stack(tmp_path, f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n')
+    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
+        assert await answered(runtime, flow) == on_local
+    assert on_local[1] == "approved"

@@ -62,7 +62,7 @@ async def test_a_linear_flow_is_one_workflow_whose_id_is_the_execution_id(tempor
         described = await (await runner.client()).get_workflow_handle(execution.id).describe()
         assert described.id == execution.id and described.workflow_type == "keel.flow"
         assert await execution.describe() is ExecutionStatus.COMPLETED
-        assert await execution.position() == {"step": 4, "steps": 4, "chunk": "shout"}
+        assert await execution.position() == {"step": 4, "steps": 4, "chunk": "shout", "waiting": None}
         kinds = [event.kind async for event in execution.events()]
         assert kinds == ["execution.started", "execution.completed"]
 
@@ -115,8 +115,48 @@ async def test_a_ctx_feature_not_yet_on_temporal_fails_at_once_naming_it(tempora
         with anyio.fail_after(60), pytest.raises(TemporalExecutionFailed, match=r"ctx\.state is not available"):
             await execution.result()
         assert attempts == [0]  # not retried: retrying cannot help
-        with pytest.raises(TemporalRunnerError, match="cannot take signal 'go'.*pause_for"):
-            await execution.signal("go", True)
+
+
+async def test_a_wait_is_a_workflow_update_answered_once_per_request_id(temporal_address: str) -> None:
+    def approved(ctx: Any) -> dict[str, Any]:
+        return {"approved": ctx.value["ok"], "by": ctx.value["who"]}
+
+    flow = data_flow(
+        "approval",
+        [{"to": "fetch"}, {"pause_for": "approve", "payload": "approve the order?"}, {"to": "approved"}],
+        fetch=fetch,
+        approved=approved,
+    )
+    async with Runtime(make_host()) as runtime:
+        execution = await runner_for(runtime, temporal_address).start(flow, "ada")
+        with anyio.fail_after(60):
+            async for event in execution.events():
+                if event.kind == "execution.waiting":
+                    break
+        interrupt = {"id": "i1", "name": "approve", "payload": "approve the order?", "path": "@1", "deadline": None}
+        assert event.payload == {"interrupts": [interrupt]}
+        assert execution.status is ExecutionStatus.WAITING
+        position = await execution.position()
+        assert position["waiting"] == interrupt and position["step"] == 1
+        answer = {"ok": True, "who": "lee"}
+        await execution.signal("approve", answer, request_id="r1")
+        await execution.signal("approve", answer, request_id="r1")  # the same request again: a no-op
+        with pytest.raises(keel.ConflictError, match="'r1' was already used"):
+            await execution.signal("approve", {"ok": False, "who": "eve"}, request_id="r1")
+        with anyio.fail_after(60):
+            assert await execution.result() == {"approved": True, "by": "lee"}
+        assert (await execution.position())["waiting"] is None
+
+
+async def test_a_wait_that_times_out_continues_with_its_default_or_fails(temporal_address: str) -> None:
+    steps: list[dict[str, Any]] = [{"pause_for": "go", "timeout": 0.5, "on_timeout": "continue", "default": "dflt"}]
+    async with Runtime(make_host()) as runtime:
+        runner = runner_for(runtime, temporal_address)
+        with anyio.fail_after(60):
+            assert await (await runner.start(data_flow("t1", steps))).result() == "dflt"
+            failing = await runner.start(data_flow("t2", [{"pause_for": "go", "timeout": 0.5}]))
+            with pytest.raises(TemporalExecutionFailed, match="no 'go' signal within 0.5s"):
+                await failing.result()
 
 
 async def test_what_does_not_run_on_temporal_yet_is_refused_before_anything_starts() -> None:
@@ -125,11 +165,11 @@ async def test_what_does_not_run_on_temporal_yet_is_refused_before_anything_star
         built_in_python = SimpleNamespace(name="py", definition=None, registry=None)
         with pytest.raises(TemporalRunnerError, match="'py' was built in Python.*Registry.load.*runner = \"local\""):
             await runner.start(built_in_python)
-        waits = data_flow("waits", [{"to": "fetch"}, {"pause_for": "approve"}, {"to": "ghost"}], fetch=fetch)
+        waits = data_flow("waits", [{"to": "fetch"}, {"if": []}, {"to": "ghost"}], fetch=fetch)
         with pytest.raises(TemporalRunnerError) as caught:
             await runner.start(waits)
         message = str(caught.value)
-        assert "steps.1: a 'pause_for' node does not run" in message
+        assert "steps.1: a 'if' node does not run" in message
         assert "steps.2: unknown chunk 'ghost' (registered: fetch)" in message
         with pytest.raises(TemporalRunnerError, match="does not take durability"):
             await runner.start(data_flow("f", [{"to": "fetch"}], fetch=fetch), durability="none")
@@ -154,3 +194,17 @@ def test_options_are_checked_and_the_plugin_registers_the_runner_by_name() -> No
 
 def test_the_cli_comes_from_the_python_environment(tmp_path: Path) -> None:
     assert Path(find_cli()).name == "temporal"
+
+
+async def test_another_process_reusing_a_request_id_is_refused_by_the_workflow(temporal_address: str) -> None:
+    flow = data_flow("two-waits", [{"pause_for": "a"}, {"pause_for": "b"}])
+    async with Runtime(make_host()) as runtime:
+        runner = runner_for(runtime, temporal_address)
+        execution = await runner.start(flow)
+        await execution.signal("a", 1, request_id="r1")
+        elsewhere = await runner.resume(flow, execution.id)  # an object that never sent r1
+        with pytest.raises(keel.ConflictError, match="'r1' was already used"):
+            await elsewhere.signal("a", 2, request_id="r1")
+        await elsewhere.signal("b", "done", request_id="r2")
+        with anyio.fail_after(60):
+            assert await execution.result() == "done"

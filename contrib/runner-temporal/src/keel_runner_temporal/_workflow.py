@@ -16,7 +16,9 @@ from temporalio.exceptions import ApplicationError
 
 WORKFLOW = "keel.flow"
 CHUNK_ACTIVITY = "keel.chunk"
-SUPPORTED = ("to", "end")  # the node kinds this interpreter runs today (see docs/scale-out.md)
+WAITING_ACTIVITY = "keel.waiting"
+SIGNAL_UPDATE = "keel.signal"
+SUPPORTED = ("to", "end", "pause_for")  # the node kinds this interpreter runs today (see docs/scale-out.md)
 
 
 @workflow.defn(name=WORKFLOW, sandboxed=True)
@@ -25,6 +27,9 @@ class FlowWorkflow:
         self._step = -1
         self._chunk = ""
         self._steps = 0
+        self._signals: dict[str, list[Any]] = {}  # name -> answers not yet taken by a wait
+        self._requests: dict[str, list[Any]] = {}  # request id -> [name, payload]
+        self._waiting: dict[str, Any] | None = None
 
     @workflow.run
     async def run(self, job: dict[str, Any]) -> Any:
@@ -36,6 +41,9 @@ class FlowWorkflow:
             self._step = index
             if "end" in node:
                 break
+            if "pause_for" in node:
+                value = await self._wait(node, job)
+                continue
             if "to" not in node:
                 kind = next(iter(node), "?")
                 raise ApplicationError(
@@ -59,7 +67,53 @@ class FlowWorkflow:
         self._step = self._steps
         return value
 
+    async def _wait(self, node: dict[str, Any], job: dict[str, Any]) -> Any:
+        name = str(node["pause_for"])
+        timeout = node.get("timeout")
+        self._waiting = {
+            "id": f"i{self._step}",
+            "name": name,
+            "payload": node.get("payload"),
+            "path": f"@{self._step}",
+            "deadline": None if timeout is None else workflow.now().timestamp() + float(timeout),
+        }
+        # tells the worker's process, so that an execution object there shows it (status, event)
+        await workflow.execute_local_activity(
+            WAITING_ACTIVITY,
+            {"execution_id": workflow.info().workflow_id, **self._waiting},
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        try:
+            await workflow.wait_condition(lambda: bool(self._signals.get(name)), timeout=timeout)
+        except TimeoutError:
+            self._waiting = None
+            if node.get("on_timeout") == "continue":
+                return node.get("default")
+            raise ApplicationError(
+                f"no {name!r} signal within {timeout}s", type="WaitTimeout", non_retryable=True
+            ) from None
+        self._waiting = None
+        return self._signals[name].pop(0)
+
+    @workflow.update(name=SIGNAL_UPDATE)
+    def signal(self, call: dict[str, Any]) -> None:
+        """Deliver a signal: a wait for ``name`` takes it (now, or when it comes to the wait)."""
+        request_id = call.get("request_id")
+        if request_id is not None:
+            if request_id in self._requests:
+                return  # the same request again: already delivered
+            self._requests[request_id] = [call["name"], call.get("payload")]
+        self._signals.setdefault(str(call["name"]), []).append(call.get("payload"))
+
+    @signal.validator
+    def _check_signal(self, call: dict[str, Any]) -> None:
+        request_id = call.get("request_id")
+        seen = self._requests.get(request_id) if request_id is not None else None
+        if seen is not None and seen != [call["name"], call.get("payload")]:
+            raise ApplicationError(f"request id {request_id!r} was already used for another signal", type="Conflict")
+
     @workflow.query(name="keel.position")
     def position(self) -> dict[str, Any]:
-        """Where the interpreter is: the step index (``steps`` once done) and its chunk's name."""
-        return {"step": self._step, "steps": self._steps, "chunk": self._chunk}
+        """Where the interpreter is: the step index (``steps`` once done), its chunk's name, and the
+        wait it is in (``None`` when none)."""
+        return {"step": self._step, "steps": self._steps, "chunk": self._chunk, "waiting": self._waiting}

@@ -114,9 +114,11 @@ def _frozen(flow: Any) -> dict[str, Any]:
     if not steps:
         problems.append("the flow has no steps")
     for i, node in enumerate(steps):
-        if not isinstance(node, dict) or not ({"to", "end"} & set(node)):
+        if not isinstance(node, dict) or not ({"to", "end", "pause_for"} & set(node)):
             kind = next(iter(node), "?") if isinstance(node, dict) else type(node).__name__
-            problems.append(f"steps.{i}: a {kind!r} node does not run on the temporal runner yet (only 'to' and 'end')")
+            problems.append(
+                f"steps.{i}: a {kind!r} node does not run on the temporal runner yet (only 'to', 'pause_for' and 'end')"
+            )
         elif "to" in node and node["to"] not in chunks:
             problems.append(
                 f"steps.{i}: unknown chunk {node['to']!r} (registered: {', '.join(sorted(chunks)) or 'none'})"
@@ -141,6 +143,7 @@ class TemporalRunner:
         self._flows: dict[str, Any] = {}
         self._client: Any = None
         self._worker_started = False
+        self._executions: dict[str, TemporalExecution] = {}  # followed here: the worker tells them of waits
 
     # ------------------------------------------------------------------------- connection
     async def client(self) -> Any:
@@ -181,7 +184,7 @@ class TemporalRunner:
             client,
             task_queue=self.options.task_queue,
             workflows=[FlowWorkflow],
-            activities=[self._chunk_activity()],
+            activities=[self._chunk_activity(), self._waiting_activity()],
             workflow_runner=SandboxedWorkflowRunner(restrictions=restrictions),
         )
         # its own asyncio task (temporalio is asyncio-only): a cancelled runtime asks it to shut down
@@ -221,6 +224,19 @@ class TemporalRunner:
             return to_jsonable_python(out)
 
         return run_chunk
+
+    def _waiting_activity(self) -> Any:
+        from temporalio import activity
+
+        from keel_runner_temporal._workflow import WAITING_ACTIVITY
+
+        @activity.defn(name=WAITING_ACTIVITY)
+        async def waiting(call: dict[str, Any]) -> None:
+            execution = self._executions.get(call["execution_id"])
+            if execution is not None:
+                execution._now_waiting({k: v for k, v in call.items() if k != "execution_id"})
+
+        return waiting
 
     # ------------------------------------------------------------------------ the Runner
     async def start(
@@ -287,8 +303,15 @@ class TemporalRunner:
 
     def _follow(self, handle: Any, flow: str, tenant: str) -> TemporalExecution:
         execution = TemporalExecution(handle, flow, tenant)
-        self.runtime.task_group.start_soon(execution._watch)
+        self._executions[execution.id] = execution
+        self.runtime.task_group.start_soon(self._watch, execution)
         return execution
+
+    async def _watch(self, execution: TemporalExecution) -> None:
+        try:
+            await execution._watch()
+        finally:
+            self._executions.pop(execution.id, None)
 
 
 _CLOSED = {"COMPLETED": ExecutionStatus.COMPLETED, "CANCELED": ExecutionStatus.CANCELLED}
@@ -310,6 +333,7 @@ class TemporalExecution:
         self._done = anyio.Event()
         self._result: Any = None
         self._error: BaseException | None = None
+        self._sent: dict[str, dict[str, Any]] = {}  # request id -> the signal this object delivered
         self._event("execution.started", {"flow": flow, "runner": "temporal"})
 
     @property
@@ -371,11 +395,37 @@ class TemporalExecution:
         name = described.status.name if described.status is not None else "RUNNING"
         return _CLOSED.get(name, ExecutionStatus.RUNNING if name == "RUNNING" else ExecutionStatus.FAILED)
 
+    def _now_waiting(self, interrupt: dict[str, Any]) -> None:
+        self._status = ExecutionStatus.WAITING
+        self._event("execution.waiting", {"interrupts": [interrupt]})
+
     async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
-        raise TemporalRunnerError(
-            f"execution {self.id!r} cannot take signal {name!r}: waits (pause_for) do not run on the temporal "
-            f"runner yet ({_DOCS})"
-        )
+        """Deliver ``name`` as a Temporal workflow update: the same ``request_id`` twice is a no-op,
+        with another payload a :class:`keel.ConflictError`."""
+        from temporalio.client import WorkflowUpdateFailedError
+        from temporalio.service import RPCError
+
+        from keel_runner_temporal._workflow import SIGNAL_UPDATE
+
+        call = {"name": name, "payload": to_jsonable_python(payload), "request_id": request_id}
+        if request_id is not None and request_id in self._sent:
+            if self._sent[request_id] != call:  # known here: no round trip (the workflow checks it too)
+                raise ConflictError(
+                    f"execution {self.id!r}: request id {request_id!r} was already used for another signal"
+                )
+            return  # delivered already, maybe to a workflow that has closed since
+        try:
+            await self._handle.execute_update(SIGNAL_UPDATE, call)
+        except RPCError as err:
+            raise TemporalRunnerError(f"execution {self.id!r} did not take signal {name!r}: {err}") from None
+        except WorkflowUpdateFailedError as err:
+            if getattr(err.cause, "type", None) == "Conflict":
+                raise ConflictError(f"execution {self.id!r}: {err.cause}") from None
+            raise TemporalRunnerError(f"execution {self.id!r} did not take signal {name!r}: {err.cause}") from None
+        if request_id is not None:
+            self._sent[request_id] = call
+        if self._status is ExecutionStatus.WAITING:
+            self._status = ExecutionStatus.RUNNING
 
     async def cancel(self, reason: str = "cancelled") -> None:
         await self._handle.cancel()

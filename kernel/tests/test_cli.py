@@ -322,3 +322,20 @@ def test_lazy_commands_import_only_when_they_run(fake_site: Callable[..., Path],
     broken = keel_cli(site, "gone", cwd=tmp_path)
     assert broken.returncode == 1 and "Traceback" not in broken.stderr
     assert "command 'gone' of plugin 'lazy' (keel_lazy_missing:gone) could not be imported" in broken.stderr
+
+
+def test_import_keel_builds_no_pydantic_model(tmp_path: Path) -> None:
+    # every kernel model is defer_build=True and no class body instantiates one: building validators
+    # at import is what made `import keel` (and every `keel` start) slow
+    probe = (
+        "import keel\nfrom pydantic import BaseModel\n"
+        "def subs(c):\n    for s in c.__subclasses__():\n        yield s\n        yield from subs(s)\n"
+        "print(sorted(f'{s.__module__}.{s.__qualname__}' for s in set(subs(BaseModel))"
+        " if s.__module__.startswith('keel') and s.__pydantic_complete__))"
+    )
+    env = {"PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"built at `import keel`: {done.stdout.strip()}"

@@ -19,7 +19,7 @@ from keel.types import DoctorCheck, ModelCapabilities, ModelConfig, ModelSpec, S
 class MemoryStoreOptions(BaseModel):
     """``store = "memory"`` takes no options: any key in its ``[store]`` table is a typo."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _memory_store(options: dict[str, Any]) -> Any:

@@ -63,7 +63,7 @@ class AuthError(KeelError):
 class ApiKey(BaseModel):
     """One API key: how to recognise it, and the tenant and scopes it stands for."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: str | None = Field(default=None, description="a name for logs and rate limits (default: a hash prefix)")
     key: str | None = Field(
@@ -78,7 +78,7 @@ class ApiKey(BaseModel):
 class CredentialSettings(BaseModel):
     """The credential part of a server's settings table (``[settings.gateway]``, ``[settings.mcp]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     api_keys: list[ApiKey] = Field(default_factory=list)
     jwt_secret: str | None = Field(default=None, description="HS256 secret (development only; prefer jwt_secret_env)")

@@ -178,7 +178,7 @@ class ModelSpec(_Spec):
     name: str
     description: str = ""
     factory: Callable[[ModelConfig], Model]
-    capabilities: ModelCapabilities = ModelCapabilities()
+    capabilities: ModelCapabilities = Field(default_factory=ModelCapabilities)  # built on first use, not at import
 
 
 # -------------------------------------------------------------------------------------- actions
@@ -295,8 +295,8 @@ class EnvironmentSpec(_Spec):
     name: str
     kind: str
     description: str = ""
-    permissions: Permissions = Permissions()
-    restart: RestartPolicy = RestartPolicy()
+    permissions: Permissions = Field(default_factory=Permissions)  # (factories: no model is built at import)
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
     factory: Callable[[dict[str, Any]], Environment]
     options: type[BaseModel] | None = Field(
         default=None, description="the options model; None = the factory checks its options itself"

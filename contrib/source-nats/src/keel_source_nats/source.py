@@ -33,7 +33,7 @@ Accept = Callable[[str, Any], Awaitable[Any]]
 class NatsSourceOptions(BaseModel):
     """The source's options (the other keys of ``[settings.scheduler.brokers.<name>]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     url: str = Field(default="nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated")
     stream: str = Field(default="KEEL", pattern=r"^[A-Za-z0-9_-]{1,64}$")

@@ -12,7 +12,7 @@ DEFAULT_DSN = "postgresql://127.0.0.1:5432/postgres"
 class PostgresStoreOptions(BaseModel):
     """The options of ``store = "postgres"`` (the ``[store]`` table of a stack)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     dsn: str | None = Field(default=None, description=f"libpq URL; default: $KEEL_POSTGRES_DSN, else {DEFAULT_DSN}")
     schema_name: str = Field(default="keel", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")

@@ -1,6 +1,6 @@
 """``keel devtools`` (the web UI, ``ls``, ``export``, ``import``, ``purge``) and ``keel replay``.
 
-Imported on every ``keel`` start (the ``keel_commands`` hook): heavy modules load inside commands.
+Imported when ``keel devtools`` or ``keel replay`` runs (``keel_commands`` adds them by reference);\nheavier modules (the web UI, replay) load inside the commands.
 """
 
 from __future__ import annotations

@@ -30,7 +30,14 @@ def _reset() -> None:
 
 @keel.hookimpl
 def keel_commands(cli: Any) -> None:
-    from keel_devtools.cli import devtools, replay
-
-    cli.add_command(devtools)
-    cli.add_command(replay)
+    # by reference: the commands' module loads when one runs, every other `keel` start goes without it
+    cli.add_lazy_command(
+        "devtools",
+        "keel_devtools.cli:devtools",
+        help="Recorded executions: with no sub-command, serve the local web UI (127.0.0.1 by default).",
+    )
+    cli.add_lazy_command(
+        "replay",
+        "keel_devtools.cli:replay",
+        help="Re-run recorded executions against today's code: an execution ID, a FILE, or a DIR of files.",
+    )

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from keel_gateway.channels import ConsoleChannel, DeliveryFailed, WebhookChannel, sign, verify
-from keel_gateway.product import ProductHub, ProductLog, Projection
-from keel_gateway.settings import ApiKey, GatewaySettings
-
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from keel import Runtime
+    from keel_gateway.channels import ConsoleChannel, DeliveryFailed, WebhookChannel, sign, verify
+    from keel_gateway.product import ProductHub, ProductLog, Projection
+    from keel_gateway.settings import ApiKey, GatewaySettings
 
 __all__ = [
     "ApiKey",
@@ -39,3 +38,30 @@ def create_app(runtime: Runtime, settings: GatewaySettings | dict[str, Any] | No
     from keel_gateway.app import create_app as build
 
     return build(runtime, settings, **kwargs)
+
+
+#: loaded on first use: the entry point (keel_gateway.plugin) imports this package, and discovery
+#: (`keel plugins`, every `keel` start) needs neither the product log nor the settings model
+_LAZY = {
+    "ApiKey": "keel_gateway.settings",
+    "GatewaySettings": "keel_gateway.settings",
+    "ProductHub": "keel_gateway.product",
+    "ProductLog": "keel_gateway.product",
+    "Projection": "keel_gateway.product",
+    "ConsoleChannel": "keel_gateway.channels",
+    "DeliveryFailed": "keel_gateway.channels",
+    "WebhookChannel": "keel_gateway.channels",
+    "sign": "keel_gateway.channels",
+    "verify": "keel_gateway.channels",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel_gateway' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

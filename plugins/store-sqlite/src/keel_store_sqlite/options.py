@@ -12,7 +12,7 @@ DEFAULT_PATH = ".keel/keel.db"
 class SqliteStoreOptions(BaseModel):
     """The options of ``store = "sqlite"`` (the ``[store]`` table of a stack)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     path: str = Field(default=DEFAULT_PATH, description="database file; relative paths are from the cwd")
     poll_interval: float = Field(

@@ -1,6 +1,6 @@
 """``keel workspace ls|show|export``: read the workspaces in the store the stack resolves.
 
-Imported on every ``keel`` start (the ``keel_commands`` hook): the models load inside the commands.
+Imported when ``keel workspace`` runs (``keel_commands`` adds it by reference); the models load inside the commands.
 """
 
 from __future__ import annotations

@@ -236,6 +236,10 @@ def run_side_once(side: Side, args: Mapping[str, Any]) -> Outcome:
     env = {**os.environ, **side.env, "KEEL_BENCH_ARGS": json.dumps(dict(args))}
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
+    # an installed package runs from its bytecode cache (pip and `uv --compile-bytecode` write it; the
+    # first import writes it otherwise): a machine-wide PYTHONDONTWRITEBYTECODE=1 would make every round
+    # of every side compile all its sources again, which no user's process does
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if side.argv is not None:
         argv = [a.replace("{python}", str(python)).replace("{bin}", str(python.parent)) for a in side.argv]
         t0 = time.perf_counter()

@@ -68,7 +68,10 @@ def figures() -> list[Figure]:
             ],
             notes=[
                 "warm-up: one round of every side before measuring (fills the OS page cache; "
-                "`cold` here means a fresh interpreter process, not a cold disk cache)"
+                "`cold` here means a fresh interpreter process, not a cold disk cache)",
+                "bytecode: every side runs with PYTHONDONTWRITEBYTECODE unset, so the warm-up writes each "
+                "package's __pycache__ as any installed package has it; compiling every source again each "
+                "round measured the compiler, not the import",
             ],
         )
     ]

@@ -333,6 +333,7 @@ class TemporalExecution:
         self._done = anyio.Event()
         self._result: Any = None
         self._error: BaseException | None = None
+        self._cancel_reason: str | None = None
         self._sent: dict[str, dict[str, Any]] = {}  # request id -> the signal this object delivered
         self._event("execution.started", {"flow": flow, "runner": "temporal"})
 
@@ -366,7 +367,7 @@ class TemporalExecution:
                 cause = cause.cause
             cancelled = isinstance(err.cause, TemporalCancelled)
             self._status = ExecutionStatus.CANCELLED if cancelled else ExecutionStatus.FAILED
-            reason = str(cause or err)
+            reason = (self._cancel_reason or "cancelled") if cancelled else str(cause or err)
             self._error = TemporalExecutionFailed(
                 f"execution {self.id!r} {'was cancelled' if cancelled else 'failed'} on Temporal: {reason}"
             )
@@ -428,7 +429,13 @@ class TemporalExecution:
             self._status = ExecutionStatus.RUNNING
 
     async def cancel(self, reason: str = "cancelled") -> None:
+        """Ask Temporal to cancel the workflow and return once it has ended (cancelled, or finished
+        first); after the end it changes nothing. A chunk running then is abandoned by the workflow."""
+        if self._done.is_set():
+            return
+        self._cancel_reason = reason
         await self._handle.cancel()
+        await self._done.wait()
 
     def __repr__(self) -> str:
         return f"TemporalExecution({self.id!r}, flow={self.flow!r}, status={self._status.value})"

@@ -287,3 +287,20 @@ def test_entry_module_is_cheap() -> None:
     code = "import sys, keel_toolbox.plugin, keel_toolbox; print('httpx' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
     assert done.stdout.strip() == "False", "importing the plugin must not import httpx"
+
+
+def test_keel_stack_checks_an_environment_table_naming_the_key(tmp_path: Path) -> None:
+    # EnvironmentSpec.options: a typo is refused when the stack resolves, before anything starts
+    (tmp_path / "keel.toml").write_text(
+        'store = "memory"\n[environments.tools]\ndriver = "toolbox"\nstart = "eager"\nallow_host = ["example.com"]\n'
+    )
+    with pytest.raises(keel.StackError) as caught:
+        load_stack(tmp_path / "keel.toml").check(make_host(plugin))
+    message = str(caught.value)
+    assert "[environments.tools] of driver 'toolbox'" in message and "allow_host" in message
+    assert "allow_hosts" in message, "the valid keys are named"
+    (tmp_path / "keel.toml").write_text(
+        'store = "memory"\n[environments.tools]\ndriver = "toolbox"\nallow_hosts = ["example.com"]\nroot = "ws"\n'
+    )
+    rows = {r["slot"]: r for r in load_stack(tmp_path / "keel.toml").check(make_host(plugin))}
+    assert rows["environments.tools"]["status"] == "ok"

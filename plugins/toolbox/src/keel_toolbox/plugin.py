@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keel
+from keel_toolbox.settings import ToolboxSettings
 
 
 def _factory(options: dict[str, Any]) -> keel.Environment:
@@ -27,4 +28,5 @@ def keel_environments() -> Iterator[keel.EnvironmentSpec]:
         permissions=keel.Permissions(network=True),
         restart=keel.RestartPolicy(mode="never"),
         description="http_fetch (allow-listed hosts), read_file and write_file (confined to a folder)",
+        options=ToolboxSettings,  # `keel stack` checks each [environments.<name>] table, naming the key
     )  # fmt: skip

@@ -15,7 +15,7 @@ class ToolboxSettings(BaseModel):
     """The toolbox's settings. Nothing is reachable unless named: no ``root`` means no file
     actions, an empty ``allow_hosts`` means every fetch is refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: the entry module imports it
 
     root: str | None = Field(default=None, description="the folder read_file and write_file are confined to")
     allow_hosts: list[str] = Field(

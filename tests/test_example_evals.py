@@ -95,6 +95,15 @@ def setup(name: str, folder: Path, runtime_box: list[keel.Runtime]) -> tuple[lis
         return [], ScriptedModel(module.respond), [module.agent]
     if name == "proactive":
         return [], ScriptedModel([]), [module.send_invoice, deliver(runtime_box, folder)]
+    if name == "doctor":
+        triage = keel.Agent("triage", "triage the ticket", output=module.Reply)
+        return [], ScriptedModel(lambda request: json.dumps({"answer": "Reset it from the login page."})), [triage]
+    if name == "fail_closed":
+        return [], ScriptedModel([]), [module.Crashy()]
+    if name == "scale_out_temporal":
+        from keel_triggerflow import plugin as triggerflow_plugin
+
+        return [triggerflow_plugin], ScriptedModel([]), [module.flow]
     raise AssertionError(f"no eval set-up for examples/{name}.py: add one here")
 
 

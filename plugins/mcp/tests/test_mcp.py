@@ -315,3 +315,19 @@ async def test_served_actions_go_through_policy_and_audit(tmp_path: Path) -> Non
     assert all(e.payload["caller"]["agent"] == "mcp-client" for e in requested)
     assert audit.kinds("action.").count("action.denied") == 1
     assert audit.kinds("action.").count("action.completed") == 1
+
+
+def test_keel_stack_checks_an_environment_table_naming_the_key(tmp_path: Path) -> None:
+    # EnvironmentSpec.options: a typo (or no transport) is refused when the stack resolves, before any server starts
+    (tmp_path / "keel.toml").write_text(
+        'store = "memory"\n[environments.docs]\ndriver = "mcp"\nstart = "eager"\nurl = "http://127.0.0.1:9/mcp"\nheader = {}\n'
+    )
+    with pytest.raises(keel.StackError) as caught:
+        load_stack(tmp_path / "keel.toml").check(make_host(plugin))
+    message = str(caught.value)
+    assert "[environments.docs] of driver 'mcp'" in message and "header" in message and "headers" in message
+    (tmp_path / "keel.toml").write_text(
+        'store = "memory"\n[environments.docs]\ndriver = "mcp"\nurl = "http://127.0.0.1:9/mcp"\n'
+    )
+    rows = {r["slot"]: r for r in load_stack(tmp_path / "keel.toml").check(make_host(plugin))}
+    assert rows["environments.docs"]["status"] == "ok"

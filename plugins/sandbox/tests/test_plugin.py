@@ -219,3 +219,19 @@ def test_entry_module_is_cheap() -> None:
     code = "import sys, keel_sandbox.plugin; print('keel_sandbox.runner' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False", "plugin discovery must not import the runner"
+
+
+def test_keel_stack_checks_an_environment_table_naming_the_key(tmp_path: Path) -> None:
+    # EnvironmentSpec.options: a typo is refused when the stack resolves, before any sandbox starts
+    (tmp_path / "keel.toml").write_text(
+        'store = "memory"\n[environments.py]\ndriver = "sandbox"\nstart = "eager"\nmemory = 256\n'
+    )
+    with pytest.raises(keel.StackError) as caught:
+        load_stack(tmp_path / "keel.toml").check(make_host(plugin))
+    message = str(caught.value)
+    assert "[environments.py] of driver 'sandbox'" in message and "memory" in message and "memory_mb" in message
+    (tmp_path / "keel.toml").write_text(
+        'store = "memory"\n[environments.py]\ndriver = "sandbox"\nmemory_mb = 256\nlanguages = ["python"]\n'
+    )
+    rows = {r["slot"]: r for r in load_stack(tmp_path / "keel.toml").check(make_host(plugin))}
+    assert rows["environments.py"]["status"] == "ok"

@@ -18,7 +18,7 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class McpServerOptions(BaseModel):
     """How to reach one MCP server and how its tools become Keel actions."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use: the entry module names it
 
     name: str | None = Field(
         default=None, description="the environment's name; default prefix of its actions (see ``prefix``)"

@@ -21,6 +21,8 @@ def _factory(options: dict[str, Any]) -> keel.Environment:
 
 @keel.hookimpl
 def keel_environments() -> list[keel.EnvironmentSpec]:
+    from keel_mcp.options import McpServerOptions  # cheap: pydantic only
+
     return [
         keel.EnvironmentSpec(
             name="mcp",
@@ -29,6 +31,7 @@ def keel_environments() -> list[keel.EnvironmentSpec]:
             permissions=keel.Permissions(network=True),
             restart=keel.RestartPolicy(mode="on-failure", max_restarts=5, backoff_seconds=0.5),
             factory=_factory,
+            options=McpServerOptions,  # `keel stack` checks each [environments.<name>] table, naming the key
         )
     ]
 

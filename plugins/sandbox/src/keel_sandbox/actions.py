@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import keel
-from keel_sandbox.runner import Language, Sandbox
+from keel_sandbox.config import Language
+from keel_sandbox.runner import Sandbox
 
 __all__ = ["sandbox_actions"]
 

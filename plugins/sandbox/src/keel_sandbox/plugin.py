@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keel
+from keel_sandbox.config import SandboxConfig
 
 
 def _factory(options: dict[str, Any]) -> keel.Environment:
@@ -25,4 +26,5 @@ def keel_environments() -> Iterator[keel.EnvironmentSpec]:
         restart=keel.RestartPolicy(mode="on-failure", max_restarts=2, backoff_seconds=0.5),
         description="run Python, shell and Node.js scripts under rlimits, a wall clock, a scrubbed "
         "environment and no network where the OS allows it; offers run_python, run_shell, run_node",
+        options=SandboxConfig,  # `keel stack` checks each [environments.<name>] table, naming the key
     )  # fmt: skip

@@ -16,7 +16,7 @@ NOT_AT_STARTUP = [
     "keel_devtools.cli",
     "keel_devtools.db",
     "keel_devtools.record",
-    "keel_devtools.replay",
+    "keel_devtools.replayer",
     "keel_devtools.exchange",
     "keel_scheduler.cli",
     "keel_scheduler.schedules_cli",

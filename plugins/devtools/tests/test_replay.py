@@ -16,7 +16,7 @@ from keel.testing import Reply, ScriptedModel
 from keel_devtools import Recorder, export_execution
 from keel_devtools.cli import replay as replay_command
 from keel_devtools.exchange import Recording
-from keel_devtools.replay import ReplayDivergence, ReplayError, replay
+from keel_devtools.replayer import ReplayDivergence, ReplayError, replay
 
 SIDE_EFFECTS: Path | None = None
 
@@ -224,3 +224,14 @@ async def test_an_actions_clock_random_and_id_draws_are_recorded_and_its_result_
         result = await replay(Recording.from_db(recorder.db, execution.id), runtime=runtime)
     assert result.ok, result.divergence
     assert result.output == original and made == ["disk full"]  # served, not made again
+
+
+def test_the_package_attribute_is_the_function_even_after_its_module_loaded() -> None:
+    # the function lived in a submodule of the same name: once that module was imported anywhere,
+    # keel_devtools.replay became the module and `from keel_devtools import replay` broke
+    import importlib
+
+    import keel_devtools
+
+    importlib.import_module("keel_devtools.replayer")
+    assert callable(keel_devtools.replay) and keel_devtools.replay.__name__ == "replay"

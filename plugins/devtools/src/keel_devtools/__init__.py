@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         recorder,
     )
     from keel_devtools.redact import DEFAULT_SECRET_KEYS, MASK, Redactor, mask_keys
-    from keel_devtools.replay import ModelComparison, ReplayDivergence, ReplayError, ReplayResult, compare, replay
+    from keel_devtools.replayer import ModelComparison, ReplayDivergence, ReplayError, ReplayResult, compare, replay
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -94,12 +94,12 @@ _LAZY = {
     "MASK": "keel_devtools.redact",
     "Redactor": "keel_devtools.redact",
     "mask_keys": "keel_devtools.redact",
-    "ModelComparison": "keel_devtools.replay",
-    "ReplayDivergence": "keel_devtools.replay",
-    "ReplayError": "keel_devtools.replay",
-    "ReplayResult": "keel_devtools.replay",
-    "compare": "keel_devtools.replay",
-    "replay": "keel_devtools.replay",
+    "ModelComparison": "keel_devtools.replayer",
+    "ReplayDivergence": "keel_devtools.replayer",
+    "ReplayError": "keel_devtools.replayer",
+    "ReplayResult": "keel_devtools.replayer",
+    "compare": "keel_devtools.replayer",
+    "replay": "keel_devtools.replayer",
 }
 
 

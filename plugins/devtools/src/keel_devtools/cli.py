@@ -143,6 +143,6 @@ def replay(ctx: click.Context, db_path: Path | None, target: str, live_model: bo
     Recorded model answers and action results are served: no model is asked and no action runs.
     Exits 1 when any execution diverged (every one is replayed first), for CI.
     """
-    from keel_devtools.replay import replay_cli
+    from keel_devtools.replayer import replay_cli
 
     ctx.exit(replay_cli(ctx, db_path, target, live_model=live_model, runnable=runnable))

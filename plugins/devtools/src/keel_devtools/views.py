@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel_devtools.replay import compare
+from keel_devtools.replayer import compare
 
 __all__ = ["Bar", "StepRow", "align", "step_tree", "waterfall"]
 

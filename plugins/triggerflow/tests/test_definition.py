@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keel_triggerflow import FlowDefinitionError, TriggerFlow
 from keel_triggerflow.definition import FlowDefinition, Registry
@@ -131,6 +134,118 @@ def test_shape_and_name_problems_are_listed_in_one_round() -> None:
         registry.load({"name": "both", "steps": [{"to": "ghost"}, {"for_each": [{"to": "phantom"}], "concurrency": 0}]})
     problems = "\n".join(caught.value.problems)
     assert "concurrency" in problems and "'ghost'" in problems and "'phantom'" in problems
+
+
+@pytest.mark.parametrize(
+    ("source", "cause", "fix"),
+    [
+        ([DATA], "got a list (1 item(s))", "its own Registry.load() call"),
+        (None, "cannot read a definition from NoneType", "give JSON or YAML text"),
+        (42, "cannot read a definition from int", "a dict, a pathlib.Path"),
+        (b'{"name": "x\xff"}', "not UTF-8 text (byte 11 is b'\\xff')", "encode it as UTF-8"),
+        ("[" * 100_000, "nested too deeply to parse", "flatten the definition"),
+        ('{"n": ' + "1" * 5000 + "}", "a value cannot be read", "4300 digits"),
+    ],
+)
+def test_unreadable_sources_name_the_cause_and_the_fix(source: Any, cause: str, fix: str) -> None:
+    with pytest.raises(FlowDefinitionError) as caught:
+        registry.load(source)
+    assert caught.value.flow == "<unparsed>"
+    assert cause in str(caught.value) and fix in str(caught.value)
+
+
+def test_unreadable_files_name_the_path(tmp_path: Path) -> None:
+    (tmp_path / "latin1.json").write_bytes('{"name": "café"}'.encode("latin-1"))
+    for path, cause in [
+        (tmp_path / "missing.json", "No such file"),
+        (tmp_path, "Is a directory"),
+        (tmp_path / "latin1.json", "not UTF-8 text"),
+    ]:
+        with pytest.raises(FlowDefinitionError, match=cause) as caught:
+            registry.load(path)
+        assert str(path) in str(caught.value)
+
+
+def test_a_definition_nested_past_the_recursion_limit_is_refused_with_a_reason() -> None:
+    node: dict[str, Any] = {"to": "ghost"}
+    for _ in range(3000):
+        node = {"for_each": [node], "concurrency": 0}
+    with pytest.raises(FlowDefinitionError) as caught:
+        registry.load({"name": "deep", "steps": [node]})
+    assert caught.value.flow == "deep" and caught.value.problems
+
+
+# Words a definition uses, so that the generator reaches past the shape check into names and wiring.
+_WORDS = st.sampled_from(["to", "inc", "double", "label", "items", "big", "if", "then", "else", "condition", "op"])
+_KEYS = _WORDS | st.sampled_from(
+    [
+        "name",
+        "steps",
+        "on",
+        "when",
+        "batch",
+        "match",
+        "case",
+        "for_each",
+        "pause_for",
+        "emit",
+        "end",
+        "key",
+        "path",
+        "value",
+        "timeout",
+        "concurrency",
+        "retries",
+        "flow",
+        "collect",
+        "set_state",
+        "mode",
+        "description",
+    ]
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6) | _WORDS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS | st.text(max_size=3), inner, max_size=5),
+    max_leaves=30,
+)
+_STEP = st.one_of(
+    st.builds(lambda to: {"to": to}, _WORDS),
+    st.builds(lambda e: {"emit": e}, _WORDS),
+    st.builds(lambda c, t: {"if": [{"condition": c, "then": [{"to": t}]}]}, _WORDS | _JSON, _WORDS),
+    st.builds(lambda b: {"batch": b}, st.dictionaries(st.text(max_size=3), _WORDS, max_size=3)),
+    st.builds(lambda s: {"for_each": s}, st.lists(st.builds(lambda to: {"to": to}, _WORDS), max_size=3)),
+    _JSON,
+)
+_DEFINITIONS = st.builds(
+    lambda name, steps, extra: {"name": name, "steps": steps, **extra},
+    st.text(max_size=8) | st.integers(),
+    st.lists(_STEP, max_size=5),
+    st.dictionaries(_KEYS, _JSON, max_size=2),
+)
+_ANYTHING = st.one_of(
+    _JSON,
+    _DEFINITIONS,
+    _DEFINITIONS.map(json.dumps),
+    _DEFINITIONS.map(lambda d: json.dumps(d).encode()),
+    _JSON.map(json.dumps),
+    st.text(max_size=60),
+    st.binary(max_size=60),
+    st.lists(_DEFINITIONS, max_size=2).map(tuple),
+    st.builds(object),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_ANYTHING)
+def test_any_input_loads_or_is_a_definition_error(source: Any) -> None:
+    """Whatever arrives (a model's output, an HTTP body, a file), load() gives a flow or one
+    FlowDefinitionError with at least one problem, never another exception."""
+    try:
+        flow = registry.load(source)
+    except FlowDefinitionError as err:
+        assert err.problems and all(isinstance(p, str) and p for p in err.problems)
+    else:
+        assert isinstance(flow, TriggerFlow) and flow.definition is not None
 
 
 def test_the_schema_is_there_for_a_model_to_read() -> None:

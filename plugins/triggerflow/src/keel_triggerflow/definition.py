@@ -229,14 +229,20 @@ class Registry:
 
     # --------------------------------------------------------------------------- loading
     def parse(self, source: str | bytes | dict[str, Any] | Path) -> FlowDefinition:
-        """Parse JSON/YAML text, a dict or a file, and check it whole; raises with every problem."""
+        """Parse JSON/YAML text, a dict or a file, and check it whole; raises with every problem.
+
+        Anything else (``None``, a list, bytes that are not UTF-8, an unreadable file) is a
+        :class:`FlowDefinitionError` too, naming what was given and what to give instead."""
         data = _read(source)
         name = str(data.get("name", "<unnamed>")) if isinstance(data, dict) else "<unnamed>"
         try:
             definition = FlowDefinition.model_validate(data)
         except ValidationError as err:
             problems = [f"{'.'.join(map(str, e['loc'])) or 'definition'}: {e['msg']}" for e in err.errors()]
-            problems += self._check_names(data)  # names too, so that one round lists every problem
+            try:
+                problems += self._check_names(data)  # names too, so that one round lists every problem
+            except RecursionError:
+                problems.append("nested too deeply to check: flatten the definition (sub-flows can replace nesting)")
             raise FlowDefinitionError(name, problems) from None
         problems = self.check(definition)
         if problems:
@@ -431,32 +437,77 @@ class Registry:
         return lambda v: compare(_dig(v, path), value)
 
 
-def _read(source: str | bytes | dict[str, Any] | Path) -> Any:
+_ACCEPTED = "JSON or YAML text (str or UTF-8 bytes), a dict, a pathlib.Path to a .json/.yaml file, or a FlowDefinition"
+
+
+def _read(source: object) -> Any:
+    """The raw data of a definition; anything unreadable is a :class:`FlowDefinitionError` that says
+    what was given and what to give instead (never a bare AttributeError or UnicodeDecodeError)."""
     if isinstance(source, dict):
         return source
     if isinstance(source, Path):
-        text = source.read_text()
-        return _parse_text(text, yaml=source.suffix in {".yaml", ".yml"})
-    text = source.decode() if isinstance(source, bytes) else source
+        try:
+            raw = source.read_bytes()
+        except OSError as err:
+            raise _unparsed(
+                f"cannot read {str(source)!r}: {err.strerror or err} (give the path of a definition file)"
+            ) from None
+        return _parse_text(_decode(raw, f"file {str(source)!r}"), yaml=source.suffix in {".yaml", ".yml"})
+    if isinstance(source, bytes | bytearray | memoryview):
+        text = _decode(bytes(source), "the bytes given")
+    elif isinstance(source, str):
+        text = source
+    elif isinstance(source, list | tuple):
+        raise _unparsed(
+            f"got a {type(source).__name__} ({len(source)} item(s)): a definition is one mapping with 'name' and "
+            "'steps'; load each definition with its own Registry.load() call"
+        )
+    else:
+        raise _unparsed(f"cannot read a definition from {type(source).__name__}: give {_ACCEPTED}")
     return _parse_text(text, yaml=not text.lstrip().startswith(("{", "[")))
 
 
+def _unparsed(problem: str) -> FlowDefinitionError:
+    return FlowDefinitionError("<unparsed>", [problem])
+
+
+def _decode(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _unparsed(
+            f"{what}: not UTF-8 text (byte {err.start} is {raw[err.start : err.start + 1]!r}); "
+            "a definition is JSON or YAML text: encode it as UTF-8"
+        ) from None
+
+
 def _parse_text(text: str, *, yaml: bool) -> Any:
+    try:
+        return _parse(text, yaml=yaml)
+    except RecursionError:
+        raise _unparsed(
+            "nested too deeply to parse: flatten the definition (sub-flows can replace deep nesting)"
+        ) from None
+    except ValueError as err:  # e.g. an integer literal past Python's 4,300-digit limit
+        if isinstance(err, FlowDefinitionError):
+            raise
+        raise _unparsed(f"a value cannot be read: {err}") from None
+
+
+def _parse(text: str, *, yaml: bool) -> Any:
     if not yaml:
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:
-            raise FlowDefinitionError("<unparsed>", [f"not valid JSON: {err}"]) from None
+            raise _unparsed(f"not valid JSON: {err}") from None
     try:
         import yaml as pyyaml
     except ImportError:
-        raise FlowDefinitionError(
-            "<unparsed>", ["YAML definitions need PyYAML: pip install 'keel-triggerflow[yaml]' (or submit JSON)"]
-        ) from None
+        raise _unparsed("YAML definitions need PyYAML: pip install 'keel-triggerflow[yaml]' (or submit JSON)") from None
     try:
         return pyyaml.safe_load(text)
     except pyyaml.YAMLError as err:
-        raise FlowDefinitionError("<unparsed>", [f"not valid YAML: {err}"]) from None
+        raise _unparsed(f"not valid YAML: {err}") from None
 
 
 def _names(table: dict[str, Any]) -> str:

@@ -106,3 +106,69 @@ async def test_a_wait_reads_and_answers_the_same_on_both_runners(temporal_addres
     async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
         assert await answered(runtime, flow) == on_local
     assert on_local[1] == "approved"
+
+
+async def test_runtime_start_honours_the_runner_line(temporal_address: str, tmp_path: Path) -> None:
+    """``runtime.start(flow)`` and ``flow.start()`` go where the stack says, not to the local engine."""
+    from keel_runner_temporal import TemporalExecution
+
+    flow = registry.load(DEFINITION)
+    on_temporal = stack(tmp_path, f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n')
+    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
+        execution = await runtime.start(flow, "ada")
+        again = await flow.start("bob", runtime=runtime)
+        with anyio.fail_after(60):
+            assert await execution.result() == "ADA! (True)"
+            assert await again.result() == "BOB! (True)"
+        assert isinstance(again, TemporalExecution)
+        assert get_runner(runtime) is get_runner(runtime), "one runner (one client, one worker) per runtime"
+
+
+FLOW_MODULE = """
+from keel_triggerflow.definition import Registry
+
+registry = Registry()
+
+
+@registry.chunk()
+async def where(ctx):
+    return {"value": ctx.value, "execution": ctx.execution_id}
+
+
+flow = registry.load({"name": "where", "steps": [{"to": "where"}, {"pause_for": "approve"}, {"to": "where"}]})
+"""
+
+
+def test_keel_flow_run_signal_and_show_reach_temporal(temporal_address: str, tmp_path: Path) -> None:
+    """`keel flow run` starts a workflow (it used to run the local engine whatever the runner line);
+    `keel flow signal` and `show` find it on Temporal by id, in later processes."""
+    import json
+
+    from click.testing import CliRunner
+
+    from keel.cli import build_cli
+
+    (tmp_path / "where_flow.py").write_text(FLOW_MODULE)
+    text = (
+        f'store = "memory"\nrunnables = ["where_flow:flow"]\n'
+        f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "cli-{tmp_path.name}"\n'
+    )
+
+    def cli() -> Any:
+        return build_cli(make_host(triggerflow_plugin, temporal_plugin), stack(tmp_path, text))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        patch.syspath_prepend(str(tmp_path))
+        ran = CliRunner().invoke(cli(), ["flow", "run", str(tmp_path / "where_flow.py"), "--input", "1", "--json"])
+        assert ran.exit_code == 0, ran.output
+        waiting = json.loads(ran.stdout)
+        assert waiting["status"] == "waiting" and [i["name"] for i in waiting["pending_interrupts"]] == ["approve"]
+        shown = CliRunner().invoke(cli(), ["flow", "show", waiting["execution_id"], "--json"])
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["status"] == "waiting"
+        answered = CliRunner().invoke(cli(), ["flow", "signal", waiting["execution_id"], "approve", '"yes"', "--json"])
+        assert answered.exit_code == 0, answered.output
+        done = json.loads(answered.stdout)
+        assert done["status"] == "completed"
+        assert done["result"] == {"value": "yes", "execution": waiting["execution_id"]}

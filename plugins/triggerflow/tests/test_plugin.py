@@ -64,6 +64,54 @@ async def test_local_runner_starts_and_resumes(keel_runtime: Any) -> None:
     assert await execution.result() == "done"
 
 
+class Recording:
+    """A runner named "elsewhere" that records what it is asked to start (and runs it locally)."""
+
+    started: list[tuple[str, Any, str]] = []
+
+    @keel.hookimpl
+    def keel_triggerflow_runners(self) -> Any:
+        class Elsewhere(LocalRunner):
+            name = "elsewhere"
+
+            async def start(self, flow: Any, input: Any = None, *, tenant: str = "default", **options: Any) -> Any:
+                Recording.started.append((flow.name, input, tenant))
+                return await super().start(flow, input, tenant=tenant, **options)
+
+        yield RunnerSpec(name="elsewhere", factory=lambda runtime, options: Elsewhere(runtime, options))
+
+
+def _stack(tmp_path: Path, text: str) -> Stack:
+    (tmp_path / "keel.toml").write_text(text)
+    return keel.load_stack(tmp_path / "keel.toml")
+
+
+async def test_runtime_start_and_flow_start_honour_the_stack_runner_line(tmp_path: Path) -> None:
+    from keel_triggerflow import FlowError, TriggerFlow
+
+    flow = TriggerFlow("plus-one")
+    flow.to(lambda ctx: ctx.value + 1)
+    Recording.started.clear()
+    stack = _stack(tmp_path, 'store = "memory"\nrunner = "elsewhere"\n')
+    async with Runtime(make_host(plugin, Recording()), stack) as runtime:
+        execution = await runtime.start(flow, 1, tenant="acme")
+        assert await execution.result() == 2
+        assert await (await flow.start(5, runtime=runtime)).result() == 6
+        with pytest.raises(FlowError, match=r"runner = 'elsewhere'.*runtime.start\(flow, input\)"):
+            await flow.run(1, runtime=runtime)  # in process only: refused, not run past the runner line
+    assert Recording.started == [("plus-one", 1, "acme"), ("plus-one", 5, "default")]
+
+
+def test_cli_run_starts_on_the_stack_runner(tmp_path: Path) -> None:
+    Recording.started.clear()
+    (tmp_path / "greet.py").write_text(FLOW_FILE)
+    cli = build_cli(make_host(plugin, Recording()), _stack(tmp_path, 'store = "memory"\nrunner = "elsewhere"\n'))
+    result = CliRunner().invoke(cli, ["flow", "run", str(tmp_path / "greet.py"), "--input", '{"name": "Ada"}'])
+    assert result.exit_code == 0, result.output
+    assert Recording.started == [("greet", {"name": "Ada"}, "default")]
+    assert "runner 'elsewhere'" in result.stderr and '"hello Ada"' in result.stdout
+
+
 FLOW_FILE = """
 from keel_triggerflow import TriggerFlow
 

@@ -18,6 +18,8 @@ WORKFLOW = "keel.flow"
 CHUNK_ACTIVITY = "keel.chunk"
 WAITING_ACTIVITY = "keel.waiting"
 SIGNAL_UPDATE = "keel.signal"
+MEMO_KEY = "keel"  # the start's memo: {"flow": name, "tenant": tenant}
+WAITING_MEMO = "keel_waiting"  # the wait the workflow is in (a memo: Temporal answers it with no worker)
 SUPPORTED = ("to", "end", "pause_for")  # the node kinds this interpreter runs today (see docs/scale-out.md)
 
 
@@ -77,6 +79,7 @@ class FlowWorkflow:
             "path": f"@{self._step}",
             "deadline": None if timeout is None else workflow.now().timestamp() + float(timeout),
         }
+        workflow.upsert_memo({WAITING_MEMO: self._waiting})  # any process reads it (describe), no worker needed
         # tells the worker's process, so that an execution object there shows it (status, event)
         await workflow.execute_local_activity(
             WAITING_ACTIVITY,
@@ -87,12 +90,14 @@ class FlowWorkflow:
             await workflow.wait_condition(lambda: bool(self._signals.get(name)), timeout=timeout)
         except TimeoutError:
             self._waiting = None
+            workflow.upsert_memo({WAITING_MEMO: None})
             if node.get("on_timeout") == "continue":
                 return node.get("default")
             raise ApplicationError(
                 f"no {name!r} signal within {timeout}s", type="WaitTimeout", non_retryable=True
             ) from None
         self._waiting = None
+        workflow.upsert_memo({WAITING_MEMO: None})
         return self._signals[name].pop(0)
 
     @workflow.update(name=SIGNAL_UPDATE)

@@ -139,7 +139,8 @@ class TemporalRunner:
 
     def __init__(self, runtime: Runtime, options: Mapping[str, Any] | None = None):
         self.runtime = runtime
-        self.options = parse_options(TemporalRunnerOptions, dict(options or {}), where="runner 'temporal'")
+        self.options_given = dict(options or {})
+        self.options = parse_options(TemporalRunnerOptions, self.options_given, where="runner 'temporal'")
         self._flows: dict[str, Any] = {}
         self._client: Any = None
         self._worker_started = False
@@ -255,7 +256,7 @@ class TemporalRunner:
             )
         from temporalio.exceptions import WorkflowAlreadyStartedError
 
-        from keel_runner_temporal._workflow import WORKFLOW
+        from keel_runner_temporal._workflow import MEMO_KEY, WORKFLOW
 
         definition = _frozen(flow)
         await self.serve([flow])
@@ -269,7 +270,13 @@ class TemporalRunner:
             "activity_timeout": self.options.activity_timeout,
         }
         try:
-            handle = await client.start_workflow(WORKFLOW, job, id=execution_id, task_queue=self.options.task_queue)
+            handle = await client.start_workflow(
+                WORKFLOW,
+                job,
+                id=execution_id,
+                task_queue=self.options.task_queue,
+                memo={MEMO_KEY: {"flow": flow.name, "tenant": tenant}},  # what find() reads back, from anywhere
+            )
         except WorkflowAlreadyStartedError:
             raise ConflictError(
                 f"execution {execution_id!r} already exists on Temporal (the workflow id is the execution id); "
@@ -301,8 +308,68 @@ class TemporalRunner:
         await self.serve(flows)
         return []
 
-    def _follow(self, handle: Any, flow: str, tenant: str) -> TemporalExecution:
-        execution = TemporalExecution(handle, flow, tenant)
+    async def find(self, execution_id: str, tenant: str) -> TemporalExecution | None:
+        """The execution whose workflow id is ``execution_id``, if it is a flow of ``tenant`` on this
+        namespace (else ``None``): what ``runtime.find_execution`` reaches after a restart or from
+        another process. Its flow, found among the runtime's runnables by name (or rebuilt from the
+        workflow's frozen definition by a registry there), is served by this process's worker."""
+        from temporalio.service import RPCError, RPCStatusCode
+
+        from keel_runner_temporal._workflow import MEMO_KEY, WAITING_MEMO, WORKFLOW
+
+        followed = self._executions.get(execution_id)
+        if followed is not None:
+            return followed if followed.tenant == tenant else None
+        handle = (await self.client()).get_workflow_handle(execution_id)
+        try:
+            described = await handle.describe()
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                return None
+            raise TemporalRunnerError(f"Temporal did not describe execution {execution_id!r}: {err}") from None
+        memo = await described.memo()
+        keel_memo = memo.get(MEMO_KEY)
+        if described.workflow_type != WORKFLOW or not isinstance(keel_memo, dict):
+            return None  # another workflow on this namespace: not a keel execution
+        if keel_memo.get("tenant") != tenant:
+            return None  # another tenant's: exactly like a missing one
+        name = str(keel_memo.get("flow", "?"))
+        flow = self._flows.get(name) or await self._flow_for(name, handle)
+        if flow is not None:
+            await self.serve([flow])
+        status = _STATUS.get(described.status.name if described.status else "RUNNING", ExecutionStatus.FAILED)
+        waiting = memo.get(WAITING_MEMO) if status is ExecutionStatus.RUNNING else None
+        return self._follow(handle, name, tenant, status=status, waiting=waiting)
+
+    async def _flow_for(self, name: str, handle: Any) -> Any:
+        """The runtime's runnable called ``name``, or the workflow's frozen definition loaded by a
+        registry among the runnables (a data flow); ``None`` when neither is here."""
+        if name in self.runtime.runnables:
+            found = self.runtime.runnables.get(name)
+            if isinstance(getattr(found, "definition", None), dict):
+                return found
+        registries: list[Any] = [getattr(r, "registry", None) for r in self.runtime.runnables]
+        registries = [r for r in registries if hasattr(r, "load")]
+        if not registries:
+            return None
+        definition = await self._started_definition(handle)
+        for registry in registries:
+            try:
+                return registry.load(definition)
+            except KeelError:
+                continue  # its chunks are not this registry's
+        return None
+
+    async def _started_definition(self, handle: Any) -> Any:
+        async for event in handle.fetch_history_events():
+            attributes = event.workflow_execution_started_event_attributes
+            [job] = await (await self.client()).data_converter.decode(attributes.input.payloads)
+            return job["definition"]
+        return None
+
+    def _follow(self, handle: Any, flow: str, tenant: str, **seen: Any) -> TemporalExecution:
+        execution = TemporalExecution(handle, flow, tenant, **seen)
+        execution.served_here = self.options.worker and flow in self._flows
         self._executions[execution.id] = execution
         self.runtime.task_group.start_soon(self._watch, execution)
         return execution
@@ -315,6 +382,8 @@ class TemporalRunner:
 
 
 _CLOSED = {"COMPLETED": ExecutionStatus.COMPLETED, "CANCELED": ExecutionStatus.CANCELLED}
+#: Temporal's workflow status -> keel's (FAILED, TERMINATED and TIMED_OUT are failures)
+_STATUS = {**_CLOSED, "RUNNING": ExecutionStatus.RUNNING, "CONTINUED_AS_NEW": ExecutionStatus.RUNNING}
 
 
 class TemporalExecution:
@@ -322,13 +391,23 @@ class TemporalExecution:
 
     kind = "flow"
     running_here = False  # Temporal owns it: a closing runtime does not wait for it
+    served_here = False  # whether this process's worker runs its chunks (keel flow signal follows it then)
 
-    def __init__(self, handle: Any, flow: str, tenant: str):
+    def __init__(
+        self,
+        handle: Any,
+        flow: str,
+        tenant: str,
+        *,
+        status: ExecutionStatus = ExecutionStatus.RUNNING,
+        waiting: dict[str, Any] | None = None,
+    ):
         self.id: str = handle.id
         self.flow = flow
         self.tenant = tenant
         self._handle = handle
-        self._status = ExecutionStatus.RUNNING
+        self._status = status  # what Temporal said when this object was made (found: maybe finished)
+        self._waiting: dict[str, Any] | None = None
         self._log: EventLog[RuntimeEvent] = EventLog()
         self._done = anyio.Event()
         self._result: Any = None
@@ -336,6 +415,8 @@ class TemporalExecution:
         self._cancel_reason: str | None = None
         self._sent: dict[str, dict[str, Any]] = {}  # request id -> the signal this object delivered
         self._event("execution.started", {"flow": flow, "runner": "temporal"})
+        if waiting is not None:  # found waiting: what a follower of the live execution saw last
+            self._now_waiting(waiting)
 
     @property
     def status(self) -> ExecutionStatus:
@@ -398,7 +479,12 @@ class TemporalExecution:
 
     def _now_waiting(self, interrupt: dict[str, Any]) -> None:
         self._status = ExecutionStatus.WAITING
+        self._waiting = interrupt
         self._event("execution.waiting", {"interrupts": [interrupt]})
+
+    def get_pending_interrupts(self) -> list[dict[str, Any]]:
+        """The wait this object last saw (``id``, ``name``, ``payload``, ``path``, ``deadline``)."""
+        return [dict(self._waiting)] if self._waiting is not None and self._status is ExecutionStatus.WAITING else []
 
     async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
         """Deliver ``name`` as a Temporal workflow update: the same ``request_id`` twice is a no-op,

@@ -14,12 +14,12 @@ from typing import Any
 import anyio
 import click
 
-from keel import KeelError, NotFoundError, Runtime
+from keel import Execution, ExecutionStatus, KeelError, NotFoundError, Runtime
 from keel_triggerflow._engine import FlowExecution
 from keel_triggerflow._history import delete_execution, expired_executions, list_index, parse_age, rows_by_status
 from keel_triggerflow.flow import TriggerFlow
 from keel_triggerflow.runners import get_runner
-from keel_triggerflow.types import CloseSnapshot, LeaseError
+from keel_triggerflow.types import CloseSnapshot, Interrupt, LeaseError
 
 __all__ = ["flow_group", "import_flow"]
 
@@ -89,19 +89,72 @@ def _run(ctx: click.Context, body: Callable[[Runtime], Awaitable[Any]]) -> Any:
     return anyio.run(main)
 
 
-async def _load(runtime: Runtime, execution_id: str, tenant: str) -> FlowExecution:
-    """The execution from the stack's store, through the kernel's adoption hook (what the gateway
-    uses too): found by flow name among the runnables, by recorded file, or by recorded definition."""
+async def _find(runtime: Runtime, execution_id: str, tenant: str) -> Execution:
+    """The execution, through the kernel's adoption hook (what the gateway uses too): from the
+    stack's store (found by flow name among the runnables, by recorded file, or by recorded
+    definition), or from another runner's engine (a Temporal workflow, say)."""
     try:
         execution = await runtime.find_execution(execution_id, tenant)
     except NotFoundError:
         raise KeelError(
             f"no execution {execution_id!r} in the stack's store (tenant {tenant!r}); see 'keel flow ls'"
         ) from None
-    if not isinstance(execution, FlowExecution):
+    if isinstance(execution, FlowExecution):
+        execution._adopted = False  # this command drives it itself (run() below), in the foreground
+    elif execution.kind != "flow":
         raise KeelError(f"execution {execution_id!r} is a {execution.kind} execution, not a flow's")
-    execution._adopted = False  # this command drives it itself (run() below), in the foreground
     return execution
+
+
+async def _load(runtime: Runtime, execution_id: str, tenant: str) -> FlowExecution:
+    """A local runner's execution (``resume`` drives only those)."""
+    execution = await _find(runtime, execution_id, tenant)
+    if not isinstance(execution, FlowExecution):
+        raise KeelError(
+            f"execution {execution_id!r} runs on another runner, which resumes it by itself: "
+            f"'keel flow show {execution_id}' says where it is"
+        )
+    return execution
+
+
+def _pending(execution: Execution) -> list[Interrupt]:
+    """The waits another runner's execution reports (``get_pending_interrupts()``, if it has one)."""
+    pending = getattr(execution, "get_pending_interrupts", None)
+    return [Interrupt.model_validate(i) for i in (pending() if pending is not None else ())]
+
+
+async def _outside(execution: Execution) -> CloseSnapshot:
+    """The snapshot of an execution another runner runs, from the Execution protocol alone."""
+    result: Any = None
+    error: str | None = None
+    if execution.status is ExecutionStatus.COMPLETED:
+        result = await execution.result()
+    elif execution.status.finished:
+        try:
+            await execution.result()
+        except Exception as err:  # its failure, as the snapshot's error
+            error = str(err)
+    return CloseSnapshot(
+        execution_id=execution.id,
+        flow=str(getattr(execution, "flow", "?")),
+        status=execution.status.value,
+        result=result,
+        error=error,
+        pending_interrupts=_pending(execution) if execution.status is ExecutionStatus.WAITING else [],
+    )
+
+
+async def _settled(execution: Execution, quiet: bool, answered: frozenset[str] = frozenset()) -> CloseSnapshot:
+    """Follow another runner's execution until it ends or waits for something not in ``answered``."""
+    async for event in execution.events():
+        if event.kind == "execution.waiting":
+            ids = {i.get("id") for i in event.payload.get("interrupts", [])}
+            if ids - answered:
+                if not quiet:
+                    names = ", ".join(i["name"] for i in event.payload["interrupts"])
+                    click.echo(f"  … waiting for {names}", err=True)
+                break
+    return await _outside(execution)
 
 
 async def _drive(execution: FlowExecution, body: Callable[[], Awaitable[CloseSnapshot]], quiet: bool) -> CloseSnapshot:
@@ -182,7 +235,13 @@ def run_cmd(ctx: click.Context, target: str, input_json: str | None, as_json: bo
     stores: list[tuple[str, bool]] = []
 
     async def body(runtime: Runtime) -> CloseSnapshot:
-        get_runner(runtime)  # an unknown runner, or a typo in its options, is an error here, not ignored
+        runner = get_runner(runtime)  # an unknown runner, or a typo in its options, is an error here, not ignored
+        if runner.name != "local":  # it runs where that runner runs it (a Temporal workflow, say)
+            stores.append((runner.name, True))
+            started = await runner.start(flow, value, tenant=tenant)
+            if not as_json:
+                click.echo(f"execution {started.id} (runner {runner.name!r})", err=True)
+            return await _settled(started, as_json)
         registered, choice = runtime.stack.resolve("store", runtime.host)
         stores.append((choice.name, registered.spec.durable))
         execution = flow.create_execution(runtime, tenant=tenant)
@@ -257,7 +316,8 @@ def show_cmd(ctx: click.Context, execution_id: str, as_json: bool, tenant: str) 
     """Show an execution: status, steps, pending interrupts, result."""
 
     async def body(runtime: Runtime) -> CloseSnapshot:
-        return (await _load(runtime, execution_id, tenant)).snapshot()
+        execution = await _find(runtime, execution_id, tenant)
+        return execution.snapshot() if isinstance(execution, FlowExecution) else await _outside(execution)
 
     _report(_run(ctx, body), as_json)
 
@@ -283,7 +343,15 @@ def signal_cmd(
     value = _json_arg(payload, "PAYLOAD")
 
     async def body(runtime: Runtime) -> CloseSnapshot:
-        execution = await _load(runtime, execution_id, tenant)
+        execution = await _find(runtime, execution_id, tenant)
+        if not isinstance(execution, FlowExecution):  # another runner runs it: deliver, then follow it
+            answered = frozenset(i.id for i in _pending(execution))
+            await execution.signal(name, value, request_id=request_id)
+            if getattr(execution, "served_here", False):
+                return await _settled(execution, as_json, answered)
+            if not as_json:
+                click.echo("delivered: the runner's workers continue it ('keel flow show' follows)", err=True)
+            return await _outside(execution)
         await execution.signal(name, value, request_id=request_id)
         try:
             return await _drive(execution, execution.run, as_json)
@@ -324,9 +392,9 @@ def cancel_cmd(ctx: click.Context, execution_id: str, reason: str, as_json: bool
     """Cancel an execution that no live process owns."""
 
     async def body(runtime: Runtime) -> CloseSnapshot:
-        execution = await _load(runtime, execution_id, tenant)  # cancelling needs no steps
+        execution = await _find(runtime, execution_id, tenant)  # cancelling needs no steps
         await execution.cancel(reason)
-        return execution.snapshot()
+        return execution.snapshot() if isinstance(execution, FlowExecution) else await _outside(execution)
 
     _report(_run(ctx, body), as_json)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from keel import Runnable, Runtime
+from keel import Execution, Runnable, Runtime
 from keel_triggerflow._ops import (
     Batch,
     Collect,
@@ -357,14 +357,26 @@ class TriggerFlow:
             lease_ttl=lease_ttl,
         )
 
-    async def start(self, input: Any = None, *, runtime: Runtime, tenant: str = "default") -> FlowExecution:
-        """keel's Runnable entry: start in the runtime's task group and return the execution."""
+    async def start(self, input: Any = None, *, runtime: Runtime, tenant: str = "default") -> Execution:
+        """keel's Runnable entry (``runtime.start(flow)``): start on the runner the stack's ``runner``
+        slot names and return the execution; in the runtime's task group for ``local``."""
+        if _runner_name(runtime) != "local":
+            from keel_triggerflow.runners import get_runner
+
+            return await get_runner(runtime).start(self, input, tenant=tenant)
         execution = self.create_execution(runtime, tenant=tenant)
         await execution.start(input)
         return execution
 
     async def run(self, input: Any = None, *, runtime: Runtime | None = None, **options: Any) -> Any:
-        """Run to the end and return the RESULT. No idle timer: it returns when the work is done."""
+        """Run to the end and return the RESULT. No idle timer: it returns when the work is done.
+        In process only: with a runtime whose ``runner`` is another one, start it there instead."""
+        if runtime is not None and _runner_name(runtime) != "local":
+            raise FlowError(
+                f"flow.run() runs in process, but this runtime's stack says runner = {_runner_name(runtime)!r}: "
+                "use execution = await runtime.start(flow, input) and await execution.result(), which honour "
+                "the runner line"
+            )
         execution = self.create_execution(runtime, **options)
         snapshot = await execution.run(input, through_timed_waits=True)
         if not execution.status.finished:
@@ -411,6 +423,11 @@ class TriggerFlow:
 
     def __repr__(self) -> str:
         return f"TriggerFlow({self.name!r})"
+
+
+def _runner_name(runtime: Runtime) -> str:
+    """The runner the runtime's stack names (``local`` by default)."""
+    return runtime.stack.choice("runner").name
 
 
 _CHAIN_VERBS = {name for name in vars(Chain) if not name.startswith("_") and name not in {"to"}}

@@ -1,0 +1,77 @@
+"""A Temporal execution is found by id from a new runtime, as after a restart or from another
+process: the kernel's ``keel_find_execution`` contract (keel.testing.conformance.AdoptionConformance),
+against the real dev server. Temporal is the durable store here: the runtimes share only its address."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import keel
+from keel.testing import make_host
+from keel.testing.conformance import AdoptionConformance
+from keel_runner_temporal import plugin
+
+
+def decided(ctx: Any) -> Any:
+    return ctx.value
+
+
+class DataFlow(SimpleNamespace):
+    """What the runner reads of a data-defined TriggerFlow, registrable as a runnable."""
+
+    kind = "flow"
+    description = "a data flow"
+
+    def input_schema(self) -> dict[str, Any]:
+        return {}
+
+    def output_schema(self) -> dict[str, Any]:
+        return {}
+
+    async def start(self, input: Any = None, *, runtime: keel.Runtime, tenant: str = "default") -> Any:
+        return await plugin.create_runner(runtime, dict(runtime.stack.choice("runner").options)).start(
+            self, input, tenant=tenant
+        )
+
+
+WAITS = DataFlow(
+    name="waits-for-approval",
+    definition={"name": "waits-for-approval", "steps": [{"pause_for": "approve", "payload": "ok?"}, {"to": "decided"}]},
+    registry=SimpleNamespace(chunks={"decided": (decided, None, None)}),
+)
+
+
+class TestTemporalAdoption(AdoptionConformance):
+    @pytest.fixture
+    def new_runtime(self, temporal_address: str, tmp_path: Path) -> Any:
+        (tmp_path / "keel.toml").write_text(
+            f'store = "memory"\n[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n'
+            f'task_queue = "adopt-{uuid.uuid4().hex[:8]}"\n'
+        )
+
+        def new() -> keel.Runtime:
+            runtime = keel.Runtime(make_host(plugin), keel.load_stack(tmp_path / "keel.toml"))
+            runtime.add(WAITS)  # as the stack's runnables list would
+            return runtime
+
+        return new
+
+    @pytest.fixture
+    def start_waiting(self) -> Any:
+        async def start(runtime: keel.Runtime) -> keel.Execution:
+            return await runtime.start(WAITS)
+
+        return start
+
+
+async def test_a_stack_on_another_runner_never_asks_temporal(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('store = "memory"\nrunner = "local"\n')
+    async with keel.Runtime(make_host(plugin), keel.load_stack(tmp_path / "keel.toml")) as runtime:
+        assert await plugin.keel_find_execution(runtime, "flow_x", "default") is None
+        with pytest.raises(keel.NotFoundError):
+            await runtime.find_execution("flow_x")

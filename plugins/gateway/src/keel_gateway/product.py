@@ -36,7 +36,7 @@ from keel import Execution, ExecutionStatus, ProductEvent, RuntimeEvent
 if TYPE_CHECKING:
     from keel import Runtime
 
-__all__ = ["TERMINAL", "ProductHub", "ProductLog", "Projection", "jsonable"]
+__all__ = ["FAILURE_TEXT", "TERMINAL", "ProductHub", "ProductLog", "Projection", "jsonable"]
 
 log = logging.getLogger("keel_gateway.product")
 
@@ -44,7 +44,8 @@ TERMINAL = frozenset({"execution.completed", "execution.failed", "execution.canc
 _SEGMENT = re.compile(r'^(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]|\["(?:[^"\\]|\\.)*"\])$')
 _DECODER = json.JSONDecoder()
 
-_FAILURES = {
+#: the one table of what a client is told when a task fails, by failure code (also the view's error)
+FAILURE_TEXT = {
     "timeout": "the task took too long and was stopped",
     "invalid_output": "the answer did not match the expected format",
     "cancelled": "the task was cancelled",
@@ -173,7 +174,7 @@ class Projection:
         )
 
     def failed(self, code: str, detail: str = "") -> ProductEvent:
-        message = _FAILURES.get(code, _FAILURES["error"])
+        message = FAILURE_TEXT.get(code, FAILURE_TEXT["error"])
         if detail:
             message = f"{message}: {detail}"
         return _event("task.failed", self.execution_id, message=message, data={"code": code})

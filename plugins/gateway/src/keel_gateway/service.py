@@ -1,0 +1,228 @@
+"""The gateway's service: who calls, which execution, what a client sees of it, and the actions.
+
+Routes (:mod:`keel_gateway.routers`) stay thin: they parse and call :class:`Gateway`, held on
+``app.state.gateway``. Every lookup is scoped to the caller's tenant, so another tenant's execution
+is a 404 like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import anyio
+from fastapi import Request, WebSocket
+from fastapi.responses import JSONResponse
+
+from keel import ConflictError, Execution, ExecutionStatus, KeelError, NotFoundError, Runnable, Runtime
+from keel_gateway.auth import Authenticator, AuthError, FailureThrottle, Principal, RateLimiter
+from keel_gateway.channels import ChannelDispatcher
+from keel_gateway.inputs import InputError, strict_json
+from keel_gateway.product import FAILURE_TEXT, ProductHub, failure_code, jsonable
+from keel_gateway.schemas import ApiError, ExecutionView, Links, SignalAccepted, SignalRequest, TaskError
+from keel_gateway.settings import GatewaySettings
+
+__all__ = ["Gateway", "client_of", "credential_of"]
+
+log = logging.getLogger("keel_gateway")
+
+
+class Gateway:
+    """The state behind the routes (held on ``app.state.gateway``)."""
+
+    def __init__(self, runtime: Runtime, settings: GatewaySettings):
+        self.runtime = runtime
+        self.settings = settings
+        self.auth = Authenticator(settings)
+        self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.failures = FailureThrottle(settings)
+        self.hub = ProductHub(runtime, keep_finished=settings.keep_finished)
+        self.dispatcher = ChannelDispatcher.from_stack(runtime, self.hub, settings.channels)
+        self.runnable_of: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.idempotent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.signals: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
+        self._validators: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------------------------- callers
+
+    def principal(self, credential: str | None, client: str = "unknown") -> Principal:
+        """The caller, or 401; a client address with too many recent failures gets 429 first,
+        whatever it sends (keys cannot be guessed at speed)."""
+        if not self.settings.open:
+            self.failures.check(client)
+        try:
+            principal = self.auth.authenticate(credential)
+        except AuthError as err:
+            if err.status == 401:
+                self.failures.failed(client)
+            raise
+        if self.settings.open:
+            return principal  # development mode: one shared identity, so no per-key limit to apply
+        wait = self.limiter.take(principal.key_id)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", "too many requests for this key", {"Retry-After": str(int(wait) + 1)})
+        return principal
+
+    async def execution(self, execution_id: str, principal: Principal) -> Execution:
+        """The caller's execution, or 404 (only when it does not exist or belongs to another
+        tenant). One that no live object holds (after a restart, or started by another process) is
+        adopted from the store by the plugin that owns its kind (``runtime.find_execution``)."""
+        try:
+            execution = await self.runtime.find_execution(execution_id, principal.tenant)
+        except NotFoundError:
+            raise ApiError(404, "not_found", f"no execution {execution_id!r}") from None
+        return execution
+
+    # --------------------------------------------------------------------------------- validation
+
+    def validate(self, name: str, schema: dict[str, Any], value: Any) -> None:
+        from jsonschema import Draft202012Validator
+
+        validator = self._validators.get(name)
+        if validator is None:
+            validator = self._validators[name] = Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        if errors:
+            shown = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(input)'}: {e.message}" for e in errors[:5])
+            raise ApiError(422, "invalid_request", f"the input does not match {name!r}'s schema: {shown}")
+
+    # --------------------------------------------------------------------------------------- views
+
+    async def view(self, execution: Execution) -> ExecutionView:
+        status = execution.status
+        product = self.hub.log(execution)
+        if status is ExecutionStatus.WAITING and product.waiting_for is None:
+            # just adopted (after a restart): its projector is replaying what it waits for
+            with anyio.move_on_after(1.0):
+                while product.waiting_for is None and execution.status is ExecutionStatus.WAITING:
+                    await product.changed()
+        output: Any = None
+        error: TaskError | None = None
+        if status is ExecutionStatus.COMPLETED:
+            try:
+                output = jsonable(await execution.result())
+            except Exception as err:  # completed but unreadable: report, do not 500
+                error = TaskError(code="error", message=FAILURE_TEXT["error"])
+                log.warning("execution %s completed but its result failed: %s", execution.id, err)
+        elif status.finished:
+            code = "cancelled" if status is ExecutionStatus.CANCELLED else "error"
+            try:
+                await execution.result()
+            except Exception as err:
+                code = "cancelled" if status is ExecutionStatus.CANCELLED else failure_code(err)
+            error = TaskError(code=code, message=FAILURE_TEXT[code])  # type: ignore[arg-type]
+        base = f"/v1/executions/{execution.id}"
+        return ExecutionView(
+            id=execution.id,
+            kind=execution.kind,
+            runnable=self.runnable_of.get((execution.tenant, execution.id)),
+            status=status.value,
+            output=output,
+            error=error,
+            waiting_for=product.waiting_for if status is ExecutionStatus.WAITING else None,
+            last_seq=len(product.events),
+            links=Links(
+                self=base, events=f"{base}/events", ws=f"{base}/ws", signals=f"{base}/signals", cancel=f"{base}/cancel"
+            ),
+        )
+
+    # ------------------------------------------------------------------------------------ actions
+
+    async def start(
+        self, runnable: Runnable, request: Request, principal: Principal, wait: bool, timeout: float, key: str | None
+    ) -> JSONResponse:
+        principal.require("run")
+        raw = await request.body()
+        try:
+            value = strict_json(raw, self.settings.max_json_depth) if raw.strip() else None
+        except InputError as err:
+            raise ApiError(422, "invalid_request", str(err)) from None
+        self.validate(runnable.name, runnable.input_schema(), value)
+        execution: Execution | None = None
+        if key is not None:
+            known = self.idempotent.get((principal.tenant, key))
+            if known is not None:
+                try:
+                    execution = await self.runtime.find_execution(known, principal.tenant)
+                except NotFoundError:
+                    execution = None
+        if execution is None:
+            # through the runtime: a task of this execution that raises fails this execution only
+            execution = await self.runtime.start(runnable, value, tenant=principal.tenant)
+            self.runnable_of[(execution.tenant, execution.id)] = runnable.name
+            while len(self.runnable_of) > 100_000:
+                self.runnable_of.popitem(last=False)
+            if key is not None:
+                self.idempotent[(principal.tenant, key)] = execution.id
+                while len(self.idempotent) > 10_000:
+                    self.idempotent.popitem(last=False)
+            self.dispatcher.follow(execution)
+        product = self.hub.log(execution)
+        if wait:
+            with anyio.move_on_after(timeout):
+                await product.settled()
+        view = await self.view(execution)
+        finished = execution.status.finished
+        headers = {"Location": view.links.self}
+        return JSONResponse(
+            view.model_dump(mode="json"), status_code=200 if wait and finished else 202, headers=headers
+        )
+
+    async def signal(
+        self, execution: Execution, name: str, body: SignalRequest, principal: Principal
+    ) -> SignalAccepted:
+        principal.require("signal")
+        accepted = SignalAccepted(execution_id=execution.id, signal=name, request_id=body.request_id, status="running")
+        key = (execution.tenant, execution.id, body.request_id) if body.request_id else None
+        fingerprint = (name, json.dumps(jsonable(body.payload), sort_keys=True))
+        if key is not None and key in self.signals:
+            # the same request again, even after the execution moved on: delivered once
+            if self.signals[key] != fingerprint:
+                raise ApiError(
+                    409, "conflict", f"request id {body.request_id!r} was used with another signal or payload"
+                )
+            return accepted.model_copy(update={"status": execution.status.value})
+        if execution.status.finished:
+            raise ApiError(409, "conflict", f"execution {execution.id} has finished ({execution.status.value})")
+        product = self.hub.log(execution)
+        for entry in (product.waiting_for or {}).get("signals", []):
+            if entry.get("name") == name and isinstance(entry.get("schema"), dict):
+                self.validate(f"{execution.id}:{name}", entry["schema"], body.payload)
+        if key is not None:
+            self.signals[key] = fingerprint  # reserved before the await: a concurrent twin is a duplicate
+            while len(self.signals) > 100_000:
+                self.signals.popitem(last=False)
+        try:
+            await execution.signal(name, body.payload, request_id=body.request_id)
+        except KeelError as err:
+            if key is not None:
+                self.signals.pop(key, None)
+            code = "conflict" if isinstance(err, ConflictError | NotFoundError) else "rejected"
+            raise ApiError(409, code, str(err)) from None
+        return accepted.model_copy(update={"status": execution.status.value})
+
+    async def cancel(self, execution: Execution, reason: str, principal: Principal) -> ExecutionView:
+        principal.require("cancel")
+        with anyio.move_on_after(10):
+            await execution.cancel(reason)
+        return await self.view(execution)
+
+
+def client_of(request: Request | WebSocket) -> str:
+    """The peer address (uvicorn puts the proxy's X-Forwarded-For there for trusted proxies)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def credential_of(request: Request | WebSocket, allow_query_token: bool = True) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    # browsers cannot set headers on EventSource or WebSocket: accept the credential as a query
+    # parameter, unless turned off (it ends up in access logs, proxies' logs and browser history)
+    return request.query_params.get("access_token") if allow_query_token else None

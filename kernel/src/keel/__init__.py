@@ -33,6 +33,7 @@ from keel.errors import (
     StoreError,
     ToolLoopLimit,
     UnknownPluginError,
+    error_code,
 )
 from keel.events import EventBus, RuntimeEvent
 from keel.execution import EventLog, Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
@@ -58,6 +59,7 @@ from keel.types import (
     EvalSample,
     EvaluatorSpec,
     Health,
+    Interrupt,
     Message,
     Model,
     ModelCapabilities,
@@ -69,6 +71,7 @@ from keel.types import (
     Permissions,
     PolicyDecision,
     ProductEvent,
+    Progress,
     RestartPolicy,
     Risk,
     StoreSpec,
@@ -162,6 +165,7 @@ __all__ = [
     "ExecutionStatus",
     "Health",
     "InstantEvent",
+    "Interrupt",
     "InstantParser",
     "KeelError",
     "LogRecord",
@@ -189,6 +193,7 @@ __all__ = [
     "PluginLoadError",
     "PolicyDecision",
     "ProductEvent",
+    "Progress",
     "RestartPolicy",
     "Risk",
     "Runnable",
@@ -213,5 +218,6 @@ __all__ = [
     "hookimpl",
     "invoke_action",
     "load_stack",
+    "error_code",
     "new_id",
 ]

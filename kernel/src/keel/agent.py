@@ -36,6 +36,7 @@ from keel.errors import (
     OutputLimitExceeded,
     OutputValidationError,
     ToolLoopLimit,
+    error_code,
 )
 from keel.events import RuntimeEvent, new_span_id, new_trace_id
 from keel.execution import ExecutionStatus
@@ -600,6 +601,7 @@ class AgentExecution:
         payload["usage"] = {"input_tokens": self._tokens[0], "output_tokens": self._tokens[1]}
         if error is not None:
             payload["error"] = f"{type(error).__name__}: {error}"
+            payload["code"] = error_code(error)
         else:
             payload["output"] = self._data
         # events the bus dropped so far (all executions): a slow observer is visible, never blocking

@@ -33,6 +33,8 @@ log = logging.getLogger("keel.runtime")
 class ExecutionCrashed(KeelError):
     """An execution's own task raised where its runnable did not catch it."""
 
+    code = "execution.crashed"
+
 
 class Owner:
     """Who the tasks started in this context belong to (set while a runnable starts)."""
@@ -187,7 +189,7 @@ class ContainedExecution:
             if self._failed is None:
                 self._failed = RuntimeEvent(
                     kind="execution.failed", execution_id=self.id, tenant=self.tenant, seq=last + 1,
-                    payload={"reason": self._reason(), "error": type(self._failure).__name__},
+                    payload={"reason": self._reason(), "error": type(self._failure).__name__, "code": ExecutionCrashed.code},
                 )  # fmt: skip
         return self._failed
 

@@ -54,6 +54,8 @@ ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "Ed
 class AuthError(KeelError):
     """The caller could not be identified (401), lacks a scope (403) or failed too often (429)."""
 
+    code = "auth.failed"
+
     def __init__(self, message: str, status: int = 401, retry_after: float | None = None):
         super().__init__(message)
         self.status = status

@@ -47,15 +47,22 @@ class Execution(Protocol):
 
     - **Event kinds.** ``execution.started`` first; exactly one of ``execution.completed``,
       ``execution.failed`` or ``execution.cancelled``, last (payload ``reason`` for the latter
-      two, user-safe). ``seq`` strictly increases; every event names this execution and tenant.
+      two, user-safe, and ``code``: the :attr:`keel.KeelError.code` of what it ended with, from
+      :func:`keel.error_code`, so ``"internal"`` for an exception that is not a ``KeelError``).
+      ``seq`` strictly increases; every event names this execution and tenant.
+    - **Progress.** An execution that reports how far it got emits ``execution.progress`` (or
+      ``<kind>.progress``) with a :class:`keel.Progress` payload (``message``, ``percent``);
+      readers take it with :meth:`keel.Progress.read`.
     - **Late readers.** ``events(since=0)`` after the end replays what a live reader saw;
       ``events(since=n)`` resumes with the events whose ``seq`` is past ``n`` (every one, for a
       negative ``n``). (An execution with
       very many events may coalesce its high-volume ones once finished, as an agent's
       ``model.delta`` are: ``seq`` then skips, and every other event is kept as it was.)
     - **Waiting.** An execution that waits for a signal sets its status to ``waiting`` and emits
-      ``execution.waiting`` with payload ``{"interrupts": [{"name": <signal name>, "payload":
-      <a message, or {"message": ..., "schema": <JSON schema of the expected answer>}>}]}``;
+      ``execution.waiting`` with payload ``{"interrupts": [...]}``, each a
+      :class:`keel.Interrupt` dumped to JSON (``name``, the signal; ``payload``, a message or
+      ``{"message": ..., "schema": <JSON schema of the expected answer>}``; optional ``id``,
+      ``path``, ``deadline``);
       answering is ``signal(name, answer, request_id=...)``. A repeated ``request_id`` is a
       no-op with the same payload and a :class:`keel.ConflictError` with another one, also once
       the execution has finished (a client retrying after the answer ended it). A new request to

@@ -6,6 +6,7 @@ carries a ``factory`` that imports a heavy SDK only when the driver is first use
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,7 @@ __all__ = [
     "EvalSample",
     "EvaluatorSpec",
     "Health",
+    "Interrupt",
     "Message",
     "Model",
     "ModelCapabilities",
@@ -37,6 +39,7 @@ __all__ = [
     "Permissions",
     "PolicyDecision",
     "ProductEvent",
+    "Progress",
     "RestartPolicy",
     "Risk",
     "StoreSpec",
@@ -368,6 +371,48 @@ class ProductEvent(_Type):
     data: Any = None
     waiting_for: dict[str, Any] | None = None
     time: float = Field(default_factory=time.time)
+
+
+# ------------------------------------------------------------------------------ execution events
+
+
+class Interrupt(_Type):
+    """One signal an execution waits for: an item of ``execution.waiting``'s ``interrupts``.
+
+    ``payload`` is what the waiter shows: a message, or ``{"message": ..., "schema": <JSON schema
+    of the expected answer>}``. Answer it with ``execution.signal(name, answer, request_id=...)``.
+    """
+
+    name: str = Field(min_length=1, description="the signal name to answer with")
+    payload: Any = Field(default=None, description="a message, or {'message': ..., 'schema': {...}}")
+    id: str = Field(default="", description="this wait's id, when the runnable tells waits of one name apart")
+    path: str = Field(default="", description="where in the runnable it waits (a flow's step path)")
+    deadline: float | None = Field(default=None, description="epoch seconds; None waits forever")
+
+
+class Progress(_Type):
+    """How far an execution got: the payload of an ``execution.progress`` (or ``<kind>.progress``)
+    RuntimeEvent, shown to users as ``task.progress``. ``message`` is user-safe text."""
+
+    message: str = Field(min_length=1, max_length=500, description="human-readable, user-safe")
+    percent: float | None = Field(
+        default=None, ge=0.0, le=100.0, allow_inf_nan=False, description="0..100, where known"
+    )
+
+    @classmethod
+    def read(cls, payload: Any) -> Progress:
+        """A progress from any event payload, never raising: a missing or non-text message reads
+        ``"working"`` (a long one is cut at 500 characters), a percent that is not a finite number
+        is dropped and one out of range is clamped to 0..100."""
+        data = payload if isinstance(payload, dict) else {}
+        message = data.get("message")
+        percent = data.get("percent")
+        if isinstance(percent, bool) or not isinstance(percent, int | float) or not math.isfinite(percent):
+            percent = None
+        return cls(
+            message=message[:500] if isinstance(message, str) and message else "working",
+            percent=None if percent is None else max(0.0, min(100.0, float(percent))),
+        )
 
 
 @runtime_checkable

@@ -32,6 +32,8 @@ __all__ = ["DevServer", "DevServerError", "dev_server", "find_cli"]
 class DevServerError(KeelError):
     """The Temporal dev server could not be found or did not start."""
 
+    code = "temporal.dev_server_failed"
+
 
 def find_cli() -> str:
     """The ``temporal`` CLI next to this Python (a venv's ``bin``), else on ``PATH``."""

@@ -47,13 +47,19 @@ _DOCS = "docs/scale-out.md"
 class TemporalRunnerError(KeelError):
     """A flow, an option or a call the temporal runner cannot run (yet): the message names it."""
 
+    code = "temporal.runner_failed"
+
 
 class TemporalUnavailableError(TemporalRunnerError):
     """No Temporal server answered at the configured address."""
 
+    code = "temporal.unavailable"
+
 
 class TemporalExecutionFailed(KeelError):
     """The execution's workflow failed or was cancelled on Temporal; the message carries the cause."""
+
+    code = "temporal.execution_failed"
 
 
 class TemporalRunnerOptions(BaseModel):
@@ -452,7 +458,10 @@ class TemporalExecution:
             self._error = TemporalExecutionFailed(
                 f"execution {self.id!r} {'was cancelled' if cancelled else 'failed'} on Temporal: {reason}"
             )
-            self._event("execution.cancelled" if cancelled else "execution.failed", {"reason": reason})
+            self._event(
+                "execution.cancelled" if cancelled else "execution.failed",
+                {"reason": reason, "code": "execution.cancelled" if cancelled else self._error.code},
+            )
         finally:
             self._done.set()
             self._log.notify()

@@ -27,7 +27,7 @@ import anyio
 import pytest
 
 from keel.actions import invoke_action
-from keel.errors import ActionInputError, ConflictError, KeelError, NotFoundError, StoreError
+from keel.errors import CODE_PATTERN, ActionInputError, ConflictError, KeelError, NotFoundError, StoreError
 from keel.events import RuntimeEvent
 from keel.execution import Execution, ExecutionStatus
 from keel.store import Append, Delete, LogRecord, Put, Store, WriteOp, blob_hash
@@ -40,6 +40,7 @@ from keel.types import (
     EvalResult,
     EvalSample,
     EvaluatorSpec,
+    Interrupt,
     Message,
     Model,
     ModelDone,
@@ -647,6 +648,7 @@ class ExecutionConformance:
                 assert last.kind in {"execution.failed", "execution.cancelled"}, last.kind
                 reason = last.payload.get("reason")
                 assert isinstance(reason, str) and reason, f"{last.kind} must carry a 'reason': {last.payload}"
+                assert CODE_PATTERN.match(last.payload.get("code", "error")), f"'code' is an error code: {last.payload}"
 
     # late readers
     async def test_a_late_reader_replays_what_a_live_reader_saw(self, new_runtime: Any, start_completing: Any) -> None:
@@ -704,9 +706,8 @@ class ExecutionConformance:
             assert execution.status.value == "waiting", f"status {execution.status.value} while it waits"
             interrupts = waiting.payload.get("interrupts")
             assert isinstance(interrupts, list) and interrupts, f"execution.waiting needs 'interrupts': {waiting}"
-            for interrupt in interrupts:
-                assert isinstance(interrupt, dict) and isinstance(interrupt.get("name"), str), interrupt
-                assert "payload" in interrupt, f"an interrupt carries a 'payload' (a message or a form): {interrupt}"
+            for interrupt in interrupts:  # each a keel.Interrupt, dumped, with its 'payload' spelled out
+                assert Interrupt.model_validate(interrupt) and "payload" in interrupt, interrupt
                 question = interrupt["payload"]
                 if isinstance(question, dict) and "schema" in question:
                     assert "message" in question, f"a form names its question in 'message': {question}"

@@ -119,6 +119,8 @@ _COLUMNS = [
 class RecordingError(keel.KeelError):
     """A recording that cannot be found, read or written."""
 
+    code = "devtools.recording_failed"
+
 
 @dataclass
 class _Summary:

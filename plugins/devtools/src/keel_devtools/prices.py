@@ -24,6 +24,8 @@ __all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "PricesError"]
 class PricesError(keel.KeelError):
     """A price table that cannot be read."""
 
+    code = "devtools.prices_invalid"
+
 
 class Price(BaseModel):
     """What a million tokens cost, in US dollars."""

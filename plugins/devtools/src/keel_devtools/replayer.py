@@ -62,6 +62,8 @@ _LIVE_SKIPPED = {"model.request", "model.tool_call", "model.response", "output.p
 class ReplayError(keel.KeelError):
     """A replay that cannot start: the runnable is not registered, the recording is unusable."""
 
+    code = "devtools.replay_failed"
+
 
 class ReplayDivergence(keel.KeelError):
     """Today's code did something else than the recording at ``step_path``.
@@ -71,6 +73,8 @@ class ReplayDivergence(keel.KeelError):
     :ivar got: what today's code did (``None``: nothing).
     :ivar where: inside the step, which part differs (``messages[0].content``).
     """
+
+    code = "devtools.replay_diverged"
 
     def __init__(self, step_path: str, expected: Any, got: Any, *, where: str = "", source: str = ""):
         self.step_path = step_path

@@ -10,6 +10,10 @@ __all__ = ["CaseError", "EvalError"]
 class EvalError(KeelError):
     """An eval run, report or comparison that cannot go on."""
 
+    code = "eval.failed"
+
 
 class CaseError(EvalError):
     """A case file that is not a valid case or dataset."""
+
+    code = "eval.case_invalid"

@@ -56,6 +56,8 @@ PULL = frozenset({"sse", "websocket"})
 class DeliveryFailed(KeelError):
     """A channel gave up on an event; ``attempts`` lists what each try got."""
 
+    code = "gateway.delivery_failed"
+
     def __init__(self, message: str, attempts: list[dict[str, Any]]):
         super().__init__(message)
         self.attempts = attempts

@@ -37,9 +37,13 @@ __all__ = ["McpServerDown", "McpServerEnvironment", "McpToolError"]
 class McpToolError(keel.ActionError):
     """The MCP tool reported an error (``isError``) or the server answered with a protocol error."""
 
+    code = "mcp.tool_failed"
+
 
 class McpServerDown(keel.ActionError):
     """The MCP server is not running: stopped, crashed or being restarted."""
+
+    code = "mcp.server_down"
 
 
 class McpServerEnvironment:

@@ -14,6 +14,8 @@ __all__ = ["DEFAULT", "WEIGHTS", "LocalModelError", "Weights", "resolve"]
 class LocalModelError(keel.KeelError):
     """The local model cannot run; the message names the alias, the weights and the fix."""
 
+    code = "model.local_failed"
+
     def __init__(self, alias: str, weights: str, problem: str, fix: str):
         self.alias = alias
         self.weights = weights

@@ -267,6 +267,8 @@ class _SqliteConn:
 class _Unique(SchedulerError):
     """A unique constraint refused a row (a concurrency key already running)."""
 
+    code = "scheduler.unique_violation"
+
 
 class PostgresDatabase:
     """The tables in a PostgreSQL schema, through an asyncpg pool; ``NOTIFY`` wakes idle workers."""

@@ -10,9 +10,13 @@ __all__ = ["DuplicateJob", "JobNotFound", "ScheduleSpecError", "SchedulerError"]
 class SchedulerError(KeelError):
     """The queue, a worker, the scheduler or intake failed in a way the caller should see."""
 
+    code = "scheduler.failed"
+
 
 class ScheduleSpecError(SchedulerError, ValueError):
     """A schedule spec is invalid; ``field`` names the offending field."""
+
+    code = "scheduler.spec_invalid"
 
     def __init__(self, field: str, message: str):
         self.field = field
@@ -21,6 +25,8 @@ class ScheduleSpecError(SchedulerError, ValueError):
 
 class DuplicateJob(ConflictError):
     """An enqueue with a dedup key (or id) that is already taken, when the caller asked to reject it."""
+
+    code = "scheduler.duplicate_job"
 
     def __init__(self, key: str, existing_id: str):
         self.key = key
@@ -33,3 +39,5 @@ class DuplicateJob(ConflictError):
 
 class JobNotFound(SchedulerError, NotFoundError):
     """No job with that id (it may have been purged)."""
+
+    code = "scheduler.job_not_found"

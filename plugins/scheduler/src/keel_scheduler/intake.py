@@ -194,6 +194,8 @@ class Intake:
 class NoTarget(SchedulerError):
     """A delivery names no waiting job and its source enqueues no task: nothing was recorded."""
 
+    code = "scheduler.no_target"
+
 
 async def _respond(send: Any, reply: Reply) -> None:
     body = json.dumps(reply.body).encode()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from keel import EventLog, ExecutionCancelled, ExecutionStatus, KeelError, RuntimeEvent, new_id
+from keel import EventLog, ExecutionCancelled, ExecutionStatus, KeelError, RuntimeEvent, error_code, new_id
 
 if TYPE_CHECKING:
     from keel import Runtime
@@ -104,11 +104,11 @@ class _FunctionExecution:
             self._error = ExecutionCancelled(
                 f"execution {self.id} of task {self.runnable.name!r} was cancelled: {reason}"
             )
-            self._emit("execution.cancelled", {"reason": reason})
+            self._emit("execution.cancelled", {"reason": reason, "code": self._error.code})
         except Exception as err:
             self._status = ExecutionStatus.FAILED
             self._error = err
-            self._emit("execution.failed", {"reason": f"{type(err).__name__}: {err}"})
+            self._emit("execution.failed", {"reason": f"{type(err).__name__}: {err}", "code": error_code(err)})
         finally:
             self._done.set()
             self._log.notify()

@@ -26,6 +26,8 @@ KEPT_HEADERS = ("content-type", "content-length", "content-language", "last-modi
 class HostNotAllowed(keel.ActionDenied):
     """A URL whose host is not on the allow list (``[settings.toolbox] allow_hosts``)."""
 
+    code = "toolbox.host_not_allowed"
+
 
 def _split(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)

@@ -23,6 +23,8 @@ __all__ = ["FileAccessError", "Folder"]
 class FileAccessError(keel.ActionError):
     """A path the toolbox will not touch; the message says why and what to do instead."""
 
+    code = "toolbox.file_access"
+
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

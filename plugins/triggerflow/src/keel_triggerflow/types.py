@@ -1,4 +1,4 @@
-"""Public value types of TriggerFlow: interrupts, close snapshots, errors."""
+"""Public value types of TriggerFlow: close snapshots, errors (``Interrupt`` is ``keel.Interrupt``, re-exported)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel import KeelError
+from keel import Interrupt, KeelError
 
 __all__ = [
     "BranchError",
@@ -30,9 +30,13 @@ unwritten steps); ``none`` writes nothing (fastest; not resumable)."""
 class FlowError(KeelError):
     """Base of TriggerFlow's errors."""
 
+    code = "flow.failed"
+
 
 class FlowDefinitionError(FlowError):
     """A flow definition is invalid; ``problems`` lists every problem found, not only the first."""
+
+    code = "flow.invalid"
 
     def __init__(self, flow: str, problems: list[str]):
         self.flow = flow
@@ -43,6 +47,8 @@ class FlowDefinitionError(FlowError):
 
 class StepFailed(FlowError):
     """A step raised (after its retries); carries the original error's type and message."""
+
+    code = "flow.step_failed"
 
     def __init__(self, path: str, error_type: str, message: str, attempts: int = 1):
         self.path = path
@@ -55,13 +61,19 @@ class StepFailed(FlowError):
 class WaitTimeout(FlowError):
     """A ``pause_for`` wait reached its timeout with ``on_timeout="fail"``."""
 
+    code = "flow.wait_timeout"
+
 
 class MissingResourceError(FlowError):
     """A live resource the flow needs was not given when the execution was created or loaded."""
 
+    code = "flow.missing_resource"
+
 
 class LeaseError(FlowError):
     """Another owner holds this execution's lease (or took it over)."""
+
+    code = "flow.lease_held"
 
 
 class BranchError(BaseModel):
@@ -70,18 +82,6 @@ class BranchError(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     error: dict[str, str] = Field(description="type and message of the branch's error")
-
-
-class Interrupt(BaseModel):
-    """A wait (``pause_for``) that is pending: answer it with ``continue_with`` or ``signal``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    name: str
-    payload: Any = None
-    path: str
-    deadline: float | None = Field(default=None, description="epoch seconds; None waits forever")
 
 
 class CloseSnapshot(BaseModel):

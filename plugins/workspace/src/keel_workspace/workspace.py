@@ -52,6 +52,8 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 class TooLargeError(keel.KeelError, ValueError):
     """Something too large was handed to state or a prompt: store it as an artifact and pass the ref."""
 
+    code = "workspace.too_large"
+
 
 class Limits(BaseModel):
     """Size thresholds, in bytes of UTF-8 JSON (text counts its UTF-8 bytes)."""

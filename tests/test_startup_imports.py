@@ -12,6 +12,9 @@ from pathlib import Path
 # imported when their command runs (or their name is first used), never by discovery
 NOT_AT_STARTUP = [
     "keel_triggerflow._engine",
+    "keel_triggerflow._interpreter",
+    "keel_triggerflow._journal",
+    "keel_triggerflow._context",
     "keel_triggerflow.cli",
     "keel_devtools.cli",
     "keel_devtools.db",

@@ -274,7 +274,7 @@ async def test_a_deposed_owner_cannot_append_a_single_record(tmp_path: Path) -> 
         async def no_heartbeat() -> None:
             return None
 
-        old._heartbeat = no_heartbeat  # type: ignore[method-assign]
+        old._journal.heartbeat = no_heartbeat  # type: ignore[method-assign]
         await old.start(1)
         with anyio.fail_after(10):
             while not runs:

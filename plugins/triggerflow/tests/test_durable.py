@@ -318,7 +318,8 @@ async def test_a_released_waiting_execution_continues_in_the_same_process(make_r
     await execution.signal("approval", "ok")
     snapshot = await execution.run()
     assert snapshot.status == "completed" and snapshot.result == {"published": "ok"}
-    assert [e.seq for e in execution._events] == list(range(1, len(execution._events) + 1))
+    seqs = [e.seq async for e in execution.events()]
+    assert seqs == list(range(1, len(seqs) + 1))
 
 
 async def test_durability_none_cannot_continue_after_release() -> None:

@@ -36,12 +36,6 @@ def broken() -> TriggerFlow:
     return flow
 
 
-NO_REASON = (
-    "FlowExecution's execution.failed / execution.cancelled carry 'error' but not the 'reason' the "
-    "Execution protocol promises (keel_triggerflow._engine.FlowExecution._finish)"
-)
-
-
 class InMemory(ExecutionConformance):
     def runtime(self, tmp_path: Path) -> Runtime:
         return Runtime(make_host(plugin))
@@ -76,20 +70,6 @@ class InMemory(ExecutionConformance):
             return await runtime.runnables.get("broken").start(1, runtime=runtime, tenant="acme")
 
         return start
-
-    @pytest.mark.xfail(reason=NO_REASON, strict=True)
-    async def test_failed_and_cancelled_events_carry_a_reason(
-        self, new_runtime: Any, request: pytest.FixtureRequest
-    ) -> None:
-        await super().test_failed_and_cancelled_events_carry_a_reason(new_runtime, request)
-
-    @pytest.mark.xfail(
-        reason="FlowExecution.events(since) indexes its list with since: a negative one reads from the end "
-        "(or raises IndexError) instead of from the start",
-        strict=True,
-    )
-    async def test_a_since_below_zero_reads_from_the_start(self, new_runtime: Any, start_completing: Any) -> None:
-        await super().test_a_since_below_zero_reads_from_the_start(new_runtime, start_completing)
 
 
 class TestFlowExecutionInMemory(InMemory):

@@ -14,7 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keel_triggerflow._engine import Context, FlowExecution
+    from keel_triggerflow._context import Context
+    from keel_triggerflow._engine import FlowExecution
     from keel_triggerflow._history import expired_executions, parse_age, purge_executions
     from keel_triggerflow.flow import Chain, Reducer, TriggerFlow
     from keel_triggerflow.types import (
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     )
 
 _WHERE = {
-    "Context": "_engine",
+    "Context": "_context",
     "FlowExecution": "_engine",
     "expired_executions": "_history",
     "parse_age": "_history",

@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from keel_triggerflow.types import BranchError, FlowDefinitionError
 
 if TYPE_CHECKING:
-    from keel_triggerflow._engine import FlowExecution, _Scope
+    from keel_triggerflow._context import Scope as _Scope
 
 DEFAULT_CONCURRENCY = 256  # branches at once when batch/for_each name no concurrency
 STOP: Any = object()  # a thread ends here (a collect that is not yet full)
@@ -35,6 +35,34 @@ class Tail:
         self.value = value
         self.thread = thread
         self.own = own
+
+
+class OpHost(Protocol):
+    """What an op may use of the engine that runs it (the local engine's ``Interpreter``): nothing
+    else. ``replaying`` is true for a loaded execution, whose recorded facts come back through
+    ``recorded``/``decision`` instead of running again."""
+
+    replaying: bool
+
+    def recorded(self, key: str) -> dict[str, Any] | None: ...
+
+    async def replay_step(self, scope: _Scope, key: str, rec: dict[str, Any]) -> Any: ...
+
+    async def call(self, op: Step, scope: _Scope, value: Any, key: str, tail: bool = False) -> Any: ...
+
+    async def run_ops(self, scope: _Scope, ops: list[Op], value: Any, thread: str, tail: bool) -> Any: ...
+
+    async def run_subflow(self, flow: Any, parent: _Scope, value: Any, prefix: str) -> Any: ...
+
+    def decision(self, key: str) -> Any: ...
+
+    def decide(self, key: str, value: Any) -> None: ...
+
+    def error_info(self, err: BaseException) -> dict[str, str]: ...
+
+    def fire(self, scope: _Scope, event: str, value: Any, origin: str, k: int) -> None: ...
+
+    def on_emit(self, scope: _Scope, event: str, origin: str) -> None: ...
 
 
 def thread_hash(*parts: object) -> str:
@@ -84,7 +112,7 @@ class Op:
     def children(self) -> list[tuple[str, list[Op]]]:
         return []
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         raise NotImplementedError
 
 
@@ -100,13 +128,13 @@ class Step(Op):
         self.retries = retries
         self.is_async = inspect.iscoroutinefunction(fn)
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         key = thread + self.sfx
-        if x._replaying:
-            rec = x._done.get(key)
+        if x.replaying:
+            rec = x.recorded(key)
             if rec is not None:
-                return await x._replay_step(scope, key, rec)
-        return await x._call(self, scope, value, key, tail)
+                return await x.replay_step(scope, key, rec)
+        return await x.call(self, scope, value, key, tail)
 
 
 class SubFlow(Op):
@@ -118,8 +146,8 @@ class SubFlow(Op):
         super().__init__()
         self.flow = flow
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
-        return await x._run_subflow(self.flow, scope, value, thread + self.sfx + ">")
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+        return await x.run_subflow(self.flow, scope, value, thread + self.sfx + ">")
 
 
 class If(Op):
@@ -134,21 +162,20 @@ class If(Op):
         kids = [(str(i), ops) for i, (_, ops) in enumerate(self.branches)]
         return [*kids, ("e", self.else_ops)] if self.else_ops is not None else kids
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         key = thread + self.sfx
-        index = x._decisions.get(key) if x._replaying else None
+        index = x.decision(key)
         if index is None:
             index = len(self.branches)
             for i, (pred, _) in enumerate(self.branches):
                 if await pred(value, scope.state):
                     index = i
                     break
-            if x._history is not None:
-                x._history.add({"t": "d", "p": key, "v": index})
+            x.decide(key, index)
         ops = self.branches[index][1] if index < len(self.branches) else self.else_ops
         if not ops:
             return value
-        return await x._ops(scope, ops, value, thread, tail)
+        return await x.run_ops(scope, ops, value, thread, tail)
 
 
 class Match(Op):
@@ -176,18 +203,17 @@ class Match(Op):
                     break
         return hits
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         key = thread + self.sfx
-        hits = x._decisions.get(key) if x._replaying else None
+        hits = x.decision(key)
         if hits is None:
             hits = await self._hits(value, scope.state)
-            if x._history is not None:
-                x._history.add({"t": "d", "p": key, "v": hits})
+            x.decide(key, hits)
         if not hits:
-            return await x._ops(scope, self.else_ops, value, thread, tail) if self.else_ops else value
+            return await x.run_ops(scope, self.else_ops, value, thread, tail) if self.else_ops else value
         if self.mode == "hit_first":
-            return await x._ops(scope, self.cases[hits[0]][1], value, thread, tail)
-        return [await x._ops(scope, self.cases[i][1], value, thread, False) for i in hits]
+            return await x.run_ops(scope, self.cases[hits[0]][1], value, thread, tail)
+        return [await x.run_ops(scope, self.cases[i][1], value, thread, False) for i in hits]
 
 
 class _Join(Op):
@@ -200,7 +226,7 @@ class _Join(Op):
         self.concurrency = concurrency
         self.on_error = on_error
 
-    async def _gather(self, x: FlowExecution, scope: _Scope, jobs: list[tuple[list[Op], Any, str]]) -> list[Any]:
+    async def _gather(self, x: OpHost, scope: _Scope, jobs: list[tuple[list[Op], Any, str]]) -> list[Any]:
         results: list[Any] = [None] * len(jobs)
         failure: list[BaseException] = []
         collect = self.on_error == "collect"
@@ -209,10 +235,10 @@ class _Join(Op):
         async def one(i: int) -> None:
             ops, value, thread = jobs[i]
             try:
-                results[i] = await x._ops(scope, ops, value, thread, False)
+                results[i] = await x.run_ops(scope, ops, value, thread, False)
             except Exception as err:
                 if collect:
-                    results[i] = BranchError(error=x._error_info(err)).model_dump()
+                    results[i] = BranchError(error=x.error_info(err)).model_dump()
                 elif not failure:
                     failure.append(err)
                     scope_ref[0].cancel()
@@ -245,7 +271,7 @@ class Batch(_Join):
     def children(self) -> list[tuple[str, list[Op]]]:
         return [(name, ops) for name, ops in self.branches]
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         results = await self._gather(x, scope, [(ops, value, thread) for _, ops in self.branches])
         return {name: results[i] for i, (name, _) in enumerate(self.branches)}
 
@@ -260,7 +286,7 @@ class ForEach(_Join):
     def children(self) -> list[tuple[str, list[Op]]]:
         return [("f", self.ops)]
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         base = thread + self.sfx
         items = list(value.items()) if isinstance(value, dict) else list(value)
         return await self._gather(x, scope, [(self.ops, item, f"{base}[{i}]") for i, item in enumerate(items)])
@@ -275,14 +301,14 @@ class Emit(Op):
         super().__init__()
         self.event = event
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         key = thread + self.sfx
         if tail:
             handlers = scope.compiled.handlers.get(self.event)
             if handlers is not None and len(handlers) == 1 and handlers[0][1] is None:
-                x._on_emit(scope, self.event, key)
+                x.on_emit(scope, self.event, key)
                 return Tail(handlers[0][0], value, emit_thread(key, self.event, 0), value)
-        x._fire(scope, self.event, value, key, 0)
+        x.fire(scope, self.event, value, key, 0)
         return value
 
 
@@ -300,7 +326,7 @@ class Collect(Op):
     def children(self) -> list[tuple[str, list[Op]]]:
         return [("c", self.then)]
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         ready = scope.arrive(self.name, self.key, value)
         if ready is None:
             return STOP
@@ -308,13 +334,13 @@ class Collect(Op):
         then = scope.compiled.collect_then.get(self.name)
         if not then:
             return full
-        return await x._ops(scope, then, full, thread_hash(scope.prefix, "collect", self.name, rnd), tail)
+        return await x.run_ops(scope, then, full, thread_hash(scope.prefix, "collect", self.name, rnd), tail)
 
 
 class End(Op):
     """The value reaching here becomes the flow's result."""
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         scope.result = value
         scope.has_result = True
         return value
@@ -329,7 +355,7 @@ class SetState(Op):
         super().__init__()
         self.key = key
 
-    async def run(self, x: FlowExecution, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
+    async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         scope.set_state(self.key, value)
         return value
 

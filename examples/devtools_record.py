@@ -71,8 +71,8 @@ async def replay_all(recorder: keel_devtools.Recorder, code: keel.Agent, ids: li
 
 
 if __name__ == "__main__":
-    recorder = keel_devtools.configure(Path(".keel") / "devtools.db")
-    recorder.db.prices.add("scripted", {"input": 2.5, "output": 10.0})  # USD per million tokens
+    prices = keel_devtools.PriceTable({"scripted": {"input": 2.5, "output": 10.0}})  # USD per million tokens
+    recorder = keel_devtools.configure(Path(".keel") / "devtools.db", prices=prices)
     ids = anyio.run(main)
     recorder.flush()
     rows, _ = recorder.db.page(keel_devtools.ExecutionFilter(runnable="invoice"))

@@ -15,7 +15,7 @@ from test_gateway_browser import FLAGS, ensure_chromium
 
 import keel
 from keel.testing import Reply, ScriptedModel, make_host
-from keel_devtools import configure, plugin
+from keel_devtools import PriceTable, configure, plugin
 from keel_devtools.web import serve
 
 ARTIFACTS = ROOT / "tests" / "artifacts" / "devtools"
@@ -54,8 +54,7 @@ def test_the_devtools_ui_lists_opens_compares_and_follows_live(tmp_path: Path) -
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    recorder = configure(tmp_path / "devtools.db")
-    recorder.db.prices.add("scripted", {"input": 3.0, "output": 15.0})
+    recorder = configure(tmp_path / "devtools.db", prices=PriceTable({"scripted": {"input": 3.0, "output": 15.0}}))
     first, second = anyio.run(record, ["Invoice from Nordlys AS", "Faktura fra Nordlys AS, Tromsø"])
     assert recorder.flush()
     gate = threading.Event()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from conftest import FINAL, invoice_agent, lookup_vendor, scripted, tool_reply
 
 import keel
@@ -22,10 +23,19 @@ async def run_invoice(host: keel.PluginHost, **runtime_options: Any) -> keel.Exe
     return execution
 
 
+@pytest.mark.parametrize("process", [True, False], ids=["writer-process", "writer-thread"])
 async def test_every_event_is_recorded_keyed_by_execution_step_and_sequence(
-    host: keel.PluginHost, recorder: Recorder
+    host: keel.PluginHost, tmp_path: Path, process: bool
 ) -> None:
-    recorder.db.prices.add("scripted", {"input": 2.0, "output": 10.0})
+    prices = PriceTable({"scripted": {"input": 2.0, "output": 10.0}})  # the user's table extends the defaults
+    recorder = configure(tmp_path / "r.db", prices=prices, process=process)
+    try:
+        await check_every_event_recorded(host, recorder)
+    finally:
+        recorder.close()
+
+
+async def check_every_event_recorded(host: keel.PluginHost, recorder: Recorder) -> None:
     execution = await run_invoice(host)
     assert recorder.flush()
     own = [e async for e in execution.events()]
@@ -49,6 +59,10 @@ async def test_every_event_is_recorded_keyed_by_execution_step_and_sequence(
     assert abs(summary["cost"] - expected) < 1e-12
     priced = [r for r in rows if r["kind"] == "model.response"]
     assert abs(sum(r["cost"] for r in priced) - expected) < 1e-12
+    # with no redactor of the user's, the writer masks the secret keys (the tool's api_key)
+    raw = "\n".join(recorder.db.raw_events(execution.id))
+    assert "sk-live-123" not in raw and '"api_key":"***"' in raw
+    assert recorder.written == len(own) and recorder.failed == 0
 
 
 async def test_secrets_are_masked_before_anything_is_written(host: keel.PluginHost, tmp_path: Path) -> None:
@@ -188,3 +202,8 @@ def test_prices_match_by_prefix_and_say_when_a_model_is_unknown() -> None:
     assert table.cost("mystery-model", {"input_tokens": 500_000, "output_tokens": 500_000}) == (1.0, True)
     with pytest.raises(keel.KeelError, match="USD per million"):
         table.add("bad", {"input": -1, "output": 0})
+
+
+def test_prices_changed_after_the_writer_started_are_refused_naming_the_fix(recorder: Recorder) -> None:
+    with pytest.raises(keel.KeelError, match=r"prices=PriceTable"):
+        recorder.db.prices.add("my-finetune", {"input": 1, "output": 1})

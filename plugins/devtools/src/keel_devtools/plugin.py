@@ -12,20 +12,31 @@ import keel
 _observers: weakref.WeakKeyDictionary[keel.Runtime, Any] = weakref.WeakKeyDictionary()
 
 
+# the last runtime seen (weakly: a closed runtime is not kept alive) and its observer: events come
+# in runs from one runtime, and an identity check costs less per event than a weak-dictionary look-up
+_last: tuple[Any, Any] = (lambda: None, None)
+
+
 @keel.hookimpl
 def keel_on_runtime_event(event: keel.RuntimeEvent, runtime: keel.Runtime) -> None:
-    observe = _observers.get(runtime)
-    if observe is None:
-        from keel_devtools.record import recorder_for
+    global _last
+    last_runtime, observe = _last
+    if last_runtime() is not runtime:
+        observe = _observers.get(runtime)
+        if observe is None:
+            from keel_devtools.record import recorder_for
 
-        observe = _observers[runtime] = recorder_for(runtime)
+            observe = _observers[runtime] = recorder_for(runtime)
+        _last = (weakref.ref(runtime), observe)
     if observe is not False:
         observe(event)
 
 
 def _reset() -> None:
     """Forget which recorder each runtime uses (``configure()`` installs a new one)."""
+    global _last
     _observers.clear()
+    _last = (lambda: None, None)
 
 
 @keel.hookimpl

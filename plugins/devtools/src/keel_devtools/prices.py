@@ -59,11 +59,14 @@ class PriceTable:
 
     def __init__(self, prices: Mapping[str, Price | Mapping[str, float]] | None = None, *, defaults: bool = True):
         self._prices: dict[str, Price] = dict(DEFAULT_PRICES) if defaults else {}
+        self.frozen: str | None = None  # why this table can no longer change (add() says so)
         for name, price in (prices or {}).items():
             self.add(name, price)
 
     def add(self, name: str, price: Price | Mapping[str, float]) -> None:
         """Add or replace a model's price (``{"input": 2.5, "output": 10}`` per million tokens)."""
+        if self.frozen:
+            raise PricesError(f"price of model {name!r} cannot be added: {self.frozen}")
         try:
             self._prices[name] = price if isinstance(price, Price) else Price.model_validate(dict(price))
         except ValueError as err:

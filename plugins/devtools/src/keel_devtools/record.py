@@ -1,11 +1,20 @@
 """The recorder: every RuntimeEvent of every execution, written off the execution's path.
 
-``observe(event)`` is the whole cost an execution's process pays on the bus's dispatcher: one
-bounded ``deque`` append. A writer thread drains the queue in batches, turns each event into its
-JSON form, masks secrets, runs the user's redactors, and writes the batch in one SQLite
-transaction. When the queue is full (a slow disk, a stuck writer) the event is dropped and
-counted, per execution and in total; the count is written with the next batch and shown by
-``keel devtools`` beside the execution. Nothing here ever blocks or fails an execution.
+``observe(event)`` is the whole cost an execution pays on the bus's dispatcher: one bounded
+``deque`` append, no serialization, no redaction. A shipping thread wakes every ``interval``
+seconds and turns the queued events into their JSON text in one burst (pydantic-core's serializer,
+the cheapest we measured that needs no new dependency), runs the user's redactor functions when
+there are any, and ships the batch over a pipe to the writer process (:mod:`keel_devtools.writer`),
+which masks secret keys, prices the answers, keeps the executions' summaries and writes to SQLite:
+that work never competes with the executions for the GIL. With ``process = false`` the writer is
+a thread of this process instead (the same code, sharing the GIL).
+
+Guarantees: the queue is bounded and a full queue drops the event and counts it, per execution and
+in total (shown by ``keel devtools`` beside the execution); nothing here ever blocks or fails an
+execution; secrets are masked before anything is written; :meth:`Recorder.close` (run at a clean
+exit) writes everything queued. A crash of the execution's process loses what was still queued (at
+most one interval's events); a crash of the writer process loses the batch in flight, and the
+recorder goes on with a writer thread.
 """
 
 from __future__ import annotations
@@ -14,12 +23,14 @@ import atexit
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticSerializationError
@@ -27,7 +38,8 @@ from pydantic_core import PydanticSerializationError
 import keel
 from keel_devtools.db import RecordingDB
 from keel_devtools.prices import PriceTable
-from keel_devtools.redact import Redactor, mask_keys, secret_keys, secret_pattern
+from keel_devtools.redact import Redactor, mask_keys, secret_keys
+from keel_devtools.writer import Sink, SinkConfig, config_from, write_config
 
 __all__ = [
     "DevToolsSettings",
@@ -59,11 +71,15 @@ class RecorderSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     capacity: int = Field(default=100_000, ge=1, description="events held in memory before new ones are dropped")
-    batch: int = Field(default=5_000, ge=1, description="events written per transaction, at most")
-    interval: float = Field(default=0.2, gt=0, le=5, description="seconds between the writer's bursts")
+    batch: int = Field(default=5_000, ge=1, description="events shipped per batch (one transaction), at most")
+    interval: float = Field(default=0.2, gt=0, le=5, description="seconds between the shipper's bursts")
     redact_keys: list[str] = Field(default_factory=list, description="more keys whose values are masked")
     mask_default_keys: bool = Field(default=True, description="mask password, api_key, authorization, ...")
     retention: Retention = Field(default_factory=Retention)
+    process: bool = Field(
+        default=True,
+        description="write from a process of its own (false: a thread of this one, which shares the GIL)",
+    )
 
 
 def default_path() -> Path:
@@ -71,12 +87,148 @@ def default_path() -> Path:
     return Path(os.environ.get("KEEL_DEVTOOLS_DB") or Path(".keel") / "devtools.db")
 
 
+class _Channel(Protocol):
+    written: int
+    failed: int
+    sent: int
+    cpu: float | None  # the writing side's CPU seconds, when it is a process of its own
+
+    def send(self, lines: list[bytes], drops: dict[str, int]) -> None: ...
+    def sync(self, timeout: float) -> bool: ...
+    def close(self, timeout: float) -> None: ...
+
+
+class _ThreadChannel:
+    """The writing side in this process: the shipper writes each batch itself."""
+
+    cpu = None
+
+    def __init__(self, sink: Sink):
+        self._sink = sink
+        self.sent = 0
+
+    @property
+    def written(self) -> int:
+        return self._sink.written
+
+    @property
+    def failed(self) -> int:
+        return self._sink.failed
+
+    def send(self, lines: list[bytes], drops: dict[str, int]) -> None:
+        self.sent += len(lines)
+        self._sink.write(lines, drops)
+
+    def sync(self, timeout: float) -> bool:
+        return True
+
+    def close(self, timeout: float) -> None:
+        self._sink.retain(force=True)
+
+
+def _import_roots() -> list[str]:
+    """Where this process found keel and keel_devtools (a script may have put them on sys.path)."""
+    import keel_devtools
+
+    return [str(Path(m.__file__ or "").resolve().parent.parent) for m in (keel, keel_devtools)]
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    """Give the pipe 1 MiB (Linux; 64 KiB by default): a batch crosses in fewer hand-overs."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (ImportError, OSError):
+        pass
+
+
+class _ProcessChannel:
+    """The writing side in a process of its own, fed over a pipe (see :mod:`keel_devtools.writer`)."""
+
+    def __init__(self, config: SinkConfig):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([*_import_roots(), env.get("PYTHONPATH", "")])
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "keel_devtools.writer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        self._stdin: IO[bytes] = self._proc.stdin  # type: ignore[assignment]
+        _widen(self._stdin)
+        self._lock = threading.Lock()  # one writer of the pipe at a time
+        self._answers = threading.Condition()
+        self.sent = self.written = self.failed = self._asked = self._answered = 0
+        self.cpu: float | None = 0.0
+        self.dead = False
+        self._stdin.write(write_config(config))
+        self._stdin.flush()
+        self._reader = threading.Thread(target=self._read, name="keel-devtools-answers", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout or ():
+            if line.startswith(b"A"):
+                token, written, failed, cpu = line[1:].split()
+                with self._answers:
+                    self._answered, self.written, self.failed = int(token), int(written), int(failed)
+                    self.cpu = float(cpu)
+                    self._answers.notify_all()
+        with self._answers:
+            self.dead = True
+            self._answers.notify_all()
+
+    def _write(self, data: bytes, timeout: float = -1) -> bool:
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:
+            self._stdin.write(data)
+            self._stdin.flush()
+        finally:
+            self._lock.release()
+        return True
+
+    def send(self, lines: list[bytes], drops: dict[str, int]) -> None:
+        data = b"\n".join(lines) + b"\n" if lines else b""
+        if drops:
+            data += b"D" + json.dumps(drops).encode() + b"\n"
+        self._write(data + b"E\n")
+        self.sent += len(lines)
+
+    def sync(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        self._asked += 1
+        token = self._asked
+        try:
+            if not self._write(b"F%d\n" % token, timeout):
+                return False
+        except OSError:
+            return False
+        with self._answers:
+            self._answers.wait_for(lambda: self._answered >= token or self.dead, max(deadline - time.monotonic(), 0))
+            return self._answered >= token
+
+    def close(self, timeout: float) -> None:
+        try:
+            with self._lock:
+                self._stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("DevTools: the writer process did not finish in %.0f s; stopped", timeout)
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout)
+
+
 class Recorder:
-    """Writes the events it observes to a :class:`RecordingDB`, in a thread of its own.
+    """Writes the events it observes to a :class:`RecordingDB`, off the execution's path.
 
     :param path: the SQLite file (default :func:`default_path`).
-    :param redactors: functions run on each event's JSON form after the secret keys are masked.
-    :param prices: the price table the cost of each model answer comes from.
+    :param redactors: functions run on each event's JSON form after the secret keys are masked
+        (in this process, by the shipping thread: a Python function cannot travel to the writer).
+    :param prices: the price table the cost of each model answer comes from (read when the
+        recorder starts: the writer process holds a copy).
     """
 
     def __init__(
@@ -88,25 +240,40 @@ class Recorder:
         prices: PriceTable | None = None,
     ):
         self.settings = settings or RecorderSettings()
-        self.db = RecordingDB(path or default_path(), prices=prices)
+        self.db = RecordingDB(path or default_path(), prices=prices)  # readers' connection
         self.redactors: list[Redactor] = list(redactors)
         self._keys = secret_keys(self.settings.redact_keys, defaults=self.settings.mask_default_keys)
-        self._secret = secret_pattern(self._keys)
+        self._config = config_from(str(self.db.path), self._keys, prices, self.settings.retention)
+        keel.RuntimeEvent.model_rebuild()  # its serializer is built once, here, not in the shipper
         self._queue: deque[keel.RuntimeEvent] = deque()
         self._capacity = self.settings.capacity
         self._drops: dict[str, int] = {}
         self._drop_lock = threading.Lock()
-        #: events observed, events dropped because the queue was full, events written
+        #: events observed, events dropped because the queue was full
         self.observed = 0
         self.dropped = 0
-        self.written = 0
-        self.failed = 0  # events lost to a write error (logged)
+        self._lost = 0  # events lost before the writer had them (a redactor that failed, a dead writer)
+        self._retired = (0, 0)  # (written, failed) by a writer process that died
+        self._channel: _Channel = self._open_channel()
+        if isinstance(self._channel, _ProcessChannel):
+            self.db.prices.frozen = (
+                "the writer process prices the answers with the table it was started with; "
+                "pass prices=PriceTable({...}) to keel_devtools.configure() or a prices file in [settings.devtools]"
+            )
         self._wake = threading.Event()
+        self._shipping = False
         self._stop = False
         self.closed = False
-        self._last_retention = 0.0
         self._thread = threading.Thread(target=self._run, name="keel-devtools-recorder", daemon=True)
         self._thread.start()
+
+    def _open_channel(self) -> _Channel:
+        if self.settings.process:
+            try:
+                return _ProcessChannel(self._config)
+            except OSError as err:
+                log.error("DevTools: no writer process (%s); writing from a thread of this process", err)
+        return _ThreadChannel(Sink(self._config, self.db))
 
     # --------------------------------------------------------------------------- observing
 
@@ -120,94 +287,83 @@ class Recorder:
             with self._drop_lock:
                 self._drops[key] = self._drops.get(key, 0) + 1
             return
-        queue.append(event)  # the writer wakes on its own: waking it per event would cost more
+        queue.append(event)  # the shipper wakes on its own: waking it per event would cost more
 
     def add_redactor(self, redactor: Redactor) -> None:
         """Run ``redactor`` on every event's JSON form before it is written."""
         self.redactors.append(redactor)
 
-    # ----------------------------------------------------------------------------- writing
+    @property
+    def written(self) -> int:
+        """Events the writer has written (as of its last answer: :meth:`flush` asks)."""
+        return self._retired[0] + self._channel.written
 
-    def _serialize(self, event: keel.RuntimeEvent) -> str:
-        """The event's JSON text, with secrets masked and the user's redactors applied."""
+    @property
+    def failed(self) -> int:
+        """Events lost to an error (each one logged)."""
+        return self._retired[1] + self._channel.failed + self._lost
+
+    # ----------------------------------------------------------------------------- shipping
+
+    def _serialize(self, event: keel.RuntimeEvent) -> bytes:
+        """The event's JSON text; with the user's redactors (secret keys masked first) if any."""
+        serializer = type(event).__pydantic_serializer__
         try:
-            text = event.model_dump_json()
+            text: bytes = serializer.to_json(event)
         except PydanticSerializationError:  # a payload value JSON cannot hold: recorded as its repr
-            text = event.model_dump_json(fallback=repr)
-        if not self.redactors and (event.kind == "model.delta" or not self._secret.search(text.lower())):
-            # the common case: nothing to mask, no second pass (a delta is a piece of text, with
-            # no keys of its own: a secret key in it is not one the masking could find anyway)
-            return text
+            text = serializer.to_json(event, fallback=repr)
+        if not self.redactors:
+            return text  # the writer masks the secret keys
         data = mask_keys(json.loads(text), self._keys)
         for redactor in self.redactors:
             data = redactor(data)
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
     def _run(self) -> None:
         queue = self._queue
         while True:
-            if not queue:
+            if not queue and not self._drops:
                 if self._stop:
                     return
-                # write in bursts, not per event: a thread that wakes for every few events keeps
+                # ship in bursts, not per event: a thread that wakes for every few events keeps
                 # taking the GIL from the executions' thread, and that hand-over is what costs
                 self._wake.wait(self.settings.interval)
                 self._wake.clear()
-                self._maybe_retain()
                 continue
-            batch: list[keel.RuntimeEvent] = []
-            take = min(len(queue), self.settings.batch)
-            for _ in range(take):
-                batch.append(queue.popleft())
+            self._shipping = True
+            batch = [queue.popleft() for _ in range(min(len(queue), self.settings.batch))]
             with self._drop_lock:
                 drops, self._drops = self._drops, {}
-            try:
-                rows: list[tuple[dict[str, Any], str]] = []
-                for event in batch:
-                    try:
-                        head = {
-                            "kind": event.kind,
-                            "execution_id": event.execution_id,
-                            "seq": event.seq,
-                            "time": event.time,
-                            "tenant": event.tenant,
-                            "trace_id": event.trace_id,
-                            "source": event.source,
-                        }
-                        rows.append((head, self._serialize(event)))
-                    except Exception:  # a redactor that fails must not lose the rest of the batch
-                        self.failed += 1
-                        log.exception("DevTools: an event of %s could not be recorded", event.execution_id)
-                self.db.ingest(rows, drops)
-                self.written += len(rows)
-            except Exception:
-                self.failed += len(batch)
-                log.exception("DevTools: a batch of %d events could not be written to %s", len(batch), self.db.path)
-            self._maybe_retain()
+            lines: list[bytes] = []
+            for event in batch:
+                try:
+                    lines.append(self._serialize(event))
+                except Exception:  # a redactor that fails must not lose the rest of the batch
+                    self._lost += 1
+                    log.exception("DevTools: an event of %s could not be recorded", event.execution_id)
+            self._ship(lines, drops)
+            self._shipping = False
 
-    def _maybe_retain(self) -> None:
-        retention = self.settings.retention
-        now = time.monotonic()
-        if now - self._last_retention < retention.every_seconds:
-            return
-        self._last_retention = now
+    def _ship(self, lines: list[bytes], drops: dict[str, int]) -> None:
+        channel = self._channel
         try:
-            self.db.purge(
-                max_age=retention.max_age_days * 86400 if retention.max_age_days else None,
-                max_bytes=int(retention.max_megabytes * 1_000_000) if retention.max_megabytes else None,
-            )
-        except Exception:
-            log.exception("DevTools: retention could not be applied to %s", self.db.path)
+            channel.send(lines, drops)
+        except OSError as err:  # the writer process is gone: go on in this process
+            self._retired = (self.written, self._retired[1] + channel.failed + channel.sent - channel.written)
+            self._lost += len(lines)
+            log.error("DevTools: the writer process stopped (%s); writing from a thread of this process", err)
+            self._channel = _ThreadChannel(Sink(self._config, self.db))
+            self._channel.send([], drops)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued event is written; ``False`` if that took longer than ``timeout``."""
         deadline = time.monotonic() + timeout
-        while self.written + self.failed + len(self._queue) < self.observed - self.dropped or self._queue:
+        while self._queue or self._drops or self._shipping:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 return False
             self._wake.set()
             time.sleep(0.005)
-        return True
+        return self._channel.sync(max(deadline - time.monotonic(), 0.0))
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (for at most ``timeout`` seconds), stop the writer, close the file."""
@@ -217,15 +373,17 @@ class Recorder:
         self._stop = self.closed = True
         self._wake.set()
         self._thread.join(timeout)
+        self._channel.close(timeout)
         self.db.close()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return {
             "observed": self.observed,
             "written": self.written,
             "dropped": self.dropped,
             "failed": self.failed,
             "queued": len(self._queue),
+            "writer_cpu_seconds": self._channel.cpu,
         }
 
 

@@ -12,12 +12,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 WORKFLOW = "keel.flow"
 CHUNK_ACTIVITY = "keel.chunk"
 WAITING_ACTIVITY = "keel.waiting"
 SIGNAL_UPDATE = "keel.signal"
+CHUNK_FAILED = "ChunkFailed"  # the error type of an activity whose chunk raised (not a lost worker)
 MEMO_KEY = "keel"  # the start's memo: {"flow": name, "tenant": tenant}
 WAITING_MEMO = "keel_waiting"  # the wait the workflow is in (a memo: Temporal answers it with no worker)
 SUPPORTED = ("to", "end", "pause_for")  # the node kinds this interpreter runs today (see docs/scale-out.md)
@@ -38,7 +39,6 @@ class FlowWorkflow:
         steps: list[dict[str, Any]] = list(job["definition"].get("steps", []))
         self._steps = len(steps)
         value = job["input"]
-        timeout = timedelta(seconds=float(job["activity_timeout"]))
         for index, node in enumerate(steps):
             self._step = index
             if "end" in node:
@@ -52,22 +52,51 @@ class FlowWorkflow:
                     f"step {index} is a {kind!r} node, which the temporal runner does not run yet", non_retryable=True
                 )
             self._chunk = str(node["to"])
-            value = await workflow.execute_activity(
-                CHUNK_ACTIVITY,
-                {
-                    "flow": job["flow"],
-                    "chunk": self._chunk,
-                    "step": index,
-                    "value": value,
-                    "input": job["input"],
-                    "execution_id": workflow.info().workflow_id,
-                    "tenant": job["tenant"],
-                },
-                start_to_close_timeout=timeout,
-                retry_policy=RetryPolicy(maximum_attempts=int(node.get("retries", 0)) + 1),
-            )
+            value = await self._call(node, f"@{index}", value, job)
         self._step = self._steps
         return value
+
+    async def _call(self, node: dict[str, Any], path: str, value: Any, job: dict[str, Any]) -> Any:
+        """One step: the chunk as an activity, tried ``retries + 1`` times. A failure of the chunk
+        itself counts as an attempt (``ctx.attempt``, as on the local runner); an attempt lost to
+        the worker (killed, timed out) is redelivered by Temporal with the same attempt number, so
+        ``ctx.idempotency_key`` is the same and a keyed effect happens once."""
+        retries = int(node.get("retries", 0))
+        heartbeat = job.get("heartbeat_timeout")
+        attempt = 1
+        while True:
+            try:
+                return await workflow.execute_activity(
+                    CHUNK_ACTIVITY,
+                    {
+                        "flow": job["flow"],
+                        "chunk": str(node["to"]),
+                        "path": path,
+                        "attempt": attempt,
+                        "value": value,
+                        "input": job["input"],
+                        "execution_id": workflow.info().workflow_id,
+                        "tenant": job["tenant"],
+                    },
+                    start_to_close_timeout=timedelta(seconds=float(job["activity_timeout"])),
+                    heartbeat_timeout=None if heartbeat is None else timedelta(seconds=float(heartbeat)),
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=int(job.get("redeliveries", 20)) + 1,
+                        non_retryable_error_types=[CHUNK_FAILED, "TemporalRunnerError"],
+                    ),
+                )
+            except ActivityError as err:
+                cause = err.cause
+                if isinstance(cause, CancelledError):
+                    raise  # the execution was cancelled: it ends cancelled, not failed
+                if not isinstance(cause, ApplicationError) or cause.type != CHUNK_FAILED or attempt > retries:
+                    detail = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+                    raise ApplicationError(
+                        f"step {path} ({node['to']}) failed after {attempt} attempt(s): {detail}",
+                        type="StepFailed",
+                        non_retryable=True,
+                    ) from None
+                attempt += 1
 
     async def _wait(self, node: dict[str, Any], job: dict[str, Any]) -> Any:
         name = str(node["pause_for"])

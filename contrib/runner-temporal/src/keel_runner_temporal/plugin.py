@@ -58,3 +58,10 @@ async def keel_adopt_executions(runtime: Any) -> None:
     if choice.name == "temporal":
         runner = create_runner(runtime, dict(choice.options))
         await runner.serve([r for r in runtime.runnables if isinstance(getattr(r, "definition", None), dict)])
+
+
+@keel.hookimpl
+def keel_commands(cli: Any) -> None:
+    cli.add_lazy_command(
+        "worker", "keel_runner_temporal.cli:worker", help="Run a Temporal worker for the stack's flows."
+    )

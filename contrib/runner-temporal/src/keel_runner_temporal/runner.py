@@ -71,6 +71,12 @@ class TemporalRunnerOptions(BaseModel):
     namespace: str = Field("default", description="the Temporal namespace")
     task_queue: str = Field("keel", min_length=1, description="the task queue of the workflows and their chunks")
     activity_timeout: float = Field(300.0, gt=0, description="start-to-close seconds of one chunk attempt")
+    heartbeat_timeout: float = Field(
+        30.0, gt=0, description="seconds without a heartbeat after which a chunk's worker counts as lost"
+    )
+    redeliveries: int = Field(
+        20, ge=0, description="how often Temporal re-runs a chunk attempt lost to a dead worker or a timeout"
+    )
     worker: bool = Field(True, description="run a worker for this runtime's flows in this process")
 
 
@@ -78,14 +84,14 @@ class ChunkContext:
     """What a chunk receives as ``ctx`` in a Temporal activity: the local runner's surface for a
     chunk of a linear flow. ``state``, ``emit``, ``pause_for`` and resources are refused by name."""
 
-    def __init__(self, runtime: Runtime, call: Mapping[str, Any], attempt: int):
+    def __init__(self, runtime: Runtime, call: Mapping[str, Any]):
         self.value = call["value"]
         self.input = call["value"]  # as on the local runner: the step's input is its value
         self.execution_id = str(call["execution_id"])
         self.tenant = str(call["tenant"])
         self.runtime = runtime
-        self.path = f"@{call['step']}"
-        self.attempt = attempt
+        self.path = str(call["path"])
+        self.attempt = int(call["attempt"])  # 1, 2, ...: a failure of the chunk counts, a lost worker does not
 
     @property
     def idempotency_key(self) -> str:
@@ -210,24 +216,35 @@ class TemporalRunner:
         from temporalio import activity
         from temporalio.exceptions import ApplicationError
 
-        from keel_runner_temporal._workflow import CHUNK_ACTIVITY
+        from keel_runner_temporal._workflow import CHUNK_ACTIVITY, CHUNK_FAILED
 
         @activity.defn(name=CHUNK_ACTIVITY)
         async def run_chunk(call: dict[str, Any]) -> Any:
             flow = self._flows.get(call["flow"])
-            if flow is None:
+            if flow is None:  # retryable: another worker on this queue may serve it
                 raise ApplicationError(
-                    f"this worker does not serve flow {call['flow']!r} (serving: {', '.join(sorted(self._flows))})",
-                    non_retryable=True,
+                    f"this worker does not serve flow {call['flow']!r} (serving: {', '.join(sorted(self._flows))}); "
+                    "load it in every worker of the task queue (the stack's runnables)",
+                    type="FlowNotServed",
                 )
             fn = flow.registry.chunks[call["chunk"]][0]
-            ctx = ChunkContext(self.runtime, call, activity.info().attempt - 1)
+            ctx = ChunkContext(self.runtime, call)
+            beating = asyncio.ensure_future(_heartbeat(self.options.heartbeat_timeout / 3))
             try:
-                out = fn(ctx)
-                if inspect.isawaitable(out):
-                    out = await out
+                if inspect.iscoroutinefunction(fn):
+                    out = await fn(ctx)
+                else:  # a plain chunk may block: in a thread, so that the heartbeat goes on
+                    out = await anyio.to_thread.run_sync(fn, ctx)
+                    if inspect.isawaitable(out):
+                        out = await out
             except TemporalRunnerError as err:  # an unsupported ctx feature: retrying cannot help
                 raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from None
+            except Exception as err:  # the chunk failed: the workflow counts it as an attempt
+                raise ApplicationError(
+                    f"{type(err).__name__}: {err}", {"type": type(err).__name__}, type=CHUNK_FAILED, non_retryable=True
+                ) from None
+            finally:
+                beating.cancel()
             return to_jsonable_python(out)
 
         return run_chunk
@@ -274,6 +291,8 @@ class TemporalRunner:
             "input": to_jsonable_python(input),
             "tenant": tenant,
             "activity_timeout": self.options.activity_timeout,
+            "heartbeat_timeout": self.options.heartbeat_timeout,
+            "redeliveries": self.options.redeliveries,
         }
         try:
             handle = await client.start_workflow(
@@ -387,6 +406,15 @@ class TemporalRunner:
             self._executions.pop(execution.id, None)
 
 
+async def _heartbeat(every: float) -> None:
+    """Tell Temporal this chunk's worker is alive (and let a cancel reach the chunk) until cancelled."""
+    from temporalio import activity
+
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(every)
+
+
 _CLOSED = {"COMPLETED": ExecutionStatus.COMPLETED, "CANCELED": ExecutionStatus.CANCELLED}
 #: Temporal's workflow status -> keel's (FAILED, TERMINATED and TIMED_OUT are failures)
 _STATUS = {**_CLOSED, "RUNNING": ExecutionStatus.RUNNING, "CONTINUED_AS_NEW": ExecutionStatus.RUNNING}
@@ -454,7 +482,8 @@ class TemporalExecution:
                 cause = cause.cause
             cancelled = isinstance(err.cause, TemporalCancelled)
             self._status = ExecutionStatus.CANCELLED if cancelled else ExecutionStatus.FAILED
-            reason = (self._cancel_reason or "cancelled") if cancelled else str(cause or err)
+            message = getattr(cause, "message", None) or str(cause or err)  # without the error type's prefix
+            reason = (self._cancel_reason or "cancelled") if cancelled else message
             self._error = TemporalExecutionFailed(
                 f"execution {self.id!r} {'was cancelled' if cancelled else 'failed'} on Temporal: {reason}"
             )

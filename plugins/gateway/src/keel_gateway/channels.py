@@ -3,7 +3,8 @@
 - ``sse`` and ``websocket`` are *pull* channels: clients follow an execution through the gateway's
   routes (``/v1/executions/{id}/events`` and ``/ws``), which read the execution's product log, so a
   reconnecting client resumes where it stopped. Their ``send`` does nothing: nothing is pushed.
-- ``webhook`` POSTs each event as JSON, signed with HMAC-SHA256, retried with exponential backoff;
+- ``webhook`` POSTs each event as JSON, signed with HMAC-SHA256, retried with exponential backoff
+  and jitter (``stamina``);
   when every attempt failed it raises :class:`DeliveryFailed`, and the dispatcher records the event
   in the store's dead-letter stream.
 - ``console`` prints one line per event.
@@ -19,13 +20,13 @@ import hashlib
 import hmac
 import logging
 import os
-import random
 import sys
 import time
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
 
-import anyio
+from pydantic import BaseModel, ConfigDict, Field
 
+import keel
 from keel import Channel, ChannelSpec, Execution, KeelError, ProductEvent
 
 if TYPE_CHECKING:
@@ -38,15 +39,19 @@ __all__ = [
     "DEAD_LETTERS",
     "ChannelDispatcher",
     "ConsoleChannel",
+    "ConsoleOptions",
     "DeliveryFailed",
     "PullChannel",
     "WebhookChannel",
+    "WebhookOptions",
+    "channel_options",
     "channel_specs",
     "sign",
     "verify",
 ]
 
 log = logging.getLogger("keel_gateway.channels")
+M = TypeVar("M", bound=BaseModel)
 
 #: the store stream (per tenant) that holds events a channel could not deliver.
 DEAD_LETTERS = "gateway.dead-letters"
@@ -78,10 +83,43 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: float = 300.0, n
     return hmac.compare_digest(sign(secret, stamp, body), f"t={stamp},v1={mac}")
 
 
+ProductType = Literal["task.started", "task.progress", "task.partial", "task.waiting", "task.completed", "task.failed"]
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConsoleOptions(_Options):
+    """``[settings.gateway.channels.console]``."""
+
+    stream: Literal["stdout", "stderr"] = "stdout"
+    partials: bool = Field(default=False, description="print task.partial events too")
+
+
+class WebhookOptions(_Options):
+    """``[settings.gateway.channels.webhook]``."""
+
+    url: str | None = Field(default=None, description="where to POST, http:// or https://")
+    secret: str | None = Field(default=None, description="the HMAC key (development; prefer secret_env)")
+    secret_env: str | None = Field(default=None, description="the environment variable holding the HMAC key")
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff: float = Field(default=0.5, ge=0, description="first wait in seconds, doubled per attempt")
+    max_backoff: float = Field(default=30.0, ge=0, description="the longest wait between two attempts")
+    timeout: float = Field(default=10.0, gt=0, description="seconds per attempt")
+    types: list[ProductType] | None = Field(default=None, description="default: every type but task.partial")
+
+
+def channel_options(model: type[M], name: str, options: dict[str, Any] | None) -> M:
+    """``options`` of channel ``name`` validated against ``model`` (a typo names the valid keys)."""
+    return keel.parse_options(model, options, where=f"[settings.gateway.channels.{name}]", error=KeelError)
+
+
 class PullChannel:
     """``sse`` / ``websocket``: served by the gateway's routes from the product log; nothing to push."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, options: dict[str, Any] | None = None):
+        channel_options(_Options, name, options)  # they take none: a key there is a mistake
         self.name = name
 
     async def send(self, event: ProductEvent) -> None:
@@ -97,10 +135,10 @@ class ConsoleChannel:
     name = "console"
 
     def __init__(self, options: dict[str, Any] | None = None, stream: TextIO | None = None):
-        options = options or {}
+        parsed = channel_options(ConsoleOptions, "console", options)
         self._stream = stream
-        self._to_stderr = options.get("stream") == "stderr"
-        self.partials = bool(options.get("partials", False))
+        self._to_stderr = parsed.stream == "stderr"
+        self.partials = parsed.partials
 
     async def send(self, event: ProductEvent) -> None:
         if event.type == "task.partial" and not self.partials:
@@ -114,14 +152,23 @@ class ConsoleChannel:
         return None
 
 
-class WebhookChannel:
-    """POST each product event to ``url``, signed, retried with exponential backoff and jitter.
+class _Retry(Exception):
+    """One attempt failed in a way worth another (timeout, connection error, 408, 429, 5xx)."""
 
-    Options (``[settings.gateway.channels.webhook]``): ``url``; ``secret`` or ``secret_env`` (the
-    HMAC key); ``max_attempts`` (5); ``backoff`` (0.5 s, doubled per attempt, capped by
-    ``max_backoff`` 30 s); ``timeout`` (10 s per attempt); ``types`` (default: every type but
-    ``task.partial``). Headers: ``X-Keel-Signature`` (see :func:`sign`), ``X-Keel-Delivery`` (the
-    same on every retry of one event: receivers deduplicate by it), ``X-Keel-Attempt``.
+
+class _Final(Exception):
+    """One attempt failed for good (another 4xx)."""
+
+
+class WebhookChannel:
+    """POST each product event to ``url``, signed, retried with capped exponential backoff and jitter.
+
+    Options (:class:`WebhookOptions`, ``[settings.gateway.channels.webhook]``): ``url``; ``secret``
+    or ``secret_env`` (the HMAC key); ``max_attempts`` (5); ``backoff`` (0.5 s, doubled per attempt,
+    plus up to ``backoff`` of random jitter, capped by ``max_backoff`` 30 s; retries by ``stamina``);
+    ``timeout`` (10 s per attempt); ``types`` (default: every type but ``task.partial``). Headers:
+    ``X-Keel-Signature`` (see :func:`sign`), ``X-Keel-Delivery`` (the same on every retry of one
+    event: receivers deduplicate by it), ``X-Keel-Attempt``.
     A 2xx is delivered; a 408, 429 or 5xx, a timeout or a connection error is retried; another 4xx
     is final.
     """
@@ -129,22 +176,22 @@ class WebhookChannel:
     name = "webhook"
 
     def __init__(self, options: dict[str, Any]):
-        url = options.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        parsed = channel_options(WebhookOptions, "webhook", options)
+        url = parsed.url
+        if not url or not url.startswith(("http://", "https://")):
             raise KeelError("the webhook channel needs url = 'https://...' in [settings.gateway.channels.webhook]")
         self.url = url
-        secret = options.get("secret")
-        if options.get("secret_env"):
-            secret = os.environ.get(str(options["secret_env"])) or secret
+        secret = parsed.secret
+        if parsed.secret_env:
+            secret = os.environ.get(parsed.secret_env) or secret
         if not secret:
             raise KeelError("the webhook channel needs secret_env (or secret) in [settings.gateway.channels.webhook]")
-        self.secret = str(secret)
-        self.max_attempts = max(1, int(options.get("max_attempts", 5)))
-        self.backoff = float(options.get("backoff", 0.5))
-        self.max_backoff = float(options.get("max_backoff", 30.0))
-        self.timeout = float(options.get("timeout", 10.0))
-        types = options.get("types")
-        self.types = frozenset(types) if types else None
+        self.secret = secret
+        self.max_attempts = parsed.max_attempts
+        self.backoff = parsed.backoff
+        self.max_backoff = parsed.max_backoff
+        self.timeout = parsed.timeout
+        self.types = frozenset(parsed.types) if parsed.types else None
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -157,39 +204,58 @@ class WebhookChannel:
     async def send(self, event: ProductEvent) -> None:
         if (event.type not in self.types) if self.types is not None else event.type == "task.partial":
             return
-        import httpx
+        import stamina
 
         body = event.model_dump_json().encode()
         delivery = f"{event.execution_id}.{event.seq}"
         attempts: list[dict[str, Any]] = []
-        for attempt in range(1, self.max_attempts + 1):
-            stamp = str(int(time.time()))
-            headers = {
-                "Content-Type": "application/json",
-                "X-Keel-Signature": sign(self.secret, stamp, body),
-                "X-Keel-Delivery": delivery,
-                "X-Keel-Attempt": str(attempt),
-                "X-Keel-Event": event.type,
-            }
-            retry = True
-            try:
-                response = await self._http().post(self.url, content=body, headers=headers)
-            except httpx.TimeoutException:
-                attempts.append({"attempt": attempt, "error": "timeout"})
-            except httpx.HTTPError as err:
-                attempts.append({"attempt": attempt, "error": f"{type(err).__name__}"})
-            else:
-                if response.is_success:
+        retrying = stamina.retry_context(
+            on=_Retry,
+            attempts=self.max_attempts,
+            timeout=None,  # bounded by attempts and timeout per attempt
+            wait_initial=self.backoff,
+            wait_max=self.max_backoff,
+            wait_jitter=self.backoff,
+            wait_exp_base=2,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._attempt(attempt.num, event, body, delivery, attempts)
                     return
-                attempts.append({"attempt": attempt, "status": response.status_code})
-                retry = response.status_code in (408, 429) or response.status_code >= 500
-            if not retry or attempt == self.max_attempts:
-                break
-            delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-            await anyio.sleep(delay * (0.5 + random.random() / 2))
+        except (_Retry, _Final):
+            pass
         raise DeliveryFailed(
             f"webhook {self.url}: event {delivery} not delivered after {len(attempts)} attempt(s)", attempts
         )
+
+    async def _attempt(
+        self, number: int, event: ProductEvent, body: bytes, delivery: str, attempts: list[dict[str, Any]]
+    ) -> None:
+        """One POST; returns when delivered, raises :class:`_Retry` or :class:`_Final` (noted in ``attempts``)."""
+        import httpx
+
+        headers = {
+            "Content-Type": "application/json",
+            "X-Keel-Signature": sign(self.secret, str(int(time.time())), body),
+            "X-Keel-Delivery": delivery,
+            "X-Keel-Attempt": str(number),
+            "X-Keel-Event": event.type,
+        }
+        try:
+            response = await self._http().post(self.url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            attempts.append({"attempt": number, "error": "timeout"})
+            raise _Retry from None
+        except httpx.HTTPError as err:
+            attempts.append({"attempt": number, "error": f"{type(err).__name__}"})
+            raise _Retry from None
+        if response.is_success:
+            return
+        attempts.append({"attempt": number, "status": response.status_code})
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise _Retry
+        raise _Final
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -200,12 +266,14 @@ class WebhookChannel:
 def channel_specs() -> list[ChannelSpec]:
     return [
         ChannelSpec(
-            name="sse", description="server-sent events from the gateway (pull)", factory=lambda o: PullChannel("sse")
+            name="sse",
+            description="server-sent events from the gateway (pull)",
+            factory=lambda o: PullChannel("sse", o),
         ),
         ChannelSpec(
             name="websocket",
             description="WebSocket from the gateway (pull)",
-            factory=lambda o: PullChannel("websocket"),
+            factory=lambda o: PullChannel("websocket", o),
         ),
         ChannelSpec(
             name="webhook", description="signed POST per event, retried, dead-lettered", factory=WebhookChannel

@@ -25,7 +25,16 @@ SSE_EVENT: dict[str, Any] = {
     "properties": {
         "event": {
             "type": "string",
-            "enum": ["task.started", "task.progress", "task.partial", "task.waiting", "task.completed", "task.failed"],
+            "enum": [
+                "task.started",
+                "task.progress",
+                "task.partial",
+                "task.waiting",
+                "task.completed",
+                "task.failed",
+                "reconnect",
+            ],
+            "description": "a product event's type; 'reconnect' (no id) ends a stream cut by a shutdown",
         },
         "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the product event's seq"},
         "retry": {"type": "integer"},

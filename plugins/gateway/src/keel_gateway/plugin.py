@@ -85,12 +85,21 @@ def _server_class() -> Any:
 
     class Server(uvicorn.Server):
         """uvicorn's server, except that a graceful stop on SIGTERM/SIGINT exits 0 (uvicorn re-raises
-        the signal after shutting down, which makes the exit status 'killed by SIGTERM')."""
+        the signal after shutting down, which makes the exit status 'killed by SIGTERM'), and that
+        SSE and WebSocket followers get a "reconnect" event before uvicorn closes their connections."""
 
         @contextlib.contextmanager
         def capture_signals(self) -> Any:
             with super().capture_signals():
                 yield
                 self._captured_signals.clear()
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            for server in self.servers:
+                server.close()  # no new connections while the followers are told to reconnect
+            gateway = getattr(getattr(self.config.app, "state", None), "gateway", None)
+            if gateway is not None:
+                await gateway.drain(timeout=2.0)
+            await super().shutdown(sockets)
 
     return Server

@@ -262,19 +262,24 @@ class ProductLog:
         if wake is not None:
             wake.set()
 
+    def wake(self) -> None:
+        """Wake every reader waiting in :meth:`changed` (to look at something else, e.g. a shutdown)."""
+        self._notify()
+
     async def changed(self) -> None:
         if self._wake is None:
             self._wake = anyio.Event()
         await self._wake.wait()
 
-    async def follow(self, since: int = 0) -> AsyncIterator[int]:
-        """Indices (0-based) of events with ``seq > since``, live until the log is finished."""
+    async def follow(self, since: int = 0, *, stop: Callable[[], bool] | None = None) -> AsyncIterator[int]:
+        """Indices (0-based) of events with ``seq > since``, live until the log is finished, or until
+        ``stop()`` says so once the events so far are out (checked on every :meth:`wake`)."""
         i = max(0, since)
         while True:
             while i < len(self.events):
                 yield i
                 i += 1
-            if self.finished:
+            if self.finished or (stop is not None and stop()):
                 return
             await self.changed()
 
@@ -313,6 +318,11 @@ class ProductHub:
         )
         self._evict()
         return product
+
+    def wake_all(self) -> None:
+        """Wake every reader of every log (see :meth:`ProductLog.wake`)."""
+        for product in list(self._logs.values()):
+            product.wake()
 
     def _evict(self) -> None:
         finished = [k for k, v in self._logs.items() if v.finished]

@@ -11,19 +11,23 @@ The caller comes from :func:`require`, the gateway from ``app.state`` (:func:`ga
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from keel import NotFoundError, Runnable
 from keel_gateway.auth import Principal
 from keel_gateway.inputs import InputError, parse_seq
 from keel_gateway.openapi import SSE_EVENT, start_route_docs
+from keel_gateway.product import ProductLog
 from keel_gateway.schemas import (
     ERRORS,
+    RECONNECT_MESSAGE,
     ApiError,
     CancelRequest,
     ErrorBody,
@@ -36,7 +40,7 @@ from keel_gateway.schemas import (
 from keel_gateway.service import Gateway, client_of, credential_of
 from keel_gateway.websocket import follow
 
-__all__ = ["add_start_route", "executions", "gateway_of", "require", "service"]
+__all__ = ["add_start_route", "executions", "gateway_of", "reconnect_frame", "require", "service"]
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -171,9 +175,10 @@ async def stream_events(
     ),
     principal: Principal = Depends(reader),
     gateway: Gateway = Depends(gateway_of),
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Product events of an execution as SSE, from the start or after ``Last-Event-ID``; ends with
-    ``task.completed`` or ``task.failed``."""
+    ``task.completed`` or ``task.failed``, or, when the server shuts down, with a ``reconnect``
+    event (reconnect with ``Last-Event-ID``: the events are kept in the store)."""
     execution = await gateway.execution(execution_id, principal)
     product = gateway.hub.log(execution)
     since = after or 0
@@ -182,9 +187,40 @@ async def stream_events(
             since = parse_seq(last_event_id, "Last-Event-ID")
         except InputError as err:
             raise ApiError(422, "invalid_request", str(err)) from None
-    keepalive = gateway.settings.keepalive_seconds
+    return EventSourceResponse(
+        _sse(gateway, product, since),
+        ping=gateway.settings.keepalive_seconds,
+        ping_message_factory=lambda: ServerSentEvent(comment="keepalive"),
+        headers={"Cache-Control": "no-cache"},
+        # sse-starlette sees the server shut down (uvicorn's exit flag) and sets this "event":
+        # every follower then gets its reconnect event (`keel serve` drains before that, too)
+        shutdown_event=cast(anyio.Event, _DrainTrigger(gateway)),
+        shutdown_grace_period=2.0,
+    )
 
-    async def body() -> AsyncIterator[bytes]:
+
+class _DrainTrigger:
+    """Quacks like the ``anyio.Event`` sse-starlette sets on shutdown: setting it drains the gateway."""
+
+    def __init__(self, gateway: Gateway):
+        self._gateway = gateway
+
+    def set(self) -> None:
+        self._gateway.begin_drain()
+
+    def is_set(self) -> bool:
+        return self._gateway.draining
+
+
+def reconnect_frame(after: int) -> bytes:
+    """The last SSE event of a stream cut by a shutdown: no ``id`` (Last-Event-ID stays the last seq)."""
+    data = json.dumps({"type": "reconnect", "after": after, "message": RECONNECT_MESSAGE})
+    return f"event: reconnect\ndata: {data}\nretry: 1000\n\n".encode()
+
+
+async def _sse(gateway: Gateway, product: ProductLog, since: int) -> AsyncIterator[bytes]:
+    """The pre-encoded frames after ``since``, a batch per wake-up; a shutdown ends it with a reconnect event."""
+    with gateway.following():
         yield b"retry: 2000\n\n"
         i = since
         while True:
@@ -196,13 +232,10 @@ async def stream_events(
                 continue
             if product.finished:
                 return
-            with anyio.move_on_after(keepalive) as idle:
-                await product.changed()
-            if idle.cancelled_caught:
-                yield b": keepalive\n\n"
-
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+            if gateway.draining:
+                yield reconnect_frame(i)
+                return
+            await product.changed()
 
 
 @executions.post(

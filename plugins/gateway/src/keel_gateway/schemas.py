@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ERRORS",
+    "RECONNECT_MESSAGE",
     "ApiError",
     "CancelRequest",
     "ErrorBody",
@@ -26,6 +27,9 @@ __all__ = [
     "TaskError",
     "error_response",
 ]
+
+#: what the last event of a follower cut by a shutdown says (SSE ``event: reconnect``, WebSocket ``{"type": "reconnect"}``)
+RECONNECT_MESSAGE = "the server is shutting down: reconnect (with Last-Event-ID, or after=) to go on"
 
 Status = Literal["pending", "running", "waiting", "completed", "failed", "cancelled"]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -44,6 +46,36 @@ class Gateway:
         self.idempotent: OrderedDict[tuple[str, str], str] = OrderedDict()
         self.signals: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
         self._validators: dict[str, Any] = {}
+        self.draining = False  # shutting down: followers get a "reconnect" event and end
+        self.followers = 0
+        self._no_followers: anyio.Event | None = None
+
+    # ---------------------------------------------------------------------------------- shutdown
+
+    @contextmanager
+    def following(self) -> Iterator[None]:
+        """Count an SSE or WebSocket follower for :meth:`drain`."""
+        self.followers += 1
+        try:
+            yield
+        finally:
+            self.followers -= 1
+            if self.followers == 0 and self._no_followers is not None:
+                self._no_followers.set()
+
+    def begin_drain(self) -> None:
+        """Tell every follower to send its "reconnect" event and end (idempotent, synchronous)."""
+        if not self.draining:
+            self.draining = True
+            self.hub.wake_all()
+
+    async def drain(self, timeout: float = 2.0) -> None:
+        """:meth:`begin_drain`, then wait up to ``timeout`` seconds for the followers to end."""
+        self.begin_drain()
+        with anyio.move_on_after(timeout):
+            while self.followers:
+                self._no_followers = anyio.Event()
+                await self._no_followers.wait()
 
     # ---------------------------------------------------------------------------------- callers
 

@@ -16,7 +16,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from keel import Execution
 from keel_gateway.auth import AuthError, Principal
 from keel_gateway.inputs import InputError, parse_seq, strict_json
-from keel_gateway.schemas import ApiError, SignalRequest
+from keel_gateway.schemas import RECONNECT_MESSAGE, ApiError, SignalRequest
 from keel_gateway.service import Gateway, client_of, credential_of
 
 __all__ = ["follow"]
@@ -76,9 +76,16 @@ async def follow(gateway: Gateway, websocket: WebSocket, execution_id: str) -> N
 
         tg.start_soon(reader)
         try:
-            async for i in product.follow(since):
-                await send(product.json[i])
-            await websocket.close(code=1000)
+            with gateway.following():
+                sent = since
+                async for i in product.follow(since, stop=lambda: gateway.draining):
+                    await send(product.json[i])
+                    sent = i + 1
+                if product.finished:
+                    await websocket.close(code=1000)
+                else:  # shutting down: say so, then 1012 (service restart)
+                    await send(json.dumps({"type": "reconnect", "after": sent, "message": RECONNECT_MESSAGE}))
+                    await websocket.close(code=1012)
         except (WebSocketDisconnect, RuntimeError):
             pass
         tg.cancel_scope.cancel()

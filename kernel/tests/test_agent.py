@@ -503,7 +503,7 @@ def test_an_agent_file_may_name_a_pydantic_model(tmp_path: Path, monkeypatch: py
         ('name = "x"\nprompt = "typo"\n', r"unknown key\(s\) \['prompt'\]"),
         ('instructions = "no name"\n', "needs a name"),
         ('name = "x"\n[output]\na = ["strng", "typo"]\n', "unknown type name 'strng'"),
-        ('name = "x"\noutput_model = "nowhere:Nothing"\n', "could not be imported"),
+        ('name = "x"\noutput_model = "nowhere:Nothing"\n', "could not be loaded: there is no module 'nowhere'"),
         ("name = [", "not valid TOML"),
     ],
 )

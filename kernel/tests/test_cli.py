@@ -321,7 +321,7 @@ def test_lazy_commands_import_only_when_they_run(fake_site: Callable[..., Path],
     assert ran.returncode == 0 and ran.stdout.splitlines() == ["IMPORTED keel_lazy_cli", "report: 3 runs"]
     broken = keel_cli(site, "gone", cwd=tmp_path)
     assert broken.returncode == 1 and "Traceback" not in broken.stderr
-    assert "command 'gone' of plugin 'lazy' (keel_lazy_missing:gone) could not be imported" in broken.stderr
+    assert "command 'gone' of plugin 'lazy' 'keel_lazy_missing:gone' could not be loaded" in broken.stderr
 
 
 def test_import_keel_builds_no_pydantic_model(tmp_path: Path) -> None:

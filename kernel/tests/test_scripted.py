@@ -61,7 +61,7 @@ async def test_running_out_of_replies_says_how_to_fix() -> None:
 
 def test_respond_option_imports_a_function() -> None:
     spec = make_host().models()["scripted"].spec
-    with pytest.raises(keel.KeelError, match="package.module:function"):
+    with pytest.raises(keel.KeelError, match="respond = .nope_module:fn. could not be loaded: there is no module"):
         spec.factory(keel.ModelConfig(provider="scripted", respond="nope_module:fn"))
     model = spec.factory(keel.ModelConfig(provider="scripted", respond="json:dumps"))
     assert isinstance(model, ScriptedModel)

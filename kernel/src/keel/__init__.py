@@ -41,6 +41,7 @@ from keel.hookspecs import hookimpl
 from keel.options import parse_options, validation_problems
 from keel.plugins import PluginHost, PluginInfo
 from keel.policy import ApprovalDecision, ApprovalRequest, Approver, CallbackApprover, ConsoleApprover
+from keel.refs import load_ref
 from keel.runtime import Runtime
 from keel.stack import Stack, StackConfig, load_stack
 from keel.store import BlobRef, LogRecord, MemoryStore, Store, Versioned
@@ -217,6 +218,7 @@ __all__ = [
     "action",
     "hookimpl",
     "invoke_action",
+    "load_ref",
     "load_stack",
     "error_code",
     "new_id",

@@ -42,6 +42,7 @@ from keel.events import RuntimeEvent, new_span_id, new_trace_id
 from keel.execution import ExecutionStatus
 from keel.instant import InstantEvent, InstantParser, OutputLimits, reset_event
 from keel.output import Extra, OutputContract
+from keel.refs import load_ref
 from keel.types import (
     ActionContext,
     Message,
@@ -325,15 +326,7 @@ class Agent:
 
 
 def _import_model(target: str, source: str) -> type[BaseModel]:
-    import importlib
-
-    module_name, _, attr = target.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise KeelError(f"{source}: output_model {target!r} could not be imported: {err}") from err
+    obj = load_ref(target, what=f"{source}: output_model")
     if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
         raise KeelError(f"{source}: output_model {target!r} is not a pydantic model")
     return obj

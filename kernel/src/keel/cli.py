@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ import click
 
 from keel.errors import KeelError
 from keel.plugins import PluginHost
+from keel.refs import load_ref
 from keel.runtime import Runtime, discover_for
 from keel.stack import Stack, load_named, load_stack, stack_entry_points
 from keel.types import ActionSpec
@@ -67,15 +67,13 @@ class KeelGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in self._lazy:
             target, _help, plugin = self._lazy[cmd_name]
-            module, _, attr = target.partition(":")
+            origin = f" of plugin {plugin!r}" if plugin else ""
             try:
-                command = getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError) as err:
-                origin = f" of plugin {plugin!r}" if plugin else ""
+                command = load_ref(target, what=f"command {cmd_name!r}{origin}")
+            except KeelError as err:
                 raise KeelError(
-                    f"command {cmd_name!r}{origin} ({target}) could not be imported: {type(err).__name__}: {err}. "
-                    f"Reinstall the plugin, or skip it with KEEL_DISABLE_PLUGINS={plugin or '<plugin>'}"
-                ) from err
+                    f"{err}. Or reinstall the plugin, or skip it with KEEL_DISABLE_PLUGINS={plugin or '<plugin>'}"
+                ) from err.__cause__
             if not isinstance(command, click.Command):
                 raise KeelError(f"command {cmd_name!r} ({target}) is not a click command: {command!r}")
             self.add_command(command, cmd_name)

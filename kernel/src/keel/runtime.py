@@ -10,7 +10,6 @@ runtime: pass it where it is needed.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -29,6 +28,7 @@ from keel.events import EventBus, RuntimeEvent
 from keel.execution import Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.plugins import PluginHost, env_list
 from keel.policy import Approver
+from keel.refs import load_ref
 from keel.stack import Stack, load_stack
 from keel.store import Store
 from keel.types import ActionCall, ActionContext, Model, PolicyDecision
@@ -414,13 +414,4 @@ def discover_for(stack: Stack, *, tolerant: bool = False) -> PluginHost:
 
 
 def _import_target(target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    if not attr:
-        raise StackError(f"runnables entry {target!r} must be 'package.module:attribute'")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise StackError(f"runnables entry {target!r} could not be imported: {err}") from err
-    return obj
+    return load_ref(target, what="runnables entry", error=StackError)

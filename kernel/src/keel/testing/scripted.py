@@ -6,7 +6,6 @@ and records every request it received so a test can assert on prompts.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from keel.errors import KeelError
+from keel.refs import load_ref
 from keel.types import (
     ModelCapabilities,
     ModelConfig,
@@ -134,13 +134,6 @@ def scripted_factory(config: ModelConfig) -> ScriptedModel:
     options = {**config.options, **(config.model_extra or {})}
     chunks = options.get("chunks")
     if "respond" in options:
-        module_name, _, attr = str(options["respond"]).partition(":")
-        try:
-            responder = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise KeelError(
-                f"scripted model: cannot import respond = {options['respond']!r} ({err}); "
-                "write it as 'package.module:function'"
-            ) from err
+        responder = load_ref(str(options["respond"]), what="scripted model: respond =")
         return ScriptedModel(responder, chunks=chunks)
     return ScriptedModel(list(options.get("replies", [])), chunks=chunks)

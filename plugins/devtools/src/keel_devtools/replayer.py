@@ -497,18 +497,7 @@ async def replay_all(
 
 
 def _import_target(target: str) -> Any:
-    import importlib
-
-    module_name, _, attr = target.partition(":")
-    try:
-        found: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ReplayError(
-            f"the stack's runnables entry {target!r} could not be imported: {err} (is its folder on PYTHONPATH?)"
-        ) from err
-    return found
+    return keel.load_ref(target, what="the stack's runnables entry", error=ReplayError)
 
 
 def replay_cli(ctx: Any, db_path: Path | None, target: str, *, live_model: bool, runnable: str | None) -> int:

@@ -12,6 +12,7 @@ so the case has no side effects. Other cases, running at the same time, call the
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -39,6 +40,7 @@ from keel import (
     Runtime,
     RuntimeEvent,
     invoke_action,
+    load_ref,
     new_id,
 )
 from keel_eval.cases import ActionFixture, Case, Dataset
@@ -232,22 +234,22 @@ def resolve_runnable(runtime: Runtime, name: str) -> Runnable:
             "or pass it as package.module:attribute or path/to/file.py:attribute"
         )
     where, _, attr = name.rpartition(":")
-    try:
-        if where.endswith(".py"):
-            path = Path(where).resolve()
-            spec = importlib.util.spec_from_file_location(f"_keel_eval_{path.stem}", path)
-            if spec is None or spec.loader is None or not path.is_file():
-                raise EvalError(f"runnable {name!r}: no such file {where}")
-            module = importlib.util.module_from_spec(spec)
-            sys.path.insert(0, str(path.parent))
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-        obj: Any = module
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise EvalError(f"runnable {name!r} could not be imported: {err}") from err
+    if not where.endswith(".py"):
+        obj: Any = load_ref(name, what="runnable", error=EvalError)
+    else:
+        path = Path(where).resolve()
+        spec = importlib.util.spec_from_file_location(f"_keel_eval_{path.stem}", path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise EvalError(f"runnable {name!r}: no such file {where}")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent))
+        spec.loader.exec_module(module)
+        try:
+            obj = functools.reduce(getattr, attr.split("."), module)
+        except AttributeError as err:
+            raise EvalError(
+                f"runnable {name!r}: {where} has no {attr!r} ({err}); check the name after the colon"
+            ) from err
     if not isinstance(obj, Runnable):
         raise EvalError(f"{name!r} is a {type(obj).__name__}, not a runnable (an agent or a flow)")
     return runtime.runnables.add(obj)

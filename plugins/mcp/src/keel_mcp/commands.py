@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import anyio
@@ -122,13 +121,10 @@ def serve_cmd(
 
 def load_approver(ref: str) -> keel.Approver:
     """``module:attr`` naming an :class:`keel.Approver` (or a class of one) or a callback."""
-    module_name, _, attr = ref.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise click.BadParameter(f"cannot import {ref!r}: {err}", param_hint="--approver") from err
+        obj: Any = keel.load_ref(ref)
+    except keel.KeelError as err:
+        raise click.BadParameter(str(err), param_hint="--approver") from err
     if isinstance(obj, type):
         obj = obj()
     if isinstance(obj, keel.Approver):

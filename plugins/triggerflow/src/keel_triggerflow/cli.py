@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import click
 
-from keel import Execution, ExecutionStatus, KeelError, NotFoundError, Runtime
+from keel import Execution, ExecutionStatus, KeelError, NotFoundError, Runtime, load_ref
 from keel_triggerflow._engine import FlowExecution
 from keel_triggerflow._history import delete_execution, expired_executions, list_index, parse_age, rows_by_status
 from keel_triggerflow.flow import TriggerFlow
@@ -67,18 +67,9 @@ def _runtime(ctx: click.Context) -> Runtime:
 
 def import_target(target: str) -> Any:
     """A ``module:attribute`` of the stack's ``runnables`` list, imported."""
-    module_name, _, attr = target.partition(":")
-    if not attr:
-        raise KeelError(f"runnables entry {target!r} must be 'package.module:attribute'")
     if str(Path.cwd()) not in sys.path and "" not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # the stack's folder, as `keel serve` run there sees it
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise KeelError(f"runnables entry {target!r} could not be imported: {err}") from err
-    return obj
+    return load_ref(target, what="runnables entry")
 
 
 def _run(ctx: click.Context, body: Callable[[Runtime], Awaitable[Any]]) -> Any:

@@ -8,7 +8,6 @@ to one of them, and hands a dead worker's work to another.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 from pathlib import Path
@@ -17,24 +16,15 @@ from typing import Any
 import anyio
 import click
 
-from keel import KeelError, Runtime
+from keel import Runtime, load_ref
 
 __all__ = ["worker"]
 
 
 def _import(target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    if not attr:
-        raise KeelError(f"runnables entry {target!r} must be 'package.module:attribute'")
     if str(Path.cwd()) not in sys.path and "" not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # the stack's folder, as `keel serve` run there sees it
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise KeelError(f"runnables entry {target!r} could not be imported: {err}") from err
-    return obj
+    return load_ref(target, what="runnables entry")
 
 
 @click.command("worker")

@@ -94,6 +94,68 @@ def test_execution_registry_forgets_the_oldest_finished_only() -> None:
     assert len(ids) <= 12
 
 
+class _Parked:
+    """An execution object that only mirrors the store (``running_here = False``)."""
+
+    kind, tenant = "test", "default"
+
+    def __init__(self, n: int, *, here: bool = False):
+        self.id = f"p{n}"
+        self.status = keel.ExecutionStatus.WAITING
+        self.running_here = here
+        self.refreshed = 0
+
+    async def refresh(self) -> None:
+        self.refreshed += 1
+        self.status = keel.ExecutionStatus.COMPLETED  # what another process did meanwhile
+
+
+def test_execution_registry_forgets_parked_copies_but_not_what_runs_here() -> None:
+    registry = keel.ExecutionRegistry(keep_finished=10)
+    registry.add(_Parked(0, here=True))  # type: ignore[arg-type]  # waits here, old: kept
+    for n in range(1, 40):
+        registry.add(_Parked(n))  # type: ignore[arg-type]  # copies of executions others run
+    ids = [e.id for e in registry.list()]
+    assert "p0" in ids and "p39" in ids and "p1" not in ids
+    assert len(ids) <= 12
+
+
+def test_a_registry_full_of_running_executions_is_not_scanned_on_every_add() -> None:
+    scans = 0
+
+    class Counted:
+        kind, tenant = "test", "default"
+        running_here = True
+
+        def __init__(self, n: int):
+            self.id = f"r{n}"
+
+        @property
+        def status(self) -> keel.ExecutionStatus:
+            nonlocal scans
+            scans += 1
+            return keel.ExecutionStatus.RUNNING
+
+    registry = keel.ExecutionRegistry(keep_finished=100)
+    for n in range(1_100):
+        registry.add(Counted(n))  # type: ignore[arg-type]
+    assert len(registry.list()) == 1_100  # none could be forgotten
+    # past the bound, one look at every execution per 10 additions (~60,000 status reads here);
+    # before, one per addition (~600,000)
+    assert scans < 100_000, scans
+
+
+async def test_find_execution_refreshes_a_parked_copy_before_handing_it_out() -> None:
+    runtime = keel.Runtime(make_host(), keel.StackConfig())
+    parked, here = _Parked(1), _Parked(2, here=True)
+    runtime.executions.add(parked)  # type: ignore[arg-type]
+    runtime.executions.add(here)  # type: ignore[arg-type]
+    assert await runtime.find_execution("p1") is parked
+    assert parked.refreshed == 1 and parked.status is keel.ExecutionStatus.COMPLETED
+    assert await runtime.find_execution("p1") is parked and parked.refreshed == 1  # finished: as it is
+    assert await runtime.find_execution("p2") is here and here.refreshed == 0  # runs here: it is the truth
+
+
 async def test_event_log_replays_then_follows_until_finished() -> None:
     import anyio
 

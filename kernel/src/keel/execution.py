@@ -75,7 +75,12 @@ class Execution(Protocol):
       ``delta``, ``value``, ``is_complete``, and ``reset`` events for abandoned attempts).
       Check with ``hasattr(execution, "instant")``.
     - **Optional** ``running_here``: ``False`` for an object that only mirrors an execution another
-      process runs (adopted for reading); a runtime closing waits only for the ones running here.
+      process runs (adopted for reading), or one that waits released (nothing runs it here); a
+      runtime closing waits only for the ones running here, and the registry may forget the others
+      (their plugin finds them again in the store).
+    - **Optional** ``refresh()``: ``async``, for such a mirror: read the store again, so that its
+      status (and result) follow what another process did meanwhile. :meth:`keel.Runtime.find_execution`
+      calls it before it hands out an unfinished execution that is not running here.
 
     :class:`keel.testing.conformance.ExecutionConformance` checks these rules; run it on every
     implementation (see docs/plugins.md).
@@ -201,6 +206,12 @@ class RunnableRegistry:
         return name in self._items
 
 
+def _kept(execution: Execution) -> bool:
+    """Unfinished and driven by this process: what a registry keeps and a closing runtime waits for
+    (an object that only mirrors the store says so with ``running_here = False``)."""
+    return not execution.status.finished and bool(getattr(execution, "running_here", True))
+
+
 class ExecutionRegistry:
     """Live executions by id, scoped by tenant: another tenant's id is simply not found.
 
@@ -213,7 +224,14 @@ class ExecutionRegistry:
       ``footprint`` (bytes they keep, an estimate; agent executions do) are forgotten oldest first
       once their sum passes it. The newest finished execution is always kept.
 
-    Running and waiting executions are never dropped. Set either on ``runtime.executions``.
+    An execution that is not running here (``running_here`` is ``False``: a copy of one that
+    another process runs, or one that waits released) counts as finished for ``keep_finished``:
+    the plugin that owns it finds it again in the store (``keel_find_execution``). Executions
+    running here are never dropped. Set either on ``runtime.executions``.
+
+    Past ``keep_finished``, the registry looks for executions to forget once per
+    ``keep_finished // 10`` additions, not on every one (a registry full of running executions
+    would otherwise be scanned whole for each new one).
     """
 
     def __init__(self, keep_finished: int = 10_000, keep_finished_bytes: int = 256 * 2**20) -> None:
@@ -222,10 +240,11 @@ class ExecutionRegistry:
         self.keep_finished = keep_finished
         self.keep_finished_bytes = keep_finished_bytes
         self.finished_bytes = 0
+        self._next_sweep = 0  # the size at which to look for executions to forget again
 
     def add(self, execution: Execution) -> Execution:
         self._items[(execution.tenant, execution.id)] = execution
-        if len(self._items) > self.keep_finished:
+        if len(self._items) > self.keep_finished and len(self._items) >= self._next_sweep:
             self._forget_finished()
         return execution
 
@@ -247,9 +266,10 @@ class ExecutionRegistry:
         self.finished_bytes -= self._sizes.pop(key, 0)
 
     def _forget_finished(self) -> None:
-        finished = [key for key, item in self._items.items() if item.status.finished]  # oldest first
-        for key in finished[: max(len(finished) - self.keep_finished * 9 // 10, 0)]:
+        idle = [key for key, item in self._items.items() if not _kept(item)]  # oldest first
+        for key in idle[: max(len(idle) - self.keep_finished * 9 // 10, 0)]:
             self._drop(key)
+        self._next_sweep = len(self._items) + max(1, self.keep_finished // 10)
 
     def get(self, execution_id: str, tenant: str = "default") -> Execution:
         try:

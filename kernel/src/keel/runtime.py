@@ -352,14 +352,23 @@ class Runtime:
 
     async def find_execution(self, execution_id: str, tenant: str = "default") -> Execution:
         """The execution with this id for this tenant: a live one, or one that a plugin adopts
-        from the store (``keel_find_execution``), after a restart or from another process.
+        from the store (``keel_find_execution``), after a restart or from another process. A
+        held execution that is not running here (a copy of one another process runs, or one
+        released at a wait) is refreshed from the store first when it offers ``refresh()``.
 
         :raises NotFoundError: when no execution has this id, or it belongs to another tenant.
         """
         try:
-            return self.executions.get(execution_id, tenant)
+            held = self.executions.get(execution_id, tenant)
         except NotFoundError:
             pass
+        else:
+            if not held.status.finished and not getattr(held, "running_here", True):
+                # a copy of what the store says: another process may have moved it on since
+                refresh = getattr(held, "refresh", None)
+                if refresh is not None:
+                    await refresh()
+            return held
         hook = self.host.pm.hook.keel_find_execution
         for impl in reversed(hook.get_hookimpls()):  # newest first, as pluggy calls them
             found = _call_impl(impl, runtime=self, execution_id=execution_id, tenant=tenant)

@@ -29,6 +29,7 @@ def test_the_families_of_the_design_card_exist() -> None:
         "keel_find_execution",
         "keel_adopt_executions",
         "keel_doctor_checks",
+        "keel_model_prices",
     }
     assert set(FAMILIES) <= set(SPECS)
 

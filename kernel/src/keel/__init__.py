@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from keel.actions import ActionOutcome, ActionRegistry, action, call_action, invoke_action, is_visible
+from keel.budgets import Budget, BudgetError, BudgetExceeded, Budgets, BudgetUsage, ModelPrice, TenantBudget
 from keel.compat import CONTRACT_VERSION
 from keel.containment import ContainedExecution, ExecutionCrashed
 from keel.credentials import Authenticator, AuthError, CredentialSettings, Principal
@@ -138,6 +139,11 @@ __all__ = [
     "AgentTimeoutError",
     "ApprovalRequired",
     "BlobRef",
+    "Budget",
+    "BudgetError",
+    "BudgetExceeded",
+    "BudgetUsage",
+    "Budgets",
     "Channel",
     "ChannelSpec",
     "ConflictError",
@@ -177,6 +183,7 @@ __all__ = [
     "ModelConfig",
     "ModelDone",
     "ModelEvent",
+    "ModelPrice",
     "ModelRequest",
     "ModelSpec",
     "NotFoundError",
@@ -207,6 +214,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreSpec",
+    "TenantBudget",
     "TextDelta",
     "ToolCall",
     "ToolCallEvent",

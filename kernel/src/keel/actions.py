@@ -7,15 +7,19 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from typing import Any, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, get_type_hints, overload
 
 import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from keel.budgets import BudgetError
 from keel.errors import ActionError, ActionInputError
 from keel.options import validation_problems
 from keel.policy import ApprovalRequest, Approver, approver_name, ask, check_approval_timeout
 from keel.types import ActionCall, ActionContext, ActionSpec, PolicyDecision, Risk, new_id
+
+if TYPE_CHECKING:
+    from keel.budgets import Meter
 
 __all__ = ["ActionOutcome", "ActionRegistry", "action", "call_action", "invoke_action", "is_visible", "redact"]
 
@@ -234,6 +238,7 @@ async def call_action(
     emit: Emit | None = None,
     call_id: str | None = None,
     visible: Iterable[str] | None = None,
+    meter: Meter | None = None,
 ) -> ActionOutcome:
     """Run one action call through scope, policy, approval and the handler, leaving an audit trail.
 
@@ -253,6 +258,9 @@ async def call_action(
         ``action.approved``, ``action.started``, then one of ``action.completed``,
         ``action.denied``, ``action.failed``, ``action.cancelled``).
     :param visible: the calling agent's own action selection (names or ``tag:<t>``).
+    :param meter: the calling execution's budget meter: a call it has no room for is refused before
+        policy and approval (``action.denied`` with ``policy = "budget"``) and raises
+        :class:`keel.BudgetExceeded`, the one failure that propagates (it ends the execution).
     """
     check_approval_timeout(approval_timeout)
     if emit is None:
@@ -279,6 +287,8 @@ async def call_action(
     if spec is None or not is_visible(spec, context.agent, visible):
         known = ", ".join(s.name for s in registry.visible(context.agent, visible)) or "none"
         return fail("unknown_action", f"no action named {name!r} is available to you; available: {known}")
+    if meter is not None:
+        _budget_check(meter.check_action_call, name, fail)
     started = time.perf_counter()
     try:
         call = ActionCall(id=call_id, action=name, arguments=arguments, risk=spec.risk, tags=spec.tags)
@@ -307,6 +317,13 @@ async def call_action(
             emit("action.approved", {**base, "by": "policy", "policy": decision.policy, "reason": decision.reason})
 
         key = context.idempotency_key or (spec.idempotency_key(arguments) if spec.idempotency_key else None)
+        if meter is not None:
+            stage = "budget"
+            try:
+                await meter.before_action_call(name)
+            except BudgetError as err:
+                fail("budget", str(err), verdict="deny", policy="budget", approver=None, reason=str(err))
+                raise
         stage = "running"
         emit("action.started", {**base, "idempotency_key": key})
         started = time.perf_counter()
@@ -344,6 +361,14 @@ async def call_action(
     return ActionOutcome(
         call_id=call_id, action=name, ok=True, result=result, duration_ms=duration, verdict=decision.verdict
     )
+
+
+def _budget_check(check: Callable[[str], None], name: str, fail: Callable[..., ActionOutcome]) -> None:
+    try:
+        check(name)
+    except BudgetError as err:
+        fail("budget", str(err), verdict="deny", policy="budget", approver=None, reason=str(err))
+        raise
 
 
 def _ms(started: float) -> float:

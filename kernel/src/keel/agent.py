@@ -27,7 +27,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from pydantic import BaseModel
 
-from keel import draws
+from keel import budgets, draws
 from keel.actions import call_action
 from keel.errors import (
     AgentTimeoutError,
@@ -418,6 +418,7 @@ class AgentExecution:
         self._seq = 0
         self._settling = False
         self.footprint = 0  # bytes kept once finished (an estimate), for the registry's byte bound
+        self.meter = runtime.budgets.meter(self.id, runnable=agent.name, tenant=tenant, emit=self.emit)
 
     def __repr__(self) -> str:
         return f"AgentExecution({self.id!r}, agent={self.agent.name!r}, status={self._status.value})"
@@ -553,7 +554,12 @@ class AgentExecution:
             )
             return
         try:
-            with self._scope, anyio.move_on_after(agent.timeout) as deadline, draws.drawing(self._draw):
+            with (
+                self._scope,
+                anyio.move_on_after(agent.timeout) as deadline,
+                draws.drawing(self._draw),
+                budgets.metering(self.meter),
+            ):
                 await self._execute()
             if self._status.finished:
                 pass
@@ -747,6 +753,7 @@ class AgentExecution:
             output_name=contract.name if contract is not None else "output",
             options=dict(agent.options),
         )
+        await self.meter.before_model_request(model.name)  # refused here: nothing is sent
         span = new_span_id()
         self.emit(
             "model.request",
@@ -856,6 +863,8 @@ class AgentExecution:
         if used is not None:
             self._tokens[0] += used["input_tokens"]
             self._tokens[1] += used["output_tokens"]
+        answered = (done.model if done is not None else None) or model.name
+        await self.meter.after_model_response(answered, *(used.values() if used else (0, 0)))
         self.emit(
             "model.response",
             {
@@ -905,13 +914,19 @@ class AgentExecution:
                 outcome = await call_action(
                     self.runtime.actions, call.name, call.arguments, context=context,
                     check=self.runtime.check_action, approver=self.runtime.approver,
-                    emit=self.emit, call_id=call.id, visible=self.agent.actions,
+                    emit=self.emit, call_id=call.id, visible=self.agent.actions, meter=self.meter,
                 )  # fmt: skip
             results[index] = Message(role="tool", content=outcome.for_model(), tool_call_id=call.id, name=call.name)
 
-        async with anyio.create_task_group() as group:
-            for index, call in enumerate(calls):
-                group.start_soon(one, index, call)
+        try:
+            async with anyio.create_task_group() as group:
+                for index, call in enumerate(calls):
+                    group.start_soon(one, index, call)
+        except BaseExceptionGroup as group_error:  # a refused call ends the execution as itself
+            refused, _rest = group_error.split(budgets.BudgetError)
+            if refused is not None:
+                raise refused.exceptions[0] from None
+            raise
         return [message for message in results if message is not None]
 
 

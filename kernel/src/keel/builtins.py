@@ -1,7 +1,8 @@
 """The kernel's own defaults, registered through the same hooks as any plugin.
 
 - store ``memory``: complete store semantics, nothing kept across restarts;
-- model ``scripted``: :class:`keel.testing.ScriptedModel`, a test double that answers from a script;
+- model ``scripted``: :class:`keel.testing.ScriptedModel`, a test double that answers from a script
+  (priced at zero, so cost budgets work with it);
 - the kernel's ``keel doctor`` checks (:func:`keel.doctor.kernel_checks`).
 """
 
@@ -53,6 +54,11 @@ def keel_models() -> Iterator[ModelSpec]:
         factory=_scripted_model,
         capabilities=ModelCapabilities(streaming=True, tools=True, json_schema=False),
     )
+
+
+@hookimpl
+def keel_model_prices() -> dict[str, dict[str, float]]:
+    return {"scripted": {"input": 0.0, "output": 0.0}}  # a test double costs nothing, and is priced
 
 
 @hookimpl

@@ -13,12 +13,13 @@ A plugin is a module with functions marked ``@keel.hookimpl``, named by an entry
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
+    from keel.budgets import ModelPrice
     from keel.cli import KeelGroup
     from keel.events import RuntimeEvent
     from keel.execution import Execution
@@ -230,6 +231,30 @@ def keel_actions() -> Iterable[ActionSpec]:
         @keel.hookimpl
         def keel_actions():
             yield word_count
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def keel_model_prices() -> Mapping[str, ModelPrice | Mapping[str, float]]:
+    """Register what models cost, for cost budgets (docs/budgets.md).
+
+    Names are matched exactly, then by the longest known prefix (``gpt-4o`` prices
+    ``gpt-4o-2024-08-06``). A stack's ``[budgets.prices."<model>"]`` and ``runtime.budgets.price()``
+    win over every plugin; two plugins pricing one model differently is a :class:`keel.BudgetError`
+    naming both, when a price is needed. A model nobody prices cannot run under a cost limit.
+
+    :returns: model name -> :class:`keel.ModelPrice` (or ``{"input": ..., "output": ...}``), US
+        dollars per million tokens.
+
+    Example::
+
+        import keel
+
+
+        @keel.hookimpl
+        def keel_model_prices():
+            return {"acme-large": {"input": 1.0, "output": 4.0}}
     """
     raise NotImplementedError
 

@@ -21,6 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from keel.actions import ActionOutcome, ActionRegistry, call_action
+from keel.budgets import Budget, Budgets, current_meter, requesting
 from keel.containment import OWNER, ContainedExecution, GuardedTaskGroup, Owner
 from keel.environments import EnvironmentManager
 from keel.errors import DriverNotFoundError, KeelError, NotFoundError, StackError
@@ -74,6 +75,7 @@ class Runtime:
         self.shutdown_grace = shutdown_grace
         self._base_group: TaskGroup | None = None
         self._actions: ActionRegistry | None = None
+        self._budgets: Budgets | None = None
         self._environments: EnvironmentManager | None = None
         self._observer_scope: anyio.CancelScope | None = None
         self._models: dict[str, Model] = {}
@@ -232,8 +234,13 @@ class Runtime:
             )
         )
 
-    async def start(self, runnable: Runnable | str, input: Any = None, *, tenant: str = "default") -> Execution:
+    async def start(
+        self, runnable: Runnable | str, input: Any = None, *, tenant: str = "default", budget: Budget | None = None
+    ) -> Execution:
         """Start a runnable (or the one registered under a name) and register its execution.
+
+        :param budget: this execution's own limits, over the stack's (:class:`keel.Budget`; see
+            :attr:`budgets`).
 
         What the kernel guarantees around a runnable, whoever wrote it: a task it starts in
         :attr:`task_group` that raises fails only this execution (status ``failed``, the cause in
@@ -245,7 +252,8 @@ class Runtime:
         owner = Owner()
         token = OWNER.set(owner)
         try:
-            execution = await runnable.start(input, runtime=self, tenant=tenant)
+            with requesting(budget):
+                execution = await runnable.start(input, runtime=self, tenant=tenant)
         finally:
             OWNER.reset(token)
         contained = execution if isinstance(execution, ContainedExecution) else ContainedExecution(execution)
@@ -311,6 +319,14 @@ class Runtime:
         self.publish(RuntimeEvent(kind=kind, payload=payload))
 
     @property
+    def budgets(self) -> Budgets:
+        """Tokens, cost, model requests, action calls and wall time each execution, runnable and
+        tenant may use: the stack's ``[budgets]`` plus what code declares (docs/budgets.md)."""
+        if self._budgets is None:
+            self._budgets = Budgets(self, self.stack.config.budgets, source=self.stack.sources.get("budgets", "code"))
+        return self._budgets
+
+    @property
     def actions(self) -> ActionRegistry:
         """Every action: the plugins' (``keel_actions``) and the ones the application adds."""
         if self._actions is None:
@@ -341,7 +357,7 @@ class Runtime:
 
         return await call_action(
             self.actions, name, arguments, context=context, check=self.check_action, approver=approver,
-            approval_timeout=approval_timeout, emit=emit, visible=visible,
+            approval_timeout=approval_timeout, emit=emit, visible=visible, meter=current_meter(),
         )  # fmt: skip
 
     def add(self, runnable: Runnable) -> Runnable:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from keel.budgets import BudgetsConfig
 from keel.errors import DriverNotFoundError, StackError
 from keel.options import parse_options, validation_problems
 from keel.types import ModelConfig
@@ -88,6 +89,7 @@ class StackConfig(BaseModel):
     )
     runnables: list[str] = Field(default_factory=list, description="'module:attribute' of agents and flows to serve")
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings tables")
+    budgets: BudgetsConfig | None = Field(default=None, description="[budgets]: limits per execution, runnable, tenant")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,14 @@ def keel_on_runtime_event(event: keel.RuntimeEvent, runtime: keel.Runtime) -> No
         observe(event)
 
 
+@keel.hookimpl
+def keel_model_prices() -> dict[str, Any]:
+    # the table DevTools prices recordings with also prices the kernel's cost budgets
+    from keel_devtools.prices import DEFAULT_PRICES
+
+    return {name: price.model_dump() for name, price in DEFAULT_PRICES.items()}
+
+
 def _reset() -> None:
     """Forget which recorder each runtime uses (``configure()`` installs a new one)."""
     global _last

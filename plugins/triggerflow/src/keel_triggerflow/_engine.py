@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+import keel.budgets
 from keel import ConflictError, ExecutionStatus, KeelError, Runtime, RuntimeEvent, Store, new_id
 from keel_triggerflow._context import Context, Scope
 from keel_triggerflow._events import FlowEvents
@@ -442,7 +443,14 @@ class FlowExecution:
         )
         interp = self._interp = Interpreter(self, Scope(self.flow, ""))
         try:
-            await self._drive_scope(interp)
+            # the kernel's budgets: a durable flow's usage is in the store, so spent usage survives a crash
+            budgets, name, tenant, emit = self.runtime.budgets, self.flow.name, self.tenant, self._events.add
+            if self._journal.store is not None and self.durability != "none":
+                meter = await budgets.open(self.id, runnable=name, tenant=tenant, emit=emit)
+            else:
+                meter = budgets.meter(self.id, runnable=name, tenant=tenant, emit=emit)
+            with keel.budgets.metering(meter):
+                await self._drive_scope(interp)
         except anyio.get_cancelled_exc_class():
             # cancelled from outside (runtime shutdown, a caller's timeout): leave it resumable
             with anyio.CancelScope(shield=True):

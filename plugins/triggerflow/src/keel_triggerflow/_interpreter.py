@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel
 
+import keel
 from keel_triggerflow._context import Context, Scope
 from keel_triggerflow._ops import STOP, Op, Step, Tail, emit_thread, thread_hash
 from keel_triggerflow._values import BLOB_THRESHOLD, jsonable, model_ref, revive
@@ -268,7 +269,7 @@ class Interpreter:
                     if isinstance(err, (LeaseError, MissingResourceError)):
                         raise
                     info = error_info(err)
-                    if attempt > op.retries:
+                    if attempt > op.retries or isinstance(err, keel.BudgetError):  # a retry would spend more
                         await self._step_failed(history, op, key, attempt, info, ctx)
                         raise StepFailed(key, info["type"], info["message"], attempt) from err
                     if history is not None:

@@ -181,6 +181,11 @@ def _report(snapshot: CloseSnapshot, as_json: bool, *, durable: bool = True) -> 
         click.echo(json.dumps(snapshot.result, indent=2, default=str))
     elif snapshot.error:
         click.echo(f"error: {snapshot.error}")
+    if snapshot.usage:
+        usage, limits = snapshot.usage, snapshot.usage.get("limits", {})
+        shown = ("tokens", "cost", "model_requests", "action_calls", "wall_time")
+        parts = [f"{k} {usage.get(k, 0)}" + (f"/{limits[k]}" if k in limits else "") for k in shown if k in usage]
+        click.echo("usage: " + ", ".join(parts) + ("" if limits else " (no budget set)"))
     for interrupt in snapshot.pending_interrupts:
         click.echo(
             f"waiting for {interrupt.name!r} (interrupt {interrupt.id}), payload: {json.dumps(interrupt.payload)}"
@@ -308,7 +313,9 @@ def show_cmd(ctx: click.Context, execution_id: str, as_json: bool, tenant: str) 
 
     async def body(runtime: Runtime) -> CloseSnapshot:
         execution = await _find(runtime, execution_id, tenant)
-        return execution.snapshot() if isinstance(execution, FlowExecution) else await _outside(execution)
+        snapshot = execution.snapshot() if isinstance(execution, FlowExecution) else await _outside(execution)
+        snapshot.usage = await runtime.budgets.usage(execution_id, tenant)
+        return snapshot
 
     _report(_run(ctx, body), as_json)
 

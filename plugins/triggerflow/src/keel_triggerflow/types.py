@@ -98,3 +98,6 @@ class CloseSnapshot(BaseModel):
     steps_completed: int = 0
     pending_interrupts: list[Interrupt] = Field(default_factory=list)
     history_records: int = 0
+    #: tokens, cost, model requests, action calls and wall time, with the limits in force (the
+    #: kernel's budgets: ``runtime.budgets.usage``); filled by ``keel flow show``
+    usage: dict[str, Any] | None = None

@@ -83,6 +83,8 @@ async def _exercise(name: str, host: Any, capsys: pytest.CaptureFixture[str]) ->
         (report,) = run_doctor(DoctorContext.from_runtime(keel.Runtime(host)), ["state"])
         (mine,) = [c for c in report.checks if c.name == "acme-store.migrated"]
         assert mine.status == "fail" and report.status == "fail" and "acme-store migrate" in mine.fix
+    elif name == "keel_model_prices":
+        assert keel.Runtime(host).budgets.price_of("acme-large-2") == keel.ModelPrice(input=1.0, output=4.0)
     elif name == "keel_addhooks":
         assert host.pm.hook.my_plugin_formats.has_spec()
     elif name == "keel_find_execution":

@@ -98,6 +98,8 @@ def setup(name: str, folder: Path, runtime_box: list[keel.Runtime]) -> tuple[lis
     if name == "doctor":
         triage = keel.Agent("triage", "triage the ticket", output=module.Reply)
         return [], ScriptedModel(lambda request: json.dumps({"answer": "Reset it from the login page."})), [triage]
+    if name == "budgets":
+        return [], ScriptedModel(module.answer), [module.triage, module.lookup_order]
     if name == "fail_closed":
         return [], ScriptedModel([]), [module.Crashy()]
     if name == "scale_out_temporal":

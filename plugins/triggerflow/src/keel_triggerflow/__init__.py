@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from keel_triggerflow._engine import FlowExecution
     from keel_triggerflow._history import expired_executions, parse_age, purge_executions
     from keel_triggerflow.flow import Chain, Reducer, TriggerFlow
+    from keel_triggerflow.plan import FlowPlan, PlanNode
+    from keel_triggerflow.steps import (
+        ChunkContext,
+        StepContext,
+        StepOutcome,
+        call_chunk,
+        decide,
+        pause_payload,
+        run_step,
+    )
     from keel_triggerflow.types import (
         BranchError,
         CloseSnapshot,
@@ -40,6 +50,12 @@ _WHERE = {
     "Chain": "flow",
     "Reducer": "flow",
     "TriggerFlow": "flow",
+    "FlowPlan": "plan",
+    "PlanNode": "plan",
+    **{
+        name: "steps"
+        for name in ("ChunkContext", "StepContext", "StepOutcome", "call_chunk", "decide", "pause_payload", "run_step")
+    },
     **{
         name: "types"
         for name in (
@@ -60,22 +76,31 @@ _WHERE = {
 __all__ = [
     "BranchError",
     "Chain",
+    "ChunkContext",
     "CloseSnapshot",
     "Context",
     "Durability",
     "FlowDefinitionError",
     "FlowError",
     "FlowExecution",
+    "FlowPlan",
     "Interrupt",
     "LeaseError",
     "MissingResourceError",
+    "PlanNode",
     "Reducer",
+    "StepContext",
     "StepFailed",
+    "StepOutcome",
     "TriggerFlow",
     "WaitTimeout",
+    "call_chunk",
+    "decide",
     "expired_executions",
     "parse_age",
+    "pause_payload",
     "purge_executions",
+    "run_step",
 ]
 
 

@@ -137,6 +137,30 @@ class Step(Op):
         return await x.call(self, scope, value, key, tail)
 
 
+class Pause(Step):
+    """``.pause_for(name)`` in a chain: a step whose chunk waits for the signal ``name``; what
+    it waits for is kept here, so that a runner can read it from the plan."""
+
+    __slots__ = ("default", "on_timeout", "payload", "signal", "timeout")
+
+    def __init__(self, signal: str, payload: Any, timeout: float | None, on_timeout: str, default: Any) -> None:
+        self.signal = signal
+        self.payload = payload  # a value, or fn(value) -> the payload shown with the wait
+        self.timeout = timeout
+        self.on_timeout = on_timeout
+        self.default = default
+
+        async def wait(ctx: Any) -> Any:
+            return await ctx.pause_for(
+                signal, self.payload_for(ctx.value), timeout=timeout, on_timeout=on_timeout, default=default
+            )
+
+        super().__init__(wait, f"pause_for:{signal}")
+
+    def payload_for(self, value: Any) -> Any:
+        return self.payload(value) if callable(self.payload) else self.payload
+
+
 class SubFlow(Op):
     """Run a whole flow inline with its own state; its RESULT (not a snapshot) flows on."""
 
@@ -162,15 +186,18 @@ class If(Op):
         kids = [(str(i), ops) for i, (_, ops) in enumerate(self.branches)]
         return [*kids, ("e", self.else_ops)] if self.else_ops is not None else kids
 
+    async def choose(self, value: Any, state: dict[str, Any]) -> int:
+        """The branch taken: the first whose condition holds, or ``len(branches)`` for the else."""
+        for i, (pred, _) in enumerate(self.branches):
+            if await pred(value, state):
+                return i
+        return len(self.branches)
+
     async def run(self, x: OpHost, scope: _Scope, value: Any, thread: str, tail: bool) -> Any:
         key = thread + self.sfx
         index = x.decision(key)
         if index is None:
-            index = len(self.branches)
-            for i, (pred, _) in enumerate(self.branches):
-                if await pred(value, scope.state):
-                    index = i
-                    break
+            index = await self.choose(value, scope.state)
             x.decide(key, index)
         ops = self.branches[index][1] if index < len(self.branches) else self.else_ops
         if not ops:
@@ -192,7 +219,8 @@ class Match(Op):
         kids = [(str(i), ops) for i, (_, ops) in enumerate(self.cases)]
         return [*kids, ("e", self.else_ops)] if self.else_ops is not None else kids
 
-    async def _hits(self, value: Any, state: dict[str, Any]) -> list[int]:
+    async def hits(self, value: Any, state: dict[str, Any]) -> list[int]:
+        """The cases that match, in order (only the first with ``hit_first``)."""
         subject = self.key(value) if self.key else value
         hits: list[int] = []
         for i, (case, _) in enumerate(self.cases):
@@ -207,7 +235,7 @@ class Match(Op):
         key = thread + self.sfx
         hits = x.decision(key)
         if hits is None:
-            hits = await self._hits(value, scope.state)
+            hits = await self.hits(value, scope.state)
             x.decide(key, hits)
         if not hits:
             return await x.run_ops(scope, self.else_ops, value, thread, tail) if self.else_ops else value
@@ -370,6 +398,7 @@ class Compiled:
         self.collect_keys: dict[str, list[str]] = {}
         self.collect_then: dict[str, list[Op]] = {}
         self.steps = 0
+        self.by_id: dict[str, Op] = {}  # op id -> op (what a runner's references name)
         problems: list[str] = []
         _assign(main, "", self, problems)
         for j, (events, mode, ops) in enumerate(whens):
@@ -388,6 +417,7 @@ def _assign(ops: list[Op], prefix: str, compiled: Compiled, problems: list[str])
     for i, op in enumerate(ops):
         op.sid = f"{prefix}{i}"
         op.sfx = "@" + op.sid
+        compiled.by_id[op.sid] = op
         if isinstance(op, (Step, SubFlow)):
             compiled.steps += 1
         if isinstance(op, Collect):

@@ -20,6 +20,7 @@ from keel_triggerflow._ops import (
     If,
     Match,
     Op,
+    Pause,
     Predicate,
     SetState,
     Step,
@@ -29,6 +30,7 @@ from keel_triggerflow.types import Durability, FlowDefinitionError, FlowError
 
 if TYPE_CHECKING:
     from keel_triggerflow._engine import FlowExecution
+    from keel_triggerflow.plan import FlowPlan
 
 __all__ = ["Chain", "Reducer", "TriggerFlow"]
 
@@ -82,12 +84,7 @@ class Chain:
         default: Any = None,
     ) -> Chain:
         """Wait for the signal ``name``; its payload flows on. ``payload`` may be ``fn(value)``."""
-
-        async def wait(ctx: Any) -> Any:
-            shown = payload(ctx.value) if callable(payload) else payload
-            return await ctx.pause_for(name, shown, timeout=timeout, on_timeout=on_timeout, default=default)
-
-        self._add(Step(wait, f"pause_for:{name}"))
+        self._add(Pause(name, payload, timeout, on_timeout, default))
         return self
 
     def collect(self, name: str, key: str) -> Chain:
@@ -300,6 +297,13 @@ class TriggerFlow:
         raise FlowDefinitionError(
             self.name, [f"{chunk!r} is not a chunk: pass an async function (ctx), a TriggerFlow or a keel Runnable"]
         )
+
+    def plan(self) -> FlowPlan:
+        """The compiled flow as a public, JSON-serializable op tree: what a runner other than the
+        local engine interprets (:mod:`keel_triggerflow.plan`; docs/flows.md, "Runner contract")."""
+        from keel_triggerflow.plan import plan_of
+
+        return plan_of(self)
 
     def to_mermaid(self) -> str:
         """The definition as a Mermaid flowchart (see :mod:`keel_triggerflow.draw`)."""

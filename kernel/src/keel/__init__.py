@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from keel.actions import ActionOutcome, ActionRegistry, action, call_action, invoke_action, is_visible
-from keel.budgets import Budget, BudgetError, BudgetExceeded, Budgets, BudgetUsage, ModelPrice, TenantBudget
+from keel.budget_manager import Budgets
+from keel.budgets import Budget, BudgetError, BudgetExceeded, BudgetUsage, ModelPrice, TenantBudget
 from keel.compat import CONTRACT_VERSION
 from keel.containment import ContainedExecution, ExecutionCrashed
 from keel.credentials import Authenticator, AuthError, CredentialSettings, Principal

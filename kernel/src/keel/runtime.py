@@ -21,7 +21,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 from keel.actions import ActionOutcome, ActionRegistry, call_action
-from keel.budgets import Budget, Budgets, current_meter, requesting
+from keel.budget_manager import Budgets
+from keel.budgets import Budget, current_meter, requesting
 from keel.containment import OWNER, ContainedExecution, GuardedTaskGroup, Owner
 from keel.environments import EnvironmentManager
 from keel.errors import DriverNotFoundError, KeelError, NotFoundError, StackError

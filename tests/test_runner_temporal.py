@@ -3,6 +3,7 @@ local runner in process, and Temporal (a real dev server the test starts from Py
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,154 @@ def test_keel_flow_run_signal_and_show_reach_temporal(temporal_address: str, tmp
         done = json.loads(answered.stdout)
         assert done["status"] == "completed"
         assert done["result"] == {"value": "yes", "execution": waiting["execution_id"]}
+
+
+# ---------------------------------------------------------------- beyond linear: one flow, both runners
+shop = Registry()
+calls: list[tuple[str, str]] = []  # (chunk, ctx.path): the step paths, so the idempotency keys, must agree
+
+
+def seen(ctx: Any, name: str) -> None:
+    calls.append((name, ctx.path))
+    assert ctx.idempotency_key == f"{ctx.execution_id}:{ctx.path}:1"
+
+
+@shop.chunk()
+async def order(ctx: Any) -> Any:
+    seen(ctx, "order")
+    ctx.state["count"] = len(ctx.value["items"])
+    return ctx.value
+
+
+@shop.chunk()
+async def discount(ctx: Any) -> Any:
+    seen(ctx, "discount")
+    return {**ctx.value, "discount": 0.1}
+
+
+@shop.chunk()
+def items(ctx: Any) -> Any:
+    seen(ctx, "items")
+    return [{"sku": sku, "discount": ctx.value.get("discount", 0)} for sku in ctx.value["items"]]
+
+
+@shop.chunk()
+def price(ctx: Any) -> Any:
+    seen(ctx, "price")
+    return round(len(ctx.value["sku"]) * 10 * (1 - ctx.value["discount"]), 2)
+
+
+@shop.chunk()
+async def total(ctx: Any) -> Any:
+    seen(ctx, "total")
+    return sum(ctx.value)
+
+
+def shipping(how: str) -> Any:
+    async def ship(ctx: Any) -> Any:
+        seen(ctx, how)
+        return {"total": ctx.value, "ship": how, "count": ctx.state["count"]}
+
+    return ship
+
+
+for _how in ("express", "ground", "pickup"):
+    shop.add_chunk(_how, shipping(_how))
+
+
+@shop.chunk()
+async def label(ctx: Any) -> Any:
+    seen(ctx, "label")
+    # sorted: Temporal's JSON converter sorts an object's keys, so its order is not kept across a step
+    return f"{ctx.value['count']} parcel(s), {ctx.value['ship']}; log {json.dumps(ctx.state['log'], sort_keys=True)}"
+
+
+@shop.chunk()
+async def wrapit(ctx: Any) -> Any:
+    seen(ctx, "wrapit")
+    return f"wrapped for {ctx.value['ship']}"
+
+
+@shop.chunk()
+async def after_end(ctx: Any) -> Any:
+    seen(ctx, "after_end")
+    return "not the result"
+
+
+shop.add_condition("large", lambda value: value > 40)
+shop.add_flow(shop.load({"name": "wrap", "steps": [{"to": "wrapit"}]}))
+
+SHOP = {
+    "name": "shop",
+    "reducers": {"log": "list"},
+    "steps": [
+        {"to": "order"},
+        {"set_state": "log"},
+        {"match": [{"case": "vip", "then": [{"to": "discount"}]}], "key": "tier", "else": []},
+        {"to": "items"},
+        {"for_each": [{"to": "price"}]},
+        {"to": "total"},
+        {
+            "if": [
+                {"condition": "large", "then": [{"to": "express"}]},
+                {"condition": {"op": ">", "value": 10}, "then": [{"to": "ground"}]},
+            ],
+            "else": [{"to": "pickup"}],
+        },
+        {"batch": {"label": "label", "gift": "wrap"}},
+        {"end": True},
+        {"to": "after_end"},
+    ],
+}
+
+
+async def both(temporal_address: str, tmp_path: Path, flow: Any, value: Any) -> list[tuple[Any, list[Any]]]:
+    """(result or error text, the sorted step calls) on the local runner, then on Temporal."""
+    out = []
+    for name in ("local", "temporal"):
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        text = f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "{tmp_path.name}"\n'
+        runtime = Runtime(
+            make_host(triggerflow_plugin, temporal_plugin), stack(folder, text if name != "local" else "")
+        )
+        calls.clear()
+        async with runtime:
+            execution = await runtime.start(flow, value)
+            with anyio.fail_after(60):
+                try:
+                    result: Any = await execution.result()
+                except Exception as err:
+                    result = str(err).split("on Temporal: ")[-1]  # the temporal runner says where it failed
+        out.append((result, sorted(calls)))
+    return out
+
+
+@pytest.mark.parametrize("value", [{"tier": "vip", "items": ["ab", "cde"]}, {"tier": "basic", "items": ["a"]}])
+async def test_branches_joins_sub_flows_and_state_give_the_same_results_on_both_runners(
+    temporal_address: str, tmp_path: Path, value: Any
+) -> None:
+    flow = shop.load(SHOP)
+    on_local, on_temporal = await both(temporal_address, tmp_path, flow, value)
+    assert on_temporal == on_local
+    assert ("after_end", "@9") in on_local[1], "the steps after `end` run on both runners"
+    if value["tier"] == "vip":
+        log = json.dumps([value], sort_keys=True)
+        assert on_local[0] == {"label": f"2 parcel(s), express; log {log}", "gift": "wrapped for express"}
+        assert ("price", "@4[1]@4.f.0") in on_local[1] and ("wrapit", "@7.gift.0>@0") in on_local[1]
+
+
+@shop.chunk()
+async def boom(ctx: Any) -> Any:
+    raise ValueError(f"no {ctx.value}")
+
+
+async def test_a_failing_branch_reads_the_same_on_both_runners(temporal_address: str, tmp_path: Path) -> None:
+    collected = shop.load(
+        {"name": "collects", "steps": [{"batch": {"ok": "total", "bad": "boom"}, "on_error": "collect"}]}
+    )
+    on_local, on_temporal = await both(temporal_address, tmp_path, collected, [1, 2])
+    assert on_temporal[0] == on_local[0] == {"ok": 3, "bad": {"error": {"type": "ValueError", "message": "no [1, 2]"}}}
+    fails = shop.load({"name": "fails", "steps": [{"for_each": [{"to": "boom"}]}]})
+    on_local, on_temporal = await both(temporal_address, tmp_path / "f", fails, ["x"])
+    assert on_temporal[0] == on_local[0] == "step @0[0]@0.f.0 failed after 1 attempt(s): ValueError: no x"

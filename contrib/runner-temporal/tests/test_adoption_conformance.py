@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import pytest
 
 import keel
@@ -75,3 +76,47 @@ async def test_a_stack_on_another_runner_never_asks_temporal(tmp_path: Path) -> 
         assert await plugin.keel_find_execution(runtime, "flow_x", "default") is None
         with pytest.raises(keel.NotFoundError):
             await runtime.find_execution("flow_x")
+
+
+TWO_WAITS = DataFlow(
+    name="two-waits",
+    definition={"name": "two-waits", "steps": [{"pause_for": "a"}, {"pause_for": "b"}]},
+    registry=SimpleNamespace(chunks={}),
+)
+
+
+async def test_a_held_copy_learns_where_another_process_moved_the_execution(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    queue = f"held-{uuid.uuid4().hex[:8]}"
+    for name, worker in (("serving", "true"), ("reading", "false")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "keel.toml").write_text(
+            f'store = "memory"\n[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n'
+            f'task_queue = "{queue}"\nworker = {worker}\n'
+        )
+    serving = keel.Runtime(make_host(plugin), keel.load_stack(tmp_path / "serving" / "keel.toml"))
+    reading = keel.Runtime(make_host(plugin), keel.load_stack(tmp_path / "reading" / "keel.toml"))
+    async with serving, reading:
+        started = await serving.start(TWO_WAITS)
+        with anyio.fail_after(30):
+            while started.status is not keel.ExecutionStatus.WAITING:
+                await anyio.sleep(0.01)
+        held = await reading.find_execution(started.id)
+        with anyio.fail_after(30):  # the memo is written when the workflow task that reached the wait ends
+            while not held.get_pending_interrupts():  # type: ignore[attr-defined]
+                assert await reading.find_execution(started.id) is held
+                await anyio.sleep(0.05)
+        assert [i["name"] for i in held.get_pending_interrupts()] == ["a"]  # type: ignore[attr-defined]
+        await started.signal("a", 1)
+        with anyio.fail_after(30):  # the serving process's worker reaches the second wait
+            while [i["name"] for i in started.get_pending_interrupts()] != ["b"]:  # type: ignore[attr-defined]
+                await anyio.sleep(0.01)
+        with anyio.fail_after(30):
+            while [i["name"] for i in held.get_pending_interrupts()] != ["b"]:  # type: ignore[attr-defined]
+                assert await reading.find_execution(started.id) is held  # refreshed from the workflow's memo
+                await anyio.sleep(0.05)
+        assert held.status is keel.ExecutionStatus.WAITING
+        await held.signal("b", 2)
+        with anyio.fail_after(30):
+            assert await held.result() == 2

@@ -15,31 +15,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from keel_runner_temporal.activities import ChunkContext
     from keel_runner_temporal.devserver import DevServer, DevServerError, dev_server, find_cli
-    from keel_runner_temporal.runner import (
-        ChunkContext,
-        TemporalExecution,
-        TemporalExecutionFailed,
-        TemporalRunner,
-        TemporalRunnerError,
-        TemporalRunnerOptions,
-        TemporalUnavailableError,
-    )
+    from keel_runner_temporal.errors import TemporalExecutionFailed, TemporalRunnerError, TemporalUnavailableError
+    from keel_runner_temporal.execution import TemporalExecution
+    from keel_runner_temporal.runner import TemporalRunner, TemporalRunnerOptions
 
 _WHERE = {
     **{name: "devserver" for name in ("DevServer", "DevServerError", "dev_server", "find_cli")},
-    **{
-        name: "runner"
-        for name in (
-            "ChunkContext",
-            "TemporalExecution",
-            "TemporalExecutionFailed",
-            "TemporalRunner",
-            "TemporalRunnerError",
-            "TemporalRunnerOptions",
-            "TemporalUnavailableError",
-        )
-    },
+    "ChunkContext": "activities",
+    **{name: "errors" for name in ("TemporalExecutionFailed", "TemporalRunnerError", "TemporalUnavailableError")},
+    "TemporalExecution": "execution",
+    **{name: "runner" for name in ("TemporalRunner", "TemporalRunnerOptions")},
 }
 
 __all__ = [

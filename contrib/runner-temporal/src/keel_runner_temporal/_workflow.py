@@ -1,12 +1,22 @@
 """The deterministic interpreter that runs inside the Temporal workflow.
 
-Its input is the execution's frozen flow definition (TriggerFlow's data form), so editing a flow
-never changes what a running execution replays. It imports only temporalio and the standard
+Its input is the execution's frozen flow definition (TriggerFlow's data form) and those of the
+sub-flows it names, so editing a flow never changes what a running execution replays. It runs the
+definition as TriggerFlow's local engine runs the ops it compiles from it: the same step paths
+(``@1.f.0``, ``@2[3]@2.f.0``, ``@4>@0``), so the same ``ctx.path`` and ``ctx.idempotency_key``; the
+same values, state reducers, joins and results. It imports only temporalio and the standard
 library: Temporal's sandbox re-imports this module for every workflow run.
+
+Changing what this interpreter does to a history already recorded breaks the replay of running
+executions: gate the change with ``workflow.patched(...)`` (see ``_STATE_IN_CHUNKS`` below) and add
+a recorded history to ``tests/histories`` (the replay test runs them all).
 """
 
 from __future__ import annotations
 
+import asyncio
+import operator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,117 +26,384 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 WORKFLOW = "keel.flow"
 CHUNK_ACTIVITY = "keel.chunk"
+CONDITION_ACTIVITY = "keel.condition"
 WAITING_ACTIVITY = "keel.waiting"
 SIGNAL_UPDATE = "keel.signal"
 CHUNK_FAILED = "ChunkFailed"  # the error type of an activity whose chunk raised (not a lost worker)
 MEMO_KEY = "keel"  # the start's memo: {"flow": name, "tenant": tenant}
-WAITING_MEMO = "keel_waiting"  # the wait the workflow is in (a memo: Temporal answers it with no worker)
-SUPPORTED = ("to", "end", "pause_for")  # the node kinds this interpreter runs today (see docs/scale-out.md)
+WAITING_MEMO = "keel_waiting"  # the waits the workflow is in (a memo: Temporal answers it with no worker)
+REF = "$keel_ref"  # a value a worker put in the stack's store: {"$keel_ref": sha256, "size": bytes}
+SUPPORTED = ("to", "end", "pause_for", "set_state", "if", "match", "batch", "for_each", "flow")
+DEFAULT_CONCURRENCY = 256  # branches at once when batch/for_each name none, as on the local runner
+
+#: a patch: chunks get the flow's state and write it back (histories before it sent no state)
+_STATE_IN_CHUNKS = "keel-state-in-chunks"
+#: a patch: a wait is announced to the worker's process only once its memo is stored (a 1 ms timer
+#: ends the workflow task that wrote it), so any process that sees it waiting can find the wait
+_MEMO_BEFORE_NOTICE = "keel-memo-before-notice"
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "in": lambda a, b: a in b,
+    "not in": lambda a, b: a not in b,
+}
+
+
+def _dig(value: Any, path: str) -> Any:
+    for part in path.split(".") if path else ():
+        value = value[int(part)] if isinstance(value, list) else (value or {}).get(part)
+    return value
+
+
+def _failed(path: str, error_type: str, message: str, attempts: int = 1) -> ApplicationError:
+    """A step's failure, worded as the local runner's ``StepFailed``; details keep type and message."""
+    return ApplicationError(
+        f"step {path} failed after {attempts} attempt(s): {error_type}: {message}",
+        {"type": error_type, "message": message},
+        type="StepFailed",
+        non_retryable=True,
+    )
+
+
+def _error_info(err: BaseException) -> dict[str, str]:
+    """A branch's error as the local runner's ``BranchError`` records it."""
+    if isinstance(err, ApplicationError):
+        if err.type == "StepFailed" and err.details:
+            return dict(err.details[0])
+        return {"type": err.type or "ApplicationError", "message": err.message}
+    return {"type": type(err).__name__, "message": str(err)}
+
+
+class _Scope:
+    """A flow's run: the root flow or one sub-flow instance, with its own state."""
+
+    def __init__(self, flow: str, definition: dict[str, Any], prefix: str):
+        self.flow = flow
+        self.definition = definition
+        self.reducers: dict[str, str] = dict(definition.get("reducers") or {})
+        self.prefix = prefix
+        self.state: dict[str, Any] = {}
+        self.result: Any = None
+        self.has_result = False
+
+    def set(self, key: str, value: Any) -> None:
+        reducer = self.reducers.get(key, "last")
+        if reducer == "list":
+            self.state.setdefault(key, []).append(value)
+        elif reducer == "dict":
+            self.state.setdefault(key, {}).update(value)
+        else:
+            self.state[key] = value
+
+    def apply(self, sets: list[list[Any]]) -> None:
+        """A chunk's state writes, in order: ``[key, value]``, or ``[key]`` for a deletion."""
+        for write in sets:
+            if len(write) == 1:
+                self.state.pop(write[0], None)
+            else:
+                self.set(write[0], write[1])
 
 
 @workflow.defn(name=WORKFLOW, sandboxed=True)
 class FlowWorkflow:
     def __init__(self) -> None:
+        self._job: dict[str, Any] = {}
         self._step = -1
         self._chunk = ""
         self._steps = 0
         self._signals: dict[str, list[Any]] = {}  # name -> answers not yet taken by a wait
         self._requests: dict[str, list[Any]] = {}  # request id -> [name, payload]
-        self._waiting: dict[str, Any] | None = None
+        self._waits: dict[str, dict[str, Any]] = {}  # interrupt id -> the interrupt
+        self._waited = 0  # waits so far: each interrupt id is new
 
     @workflow.run
     async def run(self, job: dict[str, Any]) -> Any:
+        self._job = job
+        carried = job.get("carried") or {}  # what a continue-as-new brought from the run before
+        # merged, not replaced: an update delivered with the workflow's first task runs before run()
+        for name, answers in (carried.get("signals") or {}).items():
+            self._signals[name] = [*answers, *self._signals.get(name, [])]
+        self._requests = {**(carried.get("requests") or {}), **self._requests}
+        self._waited = int(carried.get("waited", 0))
+        root = _Scope(job["flow"], job["definition"], "")
+        root.state = dict(carried.get("state") or {})
+        root.result, root.has_result = carried.get("result"), bool(carried.get("has_result"))
         steps: list[dict[str, Any]] = list(job["definition"].get("steps", []))
         self._steps = len(steps)
-        value = job["input"]
-        for index, node in enumerate(steps):
+        start = int(carried.get("at", 0))
+        value = carried["value"] if "value" in carried else job["input"]
+        for index in range(start, len(steps)):
             self._step = index
-            if "end" in node:
-                break
-            if "pause_for" in node:
-                value = await self._wait(node, job)
-                continue
-            if "to" not in node:
-                kind = next(iter(node), "?")
-                raise ApplicationError(
-                    f"step {index} is a {kind!r} node, which the temporal runner does not run yet", non_retryable=True
+            value = await self._op(root, steps[index], str(index), "", value)
+            if index + 1 < len(steps) and self._time_to_continue(index + 1 - start):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(
+                    {
+                        **job,
+                        "carried": {
+                            "at": index + 1,
+                            "value": value,
+                            "state": root.state,
+                            "result": root.result,
+                            "has_result": root.has_result,
+                            "signals": self._signals,
+                            "requests": self._requests,
+                            "waited": self._waited,
+                        },
+                    }
                 )
-            self._chunk = str(node["to"])
-            value = await self._call(node, f"@{index}", value, job)
         self._step = self._steps
+        return root.result if root.has_result else value
+
+    def _time_to_continue(self, done: int) -> bool:
+        """At a step boundary of the main chain: when Temporal suggests it (the history is long),
+        or after ``continue_after`` steps in this run when the stack sets one."""
+        every = self._job.get("continue_after")
+        return workflow.info().is_continue_as_new_suggested() or (every is not None and done >= int(every))
+
+    # ------------------------------------------------------------------------------ ops
+    async def _ops(self, scope: _Scope, nodes: list[dict[str, Any]], prefix: str, thread: str, value: Any) -> Any:
+        for j, node in enumerate(nodes):
+            value = await self._op(scope, node, f"{prefix}{j}", thread, value)
         return value
 
-    async def _call(self, node: dict[str, Any], path: str, value: Any, job: dict[str, Any]) -> Any:
+    async def _op(self, scope: _Scope, node: dict[str, Any], sid: str, thread: str, value: Any) -> Any:
+        key = f"{thread}@{sid}"
+        try:
+            if "to" in node:
+                self._chunk = str(node["to"])
+                return await self._call(scope, str(node["to"]), int(node.get("retries", 0)), key, value)
+            if "end" in node:  # the value here is the flow's result; the steps after it still run
+                scope.result, scope.has_result = value, True
+                return value
+            if "set_state" in node:
+                scope.set(str(node["set_state"]), value)
+                return value
+            if "pause_for" in node:
+                return await self._wait(node, key)
+            if "flow" in node:
+                return await self._subflow(str(node["flow"]), f"{key}>", value)
+            if "if" in node:
+                return await self._if(scope, node, sid, thread, value)
+            if "match" in node:
+                return await self._match(scope, node, sid, thread, value)
+            if "batch" in node:
+                return await self._batch(scope, node, sid, thread, value)
+            if "for_each" in node:
+                return await self._for_each(scope, node, sid, thread, value)
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError) as err:
+            # a value the construct cannot use: fail the execution (a plain error would retry the task forever)
+            raise ApplicationError(
+                f"step {key}: {type(err).__name__}: {err}", type=type(err).__name__, non_retryable=True
+            ) from None
+        kind = next(iter(node), "?")
+        raise ApplicationError(
+            f"step {key} is a {kind!r} node, which the temporal runner does not run", non_retryable=True
+        )
+
+    async def _if(self, scope: _Scope, node: dict[str, Any], sid: str, thread: str, value: Any) -> Any:
+        for b, branch in enumerate(node["if"]):
+            if await self._holds(scope, branch["condition"], value, f"{thread}@{sid}"):
+                return await self._ops(scope, branch["then"], f"{sid}.{b}.", thread, value)
+        if node.get("else"):
+            return await self._ops(scope, node["else"], f"{sid}.e.", thread, value)
+        return value
+
+    async def _match(self, scope: _Scope, node: dict[str, Any], sid: str, thread: str, value: Any) -> Any:
+        subject = _dig(self._plain(value, f"{thread}@{sid}"), str(node.get("key", "")))
+        hits: list[int] = []
+        for c, case in enumerate(node["match"]):
+            wanted = case["case"]
+            if isinstance(wanted, dict) and "condition" in wanted:
+                hit = await self._holds(scope, wanted["condition"], subject, f"{thread}@{sid}")
+            else:
+                hit = subject == wanted
+            if hit:
+                hits.append(c)
+                if node.get("mode", "hit_first") == "hit_first":
+                    break
+        if not hits:
+            return await self._ops(scope, node["else"], f"{sid}.e.", thread, value) if node.get("else") else value
+        if node.get("mode", "hit_first") == "hit_first":
+            return await self._ops(scope, node["match"][hits[0]]["then"], f"{sid}.{hits[0]}.", thread, value)
+        return [await self._ops(scope, node["match"][c]["then"], f"{sid}.{c}.", thread, value) for c in hits]
+
+    async def _batch(self, scope: _Scope, node: dict[str, Any], sid: str, thread: str, value: Any) -> Any:
+        flows = self._job.get("flows") or {}
+
+        def branch(name: str, target: str) -> Callable[[], Awaitable[Any]]:
+            key = f"{thread}@{sid}.{name}.0"
+            if target in flows:  # a registered flow wins over a chunk of that name, as Registry builds it
+                return lambda: self._subflow(target, f"{key}>", value)
+            return lambda: self._call(scope, target, 0, key, value)
+
+        names = list(node["batch"])
+        results = await self._gather([branch(n, str(t)) for n, t in node["batch"].items()], node)
+        return dict(zip(names, results, strict=True))
+
+    async def _for_each(self, scope: _Scope, node: dict[str, Any], sid: str, thread: str, value: Any) -> Any:
+        value = self._plain(value, f"{thread}@{sid}")
+        if not isinstance(value, (list, dict)):
+            raise TypeError(f"for_each needs a list or an object, got {type(value).__name__}")
+        items = [list(pair) for pair in value.items()] if isinstance(value, dict) else list(value)
+        base = f"{thread}@{sid}"
+
+        def item(i: int, it: Any) -> Callable[[], Awaitable[Any]]:
+            return lambda: self._ops(scope, node["for_each"], f"{sid}.f.", f"{base}[{i}]", it)
+
+        return await self._gather([item(i, it) for i, it in enumerate(items)], node)
+
+    async def _gather(self, jobs: list[Callable[[], Awaitable[Any]]], node: dict[str, Any]) -> list[Any]:
+        """Run branches concurrently (``concurrency`` at once); ``fail_fast`` cancels the others on
+        the first failure, ``collect`` leaves ``{"error": {"type", "message"}}`` in its slot."""
+        gate = asyncio.Semaphore(int(node.get("concurrency") or DEFAULT_CONCURRENCY))
+
+        async def one(job: Callable[[], Awaitable[Any]]) -> Any:
+            async with gate:
+                return await job()
+
+        tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+        if node.get("on_error") == "collect":
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            for out in done:
+                if isinstance(out, BaseException) and not isinstance(out, Exception):
+                    raise out  # a cancel of the execution is not a branch's error
+            return [{"error": _error_info(out)} if isinstance(out, Exception) else out for out in done]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+
+    async def _subflow(self, name: str, prefix: str, value: Any) -> Any:
+        definition = (self._job.get("flows") or {})[name]
+        scope = _Scope(name, definition, prefix)
+        out = await self._ops(scope, list(definition.get("steps", [])), "", prefix, value)
+        return scope.result if scope.has_result else out
+
+    # ------------------------------------------------------------------------ conditions
+    async def _holds(self, scope: _Scope, condition: Any, subject: Any, path: str) -> bool:
+        """A comparison is data: decided here. A registered condition is code: a worker decides it
+        (a local activity, recorded, so a replay takes the same branch)."""
+        if isinstance(condition, str):
+            return bool(
+                await workflow.execute_local_activity(
+                    CONDITION_ACTIVITY,
+                    {"flow": scope.flow, "name": condition, "subject": subject, "state": scope.state},
+                    start_to_close_timeout=timedelta(seconds=float(self._job["activity_timeout"])),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )
+            )
+        subject = _dig(self._plain(subject, path), str(condition.get("path", "")))
+        op = str(condition.get("op", "=="))
+        if op == "truthy":
+            return bool(subject)
+        return bool(_COMPARE[op](subject, condition.get("value")))
+
+    def _plain(self, value: Any, path: str) -> Any:
+        """``value`` when the workflow may look inside it: a value passed by reference stays in the
+        stack's store, which the workflow never reads."""
+        if isinstance(value, dict) and REF in value:
+            raise ApplicationError(
+                f"step {path} looks inside a value passed by reference ({value.get('size')} bytes, over [runner] "
+                "inline_limit): a condition, match or for_each needs the value in the workflow. Return a "
+                "smaller value (or the part to branch on) from the step before, or raise inline_limit",
+                type="ValueByReference",
+                non_retryable=True,
+            )
+        return value
+
+    # ----------------------------------------------------------------------------- steps
+    async def _call(self, scope: _Scope, chunk: str, retries: int, path: str, value: Any) -> Any:
         """One step: the chunk as an activity, tried ``retries + 1`` times. A failure of the chunk
         itself counts as an attempt (``ctx.attempt``, as on the local runner); an attempt lost to
         the worker (killed, timed out) is redelivered by Temporal with the same attempt number, so
         ``ctx.idempotency_key`` is the same and a keyed effect happens once."""
-        retries = int(node.get("retries", 0))
+        job = self._job
         heartbeat = job.get("heartbeat_timeout")
+        with_state = workflow.patched(_STATE_IN_CHUNKS)
         attempt = 1
         while True:
+            call = {
+                "flow": scope.flow,
+                "chunk": chunk,
+                "path": path,
+                "attempt": attempt,
+                "value": value,
+                "input": job["input"],
+                "execution_id": workflow.info().workflow_id,
+                "tenant": job["tenant"],
+            }
+            if with_state:
+                call["state"] = scope.state
             try:
-                return await workflow.execute_activity(
+                out = await workflow.execute_activity(
                     CHUNK_ACTIVITY,
-                    {
-                        "flow": job["flow"],
-                        "chunk": str(node["to"]),
-                        "path": path,
-                        "attempt": attempt,
-                        "value": value,
-                        "input": job["input"],
-                        "execution_id": workflow.info().workflow_id,
-                        "tenant": job["tenant"],
-                    },
+                    call,
                     start_to_close_timeout=timedelta(seconds=float(job["activity_timeout"])),
                     heartbeat_timeout=None if heartbeat is None else timedelta(seconds=float(heartbeat)),
                     retry_policy=RetryPolicy(
                         maximum_attempts=int(job.get("redeliveries", 20)) + 1,
-                        non_retryable_error_types=[CHUNK_FAILED, "TemporalRunnerError"],
+                        non_retryable_error_types=[CHUNK_FAILED, "TemporalRunnerError", "PayloadTooLarge"],
                     ),
                 )
             except ActivityError as err:
                 cause = err.cause
                 if isinstance(cause, CancelledError):
                     raise  # the execution was cancelled: it ends cancelled, not failed
-                if not isinstance(cause, ApplicationError) or cause.type != CHUNK_FAILED or attempt > retries:
-                    detail = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-                    raise ApplicationError(
-                        f"step {path} ({node['to']}) failed after {attempt} attempt(s): {detail}",
-                        type="StepFailed",
-                        non_retryable=True,
-                    ) from None
-                attempt += 1
+                if isinstance(cause, ApplicationError) and cause.type == CHUNK_FAILED and attempt <= retries:
+                    attempt += 1
+                    continue
+                if isinstance(cause, ApplicationError) and cause.type == CHUNK_FAILED and cause.details:
+                    info = cause.details[0]
+                    raise _failed(path, str(info["type"]), str(info["message"]), attempt) from None
+                kind = cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
+                raise _failed(path, kind, getattr(cause, "message", None) or str(cause or err), attempt) from None
+            if with_state:
+                scope.apply(out["s"])
+                return out["o"]
+            return out
 
-    async def _wait(self, node: dict[str, Any], job: dict[str, Any]) -> Any:
+    # ----------------------------------------------------------------------------- waits
+    async def _wait(self, node: dict[str, Any], path: str) -> Any:
         name = str(node["pause_for"])
         timeout = node.get("timeout")
-        self._waiting = {
-            "id": f"i{self._step}",
+        self._waited += 1
+        interrupt_id = f"i{self._waited}"
+        interrupt = {
+            "id": interrupt_id,
             "name": name,
             "payload": node.get("payload"),
-            "path": f"@{self._step}",
+            "path": path,
             "deadline": None if timeout is None else workflow.now().timestamp() + float(timeout),
         }
-        workflow.upsert_memo({WAITING_MEMO: self._waiting})  # any process reads it (describe), no worker needed
+        self._waits[interrupt_id] = interrupt
+        workflow.upsert_memo({WAITING_MEMO: list(self._waits.values())})  # any process reads it, no worker needed
+        if workflow.patched(_MEMO_BEFORE_NOTICE):
+            await workflow.sleep(0.001)
         # tells the worker's process, so that an execution object there shows it (status, event)
         await workflow.execute_local_activity(
             WAITING_ACTIVITY,
-            {"execution_id": workflow.info().workflow_id, **self._waiting},
+            {"execution_id": workflow.info().workflow_id, **interrupt},
             start_to_close_timeout=timedelta(seconds=10),
         )
         try:
             await workflow.wait_condition(lambda: bool(self._signals.get(name)), timeout=timeout)
         except TimeoutError:
-            self._waiting = None
-            workflow.upsert_memo({WAITING_MEMO: None})
             if node.get("on_timeout") == "continue":
                 return node.get("default")
             raise ApplicationError(
                 f"no {name!r} signal within {timeout}s", type="WaitTimeout", non_retryable=True
             ) from None
-        self._waiting = None
-        workflow.upsert_memo({WAITING_MEMO: None})
+        finally:
+            del self._waits[interrupt_id]
+            workflow.upsert_memo({WAITING_MEMO: list(self._waits.values()) or None})
         return self._signals[name].pop(0)
 
     @workflow.update(name=SIGNAL_UPDATE)
@@ -148,6 +425,13 @@ class FlowWorkflow:
 
     @workflow.query(name="keel.position")
     def position(self) -> dict[str, Any]:
-        """Where the interpreter is: the step index (``steps`` once done), its chunk's name, and the
-        wait it is in (``None`` when none)."""
-        return {"step": self._step, "steps": self._steps, "chunk": self._chunk, "waiting": self._waiting}
+        """Where the interpreter is: the main chain's step index (``steps`` once done), the last
+        chunk called, and the first wait it is in (``None`` when none; ``waits`` lists them all)."""
+        waits = list(self._waits.values())
+        return {
+            "step": self._step,
+            "steps": self._steps,
+            "chunk": self._chunk,
+            "waiting": waits[0] if waits else None,
+            "waits": waits,
+        }

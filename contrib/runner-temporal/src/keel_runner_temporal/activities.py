@@ -1,0 +1,314 @@
+"""The worker's side: what a chunk sees (``ChunkContext``), the activities a worker registers, and
+the check of a flow definition before anything starts (``frozen``).
+
+Values over ``[runner] inline_limit`` bytes go by reference: the worker puts them in the stack's
+store (``put_blob``) and only ``{"$keel_ref": sha256, "size": n}`` enters Temporal's history (its
+payload limit is 2 MB, and an oversized result would otherwise fail every retry the same way).
+The next chunk gets the value back from the store, as does ``execution.result()``. Workers and
+the processes that read results must share the store (SQLite on one machine, PostgreSQL across).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic_core import to_jsonable_python
+
+from keel import Runtime
+
+if TYPE_CHECKING:
+    from keel_runner_temporal.runner import TemporalRunner
+
+__all__ = ["ChunkContext", "frozen"]
+
+_DOCS = "docs/scale-out.md"
+#: Temporal refuses a payload over 2 MB (the server's blob limit); a value over it never goes inline
+PAYLOAD_LIMIT = 2 * 1024 * 1024
+
+
+class ChunkState:
+    """``ctx.state`` in a Temporal activity: the flow's state when the step started; writes go back
+    to the workflow with the step's output and merge through the flow's reducers there."""
+
+    def __init__(self, state: dict[str, Any], sets: list[list[Any]]):
+        self._state = state
+        self._sets = sets
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._state.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        value = to_jsonable_python(value)
+        self._state[key] = value  # what this chunk reads back (the workflow applies the reducer)
+        self._sets.append([key, value])
+
+    def __getitem__(self, key: str) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self._state[key]  # a KeyError for a key that is not there, as a dict gives
+        self._sets.append([key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._state)
+
+
+class ChunkContext:
+    """What a chunk receives as ``ctx`` in a Temporal activity: the local runner's surface
+    (``value``, ``input``, ``execution_id``, ``tenant``, ``runtime``, ``path``, ``attempt``,
+    ``idempotency_key``, ``state``, ``resource(name)``); ``emit`` and ``pause_for`` are refused by
+    name (a wait is a ``pause_for`` step in the definition)."""
+
+    def __init__(self, runtime: Runtime, call: Mapping[str, Any], value: Any, sets: list[list[Any]]):
+        self.value = value
+        self.input = value  # as on the local runner: the step's input is its value
+        self.execution_id = str(call["execution_id"])
+        self.tenant = str(call["tenant"])
+        self.runtime = runtime
+        self.path = str(call["path"])
+        self.attempt = int(call["attempt"])  # 1, 2, ...: a failure of the chunk counts, a lost worker does not
+        self.state = ChunkState(dict(call.get("state") or {}), sets)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.execution_id}:{self.path}:{self.attempt}"
+
+    def resource(self, name: str) -> Any:
+        """A live resource of the worker's runtime (``Runtime(resources=...)``), never serialized."""
+        from keel_runner_temporal.runner import TemporalRunnerError
+
+        try:
+            return self.runtime.resources[name]
+        except KeyError:
+            given = ", ".join(sorted(self.runtime.resources)) or "none"
+            raise TemporalRunnerError(
+                f"step {self.path} needs the resource {name!r}, which this worker's runtime was not given "
+                f"(it has: {given}); give it to every worker: Runtime(host, stack, resources={{{name!r}: ...}})"
+            ) from None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        from keel_runner_temporal.runner import TemporalRunnerError
+
+        raise TemporalRunnerError(
+            f"ctx.{name} is not available to a chunk on the temporal runner (it has value, input, execution_id, "
+            f"tenant, runtime, path, attempt, idempotency_key, state, resource); see {_DOCS}, or run this flow "
+            'with runner = "local"'
+        )
+
+
+# ------------------------------------------------------------------------ checking a flow
+_KINDS = ("to", "end", "pause_for", "set_state", "if", "match", "batch", "for_each", "flow")
+
+
+def frozen(flow: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The flow's data form and those of the sub-flows it names (by name), checked for what this
+    runner runs: every problem in one error."""
+    from keel_runner_temporal.runner import TemporalRunnerError
+
+    definition = getattr(flow, "definition", None)
+    registry = getattr(flow, "registry", None)
+    name = getattr(flow, "name", repr(flow))
+    if not isinstance(definition, dict) or registry is None:
+        raise TemporalRunnerError(
+            f"flow {name!r} was built in Python; the temporal runner runs flows built from data today "
+            f"(Registry.load of a FlowDefinition), whose frozen definition is the workflow's input. "
+            f'Load it with a Registry, or run it with runner = "local" ({_DOCS})'
+        )
+    problems: list[str] = []
+    flows: dict[str, dict[str, Any]] = {}
+    _check_flow(flow, definition, registry, problems, flows, "")
+    if problems:
+        raise TemporalRunnerError(f"flow {name!r} cannot run on Temporal: " + "; ".join(problems) + f" (see {_DOCS})")
+    return dict(definition), flows
+
+
+def subflows(flow: Any) -> list[Any]:
+    """The flows a flow's registry names (a worker serves their chunks too), recursively."""
+    found: dict[str, Any] = {}
+    todo = [flow]
+    while todo:
+        for sub in getattr(getattr(todo.pop(), "registry", None), "flows", {}).values():
+            if sub.name not in found:
+                found[sub.name] = sub
+                todo.append(sub)
+    return list(found.values())
+
+
+def _check_flow(
+    flow: Any, definition: dict[str, Any], registry: Any, problems: list[str], flows: dict[str, Any], at: str
+) -> None:
+    if definition.get("on"):
+        problems.append(f"{at}'on' chains (events) do not run on the temporal runner yet")
+    if not definition.get("steps"):
+        problems.append(f"{at}the flow has no steps")
+    _check(definition.get("steps", []), f"{at}steps", registry, problems, flows)
+
+
+def _check(nodes: list[Any], where: str, registry: Any, problems: list[str], flows: dict[str, Any]) -> None:
+    chunks = getattr(registry, "chunks", {})
+    for i, node in enumerate(nodes):
+        at = f"{where}.{i}"
+        kind = next((k for k in _KINDS if isinstance(node, dict) and k in node), None)
+        if kind is None:
+            shown = next(iter(node), "?") if isinstance(node, dict) else type(node).__name__
+            problems.append(f"{at}: a {shown!r} node does not run on the temporal runner yet")
+        elif kind == "to" and node["to"] not in chunks:
+            problems.append(f"{at}: unknown chunk {node['to']!r} (registered: {', '.join(sorted(chunks)) or 'none'})")
+        elif kind == "flow":
+            _check_sub(node["flow"], at, registry, problems, flows)
+        elif kind == "batch":
+            for branch, target in node["batch"].items():
+                if target in getattr(registry, "flows", {}):
+                    _check_sub(target, f"{at}.batch.{branch}", registry, problems, flows)
+                elif target not in chunks:
+                    problems.append(f"{at}.batch.{branch}: unknown chunk or flow {target!r}")
+        elif kind == "if":
+            for b, branch in enumerate(node["if"]):
+                _check(branch["then"], f"{at}.if.{b}.then", registry, problems, flows)
+        elif kind == "match":
+            for c, case in enumerate(node["match"]):
+                _check(case["then"], f"{at}.match.{c}.then", registry, problems, flows)
+        elif kind == "for_each":
+            _check(node["for_each"], f"{at}.for_each", registry, problems, flows)
+        for tail in ("else",) if kind in ("if", "match") and node.get("else") else ():
+            _check(node[tail], f"{at}.{tail}", registry, problems, flows)
+
+
+def _check_sub(name: str, at: str, registry: Any, problems: list[str], flows: dict[str, Any]) -> None:
+    if name in flows:
+        return
+    sub = getattr(registry, "flows", {}).get(name)
+    definition = getattr(sub, "definition", None)
+    if not isinstance(definition, dict):
+        problems.append(f"{at}: sub-flow {name!r} was not loaded from data (register a flow from Registry.load)")
+        return
+    flows[name] = dict(definition)
+    _check_flow(sub, definition, getattr(sub, "registry", registry), problems, flows, f"{at} > {name}: ")
+
+
+# -------------------------------------------------------------------------- the activities
+async def _heartbeat(every: float) -> None:
+    """Tell Temporal this chunk's worker is alive (and let a cancel reach the chunk) until cancelled."""
+    from temporalio import activity
+
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(every)
+
+
+def is_ref(value: Any) -> bool:
+    from keel_runner_temporal._workflow import REF
+
+    return isinstance(value, dict) and REF in value and set(value) <= {REF, "size"}
+
+
+async def resolve(runtime: Runtime, tenant: str, value: Any) -> Any:
+    """A value passed by reference, read back from the stack's store (other values as they are)."""
+    from keel_runner_temporal._workflow import REF
+
+    if not is_ref(value):
+        return value
+    return json.loads(await runtime.store().get_blob(tenant, str(value[REF])))
+
+
+async def spill(runtime: Runtime, tenant: str, value: Any, limit: int, where: str) -> Any:
+    """``value`` inline when its JSON is at most ``limit`` bytes; otherwise put in the stack's store
+    and replaced by its reference. A failure to store a value over Temporal's limit is not retried."""
+    from temporalio.exceptions import ApplicationError
+
+    from keel_runner_temporal._workflow import REF
+
+    data = json.dumps(value, separators=(",", ":")).encode()
+    if len(data) <= limit:
+        return value
+    try:
+        ref = await runtime.store().put_blob(tenant, data, "application/json")
+    except Exception as err:
+        if len(data) <= PAYLOAD_LIMIT:
+            return value  # over the threshold, under Temporal's limit: inline after all
+        raise ApplicationError(
+            f"{where}: its output is {len(data)} bytes, over Temporal's payload limit ({PAYLOAD_LIMIT} bytes), "
+            f"and the stack's store did not take it ({type(err).__name__}: {err}). Give the workers a store they "
+            'share (store = "sqlite" on one machine, "postgres" across), or return a smaller value',
+            type="PayloadTooLarge",
+            non_retryable=True,
+        ) from None
+    return {REF: ref.sha256, "size": ref.size}
+
+
+def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
+    """The activities a worker of ``runner`` registers: chunks, conditions, the wait notice."""
+    from temporalio import activity
+    from temporalio.exceptions import ApplicationError
+
+    from keel_runner_temporal._workflow import CHUNK_ACTIVITY, CHUNK_FAILED, CONDITION_ACTIVITY, WAITING_ACTIVITY
+    from keel_runner_temporal.runner import TemporalRunnerError
+
+    runtime = runner.runtime
+
+    def served(name: str) -> Any:
+        flow = runner.flows.get(name)
+        if flow is None:  # retryable: another worker on this queue may serve it
+            raise ApplicationError(
+                f"this worker does not serve flow {name!r} (serving: {', '.join(sorted(runner.flows))}); "
+                "load it in every worker of the task queue (the stack's runnables)",
+                type="FlowNotServed",
+            )
+        return flow
+
+    @activity.defn(name=CHUNK_ACTIVITY)
+    async def run_chunk(call: dict[str, Any]) -> Any:
+        fn = served(call["flow"]).registry.chunks[call["chunk"]][0]
+        tenant = str(call["tenant"])
+        sets: list[list[Any]] = []
+        ctx = ChunkContext(runtime, call, await resolve(runtime, tenant, call["value"]), sets)
+        beating = asyncio.ensure_future(_heartbeat(runner.options.heartbeat_timeout / 3))
+        try:
+            if inspect.iscoroutinefunction(fn):
+                out = await fn(ctx)
+            else:  # a plain chunk may block: in a thread, so that the heartbeat goes on
+                out = await anyio.to_thread.run_sync(fn, ctx)
+                if inspect.isawaitable(out):
+                    out = await out
+        except TemporalRunnerError as err:  # an unsupported ctx feature, a missing resource: retrying cannot help
+            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from None
+        except Exception as err:  # the chunk failed: the workflow counts it as an attempt
+            info = {"type": type(err).__name__, "message": str(err)}
+            raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
+        finally:
+            beating.cancel()
+        where = f"step {call['path']} ({call['chunk']})"
+        value = await spill(runtime, tenant, to_jsonable_python(out), runner.options.inline_limit, where)
+        if "state" not in call:
+            return value  # a history from before chunks had state (see _STATE_IN_CHUNKS)
+        return {"o": value, "s": sets}
+
+    @activity.defn(name=CONDITION_ACTIVITY)
+    async def condition(call: dict[str, Any]) -> bool:
+        fn = served(call["flow"]).registry.conditions[call["name"]]
+        two = len([p for p in inspect.signature(fn).parameters.values() if p.default is p.empty]) >= 2
+        result = fn(call["subject"], dict(call.get("state") or {})) if two else fn(call["subject"])
+        if inspect.isawaitable(result):
+            result = await result
+        return bool(result)
+
+    @activity.defn(name=WAITING_ACTIVITY)
+    async def waiting(call: dict[str, Any]) -> None:
+        execution = runner.followed.get(call["execution_id"])
+        if execution is not None:
+            execution._now_waiting({k: v for k, v in call.items() if k != "execution_id"})
+
+    return [run_chunk, condition, waiting]

@@ -1,0 +1,192 @@
+"""``TemporalExecution``: a flow execution Temporal runs, seen through :class:`keel.Execution`,
+from the process that started it or from any other (``runner.find``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+from pydantic_core import to_jsonable_python
+
+from keel import ConflictError, EventLog, ExecutionStatus, RuntimeEvent
+from keel_runner_temporal.errors import TemporalExecutionFailed, TemporalRunnerError
+
+__all__ = ["TemporalExecution"]
+
+
+_CLOSED = {"COMPLETED": ExecutionStatus.COMPLETED, "CANCELED": ExecutionStatus.CANCELLED}
+#: Temporal's workflow status -> keel's (FAILED, TERMINATED and TIMED_OUT are failures)
+_STATUS = {**_CLOSED, "RUNNING": ExecutionStatus.RUNNING, "CONTINUED_AS_NEW": ExecutionStatus.RUNNING}
+
+
+class TemporalExecution:
+    """A flow execution that Temporal runs, seen through :class:`keel.Execution`."""
+
+    kind = "flow"
+    running_here = False  # Temporal owns it: a closing runtime does not wait for it
+    served_here = False  # whether this process's worker runs its chunks (keel flow signal follows it then)
+
+    def __init__(
+        self,
+        handle: Any,
+        flow: str,
+        tenant: str,
+        *,
+        status: ExecutionStatus = ExecutionStatus.RUNNING,
+        waiting: list[dict[str, Any]] | None = None,
+        resolve: Callable[[Any], Awaitable[Any]] | None = None,
+    ):
+        self.id: str = handle.id
+        self.flow = flow
+        self.tenant = tenant
+        self._handle = handle
+        self._status = status  # what Temporal said when this object was made (found: maybe finished)
+        self._pending: dict[str, dict[str, Any]] = {}  # interrupt id -> the wait this object knows of
+        self._resolve = resolve  # a result passed by reference, read back from the stack's store
+        self._log: EventLog[RuntimeEvent] = EventLog()
+        self._done = anyio.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._cancel_reason: str | None = None
+        self._sent: dict[str, dict[str, Any]] = {}  # request id -> the signal this object delivered
+        self._event("execution.started", {"flow": flow, "runner": "temporal"})
+        for interrupt in waiting or ():  # found waiting: what a follower of the live execution saw last
+            self._now_waiting(interrupt)
+
+    @property
+    def status(self) -> ExecutionStatus:
+        return self._status
+
+    def _event(self, kind: str, payload: dict[str, Any]) -> None:
+        self._log.append(
+            RuntimeEvent(
+                kind=kind,
+                execution_id=self.id,
+                seq=len(self._log) + 1,
+                tenant=self.tenant,
+                source="temporal",
+                payload=payload,
+            )
+        )
+
+    async def _watch(self) -> None:
+        from temporalio.client import WorkflowFailureError
+        from temporalio.exceptions import CancelledError as TemporalCancelled
+
+        try:
+            result = await self._handle.result()
+            self._result = result if self._resolve is None else await self._resolve(result)
+            self._status = ExecutionStatus.COMPLETED
+            self._event("execution.completed", {})
+        except WorkflowFailureError as err:
+            cause: Any = err.cause
+            while getattr(cause, "cause", None) is not None:
+                cause = cause.cause
+            cancelled = isinstance(err.cause, TemporalCancelled)
+            self._status = ExecutionStatus.CANCELLED if cancelled else ExecutionStatus.FAILED
+            message = getattr(cause, "message", None) or str(cause or err)  # without the error type's prefix
+            reason = (self._cancel_reason or "cancelled") if cancelled else message
+            self._error = TemporalExecutionFailed(
+                f"execution {self.id!r} {'was cancelled' if cancelled else 'failed'} on Temporal: {reason}"
+            )
+            self._event(
+                "execution.cancelled" if cancelled else "execution.failed",
+                {"reason": reason, "code": "execution.cancelled" if cancelled else self._error.code},
+            )
+        finally:
+            self._done.set()
+            self._log.notify()
+
+    async def result(self) -> Any:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
+        return self._log.follow(since, lambda: self._done.is_set())
+
+    async def position(self) -> dict[str, Any]:
+        """The workflow's own answer to where it is (a Temporal query): ``step``, ``steps``, ``chunk``."""
+        answer: dict[str, Any] = await self._handle.query("keel.position")
+        return answer
+
+    async def describe(self) -> ExecutionStatus:
+        """Temporal's status of the workflow, mapped to keel's (also when another process runs it)."""
+        described = await self._handle.describe()
+        name = described.status.name if described.status is not None else "RUNNING"
+        return _CLOSED.get(name, ExecutionStatus.RUNNING if name == "RUNNING" else ExecutionStatus.FAILED)
+
+    def _now_waiting(self, interrupt: dict[str, Any]) -> None:
+        self._status = ExecutionStatus.WAITING
+        self._pending[str(interrupt["id"])] = interrupt
+        self._event("execution.waiting", {"interrupts": [interrupt]})
+
+    async def refresh(self) -> None:
+        """Re-read where it is from Temporal (the workflow's ``keel_waiting`` memo, no worker needed):
+        what ``runtime.find_execution`` calls on a held copy, so a wait another process's worker
+        reached, or an answer another process gave, shows here."""
+        from keel_runner_temporal._workflow import WAITING_MEMO
+
+        if self._done.is_set():
+            return
+        described = await self._handle.describe()
+        if described.status is None or described.status.name != "RUNNING":
+            return  # ended: _watch learns how
+        waits = (await described.memo()).get(WAITING_MEMO) or []
+        waits = [waits] if isinstance(waits, dict) else waits
+        known = set(self._pending)
+        self._pending = {str(i["id"]): i for i in waits if str(i["id"]) in known}
+        for interrupt in waits:
+            if str(interrupt["id"]) not in known:
+                self._now_waiting(interrupt)
+        if not self._pending:
+            self._status = ExecutionStatus.RUNNING
+
+    def get_pending_interrupts(self) -> list[dict[str, Any]]:
+        """The waits this object knows of (``id``, ``name``, ``payload``, ``path``, ``deadline``)."""
+        return [dict(i) for i in self._pending.values()] if self._status is ExecutionStatus.WAITING else []
+
+    async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
+        """Deliver ``name`` as a Temporal workflow update: the same ``request_id`` twice is a no-op,
+        with another payload a :class:`keel.ConflictError`."""
+        from temporalio.client import WorkflowUpdateFailedError
+        from temporalio.service import RPCError
+
+        from keel_runner_temporal._workflow import SIGNAL_UPDATE
+
+        call = {"name": name, "payload": to_jsonable_python(payload), "request_id": request_id}
+        if request_id is not None and request_id in self._sent:
+            if self._sent[request_id] != call:  # known here: no round trip (the workflow checks it too)
+                raise ConflictError(
+                    f"execution {self.id!r}: request id {request_id!r} was already used for another signal"
+                )
+            return  # delivered already, maybe to a workflow that has closed since
+        try:
+            await self._handle.execute_update(SIGNAL_UPDATE, call)
+        except RPCError as err:
+            raise TemporalRunnerError(f"execution {self.id!r} did not take signal {name!r}: {err}") from None
+        except WorkflowUpdateFailedError as err:
+            if getattr(err.cause, "type", None) == "Conflict":
+                raise ConflictError(f"execution {self.id!r}: {err.cause}") from None
+            raise TemporalRunnerError(f"execution {self.id!r} did not take signal {name!r}: {err.cause}") from None
+        if request_id is not None:
+            self._sent[request_id] = call
+        answered = next((k for k, i in self._pending.items() if i["name"] == name), None)
+        if answered is not None:
+            del self._pending[answered]
+        if self._status is ExecutionStatus.WAITING and not self._pending:
+            self._status = ExecutionStatus.RUNNING
+
+    async def cancel(self, reason: str = "cancelled") -> None:
+        """Ask Temporal to cancel the workflow and return once it has ended (cancelled, or finished
+        first); after the end it changes nothing. A chunk running then is abandoned by the workflow."""
+        if self._done.is_set():
+            return
+        self._cancel_reason = reason
+        await self._handle.cancel()
+        await self._done.wait()
+
+    def __repr__(self) -> str:
+        return f"TemporalExecution({self.id!r}, flow={self.flow!r}, status={self._status.value})"

@@ -1,0 +1,72 @@
+"""Record Temporal histories of the interpreter as it is now, for the replay test.
+
+Before changing what ``keel_runner_temporal._workflow`` does, run this with the code as it was
+(the interpreter on main) and keep the files it writes next to it under a new prefix:
+
+    python contrib/runner-temporal/tests/histories/record.py PREFIX
+
+then gate the change with ``workflow.patched(...)`` until ``test_replay.py`` passes on every file:
+executions that were running when the workers were upgraded replay their own history.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+
+from keel import Runtime
+from keel.testing import make_host
+from keel_runner_temporal import TemporalRunner, dev_server
+
+HERE = Path(__file__).parent
+
+
+def data_flow(name: str, steps: list[dict[str, Any]], **chunks: Any) -> Any:
+    return SimpleNamespace(
+        name=name,
+        definition={"name": name, "steps": steps},
+        registry=SimpleNamespace(chunks={k: (fn, None, None) for k, fn in chunks.items()}, flows={}, conditions={}),
+    )
+
+
+def double(ctx: Any) -> Any:
+    return ctx.value * 2
+
+
+def flaky(ctx: Any) -> Any:
+    if ctx.attempt < 2:
+        raise ValueError("first attempt fails")
+    return ctx.value + 1
+
+
+FLOWS = {
+    "linear": (data_flow("linear", [{"to": "double"}, {"to": "flaky", "retries": 1}], double=double, flaky=flaky), 5),
+    "wait": (
+        data_flow(
+            "wait", [{"to": "double"}, {"pause_for": "approve", "payload": "ok?"}, {"to": "double"}], double=double
+        ),
+        3,
+    ),
+}
+
+
+async def record(prefix: str) -> None:
+    async with dev_server() as address, Runtime(make_host()) as runtime:
+        runner = TemporalRunner(runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}"})
+        for name, (flow, value) in FLOWS.items():
+            execution = await runner.start(flow, value, execution_id=f"flow_{prefix}_{name}")
+            if name == "wait":
+                await execution.signal("approve", 21, request_id="r1")
+            with anyio.fail_after(60):
+                print(name, await execution.result())
+            history = await (await runner.client()).get_workflow_handle(execution.id).fetch_history()
+            (HERE / f"{prefix}-{name}.json").write_text(history.to_json())
+
+
+if __name__ == "__main__":
+    anyio.run(record, sys.argv[1] if len(sys.argv) > 1 else "current")

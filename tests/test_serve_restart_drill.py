@@ -2,11 +2,15 @@
 SIGKILL mixed) while flows with a fan-out, keyed effects and a wait run; restarted each time.
 
 Every execution completes, no keyed effect happens twice, no answer is lost, and every execution
-stays reachable over HTTP across restarts. A SIGTERM ends the server with exit code 0. The number
-of kill points is bounded (KEEL_DRILL_KILLS, default 8)."""
+stays reachable over HTTP across restarts. A SIGTERM ends the server with exit code 0, within its
+grace period (a bound with a wide margin that fails only on a hang; the measured times go to the
+record, never into an assertion). The number of kill points is bounded (KEEL_DRILL_KILLS, default
+8); KEEL_DRILL_RECORD=FILE writes what the drill saw (kills, SIGTERM exit times) as JSON, for
+bench/results/."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -19,6 +23,9 @@ from typing import Any
 
 import httpx
 from conftest import clean_env
+
+GRACE = 5.0  # `keel serve --grace`: how long a SIGTERM lets running steps finish
+HANG = 30.0  # past grace + this, a SIGTERM'd server is hung (not slow): the drill fails
 
 FLOW = '''
 import json, os, time
@@ -76,15 +83,25 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, folder: Path):
+    """A real `keel serve` in ``folder`` (its keel.toml), ready when /healthz answers."""
+
+    def __init__(
+        self, folder: Path, *, plugins: str = "sqlite,triggerflow,gateway", log: str = "serve.log", grace: float = GRACE
+    ):
+        self.grace = grace
+        self.exit_seconds: float | None = None  # signal to exit, measured by stop()
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = clean_env(KEEL_LOAD_PLUGINS="sqlite,triggerflow,gateway", DRILL_EFFECTS=str(folder / "effects"))
+        env = clean_env(KEEL_LOAD_PLUGINS=plugins, DRILL_EFFECTS=str(folder / "effects"))
         env["PYTHONPATH"] = str(folder) + os.pathsep + env.get("PYTHONPATH", "")
-        self.log = open(folder / "serve.log", "ab")  # noqa: SIM115
+        self.log_path = folder / log
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "keel"), "serve", "--port", str(self.port), "--log-level", "warning"],
+            [
+                *(str(Path(sys.executable).parent / "keel"), "serve", "--port", str(self.port)),
+                *("--log-level", "warning", "--grace", str(grace)),
+            ],
             cwd=folder,
             env=env,
             stdout=self.log,
@@ -97,15 +114,38 @@ class Server:
                     return
             except httpx.HTTPError:
                 pass
-            assert self.proc.poll() is None, (folder / "serve.log").read_text()[-3000:]
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
             assert time.monotonic() < deadline, "keel serve did not start"
             time.sleep(0.1)
 
     def stop(self, how: signal.Signals) -> int:
+        """Send ``how`` and wait for the exit; its code. A server still alive ``HANG`` seconds past
+        its grace period is hung: that fails (how long it took is in ``exit_seconds``)."""
+        sent = time.monotonic()
         self.proc.send_signal(how)
-        code = self.proc.wait(timeout=30)  # grace 10 s (the runtime's default) + start-up slack
+        try:
+            code = self.proc.wait(timeout=self.grace + HANG)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(
+                f"keel serve still running {self.grace + HANG:.0f} s after {how.name} (grace {self.grace} s)\n"
+                + self.log_path.read_text()[-3000:]
+            ) from None
+        self.exit_seconds = time.monotonic() - sent
         self.log.close()
         return code
+
+
+def applied_effects(effects: Path) -> dict[str, int]:
+    """How many times each execution's step applied its keyed effect (the attempt dropped)."""
+    by_step: dict[str, int] = {}
+    for path in effects.iterdir():
+        if path.name.endswith(".log"):
+            continue
+        execution_id, step = path.name.split("_", 2)[0] + "_" + path.name.split("_", 2)[1], path.name.split("_", 2)[2]
+        step = step.rsplit("_", 1)[0]  # drop the attempt
+        by_step[f"{execution_id}/{step}"] = by_step.get(f"{execution_id}/{step}", 0) + 1
+    return by_step
 
 
 def _show(folder: Path, execution_id: str) -> str:
@@ -127,6 +167,7 @@ def test_restart_drill(tmp_path: Path) -> None:
     kills = int(os.environ.get("KEEL_DRILL_KILLS", "8"))
     ids: list[str] = []
     answered: set[str] = set()
+    record: dict[str, Any] = {"kills": kills, "grace": GRACE, "sigterm_exit_seconds": [], "sigkill": 0}
     server = Server(tmp_path)
     for point in range(kills):
         with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -146,6 +187,9 @@ def test_restart_drill(tmp_path: Path) -> None:
         code = server.stop(how)
         if how is signal.SIGTERM:
             assert code == 0, (tmp_path / "serve.log").read_text()[-3000:]
+            record["sigterm_exit_seconds"].append(round(server.exit_seconds or 0.0, 3))
+        else:
+            record["sigkill"] += 1
         server = Server(tmp_path)
 
     # the last process answers every remaining wait; everything completes
@@ -176,12 +220,18 @@ def test_restart_drill(tmp_path: Path) -> None:
                 time.sleep(0.1)
     finally:
         assert server.stop(signal.SIGTERM) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+        record["sigterm_exit_seconds"].append(round(server.exit_seconds or 0.0, 3))
 
-    applied = [p.name for p in (tmp_path / "effects").iterdir() if p.name != "attempts.log"]
-    by_step: dict[str, int] = {}
-    for name in applied:
-        execution_id, step = name.split("_", 2)[0] + "_" + name.split("_", 2)[1], name.split("_", 2)[2]
-        step = step.rsplit("_", 1)[0]  # drop the attempt
-        by_step[f"{execution_id}/{step}"] = by_step.get(f"{execution_id}/{step}", 0) + 1
+    by_step = applied_effects(tmp_path / "effects")
     assert all(count == 1 for count in by_step.values()), by_step  # one key per step: never applied twice
     assert len(by_step) == 4 * len(ids), (len(by_step), len(ids))  # three branches and ship, each once
+    if os.environ.get("KEEL_DRILL_RECORD"):
+        attempts = (tmp_path / "effects" / "attempts.log").read_text().split()
+        record.update(
+            executions=len(ids),
+            answered_before_the_end=len(answered),
+            keyed_effects_applied=sum(by_step.values()),
+            keyed_effect_attempts=len(attempts),  # a step re-run after a kill tries its key again
+            steps_with_a_repeated_attempt=len(attempts) - len(set(attempts)),
+        )
+        Path(os.environ["KEEL_DRILL_RECORD"]).write_text(json.dumps(record, indent=2) + "\n")

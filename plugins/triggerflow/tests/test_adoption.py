@@ -323,3 +323,56 @@ async def test_a_blocking_plain_chunk_keeps_its_lease(tmp_path: Path) -> None:
             await other.resume()
         with anyio.fail_after(10):
             assert await owner.result() == 2
+
+
+async def test_a_stale_copy_never_runs_an_execution_again(tmp_path: Path) -> None:
+    """Process B read an execution while it waited; process A then answered it and ran it to the
+    end. B's copy is stale: the same answer sent to B again (a client retrying through another
+    server) must not run the rest of the flow a second time (the two-server drill found this),
+    and neither may a cancel or a resume through B's copy."""
+    store = MemoryStore()
+    runs: list[str] = []
+
+    async def shipped(ctx: Any) -> Any:
+        runs.append(ctx.idempotency_key)
+        return ctx.value
+
+    flow = TriggerFlow("approval")
+    flow.to(lambda ctx: {"draft": ctx.value}).pause_for("approve").to(shipped)
+    async with process(store, tmp_path, flow) as a, process(store, tmp_path, flow) as b:
+        execution_id = await waiting_execution(a)
+        stale = await b.find_execution(execution_id)
+        assert stale.status is ExecutionStatus.WAITING
+        owned = a.executions.get(execution_id)
+        await owned.signal("approve", "yes", request_id="r1")
+        with anyio.fail_after(10):
+            assert await owned.result() == "yes"
+        await stale.signal("approve", "yes", request_id="r1")  # the retry: a no-op, as on A
+        with pytest.raises(FlowError, match="waits for no signal|not waiting"):
+            await stale.signal("approve", "no", request_id="r2")
+        await stale.cancel("too late")
+        assert stale.status is ExecutionStatus.COMPLETED
+        with anyio.fail_after(10):
+            assert await stale.result() == "yes"
+    records = [r.data["t"] for r in await store.read("default", f"triggerflow/{execution_id}")]
+    assert records.count("end") == 1 and records.count("sig") == 1, records
+    assert len(runs) == 1, runs
+
+
+async def test_a_reader_of_a_copy_sees_what_the_owner_did(tmp_path: Path) -> None:
+    """Process B holds a copy of an execution that process A runs; each find_execution in B (what
+    the gateway's GET does) shows where A has got to, not where it was when B first read it."""
+    store, flow = MemoryStore(), approval()
+    async with process(store, tmp_path, flow) as a, process(store, tmp_path, flow) as b:
+        execution_id = await waiting_execution(a)
+        copy = await b.find_execution(execution_id)
+        assert copy.status is ExecutionStatus.WAITING
+        owned = a.executions.get(execution_id)
+        await owned.signal("approve", "yes", request_id="r1")
+        with anyio.fail_after(10):
+            assert await owned.result() == "yes"
+        again = await b.find_execution(execution_id)
+        assert again is copy and again.status is ExecutionStatus.COMPLETED
+        with anyio.fail_after(10):
+            assert await again.result() == "yes"
+            assert [e async for e in again.events()]  # a reader following the copy ends too

@@ -93,15 +93,26 @@ async def find_execution(runtime: Runtime, execution_id: str, tenant: str) -> Fl
     if pending and not execution.status.finished:
         # what a follower of a live execution saw last: the question and how to answer it
         execution._event("execution.waiting", {"interrupts": [i.model_dump() for i in pending]})
-    if not execution.status.finished and runtime in _serving and runtime.started and unresolved is None:
-        row = await store.get(tenant, NAMESPACE, f"exec:{execution_id}")
-        indexed = row.value.get("status") if row is not None else None
-        # a row left 'running' had work in flight when its owner died, even beside a wait; an
-        # answer may wait in the inbox for an owner that died before applying it
-        inboxed = bool(await store.read(tenant, inbox_name(execution_id), after=execution._inbox_after, limit=1))
-        if not pending or indexed == "running" or inboxed or execution._has_expired_wait():
-            await resume_if_orphaned(runtime, execution)
+    await continue_if_orphaned(runtime, execution)
     return execution
+
+
+async def continue_if_orphaned(runtime: Runtime, execution: FlowExecution) -> None:
+    """In a serving runtime: continue a found (or refreshed) execution that has work to do and
+    whose owner is gone: it runs, or a wait of it has expired, or an answer waits in its inbox."""
+    if execution.status.finished or execution._unresolved is not None:
+        return
+    if runtime not in _serving or not runtime.started:
+        return
+    store, tenant = runtime.store(), execution.tenant
+    row = await store.get(tenant, NAMESPACE, f"exec:{execution.id}")
+    indexed = row.value.get("status") if row is not None else None
+    # a row left 'running' had work in flight when its owner died, even beside a wait; an
+    # answer may wait in the inbox for an owner that died before applying it
+    inboxed = bool(await store.read(tenant, inbox_name(execution.id), after=execution._inbox_after, limit=1))
+    pending = execution.get_pending_interrupts()
+    if not pending or indexed == "running" or inboxed or execution._has_expired_wait():
+        await resume_if_orphaned(runtime, execution)
 
 
 async def resume_if_orphaned(runtime: Runtime, execution: FlowExecution) -> bool:

@@ -171,6 +171,8 @@ class FlowExecution:
         # not running here (loaded, adopted, or released at a wait): end it from its history
         if self._replay.replaying or self._stopped.is_set():
             await self._journal.open(None)
+            if self._status.finished:
+                return  # another process ended it since this object read it
         await self._finish(ExecutionStatus.CANCELLED, None, FlowError(f"execution {self.id} cancelled: {reason}"))
 
     # =================================================================== TriggerFlow API
@@ -207,7 +209,9 @@ class FlowExecution:
         journal = self._journal
         if journal.history is None and self.durability != "none":
             try:
-                await journal.open(None)
+                if await journal.open(None):
+                    # another process moved it on since this object read it: judge the answer again
+                    return await self.continue_with(interrupt_id, value, request_id=request_id, _inbox=_inbox)
             except LeaseError:
                 await self._answer_through_inbox(interrupt_id, request_id, value)
                 return
@@ -385,6 +389,28 @@ class FlowExecution:
             self._status = ExecutionStatus.WAITING if self.get_pending_interrupts() else ExecutionStatus.RUNNING
             self._journal.indexed_waiting = self._status is ExecutionStatus.WAITING  # what the index row says
 
+    async def refresh(self) -> None:
+        """Read the history again when another process wrote to it since this object read it, so
+        that a copy (adopted for reading, or released at a wait) shows what the execution's owner
+        did: :meth:`keel.Runtime.find_execution` calls this before handing out such a copy. In a
+        serving runtime, a copy found orphaned (its owner gone) is continued here, as on adoption.
+        Does nothing while this process runs it."""
+        if self.running_here or self._status.finished or self.durability == "none" or self._journal.history is not None:
+            return
+        store = self._journal.store or self.runtime.store()
+        if await store.last_seq(self.tenant, stream_name(self.id)) == self._replay.length:
+            return
+        async with self._journal.opening:  # not while a signal takes the lease for this object
+            if self._journal.history is not None or self.running_here:
+                return
+            self._reset()
+            await self._load()
+        self._events.notify()  # a reader following a copy that has now ended stops
+        if not self._status.finished:
+            from keel_triggerflow._adopt import continue_if_orphaned
+
+            await continue_if_orphaned(self.runtime, self)
+
     def _reset(self) -> None:
         self._started = False
         self._detaching = False
@@ -423,6 +449,8 @@ class FlowExecution:
             # adopted by a service: this one execution fails, saying which resource; the others go on
             await self._journal.open(None)
             self._started = True
+            if self._replay.end is not None:
+                return False  # another process ended it meanwhile
             await self._finish(ExecutionStatus.FAILED, None, missing)
             return False
         self.flow.compile()
@@ -431,6 +459,8 @@ class FlowExecution:
             return False
         await self._journal.open(self._input)
         self._started = True
+        if self._replay.end is not None:
+            return False  # another process ended it since this object read it
         self.runtime.executions.add(self)
         return True
 

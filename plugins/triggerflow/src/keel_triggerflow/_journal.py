@@ -34,21 +34,37 @@ class Journal:
         self.indexed_waiting = False  # what the index row says: waiting
 
     # ------------------------------------------------------------------ history and lease
-    async def open(self, input: Any) -> None:
-        """Take the lease and open the history writer (a new execution writes its start record)."""
+    async def open(self, input: Any) -> bool:
+        """Take the lease and open the history writer (a new execution writes its start record).
+
+        ``True`` when the execution's state in this object was stale (another process wrote to the
+        history since this object read it) and has been read again: the caller judges what it was
+        doing against that. When the execution ended meanwhile, no history is open."""
         if self.x.durability == "none" or self.history is not None:
-            return
+            return False
         async with self.opening:  # a signal and a resume may open it at once: one lease, one owner
             if self.history is None:
-                await self._take(input)
+                return await self._take(input)
+        return False
 
-    async def _take(self, input: Any) -> None:
+    async def _take(self, input: Any) -> bool:
         x = self.x
         store = self.store = self.store or x.runtime.store()
         lease = Lease(store, x.tenant, x.id, new_id("owner"), self.lease_ttl)
         await lease.acquire()  # only a lease actually held becomes this execution's
-        self.lease = lease
         seq = await store.last_seq(x.tenant, stream_name(x.id))
+        known = x._replay.length  # where this object's copy of the history ends
+        stale = seq != known and (x._replay.replaying or known > 0)
+        if stale:
+            # read (or released) at an earlier point, and another process has written since:
+            # going on from here would run again what it ran (the two-server drill found this).
+            # Read it again, under the lease now, so that nobody moves it meanwhile.
+            x._reset()
+            await x._load()
+            if x._replay.end is not None:
+                await lease.release()
+                return True
+        self.lease = lease
         self.history = History(store, x.tenant, x.id, seq, x.durability, self.lease)
         if seq == 0:
             flow = x.flow
@@ -59,6 +75,7 @@ class Journal:
                 start["def"] = flow.definition
             # one transaction: no crash leaves a started execution out of the index
             await self.history.commit_with_index(start, flow=flow.name, status="running", ref=flow.ref)
+        return stale
 
     async def release(self) -> None:
         """Write what is queued, give the lease back and close the history writer."""

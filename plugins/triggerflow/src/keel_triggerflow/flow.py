@@ -240,7 +240,10 @@ class TriggerFlow:
         resources: Sequence[str] = (),
         durability: Durability = "sync",
         ref: str | None = None,
+        lease_ttl: float = 30.0,
     ):
+        if not lease_ttl > 0:
+            raise FlowDefinitionError(name, [f"lease_ttl={lease_ttl!r}: give a number of seconds above 0 (default 30)"])
         self.name = name
         self.description = description or f"TriggerFlow {name}"
         self.input_model = input_model
@@ -249,6 +252,9 @@ class TriggerFlow:
         self.resources = tuple(resources)
         self.durability: Durability = durability
         self.ref = ref
+        #: how long an owner's lease lasts without a heartbeat (renewed every third of it): the
+        #: longest that a killed process's executions wait before another process takes them over
+        self.lease_ttl = lease_ttl
         self.definition: dict[str, Any] | None = None  # set for flows built from data
         self.registry: Any = None  # the Registry that built it (flows built from data)
         self._main = Chain(self, [])
@@ -342,7 +348,7 @@ class TriggerFlow:
         durability: Durability | None = None,
         resources: Mapping[str, Any] | None = None,
         step_events: bool = True,
-        lease_ttl: float = 30.0,
+        lease_ttl: float | None = None,
     ) -> FlowExecution:
         """A new execution (status ``pending``); ``start(input)`` runs it, ``run(input)`` runs it
         to the end or to a wait. Without a runtime, a private one is used and nothing is kept
@@ -358,7 +364,7 @@ class TriggerFlow:
             durability=durability or (self.durability if runtime is not None else "none"),
             resources=resources,
             step_events=step_events,
-            lease_ttl=lease_ttl,
+            lease_ttl=self.lease_ttl if lease_ttl is None else lease_ttl,
         )
 
     async def start(self, input: Any = None, *, runtime: Runtime, tenant: str = "default") -> Execution:
@@ -406,7 +412,7 @@ class TriggerFlow:
         tenant: str = "default",
         resources: Mapping[str, Any] | None = None,
         step_events: bool = True,
-        lease_ttl: float = 30.0,
+        lease_ttl: float | None = None,
     ) -> FlowExecution:
         """Load an execution from its history in the runtime's store (another process may have
         started it). Completed steps will not run again; call ``resume()`` or ``run()``."""
@@ -420,7 +426,7 @@ class TriggerFlow:
             durability=self.durability,
             resources=resources,
             step_events=step_events,
-            lease_ttl=lease_ttl,
+            lease_ttl=self.lease_ttl if lease_ttl is None else lease_ttl,
         )
         await execution._load()
         return execution

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from conftest import BIN, clean_env
 
 import keel
 from keel.testing import make_host
+from keel.testing.postgres import local_postgres, temporary_database
 from keel_store_postgres import plugin as postgres_plugin
 from keel_store_sqlite import plugin as sqlite_plugin
 from keel_workspace import ContextPack, Workspace
@@ -24,29 +23,8 @@ from keel_workspace import ContextPack, Workspace
 @pytest.fixture(scope="module")
 def pg_dsn() -> Iterator[str]:
     """A database of this module's own on the machine's PostgreSQL; fails (never skips) if it is down."""
-    import asyncpg
-
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
-    except OSError:
-        subprocess.run(
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start", shell=True, timeout=60
-        )
-    name = f"keel_ws_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        try:
-            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres", timeout=10)
-        except OSError as err:
-            pytest.fail(f"PostgreSQL is not answering on 127.0.0.1:5432 and could not be started: {err}")
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    anyio.run(admin, f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    anyio.run(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database(local_postgres(), prefix="keel_ws") as dsn:
+        yield dsn
 
 
 async def exercise(store: keel.Store) -> None:

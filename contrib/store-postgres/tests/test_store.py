@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable
@@ -25,23 +24,9 @@ def fresh_schema() -> str:
 
 
 class TestPostgresConformance(StoreConformance):
-    # The kit's sync tests take ``store`` and pytest refuses an async fixture for a sync test: so
-    # ``store`` is sync (the pool opens lazily), and async tests close it in their own event loop.
     @pytest.fixture
-    def store(self, pg_dsn: str, request: pytest.FixtureRequest) -> PostgresStore:
-        store = PostgresStore(pg_dsn, schema=fresh_schema(), poll_interval=0.2)
-        if inspect.iscoroutinefunction(request.function):
-            request.getfixturevalue("close_after")(store)
-        else:
-            request.addfinalizer(lambda: anyio.run(store.aclose))
-        return store
-
-    @pytest.fixture
-    async def close_after(self) -> AsyncIterator[Callable[[PostgresStore], None]]:
-        stores: list[PostgresStore] = []
-        yield stores.append
-        for store in stores:
-            await store.aclose()
+    def new_store(self, pg_dsn: str) -> Callable[[], PostgresStore]:
+        return lambda: PostgresStore(pg_dsn, schema=fresh_schema(), poll_interval=0.2)  # the pool opens lazily
 
     @pytest.fixture
     def store_spec(self) -> keel.StoreSpec:

@@ -32,7 +32,11 @@ __all__ = [
     "Versioned",
     "WriteOp",
     "blob_hash",
+    "check_version",
     "conflict_in",
+    "encode_value",
+    "seq_conflict",
+    "version_conflict",
 ]
 
 
@@ -207,14 +211,40 @@ class Store(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _json_copy(value: Any) -> Any:
-    """Round-trip through JSON: the memory store accepts exactly what a durable one can store."""
+# ------------------------------------------------------------------ pieces every backend shares
+
+
+def encode_value(value: Any) -> str:
+    """A value or log record as compact JSON text, the form durable backends keep; a value JSON
+    cannot hold is a :class:`keel.StoreError` saying what to do instead."""
     try:
-        return json.loads(json.dumps(value))
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as err:
         raise StoreError(
             f"value is not JSON-compatible ({err}); store large or binary data with put_blob() and keep the BlobRef"
         ) from err
+
+
+def version_conflict(namespace: str, key: str, current: int, expected: int) -> ConflictError:
+    """The error for a ``put``/``delete`` whose ``expected_version`` is not the key's ``current``
+    version (0: the key is missing)."""
+    state = f"at version {current}" if current else "missing"
+    return ConflictError(
+        f"{namespace}/{key} is {state}, not at version {expected}: it changed since you read it; "
+        "read it again and retry"
+    )
+
+
+def seq_conflict(stream: str, current: int, expected: int) -> ConflictError:
+    """The error for an ``append`` whose ``expected_seq`` is not the stream's last sequence number."""
+    return ConflictError(
+        f"stream {stream!r} is at seq {current}, not {expected}: another writer appended; re-read the stream and retry"
+    )
+
+
+def _json_copy(value: Any) -> Any:
+    """Round-trip through JSON: the memory store accepts exactly what a durable one can store."""
+    return json.loads(encode_value(value))
 
 
 class MemoryStore:
@@ -235,7 +265,7 @@ class MemoryStore:
     ) -> int:
         space = self._kv.setdefault((tenant, namespace), {})
         current = space.get(key)
-        _check_version(namespace, key, current.version if current else 0, expected_version)
+        check_version(namespace, key, current.version if current else 0, expected_version)
         version = (current.version if current else 0) + 1
         space[key] = Versioned(key=key, value=_json_copy(value), version=version, updated_at=time.time())
         return version
@@ -243,7 +273,7 @@ class MemoryStore:
     async def delete(self, tenant: str, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
         space = self._kv.get((tenant, namespace), {})
         current = space.get(key)
-        _check_version(namespace, key, current.version if current else 0, expected_version)
+        check_version(namespace, key, current.version if current else 0, expected_version)
         return space.pop(key, None) is not None
 
     async def list_keys(self, tenant: str, namespace: str, prefix: str = "") -> list[str]:
@@ -275,10 +305,7 @@ class MemoryStore:
     async def append(self, tenant: str, stream: str, records: Sequence[Any], *, expected_seq: int | None = None) -> int:
         log = self._logs.get((tenant, stream), [])
         if expected_seq is not None and expected_seq != len(log):
-            raise ConflictError(
-                f"stream {stream!r} is at seq {len(log)}, not {expected_seq}: another writer appended; "
-                "re-read the stream and retry"
-            )
+            raise seq_conflict(stream, len(log), expected_seq)
         now = time.time()
         copies = [_json_copy(r) for r in records]  # validate all before appending any
         if not copies:
@@ -342,7 +369,7 @@ class MemoryStore:
                     _json_copy(list(op.records))
                     last = seqs.get(op.stream, len(self._logs.get((tenant, op.stream), [])))
                     if op.expected_seq is not None and op.expected_seq != last:
-                        raise ConflictError(f"stream {op.stream!r} is at seq {last}, not {op.expected_seq}")
+                        raise seq_conflict(op.stream, last, op.expected_seq)
                     seqs[op.stream] = last + len(op.records)
                     results.append(seqs[op.stream])
                     continue
@@ -351,7 +378,7 @@ class MemoryStore:
                     item = self._kv.get((tenant, op.namespace), {}).get(op.key)
                     versions[slot] = item.version if item else 0
                 current = versions[slot]
-                _check_version(op.namespace, op.key, current, op.expected_version)
+                check_version(op.namespace, op.key, current, op.expected_version)
                 if isinstance(op, Put):
                     _json_copy(op.value)
                     versions[slot] = current + 1
@@ -379,10 +406,7 @@ class MemoryStore:
             self._changed = None
 
 
-def _check_version(namespace: str, key: str, current: int, expected: int | None) -> None:
+def check_version(namespace: str, key: str, current: int, expected: int | None) -> None:
+    """Raise :func:`version_conflict` unless ``expected`` is ``None`` or the key's ``current`` version."""
     if expected is not None and expected != current:
-        state = f"at version {current}" if current else "missing"
-        raise ConflictError(
-            f"{namespace}/{key} is {state}, not at version {expected}: it changed since you read it; "
-            "read it again and retry"
-        )
+        raise version_conflict(namespace, key, current, expected)

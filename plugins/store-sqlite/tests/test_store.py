@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +20,9 @@ T = "tenant-a"
 
 
 class TestSqliteConformance(StoreConformance):
-    # The kit has sync tests (test_is_a_store) that take ``store``, and pytest refuses an async fixture
-    # for a sync test: so ``store`` is sync, and an async test closes it in its own event loop.
     @pytest.fixture
-    def store(self, tmp_path: Path, request: pytest.FixtureRequest) -> SqliteStore:
-        store = SqliteStore(tmp_path / "keel.db")
-        if inspect.iscoroutinefunction(request.function):
-            request.getfixturevalue("close_after")(store)
-        else:
-            request.addfinalizer(lambda: anyio.run(store.aclose))
-        return store
-
-    @pytest.fixture
-    async def close_after(self) -> AsyncIterator[Callable[[SqliteStore], None]]:
-        stores: list[SqliteStore] = []
-        yield stores.append
-        for store in stores:
-            await store.aclose()
+    def new_store(self, tmp_path: Path) -> Callable[[], SqliteStore]:
+        return lambda: SqliteStore(tmp_path / "keel.db")
 
     @pytest.fixture
     def store_spec(self) -> keel.StoreSpec:

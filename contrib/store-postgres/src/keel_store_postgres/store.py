@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from keel import BlobRef, ConflictError, LogRecord, NotFoundError, StoreError, Versioned, parse_options
-from keel.store import Append, Delete, Put, WriteOp, conflict_in
+from keel.store import Append, Delete, Put, WriteOp, conflict_in, encode_value, seq_conflict, version_conflict
 from keel_store_postgres.options import DEFAULT_DSN, PostgresStoreOptions
 
 if TYPE_CHECKING:
@@ -59,29 +59,6 @@ CREATE TABLE IF NOT EXISTS {s}.log (
     PRIMARY KEY (tenant, stream, seq)
 );
 """
-
-
-def _encode(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as err:
-        raise StoreError(
-            f"value is not JSON-compatible ({err}); store large or binary data with put_blob() and keep the BlobRef"
-        ) from err
-
-
-def _conflict(namespace: str, key: str, current: int, expected: int) -> ConflictError:
-    state = f"at version {current}" if current else "missing"
-    return ConflictError(
-        f"{namespace}/{key} is {state}, not at version {expected}: it changed since you read it; "
-        "read it again and retry"
-    )
-
-
-def _seq_conflict(stream: str, current: int, expected: int) -> ConflictError:
-    return ConflictError(
-        f"stream {stream!r} is at seq {current}, not {expected}: another writer appended; re-read the stream and retry"
-    )
 
 
 def _payload(tenant: str, stream: str) -> str:
@@ -219,7 +196,7 @@ class PostgresStore:
     async def put(
         self, tenant: str, namespace: str, key: str, value: Any, *, expected_version: int | None = None
     ) -> int:
-        return await self._put(await self._get_pool(), tenant, namespace, key, _encode(value), expected_version)
+        return await self._put(await self._get_pool(), tenant, namespace, key, encode_value(value), expected_version)
 
     async def _put(
         self, q: Any, tenant: str, namespace: str, key: str, encoded: str, expected_version: int | None
@@ -234,7 +211,7 @@ class PostgresStore:
             version = await q.fetchval(self._sql["update"], tenant, namespace, key, encoded, now, expected_version)
         if version is None:
             current = await q.fetchval(self._sql["version"], tenant, namespace, key)
-            raise _conflict(namespace, key, current or 0, expected_version or 0)
+            raise version_conflict(namespace, key, current or 0, expected_version or 0)
         return int(version)
 
     async def delete(self, tenant: str, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
@@ -246,11 +223,11 @@ class PostgresStore:
         if expected_version == 0:
             current = await q.fetchval(self._sql["version"], tenant, namespace, key)
             if current:
-                raise _conflict(namespace, key, current, 0)
+                raise version_conflict(namespace, key, current, 0)
             return False
         if await q.fetchval(self._sql["delete_v"], tenant, namespace, key, expected_version) is None:
             current = await q.fetchval(self._sql["version"], tenant, namespace, key)
-            raise _conflict(namespace, key, current or 0, expected_version)
+            raise version_conflict(namespace, key, current or 0, expected_version)
         return True
 
     async def list_keys(self, tenant: str, namespace: str, prefix: str = "") -> list[str]:
@@ -292,7 +269,7 @@ class PostgresStore:
     # --------------------------------------------------------------------------------- logs
 
     async def append(self, tenant: str, stream: str, records: Sequence[Any], *, expected_seq: int | None = None) -> int:
-        encoded = [_encode(r) for r in records]  # validate all before appending any
+        encoded = [encode_value(r) for r in records]  # validate all before appending any
         return await self._append(await self._get_pool(), tenant, stream, encoded, expected_seq)
 
     async def _append(self, q: Any, tenant: str, stream: str, encoded: list[str], expected_seq: int | None) -> int:
@@ -300,7 +277,7 @@ class PostgresStore:
         if n == 0:
             current = int(await q.fetchval(self._sql["last_seq"], tenant, stream) or 0)
             if expected_seq is not None and expected_seq != current:
-                raise _seq_conflict(stream, current, expected_seq)
+                raise seq_conflict(stream, current, expected_seq)
             return current
         now = time.time()
         # One statement, so one round trip and one commit: take the sequence numbers, insert the
@@ -314,7 +291,7 @@ class PostgresStore:
             last = await q.fetchval(self._sql["append_at"], tenant, stream, n, now, expected_seq, *tail)
         if last is None:
             current = await q.fetchval(self._sql["last_seq"], tenant, stream)
-            raise _seq_conflict(stream, current or 0, expected_seq or 0)
+            raise seq_conflict(stream, current or 0, expected_seq or 0)
         return int(last)
 
     async def transact(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
@@ -323,9 +300,9 @@ class PostgresStore:
         encoded: list[Any] = []
         for op in ops:  # encode everything before writing anything
             if isinstance(op, Put):
-                encoded.append(_encode(op.value))
+                encoded.append(encode_value(op.value))
             elif isinstance(op, Append):
-                encoded.append([_encode(r) for r in op.records])
+                encoded.append([encode_value(r) for r in op.records])
             elif isinstance(op, Delete):
                 encoded.append(None)
             else:

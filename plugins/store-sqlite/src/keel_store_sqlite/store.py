@@ -31,7 +31,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from keel import BlobRef, ConflictError, LogRecord, NotFoundError, StoreError, Versioned, parse_options
-from keel.store import Append, Delete, Put, WriteOp, conflict_in
+from keel.store import Append, Delete, Put, WriteOp, check_version, conflict_in, encode_value, seq_conflict
 from keel_store_sqlite.options import DEFAULT_PATH, SqliteStoreOptions
 
 __all__ = ["DEFAULT_PATH", "SqliteStore", "SqliteStoreOptions"]
@@ -76,24 +76,6 @@ class _Op:
 
 def _loop_key(token: anyio.lowlevel.EventLoopToken) -> tuple[type, int]:
     return (token.backend_class, id(token.native_token))
-
-
-def _encode(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as err:
-        raise StoreError(
-            f"value is not JSON-compatible ({err}); store large or binary data with put_blob() and keep the BlobRef"
-        ) from err
-
-
-def _check_version(namespace: str, key: str, current: int, expected: int | None) -> None:
-    if expected is not None and expected != current:
-        state = f"at version {current}" if current else "missing"
-        raise ConflictError(
-            f"{namespace}/{key} is {state}, not at version {expected}: it changed since you read it; "
-            "read it again and retry"
-        )
 
 
 class SqliteStore:
@@ -292,7 +274,7 @@ class SqliteStore:
     async def put(
         self, tenant: str, namespace: str, key: str, value: Any, *, expected_version: int | None = None
     ) -> int:
-        result: int = await self._write(_put(tenant, namespace, key, _encode(value), expected_version))
+        result: int = await self._write(_put(tenant, namespace, key, encode_value(value), expected_version))
         return result
 
     async def delete(self, tenant: str, namespace: str, key: str, *, expected_version: int | None = None) -> bool:
@@ -375,7 +357,7 @@ class SqliteStore:
     # --------------------------------------------------------------------------------- logs
 
     async def append(self, tenant: str, stream: str, records: Sequence[Any], *, expected_seq: int | None = None) -> int:
-        encoded = [_encode(r) for r in records]  # validate all before appending any
+        encoded = [encode_value(r) for r in records]  # validate all before appending any
         result: int = await self._write(_append(tenant, stream, encoded, expected_seq), appends=True)
         return result
 
@@ -452,11 +434,11 @@ class SqliteStore:
         steps: list[Callable[[sqlite3.Connection], Any]] = []
         for op in ops:  # encode everything before writing anything
             if isinstance(op, Put):
-                steps.append(_put(tenant, op.namespace, op.key, _encode(op.value), op.expected_version))
+                steps.append(_put(tenant, op.namespace, op.key, encode_value(op.value), op.expected_version))
             elif isinstance(op, Delete):
                 steps.append(_delete(tenant, op.namespace, op.key, op.expected_version))
             elif isinstance(op, Append):
-                steps.append(_append(tenant, op.stream, [_encode(r) for r in op.records], op.expected_seq))
+                steps.append(_append(tenant, op.stream, [encode_value(r) for r in op.records], op.expected_seq))
             else:
                 raise StoreError(f"transact() takes Put, Delete and Append operations, not {op!r}")
 
@@ -498,7 +480,7 @@ def _put(
             "SELECT version FROM kv WHERE tenant=? AND namespace=? AND key=?", (tenant, namespace, key)
         ).fetchone()
         current = row[0] if row else 0
-        _check_version(namespace, key, current, expected_version)
+        check_version(namespace, key, current, expected_version)
         c.execute(
             "INSERT INTO kv (tenant, namespace, key, value, version, updated_at) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT (tenant, namespace, key) DO UPDATE SET "
@@ -517,7 +499,7 @@ def _delete(
         row = c.execute(
             "SELECT version FROM kv WHERE tenant=? AND namespace=? AND key=?", (tenant, namespace, key)
         ).fetchone()
-        _check_version(namespace, key, row[0] if row else 0, expected_version)
+        check_version(namespace, key, row[0] if row else 0, expected_version)
         c.execute("DELETE FROM kv WHERE tenant=? AND namespace=? AND key=?", (tenant, namespace, key))
         return row is not None
 
@@ -531,10 +513,7 @@ def _append(
         row = c.execute("SELECT last_seq FROM streams WHERE tenant=? AND stream=?", (tenant, stream)).fetchone()
         last = row[0] if row else 0
         if expected_seq is not None and expected_seq != last:
-            raise ConflictError(
-                f"stream {stream!r} is at seq {last}, not {expected_seq}: another writer appended; "
-                "re-read the stream and retry"
-            )
+            raise seq_conflict(stream, last, expected_seq)
         if not encoded:
             return int(last)
         now = time.time()

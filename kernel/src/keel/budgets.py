@@ -60,6 +60,8 @@ Emit = Callable[..., Any]
 class BudgetError(KeelError):
     """A budget that cannot be checked (a cost limit on a model with no price, a bad declaration)."""
 
+    code = "budget.invalid"
+
 
 class BudgetExceeded(BudgetError):
     """A call was refused because it would pass a budget; nothing was called.
@@ -70,6 +72,8 @@ class BudgetExceeded(BudgetError):
     :ivar scope: ``execution``, ``parent <id>`` or ``tenant <id> (<period>)``.
     :ivar source: where the limit was declared (``[budgets.runnables.x] in keel.toml``...).
     """
+
+    code = "budget.exceeded"
 
     def __init__(
         self, budget: str, limit: float, usage: float, *, scope: str, source: str, execution_id: str, call: str

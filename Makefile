@@ -16,11 +16,11 @@ SPACE   := $(EMPTY) $(EMPTY)
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PY) -m pip install --quiet --disable-pip-version-check uv
 
-install: uv  ## .venv with every workspace package and the dev tools
-	@$(UV) sync --quiet --all-packages
+install: uv  ## .venv with every workspace package and the dev tools (the first time: builds llama.cpp, with progress)
+	@sh tools/install.sh $(VENV) $(UV)
 
-demo: install  ## run the main example on the embedded defaults (no key, no network)
-	@$(BIN)/python examples/hello.py
+demo: install  ## the reference service examples/desk on the embedded defaults (local model, SQLite, no key, no network)
+	@$(BIN)/python examples/desk
 
 lint: install
 	$(BIN)/ruff check .

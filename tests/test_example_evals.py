@@ -28,8 +28,12 @@ from keel_eval.recorded import case_from_recording, read_recording
 EVALS = ROOT / "examples" / "evals"
 
 
+#: examples that are a folder (a service): the module that holds their runnables
+SERVICES = {"desk": "desk_service.py"}
+
+
 def example(name: str) -> ModuleType:
-    path = ROOT / "examples" / f"{name}.py"
+    path = ROOT / "examples" / name / SERVICES[name] if name in SERVICES else ROOT / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -40,6 +44,7 @@ def example(name: str) -> ModuleType:
 
 def test_every_example_has_a_dataset() -> None:
     examples = {p.stem for p in (ROOT / "examples").glob("*.py")}
+    examples |= {p.parent.name for p in (ROOT / "examples").glob("*/__main__.py")}  # services: a folder each
     datasets = {p.stem for p in EVALS.glob("*.yaml")}
     missing = sorted(examples - datasets)
     assert not missing, (
@@ -106,6 +111,10 @@ def setup(name: str, folder: Path, runtime_box: list[keel.Runtime]) -> tuple[lis
         from keel_triggerflow import plugin as triggerflow_plugin
 
         return [triggerflow_plugin], ScriptedModel([]), [module.flow]
+    if name == "desk":
+        from keel_triggerflow import plugin as triggerflow_plugin
+
+        return [triggerflow_plugin], ScriptedModel(module.scripted_answer), [module.desk]
     raise AssertionError(f"no eval set-up for examples/{name}.py: add one here")
 
 

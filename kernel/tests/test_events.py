@@ -30,6 +30,18 @@ async def test_a_slow_subscriber_drops_and_counts_never_blocks() -> None:
     assert [e.seq async for e in slow] == [0, 1, 2, 3]
 
 
+def test_drain_takes_what_was_delivered_without_waiting() -> None:
+    bus = EventBus()
+    sub = bus.subscribe("late")
+    assert sub.drain() == []  # nothing yet: returns at once
+    for i in range(3):
+        bus.publish(keel.RuntimeEvent(kind="t", seq=i))
+    assert [e.seq for e in sub.drain()] == [0, 1, 2]
+    assert sub.drain() == []  # taken once
+    sub.close()
+    assert sub.drain() == []  # closed: nothing, no error
+
+
 class Recorder:
     def __init__(self) -> None:
         self.kinds: list[str] = []

@@ -71,6 +71,16 @@ class Subscription:
         async for event in self._receive:
             yield event
 
+    def drain(self) -> list[RuntimeEvent]:
+        """The events already delivered to this subscription, taken without waiting (for a
+        consumer that reads after the fact, as eval does when a run has ended)."""
+        taken: list[RuntimeEvent] = []
+        while True:
+            try:
+                taken.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return taken
+
     async def __aenter__(self) -> Subscription:
         return self
 

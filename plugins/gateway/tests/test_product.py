@@ -94,3 +94,16 @@ def test_progress_events_are_clamped_and_internal_events_dropped() -> None:
         for _ in range(2)
     ]
     assert [s.message for s in steps if s] == ["1 step done", "2 steps done"]
+
+
+def test_a_flow_stream_item_with_a_message_is_progress_and_other_items_stay_inside() -> None:
+    projection = Projection("exe_1")
+    shown = projection.runtime(
+        keel.RuntimeEvent(
+            kind="flow.stream", payload={"path": "desk.research", "item": {"message": "looking", "percent": 40}}
+        )
+    )
+    assert shown is not None and (shown.type, shown.message, shown.percent) == ("task.progress", "looking", 40.0)
+    assert "desk.research" not in shown.model_dump_json()
+    for item in ("raw text", {"rows": [1, 2]}, {"message": 7}):
+        assert projection.runtime(keel.RuntimeEvent(kind="flow.stream", payload={"path": "p", "item": item})) is None

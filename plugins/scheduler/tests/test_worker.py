@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
 import keel
 from keel.testing import make_host
@@ -267,3 +268,24 @@ async def test_a_runnable_whose_task_crashes_fails_its_job_not_the_worker(queue:
     failed = await queue.get(bad.id)
     assert failed.status == JobStatus.FAILED and "TypeError" in failed.errors[0]["error"]
     assert (await queue.get(good.id)).status == JobStatus.COMPLETED
+
+
+class _Sent(BaseModel):
+    sent: int
+
+
+async def _typed(input: Any) -> _Sent:
+    return _Sent(sent=1)
+
+
+async def _untyped(input):  # type: ignore[no-untyped-def]
+    return 1
+
+
+async def _anything(input: Any) -> Any:
+    return 1
+
+
+def test_a_tasks_output_schema_comes_from_its_return_annotation() -> None:
+    assert task(_typed).output_schema()["properties"] == {"sent": {"title": "Sent", "type": "integer"}}
+    assert task(_untyped).output_schema() == {} and task(_anything).output_schema() == {}

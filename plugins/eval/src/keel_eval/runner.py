@@ -266,6 +266,9 @@ async def _run_case(
     output: Any = None
     execution: Execution | None = None
     token = _CURRENT.set(_CaseFixtures(case) if case.fixtures.actions else None)
+    # what the run's steps did outside its own event log (a flow's agents, the actions its chunks
+    # call) reaches the bus: kept when it shares the run's trace or names the run's execution
+    nearby = runtime.bus.subscribe(buffer=100_000)
     started = time.perf_counter()
     try:
         with anyio.move_on_after(timeout) as deadline:
@@ -286,11 +289,21 @@ async def _run_case(
         run.error = f"{type(err).__name__}: {err}"
     finally:
         _CURRENT.reset(token)
+        events.extend(_related(nearby.drain(), events, run.execution_id))
+        nearby.close()
     run.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     # fallback: an event payload may hold something JSON cannot (a flow's own objects); keep its text
     run.events = [e.model_dump(mode="json", fallback=str) for e in events if e.kind not in SKIPPED_EVENTS]
     run.output = to_json(output)
     return run, output
+
+
+def _related(seen: list[RuntimeEvent], own: list[RuntimeEvent], execution_id: str | None) -> list[RuntimeEvent]:
+    """Events of the run's trace (its child executions) or of its execution id that its own log lacks."""
+    traces = {e.trace_id for e in own if e.trace_id}
+    have = {e.id for e in own}
+    mine = {execution_id} if execution_id else set()
+    return [e for e in seen if e.id not in have and (e.execution_id in mine or e.trace_id in traces)]
 
 
 async def _answer(case: Case, execution: Execution, event: RuntimeEvent, answered: set[str]) -> None:

@@ -124,18 +124,28 @@ class Projection:
             return _event("task.progress", eid, message="answer received; continuing")
         if kind == "flow.wait.timeout":
             return _event("task.progress", eid, message="no answer came in time; continuing")
+        if kind == "flow.stream":
+            # a flow chunk's ``ctx.put_into_stream({"message": ..., "percent": ...})`` is its progress;
+            # any other stream item is the flow's own business and stays inside
+            item = payload.get("item")
+            if isinstance(item, dict) and isinstance(item.get("message"), str):
+                return self._progress(item)
+            return None
         if kind.endswith(".progress"):
-            message = payload.get("message")
-            percent = payload.get("percent")
-            if isinstance(percent, bool) or not isinstance(percent, int | float):
-                percent = None
-            return _event(
-                "task.progress",
-                eid,
-                message=message[:500] if isinstance(message, str) else "working",
-                percent=None if percent is None else max(0.0, min(100.0, float(percent))),
-            )
+            return self._progress(payload)
         return None
+
+    def _progress(self, payload: dict[str, Any]) -> ProductEvent:
+        message = payload.get("message")
+        percent = payload.get("percent")
+        if isinstance(percent, bool) or not isinstance(percent, int | float):
+            percent = None
+        return _event(
+            "task.progress",
+            self.execution_id,
+            message=message[:500] if isinstance(message, str) else "working",
+            percent=None if percent is None else max(0.0, min(100.0, float(percent))),
+        )
 
     def waiting(self, interrupts: list[Any]) -> ProductEvent:
         """``task.waiting``: each awaited signal with its question and answer schema, and how to answer."""

@@ -158,7 +158,22 @@ class FunctionRunnable:
         return {}
 
     def output_schema(self) -> dict[str, Any]:
-        return {}
+        """The JSON schema of the function's return annotation (``{}`` when it has none, or ``Any``):
+        a task that returns a pydantic model or a typed dict has an output contract like an agent."""
+        import typing
+
+        from pydantic import TypeAdapter
+
+        try:
+            hint = typing.get_type_hints(self.fn).get("return")
+        except Exception:  # an annotation that names something not importable here: no contract
+            return {}
+        if hint is None or hint is Any or hint is type(None):
+            return {}
+        try:
+            return TypeAdapter(hint).json_schema()
+        except Exception:  # a type pydantic cannot describe
+            return {}
 
     async def start(self, input: Any, *, runtime: Runtime, tenant: str = "default") -> _FunctionExecution:
         execution = _FunctionExecution(self, tenant)

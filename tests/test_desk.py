@@ -1,0 +1,134 @@
+"""The reference service (examples/desk, what `make demo` runs) end to end, as separate processes
+talk to it: a signed webhook into its intake, the real `kb` MCP server and the sandbox, SQLite, the
+page in headless Chromium answering the refund approval, the webhook channel's receiver, DevTools'
+recording and replay, and doctor. Once on the scripted model with the page, once on the real
+local model unattended (no terminal: the walk answers through the page's HTTP route)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, clean_env
+from test_gateway_browser import FLAGS, ensure_chromium
+
+DESK = ROOT / "examples" / "desk"
+STAGES = ["stage 9 ", "stage 1-3", "stage 4 ", "stage 5 ", "stage 7 ", "stage 6 ", "stage 8 ", "stage 10", "stage 11"]
+
+
+class Running:
+    """`python examples/desk ...` with its stdout read line by line in a thread."""
+
+    def __init__(self, state: Path, *args: str):
+        self.process = subprocess.Popen(
+            [sys.executable, str(DESK), "--state", str(state), "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=clean_env(),
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, prefix: str, timeout: float = 180) -> str:
+        while True:
+            line = self._queue.get(timeout=timeout)
+            assert line is not None, f"the desk ended before {prefix!r}:\n" + "\n".join(self.lines)
+            if line.startswith(prefix):
+                return line
+
+    def finish(self, timeout: float = 180) -> str:
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        output = "\n".join(self.lines)
+        assert self.process.returncode == 0, output
+        return output
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for run in started:
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait(timeout=30)
+
+
+def assert_walked(output: str, approved_by: str) -> dict[str, object]:
+    for stage in STAGES:
+        assert any(line.startswith(stage) for line in output.splitlines()), f"no {stage!r} line:\n{output}"
+    result = json.loads(next(line for line in output.splitlines() if line.startswith("result ")).split(None, 1)[1])
+    assert result["refunded"] is True and result["refund_eur"] == 240.0 and result["approved_by"] == approved_by
+    assert "intake: 202" in output and "again: 200, the same job" in output  # one delivery, one job
+    assert "the scheduled SLA check sent a reminder" in output
+    assert "task.waiting" in output and "task.completed" in output  # through the signed webhook channel
+    assert "no divergence" in output and ", 0 fail" in output
+    return dict(result)
+
+
+def test_the_desk_walks_a_ticket_with_its_approval_answered_from_the_page(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    executable = ensure_chromium()
+    desk = Running(tmp_path / "state", "--scripted", "--answer", "page")
+    running.append(desk)
+    url = desk.wait_for("page:").split()[1]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            # the ticket arrives by webhook; the inbox lists it and the page follows its flow
+            expect(page.locator("tr.ticket")).to_have_count(1)
+            expect(page.locator("#ticket-id")).to_have_text(page.locator("tr.ticket td").first.inner_text())
+            # the classifier's fields (its own execution's task.partial / task.completed)
+            expect(page.locator("#field-category")).to_have_text("refund")
+            expect(page.locator("#field-summary")).not_to_be_empty()
+            # the flow waits for a person: the question comes from task.waiting
+            expect(page.locator("#waiting")).to_be_visible()
+            expect(page.locator("#waiting-message")).to_contain_text("Refund 240.00 EUR to Ada Lovelace")
+            expect(page.locator("#stages li")).not_to_have_count(0)
+            page.fill("#approver", "Grace (desk lead)")
+            page.click("#approve")
+            expect(page.locator("#status")).to_have_text("completed")
+            expect(page.locator("#result")).to_contain_text('"refunded": true')
+            expect(page.locator("#result")).to_contain_text("Grace (desk lead)")
+            # stage 8: what the webhook channel's receiver got, shown on the page
+            expect(page.locator("#notifications li", has_text="task.completed")).to_have_count(1)
+            product = page.evaluate("window.deskLog.map((e) => e.type)")
+            assert "task.partial" in product or "task.completed" in product
+            assert not any("model." in t or "flow." in t for t in product)  # product events only
+        finally:
+            browser.close()
+    output = desk.finish()
+    assert_walked(output, "Grace (desk lead)")
+    assert "waiting for the page's answer" in output
+
+
+def test_make_demo_walks_a_ticket_on_the_real_local_model(tmp_path: Path, running: list[Running]) -> None:
+    # what `make demo` does without a terminal: the embedded local model, the walk answers itself
+    desk = Running(tmp_path / "state")
+    running.append(desk)
+    output = desk.finish(timeout=540)
+    assert "model:     local:" in output
+    result = assert_walked(output, "demo script")
+    assert result["category"] in ("refund", "bug", "question")
+    assert (tmp_path / "state" / "devtools.db").is_file() and (tmp_path / "state" / "keel.toml").is_file()

@@ -95,6 +95,7 @@ def test_the_desk_walks_a_ticket_with_its_approval_answered_from_the_page(
         try:
             page = browser.new_page()
             page.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)  # a loaded 2-core machine; restored below
             page.goto(url)
             # the ticket arrives by webhook; the inbox lists it and the page follows its flow
             expect(page.locator("tr.ticket")).to_have_count(1)
@@ -117,6 +118,7 @@ def test_the_desk_walks_a_ticket_with_its_approval_answered_from_the_page(
             assert "task.partial" in product or "task.completed" in product
             assert not any("model." in t or "flow." in t for t in product)  # product events only
         finally:
+            expect.set_options(timeout=5_000)  # Playwright's default, for the tests after this one
             browser.close()
     output = desk.finish()
     assert_walked(output, "Grace (desk lead)")

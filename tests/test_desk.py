@@ -107,16 +107,19 @@ def test_the_desk_walks_a_ticket_with_its_approval_answered_from_the_page(
             expect(page.locator("#waiting")).to_be_visible()
             expect(page.locator("#waiting-message")).to_contain_text("Refund 240.00 EUR to Ada Lovelace")
             expect(page.locator("#stages li")).not_to_have_count(0)
+            # stage 8 and 9 while it waits: what the signed webhook channel's receiver got, on the page
+            expect(page.locator("#notifications li", has_text="task.waiting")).to_have_count(1)
+            expect(page.locator("#notifications li", has_text="SLA: ticket")).to_have_count(1)
             page.fill("#approver", "Grace (desk lead)")
             page.click("#approve")
             expect(page.locator("#status")).to_have_text("completed")
             expect(page.locator("#result")).to_contain_text('"refunded": true')
             expect(page.locator("#result")).to_contain_text("Grace (desk lead)")
-            # stage 8: what the webhook channel's receiver got, shown on the page
-            expect(page.locator("#notifications li", has_text="task.completed")).to_have_count(1)
             product = page.evaluate("window.deskLog.map((e) => e.type)")
             assert "task.partial" in product or "task.completed" in product
             assert not any("model." in t or "flow." in t for t in product)  # product events only
+        except AssertionError as err:  # say what the service printed meanwhile
+            raise AssertionError(f"{err}\n--- the desk printed:\n" + "\n".join(desk.lines)) from None
         finally:
             expect.set_options(timeout=5_000)  # Playwright's default, for the tests after this one
             browser.close()

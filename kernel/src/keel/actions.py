@@ -13,6 +13,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from keel.budgets import BudgetError
+from keel.calls import retry_safe
 from keel.errors import ActionError, ActionInputError
 from keel.options import validation_problems
 from keel.policy import ApprovalRequest, Approver, approver_name, ask, check_approval_timeout
@@ -20,6 +21,7 @@ from keel.types import ActionCall, ActionContext, ActionSpec, PolicyDecision, Ri
 
 if TYPE_CHECKING:
     from keel.budgets import Meter
+    from keel.calls import CallPolicy
 
 __all__ = ["ActionOutcome", "ActionRegistry", "action", "call_action", "invoke_action", "is_visible", "redact"]
 
@@ -102,9 +104,10 @@ def _input_model(fn: Callable[..., Any]) -> type[BaseModel]:
     )
 
 
-async def invoke_action(spec: ActionSpec, arguments: dict[str, Any]) -> Any:
+async def invoke_action(spec: ActionSpec, arguments: dict[str, Any], *, timeout: float | None = None) -> Any:
     """Validate arguments against the spec and call its handler (sync handlers in a worker thread),
-    within its timeout. Policy and audit are the caller's business."""
+    within ``timeout`` (default: the spec's). Policy and audit are the caller's business."""
+    timeout = timeout if timeout is not None else spec.timeout
     kwargs = arguments
     if spec.input_model is not None:
         try:
@@ -115,7 +118,7 @@ async def invoke_action(spec: ActionSpec, arguments: dict[str, Any]) -> Any:
                 f"action {spec.name!r} got invalid arguments: {problems}. Expected schema: {spec.parameters}"
             ) from err
         kwargs = {k: getattr(parsed, k) for k in type(parsed).model_fields}
-    with anyio.fail_after(spec.timeout) if spec.timeout else nullcontext():
+    with anyio.fail_after(timeout) if timeout else nullcontext():
         if inspect.iscoroutinefunction(spec.handler):
             return await spec.handler(**kwargs)
         return await anyio.to_thread.run_sync(lambda: spec.handler(**kwargs))
@@ -239,6 +242,7 @@ async def call_action(
     call_id: str | None = None,
     visible: Iterable[str] | None = None,
     meter: Meter | None = None,
+    policy: CallPolicy | None = None,
 ) -> ActionOutcome:
     """Run one action call through scope, policy, approval and the handler, leaving an audit trail.
 
@@ -261,6 +265,9 @@ async def call_action(
     :param meter: the calling execution's budget meter: a call it has no room for is refused before
         policy and approval (``action.denied`` with ``policy = "budget"``) and raises
         :class:`keel.BudgetExceeded`, the one failure that propagates (it ends the execution).
+    :param policy: the action's timeout and retries (``runtime.calls.for_action(name)``): a handler
+        that fails or times out is tried again ``retries`` times (``action.retry`` events), when the
+        action is safe to repeat (:func:`keel.calls.retry_safe`); each retry counts as a call.
     """
     check_approval_timeout(approval_timeout)
     if emit is None:
@@ -326,15 +333,30 @@ async def call_action(
                 raise
         stage = "running"
         emit("action.started", {**base, "idempotency_key": key})
-        started = time.perf_counter()
-        try:
-            result = await invoke_action(spec, arguments)
-        except ActionInputError as err:
-            return fail("invalid_arguments", str(err), duration=_ms(started))
-        except TimeoutError:
-            return fail("timeout", f"action {name!r} did not finish within {spec.timeout}s", duration=_ms(started))
-        except Exception as err:  # the handler's own failure goes back to the model, not up the stack
-            return fail(type(err).__name__, f"action {name!r} failed: {err}", duration=_ms(started))
+        timeout, retries, backoff = _attempts(spec, policy, emit, base)
+        started, attempt = time.perf_counter(), 0
+        while True:
+            try:
+                result = await invoke_action(spec, arguments, timeout=timeout)
+                break
+            except ActionInputError as err:
+                return fail("invalid_arguments", str(err), duration=_ms(started))
+            except Exception as err:  # the handler's own failure goes back to the model, not up the stack
+                if attempt >= retries:
+                    if isinstance(err, TimeoutError):
+                        why = f"action {name!r} did not finish within {timeout or spec.timeout}s"
+                        return fail("timeout", why, duration=_ms(started), attempts=attempt + 1)
+                    why = f"action {name!r} failed: {err}"
+                    return fail(type(err).__name__, why, duration=_ms(started), attempts=attempt + 1)
+                attempt += 1
+                emit("action.retry", {**base, "attempt": attempt, "error": f"{type(err).__name__}: {err}"[:300]})
+            await anyio.sleep(backoff * 2 ** (attempt - 1))
+            if meter is not None:  # a retry is another call of the handler: it needs room in the budget
+                try:
+                    await meter.before_action_call(name)
+                except BudgetError as err:
+                    fail("budget", str(err), verdict="deny", policy="budget", approver=None, reason=str(err))
+                    raise
         duration = _ms(started)
     except anyio.get_cancelled_exc_class():
         # the caller went away (a client disconnected, an execution was cancelled): still one outcome
@@ -361,6 +383,21 @@ async def call_action(
     return ActionOutcome(
         call_id=call_id, action=name, ok=True, result=result, duration_ms=duration, verdict=decision.verdict
     )
+
+
+def _attempts(spec: ActionSpec, policy: CallPolicy | None, emit: Emit, base: dict[str, Any]) -> tuple[Any, int, float]:
+    """(timeout, retries, backoff) for one call: the policy's over the spec's; retries only for an
+    action that is safe to repeat (else refused, with an ``action.retry_refused`` event)."""
+    if policy is None:
+        return None, 0, 0.0
+    retries = policy.retries or 0
+    if retries and not retry_safe(spec):
+        emit("action.retry_refused", {**base, "retries": retries, "risk": spec.risk, "reason": _UNSAFE})
+        retries = 0
+    return policy.timeout, retries, policy.backoff if policy.backoff is not None else 0.5
+
+
+_UNSAFE = "a call that writes is retried only with an idempotency key (@keel.action(idempotency_key=...))"
 
 
 def _budget_check(check: Callable[[str], None], name: str, fail: Callable[..., ActionOutcome]) -> None:

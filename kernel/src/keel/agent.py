@@ -419,6 +419,9 @@ class AgentExecution:
         self._settling = False
         self.footprint = 0  # bytes kept once finished (an estimate), for the registry's byte bound
         self.meter = runtime.budgets.meter(self.id, runnable=agent.name, tenant=tenant, emit=self.emit)
+        policy = runtime.calls.for_runnable(agent.name)  # [calls.runnables.<name>] over the agent's own
+        self.timeout = policy.timeout if policy.timeout is not None else agent.timeout
+        self.max_retries = policy.retries if policy.retries is not None else agent.max_retries
 
     def __repr__(self) -> str:
         return f"AgentExecution({self.id!r}, agent={self.agent.name!r}, status={self._status.value})"
@@ -556,7 +559,7 @@ class AgentExecution:
         try:
             with (
                 self._scope,
-                anyio.move_on_after(agent.timeout) as deadline,
+                anyio.move_on_after(self.timeout) as deadline,
                 draws.drawing(self._draw),
                 budgets.metering(self.meter),
             ):
@@ -565,10 +568,10 @@ class AgentExecution:
                 pass
             elif deadline.cancelled_caught:
                 error = AgentTimeoutError(
-                    f"agent {agent.name!r} did not finish within {agent.timeout}s (execution {self.id}); "
+                    f"agent {agent.name!r} did not finish within {self.timeout}s (execution {self.id}); "
                     "raise the agent's timeout or make the task smaller"
                 )
-                self._finish(ExecutionStatus.FAILED, error, f"timeout after {agent.timeout}s")
+                self._finish(ExecutionStatus.FAILED, error, f"timeout after {self.timeout}s")
             elif self._scope.cancelled_caught:
                 self._finish(
                     ExecutionStatus.CANCELLED,
@@ -657,7 +660,7 @@ class AgentExecution:
                 "agent": agent.name,
                 "model": model.name,
                 "native_schema": native,
-                "max_retries": agent.max_retries,
+                "max_retries": self.max_retries,
                 "input": self.input,
             },
         )
@@ -671,7 +674,7 @@ class AgentExecution:
         messages = [Message(role="system", content=system)] if system else []
         messages.append(Message(role="user", content=agent.render_input(self.input)))
         self.messages = messages
-        for retry in range(agent.max_retries + 1):
+        for retry in range(self.max_retries + 1):
             self._retry = retry
             text, parser = await self._answer()
             attempt, turn = retry, self._attempt
@@ -686,7 +689,7 @@ class AgentExecution:
                 self.emit("output.parsed", {"attempt": attempt, "repaired": check.repaired})
                 self._data = check.data
                 break
-            if retry == agent.max_retries:
+            if retry == self.max_retries:
                 raise OutputValidationError(
                     f"agent {agent.name!r}: the answer did not satisfy the output contract {contract.name!r} "
                     f"after {retry + 1} attempt(s); last errors: {'; '.join(check.errors)}",
@@ -915,6 +918,7 @@ class AgentExecution:
                     self.runtime.actions, call.name, call.arguments, context=context,
                     check=self.runtime.check_action, approver=self.runtime.approver,
                     emit=self.emit, call_id=call.id, visible=self.agent.actions, meter=self.meter,
+                    policy=self.runtime.calls.for_action(call.name),
                 )  # fmt: skip
             results[index] = Message(role="tool", content=outcome.for_model(), tool_call_id=call.id, name=call.name)
 

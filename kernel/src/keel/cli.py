@@ -201,9 +201,12 @@ def build_cli(host: PluginHost, stack: Stack) -> KeelGroup:
     @click.pass_obj
     def stack_cmd(state: CliState, as_json: bool) -> None:
         """Show the resolved stack: each slot, its driver, and where the choice came from."""
+        from keel.calls import governance_rows
+
         report = state.stack.check(state.host)
+        governance = governance_rows(state.stack)
         if as_json:
-            click.echo(json.dumps({"layers": state.stack.name, "slots": report}, indent=2))
+            click.echo(json.dumps({"layers": state.stack.name, "slots": report, "governance": governance}, indent=2))
             return
         click.echo(f"stack: {state.stack.name}")
         for row in report:
@@ -211,6 +214,10 @@ def build_cli(host: PluginHost, stack: Stack) -> KeelGroup:
             click.echo(f"  {row['slot']:<9} {row['name']:<12} {row['status']:<9} from {row['source']}{plugin}")
             if (row["note"] and row["status"] != "ok") or row["source"] == "built-in fallback":
                 click.echo(f"            {row['note']}")
+        click.echo("governance (budgets, timeouts, retries):" if governance else "governance: no [budgets], no [calls]")
+        for row in governance:
+            values = ", ".join(f"{k} = {v}" for k, v in row["values"].items())
+            click.echo(f"  [{row['table']}] {values}  (from {row['source']})")
 
     @cli.group("env")
     def env_group() -> None:

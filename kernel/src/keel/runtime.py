@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup
 from keel.actions import ActionOutcome, ActionRegistry, call_action
 from keel.budget_manager import Budgets
 from keel.budgets import Budget, current_meter, requesting
+from keel.calls import CallPolicies
 from keel.containment import OWNER, ContainedExecution, GuardedTaskGroup, Owner
 from keel.environments import EnvironmentManager
 from keel.errors import DriverNotFoundError, KeelError, NotFoundError, StackError
@@ -77,6 +78,7 @@ class Runtime:
         self._base_group: TaskGroup | None = None
         self._actions: ActionRegistry | None = None
         self._budgets: Budgets | None = None
+        self._calls: CallPolicies | None = None
         self._environments: EnvironmentManager | None = None
         self._observer_scope: anyio.CancelScope | None = None
         self._models: dict[str, Model] = {}
@@ -328,6 +330,13 @@ class Runtime:
         return self._budgets
 
     @property
+    def calls(self) -> CallPolicies:
+        """Timeouts and retries per runnable and per action: the stack's ``[calls]`` plus code's."""
+        if self._calls is None:
+            self._calls = CallPolicies(self.stack.config.calls, source=self.stack.sources.get("calls", "code"))
+        return self._calls
+
+    @property
     def actions(self) -> ActionRegistry:
         """Every action: the plugins' (``keel_actions``) and the ones the application adds."""
         if self._actions is None:
@@ -359,6 +368,7 @@ class Runtime:
         return await call_action(
             self.actions, name, arguments, context=context, check=self.check_action, approver=approver,
             approval_timeout=approval_timeout, emit=emit, visible=visible, meter=current_meter(),
+            policy=self.calls.for_action(name),
         )  # fmt: skip
 
     def add(self, runnable: Runnable) -> Runnable:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keel.budgets import BudgetsConfig
+from keel.calls import CallsConfig
 from keel.errors import DriverNotFoundError, StackError
 from keel.options import parse_options, validation_problems
 from keel.types import ModelConfig
@@ -90,6 +91,7 @@ class StackConfig(BaseModel):
     runnables: list[str] = Field(default_factory=list, description="'module:attribute' of agents and flows to serve")
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings tables")
     budgets: BudgetsConfig | None = Field(default=None, description="[budgets]: limits per execution, runnable, tenant")
+    calls: CallsConfig | None = Field(default=None, description="[calls]: timeouts and retries per runnable, action")
 
 
 @dataclass(frozen=True)

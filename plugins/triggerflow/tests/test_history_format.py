@@ -163,3 +163,21 @@ async def _write_fixtures() -> None:  # pragma: no cover - run once, by hand, by
 
 if __name__ == "__main__":  # pragma: no cover
     anyio.run(_write_fixtures)
+
+
+def test_the_documented_schema_is_the_code() -> None:
+    """docs/flows.md, "History records", lists every record kind with exactly its keys."""
+    import re
+
+    from keel_triggerflow._records import RECORDS
+
+    page = (Path(__file__).resolve().parents[3] / "docs" / "flows.md").read_text()
+    rows = {m[0]: (m[1], m[2]) for m in re.findall(r"^\| `(\w+)` \| `(\w+)` \| ([^|]+) \|", page, re.M)}
+    for t, record in RECORDS.items():
+        assert t in rows, f"record {t!r} is not documented in docs/flows.md"
+        name, keys = rows[t]
+        assert name == record.__name__
+        documented = {k.strip().strip("`") for k in keys.split(",")}
+        expected = {k for k in record.__required_keys__ if k != "t"}
+        expected |= {f"{k}?" for k in record.__optional_keys__}
+        assert documented == expected, (t, documented ^ expected)

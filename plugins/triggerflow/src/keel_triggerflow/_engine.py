@@ -28,6 +28,7 @@ from keel_triggerflow._events import FlowEvents
 from keel_triggerflow._history import inbox_name, stream_name, write_index
 from keel_triggerflow._interpreter import Interpreter
 from keel_triggerflow._journal import Journal
+from keel_triggerflow._records import Answer, EndRecord, ExternalEvent
 from keel_triggerflow._replay import Replay
 from keel_triggerflow._values import jsonable
 from keel_triggerflow._waits import Waits
@@ -202,7 +203,7 @@ class FlowExecution:
             raise FlowError(f"interrupt {interrupt_id!r} of execution {self.id} is not waiting ({state})")
         request_id = request_id or new_id("req")
         value = jsonable(value)
-        record = {"t": "sig", "i": interrupt_id, "r": request_id, "v": value}
+        record: Answer = {"t": "sig", "i": interrupt_id, "r": request_id, "v": value}
         if _inbox is not None:
             record["x"] = _inbox
             replay.inbox_after = _inbox
@@ -275,7 +276,7 @@ class FlowExecution:
             raise FlowError(f"execution {self.id} is not running; events can only reach a running execution")
         external = self._replay.external
         k = len(external) + 1
-        record = {"t": "ev", "n": event, "v": jsonable(value), "k": k}
+        record: ExternalEvent = {"t": "ev", "n": event, "v": jsonable(value), "k": k}
         external.append(record)
         if self._journal.history is not None:
             await self._journal.history.commit(record, force=True)
@@ -540,7 +541,7 @@ class FlowExecution:
         self._result = jsonable(result) if history is not None else result
         self._error = error
         if history is not None and not isinstance(error, LeaseError):
-            end: dict[str, Any] = {"t": "end", "status": status.value}
+            end: EndRecord = {"t": "end", "status": status.value}  # type: ignore[typeddict-item]
             root = self._root
             if root is not None and root.state:
                 end["state"] = root.state

@@ -20,6 +20,7 @@ row: no crash leaves an execution out of the index, or its row ``running`` after
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -58,17 +59,17 @@ class History:
         self.stream = stream_name(execution_id)
         self.seq = seq
         self.mode = mode
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Mapping[str, Any]] = []
         self._done = anyio.Event()
         self._leader = False
         self.error: BaseException | None = None
         self._writing = anyio.Lock()
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: Mapping[str, Any]) -> None:
         """Queue a record; it is written with the next commit (its order is kept)."""
         self._pending.append(record)
 
-    async def commit(self, record: dict[str, Any] | None = None, *, force: bool = False) -> None:
+    async def commit(self, record: Mapping[str, Any] | None = None, *, force: bool = False) -> None:
         """Queue ``record`` and return once it is in the store (``sync``), or once a batch is
         due (``batch``: every 64 records; ``force`` writes now)."""
         if record is not None:
@@ -77,7 +78,7 @@ class History:
             return
         await self.flush()
 
-    async def commit_with_index(self, record: dict[str, Any], **fields: Any) -> None:
+    async def commit_with_index(self, record: Mapping[str, Any], **fields: Any) -> None:
         """Write ``record`` (and whatever is queued) and the index row's ``fields`` in one
         transaction: a crash keeps both or neither."""
         await self.flush()
@@ -137,7 +138,7 @@ class History:
                         self.seq = await self.store.append(self.tenant, self.stream, batch, expected_seq=self.seq)
                     else:
 
-                        async def ops(batch: list[dict[str, Any]] = batch) -> list[WriteOp]:
+                        async def ops(batch: list[Mapping[str, Any]] = batch) -> list[WriteOp]:
                             return [Append(self.stream, batch, expected_seq=self.seq)]
 
                         await self._write(ops)

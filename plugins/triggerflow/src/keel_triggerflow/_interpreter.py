@@ -19,6 +19,7 @@ from pydantic import BaseModel
 import keel
 from keel_triggerflow._context import Context, Scope
 from keel_triggerflow._ops import STOP, Op, Step, Tail, emit_thread, thread_hash
+from keel_triggerflow._records import AttemptFailed, Decision, ErrorInfo, StepCompleted, StepFailedRecord
 from keel_triggerflow._values import BLOB_THRESHOLD, jsonable, model_ref, revive
 from keel_triggerflow.types import FlowError, LeaseError, MissingResourceError, StepFailed
 
@@ -60,7 +61,7 @@ class _Resumed:
                     return stop.value
 
 
-def error_info(err: BaseException) -> dict[str, str]:
+def error_info(err: BaseException) -> ErrorInfo:
     """How a step's error is recorded and shown: its type name and message."""
     if isinstance(err, StepFailed):
         return {"type": err.error_type, "message": err.message}
@@ -83,7 +84,7 @@ class Interpreter:
         self.active = 0  # chunks running now (a wait inside a chunk counts too)
 
     # ------------------------------------------------------------------ what the ops see
-    def recorded(self, key: str) -> dict[str, Any] | None:
+    def recorded(self, key: str) -> StepCompleted | None:
         """The completion record of the step ``key`` (while replaying), or ``None``."""
         return self.replay.done.get(key)
 
@@ -95,7 +96,8 @@ class Interpreter:
         """Record the decision of the if/match ``key`` (with the next commit)."""
         history = self.journal.history
         if history is not None:
-            history.add({"t": "d", "p": key, "v": value})
+            record: Decision = {"t": "d", "p": key, "v": value}
+            history.add(record)
 
     error_info = staticmethod(error_info)
 
@@ -204,7 +206,7 @@ class Interpreter:
             self.events.add("flow.emit", {"event": event, "path": origin})
 
     # ------------------------------------------------------------------ steps
-    async def replay_step(self, scope: Scope, key: str, rec: dict[str, Any]) -> Any:
+    async def replay_step(self, scope: Scope, key: str, rec: StepCompleted) -> Any:
         for write in rec.get("s", ()):
             if len(write) == 1:
                 scope.state.pop(write[0], None)
@@ -273,7 +275,8 @@ class Interpreter:
                         await self._step_failed(history, op, key, attempt, info, ctx)
                         raise StepFailed(key, info["type"], info["message"], attempt) from err
                     if history is not None:
-                        history.add({"t": "x", "p": key, "a": attempt, "err": info})
+                        retry: AttemptFailed = {"t": "x", "p": key, "a": attempt, "err": info}
+                        history.add(retry)
                     if events:  # the attempt's end: tracers close its span, UIs show the retry
                         self.events.add(
                             "flow.step.retry", {"path": key, "step": op.name, "attempt": attempt, "error": info},
@@ -304,10 +307,11 @@ class Interpreter:
         return out
 
     async def _step_failed(
-        self, history: History | None, op: Step, key: str, attempt: int, info: dict[str, str], ctx: Context
+        self, history: History | None, op: Step, key: str, attempt: int, info: ErrorInfo, ctx: Context
     ) -> None:
         if history is not None:
-            await history.commit({"t": "f", "p": key, "a": attempt, "err": info})
+            record: StepFailedRecord = {"t": "f", "p": key, "a": attempt, "err": info}
+            await history.commit(record)
         if self.step_events:
             self.events.add(
                 "flow.step.failed", {"path": key, "step": op.name, "error": info}, level="error", span=ctx.span_id
@@ -315,7 +319,7 @@ class Interpreter:
 
     async def _record_completion(self, history: History, key: str, out: Any, ctx: Context, scope: Scope) -> None:
         data = jsonable(out)
-        record: dict[str, Any] = {"t": "c", "p": key, "o": data}
+        record: StepCompleted = {"t": "c", "p": key, "o": data}
         if data is not None and not isinstance(data, (int, float, bool)):
             try:
                 text = json.dumps(data)

@@ -10,6 +10,7 @@ import anyio
 
 from keel import ConflictError, ExecutionStatus, Store, new_id
 from keel_triggerflow._history import History, Lease, inbox_name, stream_name, write_index
+from keel_triggerflow._records import HISTORY_FORMAT, Answer, StartRecord
 from keel_triggerflow._values import jsonable
 from keel_triggerflow.types import FlowError, LeaseError
 
@@ -68,7 +69,13 @@ class Journal:
         self.history = History(store, x.tenant, x.id, seq, x.durability, self.lease)
         if seq == 0:
             flow = x.flow
-            start = {"t": "start", "flow": flow.name, "input": jsonable(input), "dur": x.durability, "v": 2}
+            start: StartRecord = {
+                "t": "start",
+                "flow": flow.name,
+                "input": jsonable(input),
+                "dur": x.durability,
+                "v": HISTORY_FORMAT,
+            }
             if flow.ref:
                 start["ref"] = flow.ref
             if flow.definition is not None:
@@ -165,7 +172,7 @@ class Journal:
             x = self.x
             await write_index(self.store, x.tenant, x.id, seq=self.history.seq, **self.index_fields())
 
-    async def commit_answer(self, record: dict[str, Any]) -> None:
+    async def commit_answer(self, record: Answer) -> None:
         """Record an answer or a timeout; when the index says ``waiting``, it says ``running`` again
         in the same transaction (a crash from here on must leave the execution to resume)."""
         assert self.history is not None

@@ -18,6 +18,7 @@ from keel_triggerflow.types import BranchError, FlowDefinitionError
 
 if TYPE_CHECKING:
     from keel_triggerflow._context import Scope as _Scope
+    from keel_triggerflow._records import ErrorInfo, StepCompleted
 
 DEFAULT_CONCURRENCY = 256  # branches at once when batch/for_each name no concurrency
 STOP: Any = object()  # a thread ends here (a collect that is not yet full)
@@ -44,9 +45,9 @@ class OpHost(Protocol):
 
     replaying: bool
 
-    def recorded(self, key: str) -> dict[str, Any] | None: ...
+    def recorded(self, key: str) -> StepCompleted | None: ...
 
-    async def replay_step(self, scope: _Scope, key: str, rec: dict[str, Any]) -> Any: ...
+    async def replay_step(self, scope: _Scope, key: str, rec: StepCompleted) -> Any: ...
 
     async def call(self, op: Step, scope: _Scope, value: Any, key: str, tail: bool = False) -> Any: ...
 
@@ -58,7 +59,7 @@ class OpHost(Protocol):
 
     def decide(self, key: str, value: Any) -> None: ...
 
-    def error_info(self, err: BaseException) -> dict[str, str]: ...
+    def error_info(self, err: BaseException) -> ErrorInfo: ...
 
     def fire(self, scope: _Scope, event: str, value: Any, origin: str, k: int) -> None: ...
 
@@ -266,7 +267,8 @@ class _Join(Op):
                 results[i] = await x.run_ops(scope, ops, value, thread, False)
             except Exception as err:
                 if collect:
-                    results[i] = BranchError(error=x.error_info(err)).model_dump()
+                    info = x.error_info(err)
+                    results[i] = BranchError(error={"type": info["type"], "message": info["message"]}).model_dump()
                 elif not failure:
                     failure.append(err)
                     scope_ref[0].cancel()

@@ -7,7 +7,17 @@ taken again, and each recorded wait waits again (or has its recorded answer).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
+from keel_triggerflow._records import (
+    Answer,
+    EndRecord,
+    ExternalEvent,
+    Record,
+    StepCompleted,
+    StepFailedRecord,
+    WaitStarted,
+)
 
 
 class Replay:
@@ -30,39 +40,38 @@ class Replay:
 
     def __init__(self) -> None:
         self.replaying = False  # a loaded execution: look up each step before running it
-        self.done: dict[str, dict[str, Any]] = {}  # step path -> completion record
-        self.failed: dict[str, dict[str, Any]] = {}  # step path -> failure record
+        self.done: dict[str, StepCompleted] = {}  # step path -> completion record
+        self.failed: dict[str, StepFailedRecord] = {}  # step path -> failure record
         self.attempts: dict[str, int] = {}  # step path -> attempts that failed and were retried
         self.decisions: dict[str, Any] = {}  # if/match path -> the branch (or hits) taken
-        self.waits: dict[str, dict[str, Any]] = {}  # interrupt id -> wait record
-        self.answers: dict[str, dict[str, Any]] = {}  # interrupt id -> answer (or timeout) record
+        self.waits: dict[str, WaitStarted] = {}  # interrupt id -> wait record
+        self.answers: dict[str, Answer] = {}  # interrupt id -> answer (or timeout) record
         self.requests: dict[str, Any] = {}  # request id -> payload
-        self.external: list[dict[str, Any]] = []  # events delivered by execution.emit, in order
-        self.end: dict[str, Any] | None = None  # the end record of a finished execution
+        self.external: list[ExternalEvent] = []  # events delivered by execution.emit, in order
+        self.end: EndRecord | None = None  # the end record of a finished execution
         self.inbox_after = 0  # the last inbox record applied
         self.length = 0  # records in the history when it was loaded
 
-    def load(self, records: list[dict[str, Any]]) -> None:
-        """Fill the tables from a history's records (the start record included)."""
-        for data in records:
-            t = data["t"]
-            if t == "c":
+    def load(self, records: list[Any]) -> None:
+        """Fill the tables from a history's records (the start record included; see ``_records``)."""
+        for data in cast(list[Record], records):
+            if data["t"] == "c":
                 self.done[data["p"]] = data
-            elif t == "x":
+            elif data["t"] == "x":
                 self.attempts[data["p"]] = data["a"]
-            elif t == "f":
+            elif data["t"] == "f":
                 self.failed[data["p"]] = data
-            elif t == "d":
+            elif data["t"] == "d":
                 self.decisions[data["p"]] = data["v"]
-            elif t == "w":
+            elif data["t"] == "w":
                 self.waits[data["i"]] = data
-            elif t == "sig":
+            elif data["t"] == "sig":
                 self.answers[data["i"]] = data
                 self.requests[data["r"]] = data.get("v")
                 self.inbox_after = max(self.inbox_after, data.get("x", 0))
-            elif t == "ev":
+            elif data["t"] == "ev":
                 self.external.append(data)
-            elif t == "end":
+            elif data["t"] == "end":
                 self.end = data
         self.length = len(records)
         self.replaying = True

@@ -9,6 +9,7 @@ import anyio
 
 from keel import ExecutionStatus
 from keel_triggerflow._ops import thread_hash
+from keel_triggerflow._records import Answer, WaitStarted
 from keel_triggerflow.types import Interrupt, WaitTimeout
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class Waits:
         waiting = self.waiting[iid] = Waiting(interrupt)
         journal.start_inbox()
         if recorded is None:
-            record = {"t": "w", "p": path, "i": iid, "n": name, "payload": payload, "deadline": deadline}
+            record: WaitStarted = {"t": "w", "p": path, "i": iid, "n": name, "payload": payload, "deadline": deadline}
             replay.waits[iid] = record
             if journal.history is not None:
                 await journal.history.commit(record, force=True)
@@ -79,10 +80,10 @@ class Waits:
                 with anyio.move_on_after(max(0.0, deadline - time.time())):
                     await waiting.event.wait()
                 if not waiting.event.is_set():
-                    record = {"t": "sig", "i": iid, "r": f"timeout:{iid}", "to": True}
-                    replay.answers[iid] = record
+                    answer: Answer = {"t": "sig", "i": iid, "r": f"timeout:{iid}", "to": True}
+                    replay.answers[iid] = answer
                     if journal.history is not None:
-                        await journal.commit_answer(record)
+                        await journal.commit_answer(answer)
                     x._events.add("flow.wait.timeout", {"interrupt": iid, "name": name})
         finally:
             self.waiting.pop(iid, None)

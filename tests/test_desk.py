@@ -78,6 +78,7 @@ def assert_walked(output: str, approved_by: str) -> dict[str, object]:
     assert "the scheduled SLA check sent a reminder" in output
     assert "task.waiting" in output and "task.completed" in output  # through the signed webhook channel
     assert "no divergence" in output and ", 0 fail" in output
+    assert "action_calls 4/8" in output  # the ticket's budgets: kb lookup, kb search, policy script, refund
     return dict(result)
 
 

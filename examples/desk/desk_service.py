@@ -302,10 +302,14 @@ def brief(ctx: Context) -> str:
     reviewed: Reviewed = ctx.value
     ctx.state.set("evidence_ref", reviewed.evidence.evidence_ref)
     t, e = reviewed.case.ticket, reviewed.evidence
+    decided = (
+        f"The refund of {e.refund_eur:.2f} EUR is being processed ({e.rule})."
+        if e.refund_eur > 0
+        else f"No refund is due ({e.rule})."
+    )
     return (
-        f"Customer {t.customer} wrote: {t.subject}. {t.body}\n"
-        f"Evidence: order {t.order}, {e.order.get('item')}, {e.order.get('total_eur')} EUR; "
-        f"policy: refund {e.refund_eur:.2f} EUR ({e.rule})."
+        f"Customer {t.customer} wrote about order {t.order} ({e.order.get('item')}): {t.subject}.\n"
+        f"Decision: {decided} Tell the customer this, kindly, in one or two sentences."
     )
 
 
@@ -446,6 +450,32 @@ cpu_seconds = 5
 wall_seconds = 20
 languages = ["python"]
 health_interval = 30
+
+# governance: what one ticket may spend, checked by the kernel before each call (docs/budgets.md)
+[budgets.runnables.desk]          # a flow's limits hold across the agents it runs
+model_requests = 6                # two agents, each with up to two retries
+tokens = 20000
+cost = 0.05                       # USD
+action_calls = 8                  # kb lookup, kb search, the policy script, the refund: 4
+wall_time = 691200                # seconds, waits included: the approval may wait 7 days
+
+[budgets.runnables.classifier]
+model_requests = 3
+tokens = 8000
+wall_time = 180
+
+[budgets.runnables.reviewer]
+model_requests = 3
+tokens = 8000
+wall_time = 180
+
+[budgets.tenants.default]         # the whole desk, per UTC day
+model_requests = 2000
+period = "day"
+
+[budgets.prices."local"]          # the embedded model runs on this machine: no per-token price
+input = 0.0
+output = 0.0
 
 [settings.devtools]
 path = "{state / "devtools.db"}"

@@ -90,6 +90,9 @@ async def walk(desk: Desk, *, answer: str = "auto", say: Callable[[str], None] =
     say(f"stage 8    the webhook channel delivered (signed, verified by the receiver): {', '.join(kinds)}")
     evidence = await _evidence(desk, ticket["id"])
     say(f"stage 10   Workspace ticket-{ticket['id']}: {evidence}")
+    usage = await desk.runtime.budgets.usage(execution_id)
+    spent = ", ".join(f"{k} {_amount(usage.get(k))}/{usage['limits'][k]}" for k in sorted(usage.get("limits") or {}))
+    say(f"governance budgets of this ticket (checked before each call): {spent}")
     record = await desk.ticket(ticket["id"]) or {}
     stage_11 = await _observe(desk, execution_id, record.get("classifier_execution", ""), say)
     rows = run_doctor(DoctorContext.from_runtime(desk.runtime))
@@ -103,6 +106,10 @@ async def walk(desk: Desk, *, answer: str = "auto", say: Callable[[str], None] =
         "ticket": ticket["id"], "execution_id": execution_id, "outcome": outcome, "intake": (first.status_code, again.status_code),
         "notifications": kinds, "doctor": {r.row: r.status for r in rows}, **stage_11,
     }  # fmt: skip
+
+
+def _amount(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 async def _answer(desk: Desk, execution_id: str, question: str, how: str, say: Callable[[str], None]) -> None:

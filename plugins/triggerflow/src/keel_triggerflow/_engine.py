@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 import keel.budgets
-from keel import ConflictError, ExecutionStatus, KeelError, Runtime, RuntimeEvent, Store, new_id
+from keel import ConflictError, ExecutionStatus, KeelError, Runtime, RuntimeEvent, new_id
 from keel_triggerflow._context import Context, Scope
 from keel_triggerflow._events import FlowEvents
-from keel_triggerflow._history import inbox_name, stream_name, write_index
+from keel_triggerflow._history import stream_name
 from keel_triggerflow._interpreter import Interpreter
 from keel_triggerflow._journal import Journal
 from keel_triggerflow._records import Answer, EndRecord, ExternalEvent
@@ -214,7 +214,7 @@ class FlowExecution:
                     # another process moved it on since this object read it: judge the answer again
                     return await self.continue_with(interrupt_id, value, request_id=request_id, _inbox=_inbox)
             except LeaseError:
-                await self._answer_through_inbox(interrupt_id, request_id, value)
+                await journal.answer_through_inbox(interrupt_id, request_id, value)
                 return
         if journal.history is not None:
             await journal.commit_answer(record)
@@ -224,43 +224,6 @@ class FlowExecution:
         self._events.add("flow.signal", {"interrupt": interrupt_id, "request_id": request_id})
         if self._adopted and not self._started and self.runtime.started:
             await self.start(self._input)  # adopted while waiting: the answer continues it here
-
-    async def _answer_through_inbox(self, interrupt_id: str, request_id: str, value: Any) -> None:
-        """Another live process owns the execution: leave the answer in its inbox."""
-        store = self._journal.store or self.runtime.store()
-        if not await self._answered_in_inbox(store, interrupt_id, request_id, value):
-            await store.append(self.tenant, inbox_name(self.id), [{"i": interrupt_id, "r": request_id, "v": value}])
-            # the row says 'running' from now on: a restart resumes it, and its inbox is applied
-            seq = await store.last_seq(self.tenant, stream_name(self.id))
-            await write_index(store, self.tenant, self.id, seq=seq, status="running")
-        # not in the requests: if this object takes the execution over, its inbox reader
-        # must apply the answer, not take it for a duplicate (a repeat is checked in the inbox)
-        if self._adopted and self.runtime.started:
-            # the owner may be a process that died a moment ago: take over once its lease expires
-            from keel_triggerflow._adopt import resume_if_orphaned
-
-            await resume_if_orphaned(self.runtime, self)
-
-    async def _answered_in_inbox(self, store: Store, interrupt_id: str, request_id: str, value: Any) -> bool:
-        """Check an answer against the ones already in the inbox, as the owner will: the same
-        request id is a no-op with the same payload and a :class:`keel.ConflictError` with another,
-        told to this caller (the owner only logs what it rejects). Another answer to the same
-        interrupt, with another request id, is refused too."""
-        for record in await store.read(self.tenant, inbox_name(self.id), after=self._replay.inbox_after):
-            data = record.data
-            if data.get("r") == request_id:
-                if data.get("v") != value or data.get("i") != interrupt_id:
-                    raise ConflictError(
-                        f"request id {request_id!r} was already used with another payload on execution {self.id}; "
-                        "use a new request id for a new answer"
-                    )
-                return True
-            if data.get("i") == interrupt_id:
-                raise FlowError(
-                    f"interrupt {interrupt_id!r} of execution {self.id} is not waiting (already answered by "
-                    f"request {data.get('r')!r}, on its way to the process that runs it)"
-                )
-        return False
 
     def _check_duplicate(self, request_id: str, payload: Any) -> None:
         if self._replay.requests[request_id] != jsonable(payload):

@@ -137,6 +137,45 @@ class Journal:
             except (FlowError, ConflictError) as err:
                 x._events.add("flow.signal.rejected", {"interrupt": data.get("i"), "reason": str(err)}, level="warning")
 
+    async def answer_through_inbox(self, interrupt_id: str, request_id: str, value: Any) -> None:
+        """Another live process owns the execution: leave the answer in its inbox."""
+        x = self.x
+        store = self.store or x.runtime.store()
+        if not await self._answered_in_inbox(store, interrupt_id, request_id, value):
+            await store.append(x.tenant, inbox_name(x.id), [{"i": interrupt_id, "r": request_id, "v": value}])
+            # the row says 'running' from now on: a restart resumes it, and its inbox is applied
+            seq = await store.last_seq(x.tenant, stream_name(x.id))
+            await write_index(store, x.tenant, x.id, seq=seq, status="running")
+        # not in the requests: if this object takes the execution over, its inbox reader
+        # must apply the answer, not take it for a duplicate (a repeat is checked in the inbox)
+        if x._adopted and x.runtime.started:
+            # the owner may be a process that died a moment ago: take over once its lease expires
+            from keel_triggerflow._adopt import resume_if_orphaned
+
+            await resume_if_orphaned(x.runtime, x)
+
+    async def _answered_in_inbox(self, store: Store, interrupt_id: str, request_id: str, value: Any) -> bool:
+        """Check an answer against the ones already in the inbox, as the owner will: the same
+        request id is a no-op with the same payload and a :class:`keel.ConflictError` with another,
+        told to this caller (the owner only logs what it rejects). Another answer to the same
+        interrupt, with another request id, is refused too."""
+        x = self.x
+        for record in await store.read(x.tenant, inbox_name(x.id), after=x._replay.inbox_after):
+            data = record.data
+            if data.get("r") == request_id:
+                if data.get("v") != value or data.get("i") != interrupt_id:
+                    raise ConflictError(
+                        f"request id {request_id!r} was already used with another payload on execution {x.id}; "
+                        "use a new request id for a new answer"
+                    )
+                return True
+            if data.get("i") == interrupt_id:
+                raise FlowError(
+                    f"interrupt {interrupt_id!r} of execution {x.id} is not waiting (already answered by "
+                    f"request {data.get('r')!r}, on its way to the process that runs it)"
+                )
+        return False
+
     # ------------------------------------------------------------------ index
     def index_if_waiting(self) -> None:
         """Mark the index row ``waiting`` (with the nearest deadline) once every running chunk is

@@ -473,6 +473,31 @@ wall_time = 180
 model_requests = 2000
 period = "day"
 
+# timeouts and retries in one place (docs/budgets.md): a read is retried, a write or a refund never
+[calls.runnables.classifier]
+timeout = 120                     # seconds for the whole execution
+retries = 2                       # answers failing the contract fed back and asked again
+
+[calls.runnables.reviewer]
+timeout = 120
+retries = 2
+
+[calls.actions.kb_lookup_order]
+timeout = 20
+retries = 2
+backoff = 0.5
+
+[calls.actions.kb_search_articles]
+timeout = 20
+retries = 2
+backoff = 0.5
+
+[calls.actions.run_python]
+timeout = 30                      # the sandbox's own wall_seconds = 20 ends the script first
+
+[calls.actions.issue_refund]
+timeout = 30                      # irreversible: one attempt, no retries
+
 [budgets.prices."local"]          # the embedded model runs on this machine: no per-token price
 input = 0.0
 output = 0.0

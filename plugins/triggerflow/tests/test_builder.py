@@ -439,8 +439,9 @@ async def test_external_events_reach_when_chains_and_close_returns_the_snapshot(
     flow.when("order").to(record)
     async with flow.create_execution() as execution:
         await execution.start(None)
-        while not execution.get_pending_interrupts():
-            await anyio.sleep(0.01)
+        with anyio.fail_after(10):
+            while not execution.get_pending_interrupts():
+                await anyio.sleep(0.01)
         await execution.emit("order", {"id": 1})
         await execution.signal("order", {"id": 2})  # a signal no wait expects, but a when() handles
         await execution.signal("stop", "enough")

@@ -15,6 +15,7 @@ from keel_triggerflow import (
     FlowError,
     LeaseError,
     MissingResourceError,
+    StepFailed,
     TriggerFlow,
     WaitTimeout,
     purge_executions,
@@ -121,8 +122,9 @@ async def test_reject_path(make_runtime: Any) -> None:
     execution = approve_or_reject.create_execution(make_runtime(MemoryStore()))
     async with execution:
         await execution.start("x")
-        while not execution.get_pending_interrupts():
-            await anyio.sleep(0.01)
+        with anyio.fail_after(10):
+            while not execution.get_pending_interrupts():
+                await anyio.sleep(0.01)
         await execution.signal("approval", "reject")
         assert await execution.result() == "rejected"
 
@@ -161,8 +163,9 @@ async def test_a_timeout_that_passed_while_no_process_ran_fires_on_resume(make_r
     second = await flow.load(first.id, make_runtime(store))
     snapshot = await second.run()
     assert snapshot.status == "failed" and "timed out" in (snapshot.error or "")
-    with pytest.raises(WaitTimeout):
-        raise WaitTimeout(snapshot.error or "")
+    with pytest.raises(StepFailed) as failed:
+        await second.result()
+    assert failed.value.error_type == WaitTimeout.__name__
 
 
 async def test_one_owner_at_a_time_and_an_expired_lease_is_recoverable(make_runtime: Any) -> None:
@@ -172,18 +175,21 @@ async def test_one_owner_at_a_time_and_an_expired_lease_is_recoverable(make_runt
     owner = flow.create_execution(make_runtime(store), lease_ttl=0.3)
     async with anyio.create_task_group() as tg:
         tg.start_soon(owner.run, 0)
-        while len(runs) < 2:
-            await anyio.sleep(0.01)
+        with anyio.fail_after(10):
+            while len(runs) < 2:
+                await anyio.sleep(0.01)
         other = await flow.load(owner.id, make_runtime(store))
         with pytest.raises(LeaseError, match="owned by"):
             await other.run()
         tg.cancel_scope.cancel()
     # the owner's process is gone without releasing: simulate by re-taking the lease as a stranger
-    await store.put("default", "triggerflow", f"lease:{owner.id}", {"owner": "dead", "expires": time.time() + 0.2})
+    lease = f"lease:{owner.id}"
+    await store.put("default", "triggerflow", lease, {"owner": "dead", "expires": time.time() + 60})
     blocked = await flow.load(owner.id, make_runtime(store))
     with pytest.raises(LeaseError):
         await blocked.run()
-    await anyio.sleep(0.25)
+    # the stranger's lease runs out (written as expired: no sleep racing a TTL)
+    await store.put("default", "triggerflow", lease, {"owner": "dead", "expires": time.time() - 1})
     recovered = await flow.load(owner.id, make_runtime(store))
     assert (await recovered.run()).result == 6
 
@@ -407,8 +413,9 @@ async def test_a_signal_from_another_process_reaches_the_live_owner(make_runtime
     async with make_runtime(store) as owner_runtime:
         owner = flow.create_execution(owner_runtime)
         await owner.start("x")
-        while not owner.get_pending_interrupts():
-            await anyio.sleep(0.01)
+        with anyio.fail_after(10):
+            while not owner.get_pending_interrupts():
+                await anyio.sleep(0.01)
         other = await flow.load(owner.id, make_runtime(store))  # another process, lease held by the owner
         await other.signal("approval", "yes", request_id="r-1")
         with pytest.raises(ConflictError):

@@ -58,8 +58,9 @@ async def test_local_runner_starts_and_resumes(keel_runtime: Any) -> None:
     flow.to(lambda ctx: ctx.value + 1).pause_for("go").to(lambda ctx: ctx.value)
     runner = get_runner(keel_runtime)
     execution = await runner.start(flow, 1)
-    while not execution.get_pending_interrupts():  # type: ignore[attr-defined]
-        await anyio.sleep(0.01)
+    with anyio.fail_after(10):
+        while not execution.get_pending_interrupts():  # type: ignore[attr-defined]
+            await anyio.sleep(0.01)
     await execution.signal("go", "done")
     assert await execution.result() == "done"
 

@@ -4,8 +4,8 @@ a real `keel serve` subprocess over SQLite, SIGTERM, and `keel serve` again in t
 - SSE and WebSocket followers get a last ``reconnect`` event when the server shuts down;
 - after the restart, the events route replays the execution's product events from the store,
   ``Last-Event-ID`` from the first process works in the second, and ``seq`` goes on;
-- the execution still shows its runnable's name, and an answer's request id sent again after the
-  restart is delivered once.
+- the execution still shows its runnable's name, its Idempotency-Key still finds it, and an
+  answer's request id sent again after the restart is delivered once.
 """
 
 from __future__ import annotations
@@ -102,15 +102,16 @@ def _wait_status(http: httpx.Client, execution_id: str, status: str) -> dict[str
         time.sleep(0.05)
 
 
-def test_followers_are_told_to_reconnect_when_keel_serve_stops(tmp_path: Path) -> None:
+def test_followers_are_told_to_reconnect_and_the_events_go_on_after_a_restart(tmp_path: Path) -> None:
     folder = _stack(tmp_path)
     first = Serve(folder)
     with httpx.Client(base_url=first.url, timeout=30) as http:
-        started = http.post("/v1/runnables/review/executions", json={"topic": "cats"})
+        keyed = {"Idempotency-Key": "order-7"}
+        started = http.post("/v1/runnables/review/executions", json={"topic": "cats"}, headers=keyed)
         assert started.status_code == 202, started.text
         execution_id = started.json()["id"]
         assert started.json()["runnable"] == "review"
-        _wait_status(http, execution_id, "waiting")
+        before = _wait_status(http, execution_id, "waiting")
     # an SSE and a WebSocket follower are connected when the server is told to stop
     sse_text: list[str] = []
     ws_messages: list[Any] = []
@@ -153,6 +154,43 @@ def test_followers_are_told_to_reconnect_when_keel_serve_stops(tmp_path: Path) -
     assert json.loads(frames[-1]["data"])["after"] == last_seq
     assert ws_messages[-1]["type"] == "reconnect" and ws_messages[-1]["after"] == last_seq, ws_messages
     assert ws_close == [1012], "1012: service restart"
+
+    second = Serve(folder)
+    try:
+        with httpx.Client(base_url=second.url, timeout=30) as http:
+            view = _wait_status(http, execution_id, "waiting")
+            assert view["runnable"] == "review", "the runnable's name survives the restart"
+            again = http.post("/v1/runnables/review/executions", json={"topic": "cats"}, headers=keyed)
+            assert again.status_code == 202 and again.json()["id"] == execution_id, "the key survives too"
+            assert view["last_seq"] >= before["last_seq"]
+            # the first process's events, replayed from the store, with their seqs
+            replay = sse_events(_read_until(second.url, execution_id, "task.waiting", after=0, last_seq=last_seq))
+            assert [int(f["id"]) for f in replay][:last_seq] == list(range(1, last_seq + 1))
+            assert [f["data"] for f in replay][:last_seq] == [f["data"] for f in frames[:last_seq]]
+            # an answer, and the same answer again: delivered once
+            answer = {"payload": {"ok": True}, "request_id": "answer-1"}
+            assert http.post(f"/v1/executions/{execution_id}/signals/approve", json=answer).status_code == 202
+            assert http.post(f"/v1/executions/{execution_id}/signals/approve", json=answer).status_code == 202
+            other = {"payload": {"ok": False}, "request_id": "answer-1"}
+            conflict = http.post(f"/v1/executions/{execution_id}/signals/approve", json=other)
+            assert conflict.status_code == 409, conflict.text
+            done = _wait_status(http, execution_id, "completed")
+            assert done["output"] == {"shipped": {"ok": True}}
+            # Last-Event-ID of the first process: the rest, numbered on from there
+            rest = sse_events(
+                httpx.get(
+                    f"{second.url}/v1/executions/{execution_id}/events",
+                    headers={"Last-Event-ID": str(last_seq)},
+                    timeout=30,
+                ).text
+            )
+            seqs = [int(f["id"]) for f in rest]
+            assert seqs and seqs[0] == last_seq + 1 and seqs == list(range(last_seq + 1, last_seq + 1 + len(seqs)))
+            assert rest[-1]["event"] == "task.completed"
+            assert json.loads(rest[-1]["data"])["data"] == {"shipped": {"ok": True}}
+            assert sum(1 for f in rest if f["event"] == "task.completed") == 1
+    finally:
+        assert second.stop() == 0
 
 
 def _read_until(url: str, execution_id: str, event: str, *, after: int, last_seq: int) -> str:

@@ -107,3 +107,38 @@ def test_a_flow_stream_item_with_a_message_is_progress_and_other_items_stay_insi
     assert "desk.research" not in shown.model_dump_json()
     for item in ("raw text", {"rows": [1, 2]}, {"message": 7}):
         assert projection.runtime(keel.RuntimeEvent(kind="flow.stream", payload={"path": "p", "item": item})) is None
+
+
+def test_a_restored_log_keeps_its_seqs_and_fills_what_was_not_kept() -> None:
+    from keel_gateway import ProductLog
+
+    def event(kind: str, seq: int) -> keel.ProductEvent:
+        return keel.ProductEvent(type=kind, task_id="e", execution_id="e", seq=seq)  # type: ignore[arg-type]
+
+    log = ProductLog("acme", "e")
+    log.restore([event("task.started", 1), event("task.waiting", 4)])  # 2 and 3 were partials
+    assert [(e.seq, e.type) for e in log.events] == [
+        (1, "task.started"), (2, "task.progress"), (3, "task.progress"), (4, "task.waiting"),
+    ]  # fmt: skip
+    assert log.stored == 2 and log.frames[3].startswith(b"id: 4\n")
+    assert log.append(event("task.completed", 0)).seq == 5
+
+
+async def test_a_hub_with_state_continues_a_kept_log_and_keeps_what_it_adds() -> None:
+    from keel_gateway.state import GatewayState
+
+    async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+        runtime.use_model(ScriptedModel([ANSWER], chunks=3))
+        state = GatewayState(runtime)
+        execution = await agent().start("otters", runtime=runtime)
+        kept = keel.ProductEvent(type="task.progress", task_id=execution.id, execution_id=execution.id, seq=1)
+        await state.append_product(execution.tenant, execution.id, kept, expected_seq=0)
+        log = ProductHub(runtime, state=state).log(execution)
+        with anyio.fail_after(10):
+            async for _ in log.follow():
+                pass
+        seqs = [e.seq for e in log.events]
+        assert seqs == list(range(1, len(seqs) + 1)) and log.events[0].type == "task.progress"
+        stored = await state.product_events(execution.tenant, execution.id)
+        assert [e.seq for e in stored] == [e.seq for e in log.events if e.type != "task.partial"]
+        assert stored[-1].type == "task.completed"

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic_core import to_jsonable_python
 
-from keel import Execution, ExecutionStatus, ProductEvent, RuntimeEvent
+from keel import ConflictError, Execution, ExecutionStatus, ProductEvent, RuntimeEvent
 
 if TYPE_CHECKING:
     from keel import Runtime
+    from keel_gateway.state import GatewayState
 
 __all__ = ["FAILURE_TEXT", "TERMINAL", "ProductHub", "ProductLog", "Projection", "jsonable"]
 
@@ -248,6 +249,18 @@ class ProductLog:
         self.waiting_for: dict[str, Any] | None = None
         self.finished_at: float | None = None
         self._wake: anyio.Event | None = None
+        self.ready = anyio.Event()  # set once the events a previous process kept are restored
+        self.stored = 0  # records in the store's product stream (the next append expects this)
+        self.persisting = True  # False once another process writes the stream, or the store failed
+
+    def restore(self, events: list[ProductEvent]) -> None:
+        """Put back the events kept in the store, with their seqs. A seq that was not kept (a
+        ``task.partial``: agents' answers, which no restart continues) becomes a placeholder."""
+        for event in sorted(events, key=lambda e: e.seq or 0):
+            while event.seq is not None and len(self.events) + 1 < event.seq:
+                self.append(_event("task.progress", self.execution_id, message="(not kept)"))
+            self.append(event)
+        self.stored = len(events)
 
     def append(self, event: ProductEvent) -> ProductEvent:
         event.seq = len(self.events) + 1
@@ -310,13 +323,16 @@ class ProductHub:
     again projects it again from its events.
     """
 
-    def __init__(self, runtime: Runtime, *, keep_finished: int = 1000):
+    def __init__(self, runtime: Runtime, *, keep_finished: int = 1000, state: GatewayState | None = None):
         self.runtime = runtime
         self.keep_finished = keep_finished
+        self.state = state  # where product events are kept across restarts (None: in memory only)
         self._logs: OrderedDict[tuple[str, str], ProductLog] = OrderedDict()
         self.listeners: list[Callable[[Execution, ProductLog], None]] = []
 
-    def log(self, execution: Execution) -> ProductLog:
+    def log(self, execution: Execution, *, new: bool = False) -> ProductLog:
+        """The execution's product log, projected from here on; unless ``new`` (just started here),
+        the events a previous process kept come first (wait for ``log.ready``)."""
         key = (execution.tenant, execution.id)
         found = self._logs.get(key)
         if found is not None:
@@ -324,7 +340,7 @@ class ProductHub:
             return found
         product = self._logs[key] = ProductLog(execution.tenant, execution.id)
         self.runtime.task_group.start_soon(
-            self._project, execution, product, name=f"keel gateway project {execution.id}"
+            self._project, execution, product, new, name=f"keel gateway project {execution.id}"
         )
         self._evict()
         return product
@@ -339,11 +355,46 @@ class ProductHub:
         for key in finished[: max(0, len(finished) - self.keep_finished)]:
             del self._logs[key]
 
-    async def _project(self, execution: Execution, product: ProductLog) -> None:
+    async def _restore(self, execution: Execution, product: ProductLog) -> bool:
+        """Restore the kept events; ``True`` when they already end the execution."""
+        if self.state is None:
+            return False
+        try:
+            product.restore(await self.state.product_events(execution.tenant, execution.id))
+        except Exception:
+            log.warning("the kept product events of %s could not be read", execution.id, exc_info=True)
+            product.persisting = False  # do not write over what could not be read
+            return False
+        last = product.last
+        return last is not None and last.type in ("task.completed", "task.failed")
+
+    async def _keep(self, product: ProductLog, event: ProductEvent) -> None:
+        """Write one event to the store (all but ``task.partial``), for the next process."""
+        if self.state is None or not product.persisting or event.type == "task.partial":
+            return
+        try:
+            await self.state.append_product(product.tenant, product.execution_id, event, product.stored)
+            product.stored += 1
+        except ConflictError:
+            product.persisting = False  # another process projects it too: its copy is kept
+            log.info("product events of %s are kept by another process", product.execution_id)
+        except Exception:
+            product.persisting = False
+            log.warning("keeping product events of %s failed", product.execution_id, exc_info=True)
+
+    async def _add(self, product: ProductLog, event: ProductEvent) -> None:
+        product.append(event)
+        await self._keep(product, event)
+
+    async def _project(self, execution: Execution, product: ProductLog, new: bool = False) -> None:
         projection = Projection(execution.id)
         instant = getattr(execution, "instant", None)
         instant_done = anyio.Event()
         try:
+            ended = False if new else await self._restore(execution, product)
+            product.ready.set()
+            if ended:
+                return
             async with anyio.create_task_group() as tg:
                 if callable(instant):
                     tg.start_soon(self._partials, instant, projection, product, instant_done)
@@ -360,14 +411,15 @@ class ProductHub:
                         log.exception("projecting %s of %s failed", event.kind, execution.id)
                         continue
                     if found is not None:
-                        product.append(found)
+                        await self._add(product, found)
                 await instant_done.wait()
-                product.append(await self._final(execution, projection, terminal))
+                await self._add(product, await self._final(execution, projection, terminal))
         except Exception:
             log.exception("the projector of execution %s failed", execution.id)
             if not (product.last and product.last.type in ("task.completed", "task.failed")):
                 product.append(projection.failed("error", "its progress could not be followed"))
         finally:
+            product.ready.set()
             product.close()
             self._evict()
             for listener in list(self.listeners):

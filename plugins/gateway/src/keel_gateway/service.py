@@ -22,9 +22,10 @@ from keel import ConflictError, Execution, ExecutionStatus, KeelError, NotFoundE
 from keel_gateway.auth import Authenticator, AuthError, FailureThrottle, Principal, RateLimiter
 from keel_gateway.channels import ChannelDispatcher
 from keel_gateway.inputs import InputError, strict_json
-from keel_gateway.product import FAILURE_TEXT, ProductHub, failure_code, jsonable
+from keel_gateway.product import FAILURE_TEXT, ProductHub, ProductLog, failure_code, jsonable
 from keel_gateway.schemas import ApiError, ExecutionView, Links, SignalAccepted, SignalRequest, TaskError
 from keel_gateway.settings import GatewaySettings
+from keel_gateway.state import GatewayState
 
 __all__ = ["Gateway", "client_of", "credential_of"]
 
@@ -40,11 +41,18 @@ class Gateway:
         self.auth = Authenticator(settings)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.failures = FailureThrottle(settings)
-        self.hub = ProductHub(runtime, keep_finished=settings.keep_finished)
+        self.state = GatewayState(runtime)
+        self.hub = ProductHub(runtime, keep_finished=settings.keep_finished, state=self.state)
         self.dispatcher = ChannelDispatcher.from_stack(runtime, self.hub, settings.channels)
-        self.runnable_of: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self.idempotent: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self.signals: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
+        # a cache of what the store keeps (gateway/run:<id>); idempotency keys live in the store only
+        self._runnables: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # answers this process delivered, by request id. Not the source of truth (the execution is,
+        # and the store behind it, across restarts and workers): a guard, because a TriggerFlow
+        # execution owned by a dead process's lease takes each repeat of one answer into its inbox
+        # and applies every copy once it is adopted (tests/test_serve_restart_drill.py without this
+        # guard: one execution's history grows to ~400 records and it ends failed). Drop it when
+        # FlowExecution deduplicates inbox answers by request id.
+        self._answers: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
         self._validators: dict[str, Any] = {}
         self.draining = False  # shutting down: followers get a "reconnect" event and end
         self.followers = 0
@@ -122,9 +130,31 @@ class Gateway:
 
     # --------------------------------------------------------------------------------------- views
 
+    async def runnable_of(self, execution: Execution) -> str | None:
+        """The runnable an execution was started from, when a gateway over this store started it."""
+        key = (execution.tenant, execution.id)
+        name = self._runnables.get(key)
+        if name is None:
+            name = await self.state.runnable_of(execution.tenant, execution.id)
+            if name is not None:
+                self._cache_runnable(key, name)
+        return name
+
+    def _cache_runnable(self, key: tuple[str, str], name: str) -> None:
+        self._runnables[key] = name
+        while len(self._runnables) > 100_000:
+            self._runnables.popitem(last=False)
+
+    async def product_log(self, execution: Execution) -> ProductLog:
+        """The execution's product log, once the events a previous process kept are back (<= 5 s)."""
+        product = self.hub.log(execution)
+        with anyio.move_on_after(5.0):
+            await product.ready.wait()
+        return product
+
     async def view(self, execution: Execution) -> ExecutionView:
         status = execution.status
-        product = self.hub.log(execution)
+        product = await self.product_log(execution)
         if status is ExecutionStatus.WAITING and product.waiting_for is None:
             # just adopted (after a restart): its projector is replaying what it waits for
             with anyio.move_on_after(1.0):
@@ -149,7 +179,7 @@ class Gateway:
         return ExecutionView(
             id=execution.id,
             kind=execution.kind,
-            runnable=self.runnable_of.get((execution.tenant, execution.id)),
+            runnable=await self.runnable_of(execution),
             status=status.value,
             output=output,
             error=error,
@@ -172,25 +202,7 @@ class Gateway:
         except InputError as err:
             raise ApiError(422, "invalid_request", str(err)) from None
         self.validate(runnable.name, runnable.input_schema(), value)
-        execution: Execution | None = None
-        if key is not None:
-            known = self.idempotent.get((principal.tenant, key))
-            if known is not None:
-                try:
-                    execution = await self.runtime.find_execution(known, principal.tenant)
-                except NotFoundError:
-                    execution = None
-        if execution is None:
-            # through the runtime: a task of this execution that raises fails this execution only
-            execution = await self.runtime.start(runnable, value, tenant=principal.tenant)
-            self.runnable_of[(execution.tenant, execution.id)] = runnable.name
-            while len(self.runnable_of) > 100_000:
-                self.runnable_of.popitem(last=False)
-            if key is not None:
-                self.idempotent[(principal.tenant, key)] = execution.id
-                while len(self.idempotent) > 10_000:
-                    self.idempotent.popitem(last=False)
-            self.dispatcher.follow(execution)
+        execution = await self._start_once(runnable, value, principal.tenant, key)
         product = self.hub.log(execution)
         if wait:
             with anyio.move_on_after(timeout):
@@ -202,38 +214,73 @@ class Gateway:
             view.model_dump(mode="json"), status_code=200 if wait and finished else 202, headers=headers
         )
 
+    async def _start_once(self, runnable: Runnable, value: Any, tenant: str, key: str | None) -> Execution:
+        """Start ``runnable``; with an ``Idempotency-Key``, the execution that key already started
+        (kept in the store: across restarts and workers). A key whose execution no longer exists
+        (a non-durable one, after a restart) starts a new one."""
+        if key is not None:
+            try:
+                known = await self.state.claim(tenant, key)
+            except ConflictError as err:
+                raise ApiError(409, "conflict", str(err)) from None
+            if known is not None:
+                try:
+                    return await self.runtime.find_execution(known, tenant)
+                except NotFoundError:
+                    pass
+        try:
+            # through the runtime: a task of this execution that raises fails this execution only
+            execution = await self.runtime.start(runnable, value, tenant=tenant)
+        except BaseException:
+            if key is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.state.settle(tenant, key, None)
+            raise
+        self._cache_runnable((execution.tenant, execution.id), runnable.name)
+        self.hub.log(execution, new=True)
+        self.dispatcher.follow(execution)
+        await self.state.remember_runnable(execution.tenant, execution.id, runnable.name)
+        if key is not None:
+            await self.state.settle(tenant, key, execution.id)
+        return execution
+
     async def signal(
         self, execution: Execution, name: str, body: SignalRequest, principal: Principal
     ) -> SignalAccepted:
+        """Validate the answer against what the execution waits for, and deliver it. A request id
+        sent again is the execution's to recognise (the ``Execution`` protocol promises it: a durable
+        execution keeps them in its history, across restarts); ``_answers`` only stops this process
+        from delivering one twice (see its comment in ``__init__``)."""
         principal.require("signal")
-        accepted = SignalAccepted(execution_id=execution.id, signal=name, request_id=body.request_id, status="running")
         key = (execution.tenant, execution.id, body.request_id) if body.request_id else None
         fingerprint = (name, json.dumps(jsonable(body.payload), sort_keys=True))
-        if key is not None and key in self.signals:
-            # the same request again, even after the execution moved on: delivered once
-            if self.signals[key] != fingerprint:
+        if key is not None and key in self._answers:
+            if self._answers[key] != fingerprint:
                 raise ApiError(
                     409, "conflict", f"request id {body.request_id!r} was used with another signal or payload"
                 )
-            return accepted.model_copy(update={"status": execution.status.value})
-        if execution.status.finished:
-            raise ApiError(409, "conflict", f"execution {execution.id} has finished ({execution.status.value})")
-        product = self.hub.log(execution)
-        for entry in (product.waiting_for or {}).get("signals", []):
-            if entry.get("name") == name and isinstance(entry.get("schema"), dict):
-                self.validate(f"{execution.id}:{name}", entry["schema"], body.payload)
+            return SignalAccepted(
+                execution_id=execution.id, signal=name, request_id=body.request_id, status=execution.status.value
+            )
+        product = await self.product_log(execution)
+        if execution.status is ExecutionStatus.WAITING:
+            for entry in (product.waiting_for or {}).get("signals", []):
+                if entry.get("name") == name and isinstance(entry.get("schema"), dict):
+                    self.validate(f"{execution.id}:{name}", entry["schema"], body.payload)
         if key is not None:
-            self.signals[key] = fingerprint  # reserved before the await: a concurrent twin is a duplicate
-            while len(self.signals) > 100_000:
-                self.signals.popitem(last=False)
+            self._answers[key] = fingerprint  # before the await: a concurrent twin is a duplicate
+            while len(self._answers) > 100_000:
+                self._answers.popitem(last=False)
         try:
             await execution.signal(name, body.payload, request_id=body.request_id)
         except KeelError as err:
             if key is not None:
-                self.signals.pop(key, None)
-            code = "conflict" if isinstance(err, ConflictError | NotFoundError) else "rejected"
-            raise ApiError(409, code, str(err)) from None
-        return accepted.model_copy(update={"status": execution.status.value})
+                self._answers.pop(key, None)
+            conflict = isinstance(err, ConflictError | NotFoundError) or execution.status.finished
+            raise ApiError(409, "conflict" if conflict else "rejected", str(err)) from None
+        return SignalAccepted(
+            execution_id=execution.id, signal=name, request_id=body.request_id, status=execution.status.value
+        )
 
     async def cancel(self, execution: Execution, reason: str, principal: Principal) -> ExecutionView:
         principal.require("cancel")

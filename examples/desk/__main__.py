@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # desk_service, service, walk
 
 import anyio
-from service import open_desk
+from service import Desk, free_port, open_desk, serve_app
 from walk import devtools_hint, walk
 
 
@@ -35,10 +35,26 @@ async def main(args: argparse.Namespace) -> int:
         print(f"\nwalked in {time.monotonic() - began:.1f} s")
         print(devtools_hint(desk.state, done["execution_id"]))
         if interactive and not args.exit:
-            print(f"\nthe page stays up at {desk.url}/ui/ ; press Enter (or Ctrl-C) to stop")
-            await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            await stay_up(desk, done["execution_id"])
     failed = [row for row, status in done["doctor"].items() if status == "fail"]
     return 1 if failed or not done["replay_ok"] else 0
+
+
+async def stay_up(desk: Desk, execution_id: str) -> None:
+    """On a terminal: keep the page up and serve the DevTools UI over the recording, until Enter."""
+    from keel_devtools.web import build_app
+
+    port = free_port(7788)
+    servers: list[object] = []
+    async with anyio.create_task_group() as tg:
+        up = anyio.Event()
+        tg.start_soon(serve_app, build_app(desk.state / "devtools.db"), port, up, servers)
+        await up.wait()
+        print(f"\nDevTools:  http://127.0.0.1:{port}/executions/{execution_id}   (the recorded flow)")
+        print(f"the page:  {desk.url}/ui/")
+        print("both stay up; press Enter (or Ctrl-C) to stop")
+        await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        tg.cancel_scope.cancel()
 
 
 if __name__ == "__main__":
@@ -48,4 +64,8 @@ if __name__ == "__main__":
     parser.add_argument("--answer", choices=["auto", "terminal", "page"], help="who answers the refund approval")
     parser.add_argument("--port", type=int, default=8000, help="the page's port (another free one if taken)")
     parser.add_argument("--exit", action="store_true", help="exit after the walk, even on a terminal")
-    sys.exit(anyio.run(main, parser.parse_args()))
+    try:
+        sys.exit(anyio.run(main, parser.parse_args()))
+    except KeyboardInterrupt:
+        print("\nstopped")
+        sys.exit(130)

@@ -150,7 +150,8 @@ def _add_desk_routes(app: Any, desk_box: list[Desk]) -> None:
         return JSONResponse({"ok": True})
 
 
-async def _serve(app: Any, port: int, started: anyio.Event, server_box: list[uvicorn.Server]) -> None:
+async def serve_app(app: Any, port: int, started: anyio.Event, server_box: list[Any]) -> None:
+    """Serve an ASGI app with uvicorn on 127.0.0.1:port in the current task group, until cancelled."""
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     server_box.append(server)
@@ -219,8 +220,8 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
             servers: list[uvicorn.Server] = []
             async with anyio.create_task_group() as tg:
                 web_up, intake_up = anyio.Event(), anyio.Event()
-                tg.start_soon(_serve, gateway, web_port, web_up, servers)
-                tg.start_soon(_serve, intake.asgi(), intake_port, intake_up, servers)
+                tg.start_soon(serve_app, gateway, web_port, web_up, servers)
+                tg.start_soon(serve_app, intake.asgi(), intake_port, intake_up, servers)
                 await tg.start(worker.run)
                 await tg.start(maintenance.run)
                 tg.start_soon(scheduler.run)

@@ -68,12 +68,15 @@ async def test_one_stack_line_moves_the_same_flow_from_local_to_temporal(tempora
         assert await run_on(runtime, flow, "ada") == ("temporal", "ADA! (True)")
 
 
-async def test_a_flow_built_in_python_is_refused_with_the_way_out(temporal_address: str, tmp_path: Path) -> None:
-    flow = TriggerFlow("python-built")
-    flow.to(fetch).to(shout)
+async def test_what_a_python_built_flow_does_not_run_on_temporal_is_refused_naming_it(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    flow = TriggerFlow("python-events")
+    flow.to(fetch).emit("fetched")
+    flow.when("fetched").to(shout)
     on_temporal = stack(tmp_path, f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n')
     async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
-        with pytest.raises(TemporalRunnerError, match="built in Python.*Registry.load"):
+        with pytest.raises(TemporalRunnerError, match=r"'when' chains.*node 1: a 'emit' node does not run"):
             await get_runner(runtime).start(flow, "ada")
 
 
@@ -324,3 +327,59 @@ async def test_a_failing_branch_reads_the_same_on_both_runners(temporal_address:
     fails = shop.load({"name": "fails", "steps": [{"for_each": [{"to": "boom"}]}]})
     on_local, on_temporal = await both(temporal_address, tmp_path / "f", fails, ["x"])
     assert on_temporal[0] == on_local[0] == "step @0[0]@0.f.0 failed after 1 attempt(s): ValueError: no x"
+
+
+# ------------------------------------------------------------- flows built in Python: the runner contract
+def python_shop() -> TriggerFlow:
+    """The shop flow again, built in Python: lambdas as conditions, a payload function, set_result."""
+
+    async def wrap_gift(ctx: Any) -> Any:
+        seen(ctx, "wrapit")
+        return f"wrapped for {ctx.value['ship']}"
+
+    gift = TriggerFlow("gift")
+    gift.to(wrap_gift)
+
+    async def noted(ctx: Any) -> Any:
+        seen(ctx, "noted")
+        ctx.set_result({"noted": ctx.value})
+        return ctx.value
+
+    flow = TriggerFlow("python-shop", reducers={"log": "list"})
+    flow.to(order).set_state("log")
+    flow.match(lambda v: v["tier"]).case("vip").to(discount).end_match()
+    flow.to(items).for_each().to(price).end_for_each().to(total)
+    flow.if_condition(lambda v: v > 40).to(shipping("express"))
+    flow.elif_condition(lambda v, state: v > 10 and state["count"] >= 1).to(shipping("ground"))
+    flow.else_condition().to(shipping("pickup")).end_condition()
+    flow.batch(("label", label), ("gift", gift))
+    flow.to(noted).to(after_end)
+    return flow
+
+
+@pytest.mark.parametrize("value", [{"tier": "vip", "items": ["ab", "cde"]}, {"tier": "basic", "items": ["a"]}])
+async def test_a_flow_built_in_python_runs_on_temporal_as_on_the_local_runner(
+    temporal_address: str, tmp_path: Path, value: Any
+) -> None:
+    on_local, on_temporal = await both(temporal_address, tmp_path, python_shop(), value)
+    assert on_temporal == on_local
+    assert isinstance(on_local[0], dict) and "noted" in on_local[0], on_local  # ctx.set_result, on both
+    assert ("wrapit", "@7.gift.0>@0") in on_local[1], "a sub-flow's step in a batch branch: the same path on both"
+
+
+async def test_a_python_flow_waits_and_is_answered_the_same_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    async def verdict(ctx: Any) -> str:
+        return "approved" if ctx.value["ok"] else "refused"
+
+    flow = TriggerFlow("python-approval")
+    flow.pause_for("approve", lambda v: f"ok for {v}?").to(verdict)
+    (tmp_path / "local").mkdir()
+    local = stack(tmp_path / "local", '[runner]\ndriver = "local"\n')
+    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), local) as runtime:
+        on_local = await answered(runtime, flow)
+    on_temporal = stack(tmp_path, f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n')
+    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
+        assert await answered(runtime, flow) == on_local
+    assert on_local[1] == "approved" and on_local[0][0]["payload"] == "ok for ada?"

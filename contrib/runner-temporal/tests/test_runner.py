@@ -166,9 +166,13 @@ async def test_a_wait_that_times_out_continues_with_its_default_or_fails(tempora
 async def test_what_does_not_run_on_temporal_yet_is_refused_before_anything_starts() -> None:
     async with Runtime(make_host()) as runtime:
         runner = TemporalRunner(runtime, {"address": "127.0.0.1:1"})  # never contacted
-        built_in_python = SimpleNamespace(name="py", definition=None, registry=None)
-        with pytest.raises(TemporalRunnerError, match="'py' was built in Python.*Registry.load.*runner = \"local\""):
-            await runner.start(built_in_python)
+        not_a_flow = SimpleNamespace(name="py", definition=None, registry=None)
+        with pytest.raises(TemporalRunnerError, match="'py' is neither a flow built from data.*flow.plan()"):
+            await runner.start(not_a_flow)
+        plan = {"format": 2, "name": "future", "main": [{"kind": "step", "id": "0", "ref": "0", "name": "x"}]}
+        from_the_future = SimpleNamespace(name="future", plan=lambda: SimpleNamespace(model_dump=lambda mode: plan))
+        with pytest.raises(TemporalRunnerError, match="plan format 2 is not one this runner knows"):
+            await runner.start(from_the_future)
         waits = data_flow("waits", [{"to": "fetch"}, {"emit": "x"}, {"to": "ghost"}], fetch=fetch)
         with pytest.raises(TemporalRunnerError) as caught:
             await runner.start(waits)

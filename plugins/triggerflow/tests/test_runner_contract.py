@@ -304,3 +304,20 @@ async def test_the_engines_context_and_step_context_are_chunk_contexts() -> None
     await flow.run(1)
     await run_step(flow, "0", 1, execution_id="e")
     assert seen == [True, True]
+
+
+async def test_the_calls_are_reachable_from_the_flow_itself() -> None:
+    """A runner plugin cannot import keel_triggerflow: it calls the contract through the flow object."""
+    from keel_triggerflow import TriggerFlow
+
+    async def triple(ctx: Any) -> Any:
+        ctx.state["seen"] = ctx.value
+        return ctx.value * 3
+
+    flow = TriggerFlow("reach")
+    flow.to(triple).if_condition(lambda v: v > 5).to(triple).end_condition().pause_for("ok", lambda v: {"v": v})
+    step, branch, wait = flow.plan().main
+    outcome = await flow.run_step(step.ref, 2, execution_id="e1", state={})
+    assert (outcome.output, outcome.state_writes) == (6, [["seen", 2]])
+    assert await flow.decide(branch.ref, outcome.output, {}) == 0
+    assert flow.pause_payload(wait.ref, 6) == {"v": 6}

@@ -24,6 +24,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
+from keel_runner_temporal._plan import PlanInterpreter
+
 WORKFLOW = "keel.flow"
 CHUNK_ACTIVITY = "keel.chunk"
 CONDITION_ACTIVITY = "keel.condition"
@@ -110,7 +112,7 @@ class _Scope:
 
 
 @workflow.defn(name=WORKFLOW, sandboxed=True)
-class FlowWorkflow:
+class FlowWorkflow(PlanInterpreter):
     def __init__(self) -> None:
         self._job: dict[str, Any] = {}
         self._step = -1
@@ -130,16 +132,20 @@ class FlowWorkflow:
             self._signals[name] = [*answers, *self._signals.get(name, [])]
         self._requests = {**(carried.get("requests") or {}), **self._requests}
         self._waited = int(carried.get("waited", 0))
-        root = _Scope(job["flow"], job["definition"], "")
+        plan = job.get("plan")  # a flow built in Python, as TriggerFlow's runner contract gives it
+        root = _Scope(job["flow"], plan or job["definition"], "")
         root.state = dict(carried.get("state") or {})
         root.result, root.has_result = carried.get("result"), bool(carried.get("has_result"))
-        steps: list[dict[str, Any]] = list(job["definition"].get("steps", []))
+        steps: list[dict[str, Any]] = list(plan["main"] if plan else job["definition"].get("steps", []))
         self._steps = len(steps)
         start = int(carried.get("at", 0))
         value = carried["value"] if "value" in carried else job["input"]
         for index in range(start, len(steps)):
             self._step = index
-            value = await self._op(root, steps[index], str(index), "", value)
+            if plan:
+                value = await self._plan_op(root, steps[index], "", value)
+            else:
+                value = await self._op(root, steps[index], str(index), "", value)
             if index + 1 < len(steps) and self._time_to_continue(index + 1 - start):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(
@@ -320,7 +326,9 @@ class FlowWorkflow:
         return value
 
     # ----------------------------------------------------------------------------- steps
-    async def _call(self, scope: _Scope, chunk: str, retries: int, path: str, value: Any) -> Any:
+    async def _call(
+        self, scope: _Scope, chunk: str, retries: int, path: str, value: Any, *, ref: str | None = None
+    ) -> Any:
         """One step: the chunk as an activity, tried ``retries + 1`` times. A failure of the chunk
         itself counts as an attempt (``ctx.attempt``, as on the local runner); an attempt lost to
         the worker (killed, timed out) is redelivered by Temporal with the same attempt number, so
@@ -342,6 +350,8 @@ class FlowWorkflow:
             }
             if with_state:
                 call["state"] = scope.state
+            if ref is not None:  # a plan's step: the worker calls flow.run_step(ref, ...)
+                call["ref"] = ref
             try:
                 out = await workflow.execute_activity(
                     CHUNK_ACTIVITY,
@@ -367,6 +377,8 @@ class FlowWorkflow:
                 raise _failed(path, kind, getattr(cause, "message", None) or str(cause or err), attempt) from None
             if with_state:
                 scope.apply(out["s"])
+                if out.get("r") is not None:  # the chunk called ctx.set_result
+                    scope.result, scope.has_result = out["r"]["result"], True
                 return out["o"]
             return out
 
@@ -396,15 +408,18 @@ class FlowWorkflow:
         try:
             await workflow.wait_condition(lambda: bool(self._signals.get(name)), timeout=timeout)
         except TimeoutError:
+            self._waited_for(interrupt_id)
             if node.get("on_timeout") == "continue":
                 return node.get("default")
             raise ApplicationError(
                 f"no {name!r} signal within {timeout}s", type="WaitTimeout", non_retryable=True
             ) from None
-        finally:
-            del self._waits[interrupt_id]
-            workflow.upsert_memo({WAITING_MEMO: list(self._waits.values()) or None})
+        self._waited_for(interrupt_id)  # not in a `finally`: an evicted workflow must not touch its memo
         return self._signals[name].pop(0)
+
+    def _waited_for(self, interrupt_id: str) -> None:
+        del self._waits[interrupt_id]
+        workflow.upsert_memo({WAITING_MEMO: list(self._waits.values()) or None})
 
     @workflow.update(name=SIGNAL_UPDATE)
     def signal(self, call: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from keel import Runtime
 if TYPE_CHECKING:
     from keel_runner_temporal.runner import TemporalRunner
 
-__all__ = ["ChunkContext", "frozen"]
+__all__ = ["ChunkContext", "frozen", "is_flow"]
 
 _DOCS = "docs/scale-out.md"
 #: Temporal refuses a payload over 2 MB (the server's blob limit); a value over it never goes inline
@@ -113,26 +113,65 @@ class ChunkContext:
 _KINDS = ("to", "end", "pause_for", "set_state", "if", "match", "batch", "for_each", "flow")
 
 
-def frozen(flow: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The flow's data form and those of the sub-flows it names (by name), checked for what this
-    runner runs: every problem in one error."""
+def frozen(flow: Any) -> dict[str, Any]:
+    """What the workflow takes as the flow, checked for what this runner runs (every problem in one
+    error): ``{"definition", "flows"}`` for a flow built from data (its ``FlowDefinition`` and those
+    of the sub-flows it names), ``{"plan"}`` for one built in Python (TriggerFlow's runner contract:
+    ``flow.plan()``)."""
     from keel_runner_temporal.runner import TemporalRunnerError
 
     definition = getattr(flow, "definition", None)
     registry = getattr(flow, "registry", None)
     name = getattr(flow, "name", repr(flow))
-    if not isinstance(definition, dict) or registry is None:
-        raise TemporalRunnerError(
-            f"flow {name!r} was built in Python; the temporal runner runs flows built from data today "
-            f"(Registry.load of a FlowDefinition), whose frozen definition is the workflow's input. "
-            f'Load it with a Registry, or run it with runner = "local" ({_DOCS})'
-        )
     problems: list[str] = []
-    flows: dict[str, dict[str, Any]] = {}
-    _check_flow(flow, definition, registry, problems, flows, "")
+    if isinstance(definition, dict) and registry is not None:
+        flows: dict[str, dict[str, Any]] = {}
+        _check_flow(flow, definition, registry, problems, flows, "")
+        frozen_form: dict[str, Any] = {"definition": dict(definition), "flows": flows}
+    elif callable(getattr(flow, "plan", None)):
+        plan = flow.plan().model_dump(mode="json")
+        _check_plan(plan, problems, "")
+        frozen_form = {"plan": plan}
+    else:
+        raise TemporalRunnerError(
+            f"flow {name!r} is neither a flow built from data (Registry.load) nor one that offers TriggerFlow's "
+            f"runner contract (flow.plan()); the temporal runner runs TriggerFlow flows ({_DOCS})"
+        )
     if problems:
         raise TemporalRunnerError(f"flow {name!r} cannot run on Temporal: " + "; ".join(problems) + f" (see {_DOCS})")
-    return dict(definition), flows
+    return frozen_form
+
+
+def _check_plan(plan: dict[str, Any], problems: list[str], at: str) -> None:
+    from keel_runner_temporal._plan import PLAN_KINDS
+
+    if plan.get("format") != 1:
+        problems.append(f"{at}plan format {plan.get('format')!r} is not one this runner knows (1): upgrade it")
+    if plan.get("whens"):
+        problems.append(f"{at}'when' chains (events) do not run on the temporal runner yet")
+    custom = sorted(k for k, v in (plan.get("reducers") or {}).items() if v not in ("last", "list", "dict"))
+    if custom:
+        problems.append(f"{at}state keys {custom} have reducer functions, which the workflow cannot run")
+
+    def walk(nodes: list[dict[str, Any]]) -> None:
+        for node in nodes or ():
+            if node["kind"] not in PLAN_KINDS:
+                problems.append(
+                    f"{at}node {node['ref']}: a {node['kind']!r} node does not run on the temporal runner yet"
+                )
+            for key in ("ops", "else_ops", "then"):
+                walk(node.get(key) or [])
+            for part in [*(node.get("branches") or []), *(node.get("cases") or [])]:
+                walk(part["ops"])
+            if node["kind"] == "subflow":
+                _check_plan(node["flow"], problems, f"{at}sub-flow {node['flow']['name']!r}: ")
+
+    walk(plan.get("main") or [])
+
+
+def is_flow(runnable: Any) -> bool:
+    """A runnable this runner can run: a TriggerFlow (the runner contract) or a flow built from data."""
+    return isinstance(getattr(runnable, "definition", None), dict) or callable(getattr(runnable, "plan", None))
 
 
 def subflows(flow: Any) -> list[Any]:
@@ -254,6 +293,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
     from temporalio import activity
     from temporalio.exceptions import ApplicationError
 
+    from keel_runner_temporal._plan import DECIDE_ACTIVITY, PAYLOAD_ACTIVITY
     from keel_runner_temporal._workflow import CHUNK_ACTIVITY, CHUNK_FAILED, CONDITION_ACTIVITY, WAITING_ACTIVITY
     from keel_runner_temporal.runner import TemporalRunnerError
 
@@ -271,6 +311,8 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
 
     @activity.defn(name=CHUNK_ACTIVITY)
     async def run_chunk(call: dict[str, Any]) -> Any:
+        if "ref" in call:
+            return await run_planned(call)
         fn = served(call["flow"]).registry.chunks[call["chunk"]][0]
         tenant = str(call["tenant"])
         sets: list[list[Any]] = []
@@ -296,6 +338,41 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             return value  # a history from before chunks had state (see _STATE_IN_CHUNKS)
         return {"o": value, "s": sets}
 
+    async def run_planned(call: dict[str, Any]) -> Any:
+        """A step of a flow built in Python: ``flow.run_step`` (TriggerFlow's runner contract)."""
+        flow, tenant = served(call["flow"]), str(call["tenant"])
+        value = await resolve(runtime, tenant, call["value"])
+        beating = asyncio.ensure_future(_heartbeat(runner.options.heartbeat_timeout / 3))
+        try:
+            outcome = await flow.run_step(
+                call["ref"], value, execution_id=call["execution_id"], path=call["path"], attempt=int(call["attempt"]),
+                state=call.get("state") or {}, tenant=tenant, resources=runtime.resources, runtime=runtime,
+            )  # fmt: skip
+        except Exception as err:  # the chunk failed (ctx.pause_for in a chunk too): counted as an attempt
+            info = {"type": type(err).__name__, "message": str(err)}
+            raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
+        finally:
+            beating.cancel()
+        if outcome.emits:
+            raise ApplicationError(
+                f"step {call['path']} ({call['chunk']}) emitted {[e[0] for e in outcome.emits]}: events do not run on "
+                f"the temporal runner yet ({_DOCS})",
+                type="TemporalRunnerError",
+                non_retryable=True,
+            )
+        where = f"step {call['path']} ({call['chunk']})"
+        output = await spill(runtime, tenant, outcome.output, runner.options.inline_limit, where)
+        return {"o": output, "s": outcome.state_writes, "r": outcome.result}
+
+    @activity.defn(name=DECIDE_ACTIVITY)
+    async def decide(call: dict[str, Any]) -> Any:
+        flow = served(call["flow"])
+        return await flow.decide(call["ref"], await resolve(runtime, "default", call["value"]), call["state"])
+
+    @activity.defn(name=PAYLOAD_ACTIVITY)
+    async def pause_payload(call: dict[str, Any]) -> Any:
+        return to_jsonable_python(served(call["flow"]).pause_payload(call["ref"], call["value"]))
+
     @activity.defn(name=CONDITION_ACTIVITY)
     async def condition(call: dict[str, Any]) -> bool:
         fn = served(call["flow"]).registry.conditions[call["name"]]
@@ -311,4 +388,4 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         if execution is not None:
             execution._now_waiting({k: v for k, v in call.items() if k != "execution_id"})
 
-    return [run_chunk, condition, waiting]
+    return [run_chunk, decide, pause_payload, condition, waiting]

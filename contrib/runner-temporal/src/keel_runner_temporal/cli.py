@@ -17,6 +17,7 @@ import anyio
 import click
 
 from keel import Runtime, load_ref
+from keel_runner_temporal.activities import is_flow
 
 __all__ = ["worker"]
 
@@ -54,11 +55,11 @@ def worker(ctx: click.Context, runner_name: str | None) -> None:
     runtime = Runtime(state.host, state.stack)
     for target in state.stack.config.runnables:
         runtime.runnables.add(_import(target))
-    flows = [r for r in runtime.runnables if isinstance(getattr(r, "definition", None), dict)]
+    flows = [r for r in runtime.runnables if is_flow(r)]
     if not flows:
         raise click.UsageError(
-            "the stack lists no data flows to serve: add them to runnables in keel.toml "
-            '(runnables = ["myapp.flows:orders"]), flows loaded with a TriggerFlow Registry'
+            "the stack lists no flows to serve: add them to runnables in keel.toml "
+            '(runnables = ["myapp.flows:orders"]): TriggerFlow flows, built in Python or loaded from data'
         )
     anyio.run(_serve, runtime, choice.options, flows)
 

@@ -52,12 +52,14 @@ async def keel_find_execution(runtime: Any, execution_id: str, tenant: str) -> A
 
 @keel.hookimpl
 async def keel_adopt_executions(runtime: Any) -> None:
-    """With ``runner = "temporal"``: serve the stack's data flows (start this process's worker), so
+    """With ``runner = "temporal"``: serve the stack's flows (start this process's worker), so
     Temporal hands their executions to it; there is nothing else to adopt (Temporal keeps them)."""
     choice = runtime.stack.choice("runner")
     if choice.name == "temporal":
         runner = create_runner(runtime, dict(choice.options))
-        await runner.serve([r for r in runtime.runnables if isinstance(getattr(r, "definition", None), dict)])
+        from keel_runner_temporal.activities import is_flow
+
+        await runner.serve([r for r in runtime.runnables if is_flow(r)])
 
 
 @keel.hookimpl

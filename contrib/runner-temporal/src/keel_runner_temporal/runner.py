@@ -159,14 +159,13 @@ class TemporalRunner:
 
         from keel_runner_temporal._workflow import MEMO_KEY, WORKFLOW
 
-        definition, flows = frozen(flow)
+        form = frozen(flow)  # the definition and its sub-flows', or the plan
         await self.serve([flow])
         client = await self.client()
         execution_id = execution_id or new_id("flow")
         job = {
             "flow": flow.name,
-            "definition": definition,
-            "flows": flows,  # the sub-flows it names, frozen too
+            **form,
             "input": to_jsonable_python(input),
             "tenant": tenant,
             "activity_timeout": self.options.activity_timeout,
@@ -255,13 +254,15 @@ class TemporalRunner:
         registry among the runnables (a data flow); ``None`` when neither is here."""
         if name in self.runtime.runnables:
             found = self.runtime.runnables.get(name)
-            if isinstance(getattr(found, "definition", None), dict):
+            if isinstance(getattr(found, "definition", None), dict) or callable(getattr(found, "plan", None)):
                 return found
         registries: list[Any] = [getattr(r, "registry", None) for r in self.runtime.runnables]
         registries = [r for r in registries if hasattr(r, "load")]
         if not registries:
             return None
         definition = await self._started_definition(handle)
+        if definition is None:
+            return None
         for registry in registries:
             try:
                 return registry.load(definition)
@@ -273,7 +274,7 @@ class TemporalRunner:
         async for event in handle.fetch_history_events():
             attributes = event.workflow_execution_started_event_attributes
             [job] = await (await self.client()).data_converter.decode(attributes.input.payloads)
-            return job["definition"]
+            return job.get("definition")  # a flow built in Python has none: it is found by name only
         return None
 
     def _follow(self, handle: Any, flow: str, tenant: str, **seen: Any) -> TemporalExecution:

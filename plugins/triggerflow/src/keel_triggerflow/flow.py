@@ -31,6 +31,7 @@ from keel_triggerflow.types import Durability, FlowDefinitionError, FlowError
 if TYPE_CHECKING:
     from keel_triggerflow._engine import FlowExecution
     from keel_triggerflow.plan import FlowPlan
+    from keel_triggerflow.steps import StepOutcome
 
 __all__ = ["Chain", "Reducer", "TriggerFlow"]
 
@@ -310,6 +311,26 @@ class TriggerFlow:
         from keel_triggerflow.plan import plan_of
 
         return plan_of(self)
+
+    # the runner contract's calls, on the flow itself: a runner plugin reaches them through the flow
+    # it was given (plugins never import each other), as :mod:`keel_triggerflow.steps` defines them
+    async def run_step(self, ref: str, value: Any, **options: Any) -> StepOutcome:
+        """:func:`keel_triggerflow.steps.run_step` for this flow's step ``ref``."""
+        from keel_triggerflow.steps import run_step
+
+        return await run_step(self, ref, value, **options)
+
+    async def decide(self, ref: str, value: Any, state: Mapping[str, Any]) -> int | list[int]:
+        """:func:`keel_triggerflow.steps.decide` for this flow's if or match node ``ref``."""
+        from keel_triggerflow.steps import decide
+
+        return await decide(self, ref, value, state)
+
+    def pause_payload(self, ref: str, value: Any) -> Any:
+        """:func:`keel_triggerflow.steps.pause_payload` for this flow's wait ``ref``."""
+        from keel_triggerflow.steps import pause_payload
+
+        return pause_payload(self, ref, value)
 
     def to_mermaid(self) -> str:
         """The definition as a Mermaid flowchart (see :mod:`keel_triggerflow.draw`)."""

@@ -339,3 +339,22 @@ def test_import_keel_builds_no_pydantic_model(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"built at `import keel`: {done.stdout.strip()}"
+
+
+def test_the_kernels_commands_come_through_keel_commands_like_any_plugins() -> None:
+    from click.testing import CliRunner
+
+    import keel
+    from keel.builtins import COMMANDS
+    from keel.cli import build_cli
+
+    with_builtins = build_cli(keel.PluginHost(trace=False), keel.Stack())
+    assert set(COMMANDS) <= set(with_builtins.list_commands(None))  # type: ignore[arg-type]
+    assert not {"plugins", "env"} & set(with_builtins.commands), "added by reference, imported when run"
+    listed = CliRunner().invoke(with_builtins, ["--help"]).output
+    for name, (target, help) in COMMANDS.items():
+        assert f"{name} " in listed
+        command = keel.load_ref(target)
+        assert command.help.startswith(help.rstrip(".")), f"{name}: the listed help is the command's own"
+    bare = build_cli(keel.PluginHost(builtins=False, trace=False), keel.Stack())
+    assert bare.list_commands(None) == []  # type: ignore[arg-type]

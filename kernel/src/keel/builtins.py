@@ -3,7 +3,9 @@
 - store ``memory``: complete store semantics, nothing kept across restarts;
 - model ``scripted``: :class:`keel.testing.ScriptedModel`, a test double that answers from a script
   (priced at zero, so cost budgets work with it);
-- the kernel's ``keel doctor`` checks (:func:`keel.doctor.kernel_checks`).
+- the kernel's ``keel doctor`` checks (:func:`keel.doctor.kernel_checks`);
+- the kernel's own sub-commands (``version``, ``plugins``, ``stacks``, ``stack``, ``env``,
+  ``actions``, ``doctor``), added by reference as any plugin adds its own.
 """
 
 from __future__ import annotations
@@ -66,3 +68,27 @@ def keel_doctor_checks() -> list[DoctorCheck]:
     from keel.doctor import kernel_checks  # imported when doctor runs, not at discovery
 
     return kernel_checks()
+
+
+#: the kernel's sub-commands: name -> (reference, the line `keel --help` shows)
+COMMANDS = {
+    "version": ("keel.commands:version", "Print the kernel's version."),
+    "plugins": ("keel.commands:plugins", "List installed plugins, what they implement and what they registered."),
+    "stacks": (
+        "keel.commands:stacks",
+        "List the named stacks installed packages ship (entry-point group keel.stacks).",
+    ),
+    "stack": ("keel.commands:stack", "Show the resolved stack: each slot, its driver, and where the choice came from."),
+    "actions": ("keel.commands:actions", "List every action of the stack with its scope and risk."),
+    "env": (
+        "keel.env_commands:env_group",
+        "Environments of the stack: MCP servers, sandboxes, anything with a lifecycle.",
+    ),
+    "doctor": ("keel.doctor:doctor_command", "Check the stack against the pre-launch checklist."),
+}
+
+
+@hookimpl
+def keel_commands(cli: Any) -> None:
+    for name, (target, help) in COMMANDS.items():
+        cli.add_lazy_command(name, target, help=help)

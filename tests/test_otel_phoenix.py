@@ -155,6 +155,7 @@ endpoint = "{phoenix.url}"
 service_name = "keel-otel-test"
 capture_content = true
 schedule_delay = 0.2
+metrics = false  # Phoenix takes no metrics (see the test below)
 
 [settings.otel.resource]
 "openinference.project.name" = "{project}"
@@ -174,6 +175,14 @@ def test_phoenix_listens_on_loopback_http_only(phoenix: Phoenix) -> None:
     assert listening(int(phoenix.url.rsplit(":", 1)[1]))
     assert not listening(phoenix.grpc_port)  # the gRPC receiver that would bind every interface is off
     assert not listening(4317)
+
+
+def test_phoenix_takes_traces_but_no_metrics(phoenix: Phoenix) -> None:
+    """docs/observability.md tells Phoenix users to set metrics = false: this is why. If Phoenix
+    starts taking metrics, this fails, and the docs (and the stack above) should change."""
+    headers = {"Content-Type": "application/x-protobuf"}
+    assert httpx.post(f"{phoenix.url}/v1/traces", content=b"", headers=headers, timeout=10).status_code == 200
+    assert httpx.post(f"{phoenix.url}/v1/metrics", content=b"", headers=headers, timeout=10).status_code >= 400
 
 
 async def test_phoenix_shows_an_agent_run_with_span_kinds_tokens_and_the_tool_call(

@@ -371,3 +371,26 @@ def test_a_flow_that_carries_span_ids_nests_an_agent_run_in_its_step() -> None:
     agent = spans["invoke_agent writer"]
     assert agent.parent is not None and format(agent.parent.span_id, "016x") == step
     assert {s.context.trace_id for s in spans.values()} == {int(trace, 16)}
+
+
+def test_a_flow_resumed_in_another_process_is_a_child_of_its_first_run_in_the_same_trace() -> None:
+    mapper, exporter = make_mapper()
+    trace, first_span, second_span = new_trace_id(), "1" * 16, "2" * 16
+
+    def event(kind: str, t: float, span: str, parent: str | None = None, **payload: Any) -> keel.RuntimeEvent:
+        return keel.RuntimeEvent(
+            kind=kind, time=t, execution_id="flow_9", trace_id=trace, span_id=span, parent_span_id=parent,
+            source="triggerflow", payload=payload,
+        )  # fmt: skip
+
+    # the first process ran until a wait; the second (a new mapper would do the same) resumes it
+    mapper.handle(event("execution.started", 1.0, first_span, flow="approve", resumed=False))
+    mapper.handle(event("execution.waiting", 1.1, first_span, interrupts=[]))
+    mapper.close_all(1.2)
+    mapper.handle(event("execution.started", 5.0, second_span, first_span, flow="approve", resumed=True))
+    mapper.handle(event("execution.completed", 5.5, second_span, first_span))
+    first, second = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert first.context.trace_id == second.context.trace_id == int(trace, 16)
+    assert first.parent is None
+    assert second.parent is not None and second.parent.span_id == int(first_span, 16)
+    assert second.context.span_id == int(second_span, 16)

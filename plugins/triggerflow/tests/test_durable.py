@@ -59,6 +59,27 @@ async def test_resume_in_a_new_process_never_reruns_completed_steps(make_runtime
     assert runs == ["@0", "@1", "@2", "@3", "@3", "@4", "@5"]  # only the unfinished step ran again
 
 
+async def test_a_resume_in_a_new_process_stays_in_the_trace_the_execution_started_in(make_runtime: Any) -> None:
+    store = MemoryStore()
+    flow = counting_flow([], stop_at=3)
+    first = flow.create_execution(make_runtime(store))
+    with anyio.move_on_after(0.3):  # the 'process' dies while step 3 runs
+        await first.run(0)
+    with anyio.fail_after(5):  # the first run never finished: its events() would follow forever
+        started = await anext(aiter(first.events(-1)))
+    assert started.kind == "execution.started"
+
+    again = await flow.load(first.id, make_runtime(store))
+    assert (await again.run()).status == "completed"
+    events = [e async for e in again.events(-1)]
+    assert {e.trace_id for e in events} == {started.trace_id}  # one trace over both processes
+    resumed = next(e for e in events if e.kind == "execution.started")
+    assert resumed.payload["resumed"] is True
+    assert resumed.span_id != started.span_id and resumed.parent_span_id == started.span_id
+    steps = [e for e in events if e.kind == "flow.step.started"]
+    assert steps and all(e.parent_span_id == resumed.span_id for e in steps)  # this run's steps
+
+
 async def test_a_finished_execution_loads_with_its_result(make_runtime: Any) -> None:
     store = MemoryStore()
     runs: list[str] = []

@@ -8,11 +8,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 import keel
+from keel_otel.metrics import MetricsMapper
 from keel_otel.settings import OtelSettings
 from keel_otel.spans import PinnedIds, SpanMapper
 
@@ -40,6 +43,8 @@ class OtelObserver:
     :param exporter: export to this instead of what the settings name (an ``InMemorySpanExporter``
         in tests, any SDK exporter otherwise); still batched.
     :param processor: a span processor of your own instead (then ``exporter`` is ignored).
+    :param metric_reader: read the GenAI client metrics with this (an ``InMemoryMetricReader`` in
+        tests) instead of exporting them as the settings say.
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class OtelObserver:
         *,
         exporter: SpanExporter | None = None,
         processor: SpanProcessor | None = None,
+        metric_reader: MetricReader | None = None,
     ):
         self.settings = settings if isinstance(settings, OtelSettings) else OtelSettings.parse(settings)
         self._ids = PinnedIds()
@@ -81,6 +87,28 @@ class OtelObserver:
             max_open=self.settings.max_open_spans,
             ttl=self.settings.open_span_ttl,
         )
+        self.meter_provider: MeterProvider | None = None
+        self.metrics: MetricsMapper | None = None
+        if metric_reader is None and exporter is None and processor is None and self.settings.metrics_wanted():
+            metric_reader = self._metric_reader()
+        if metric_reader is not None:
+            self.meter_provider = MeterProvider(metric_readers=[metric_reader], resource=resource)
+            meter = self.meter_provider.get_meter(_SCOPE, _version())
+            self.metrics = MetricsMapper(meter, max_open=self.settings.max_open_spans)
+
+    def _metric_reader(self) -> MetricReader | None:
+        name = self.settings.exporter_name()
+        if name == "none":
+            return None
+        interval = self.settings.metrics_interval_ms()
+        if name == "console":
+            return PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=interval)
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        exporter = OTLPMetricExporter(
+            endpoint=self.settings.metrics_endpoint(), headers=self.settings.headers, timeout=self.settings.timeout
+        )
+        return PeriodicExportingMetricReader(exporter, export_interval_millis=interval)
 
     def _exporter(self) -> SpanExporter | None:
         name = self.settings.exporter_name()
@@ -98,20 +126,28 @@ class OtelObserver:
 
     @keel.hookimpl
     def keel_on_runtime_event(self, event: keel.RuntimeEvent) -> None:
-        self.mapper.handle(event)
+        self.handle(event)
 
     def handle(self, event: keel.RuntimeEvent) -> None:
-        """Map one event to spans (what the hook does)."""
+        """Map one event to spans and metric points (what the hook does)."""
         self.mapper.handle(event)
+        if self.metrics is not None:
+            self.metrics.handle(event)
 
     def force_flush(self, timeout: float = 30.0) -> bool:
-        """Export every ended span now; ``False`` if that did not finish within ``timeout`` seconds."""
-        return self.provider.force_flush(int(timeout * 1000))
+        """Export every ended span (and the metrics) now; ``False`` if that did not finish within
+        ``timeout`` seconds."""
+        done = self.provider.force_flush(int(timeout * 1000))
+        if self.meter_provider is not None:
+            done = self.meter_provider.force_flush(timeout * 1000) and done
+        return done
 
     def shutdown(self) -> None:
-        """End the spans still open (as abandoned), export everything, and stop the exporter."""
+        """End the spans still open (as abandoned), export everything, and stop the exporters."""
         self.mapper.close_all(time.time())
         self.provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
 
     @property
     def abandoned(self) -> int:

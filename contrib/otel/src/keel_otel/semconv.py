@@ -38,7 +38,12 @@ GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
 GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
 GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"  # opt-in: content
 GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"  # opt-in: content
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"  # a metric attribute: input / output
 ERROR_TYPE = "error.type"  # stable, from the general conventions
+
+# the GenAI client metrics (histograms; units {token} and s)
+GEN_AI_CLIENT_TOKEN_USAGE = "gen_ai.client.token.usage"
+GEN_AI_CLIENT_OPERATION_DURATION = "gen_ai.client.operation.duration"
 
 # gen_ai.operation.name values
 OP_CHAT = "chat"

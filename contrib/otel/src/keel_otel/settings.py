@@ -60,6 +60,14 @@ class OtelSettings(BaseModel):
         default=None, ge=1, description="spans waiting for export before new ones are dropped (default 2048)"
     )
     schedule_delay: float | None = Field(default=None, gt=0, description="seconds between exports (default 5)")
+    metrics: bool | None = Field(
+        default=None,
+        description="export the GenAI client metrics (token usage, operation duration); "
+        "default: on unless $OTEL_METRICS_EXPORTER is none",
+    )
+    metrics_interval: float | None = Field(
+        default=None, gt=0, description="seconds between metric exports; default $OTEL_METRIC_EXPORT_INTERVAL, else 60"
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -79,6 +87,32 @@ class OtelSettings(BaseModel):
             return None
         base = self.endpoint.rstrip("/")
         return base if base.endswith("/v1/traces") else base + "/v1/traces"
+
+    def metrics_endpoint(self) -> str | None:
+        """The full URL metrics are posted to, or ``None`` to let the exporter read the environment."""
+        if self.endpoint is None:
+            return None
+        base = self.endpoint.rstrip("/")
+        base = base.removesuffix("/v1/traces")
+        return base if base.endswith("/v1/metrics") else base + "/v1/metrics"
+
+    def metrics_wanted(self) -> bool:
+        """Whether metrics are exported: the setting, else not when ``OTEL_METRICS_EXPORTER=none``."""
+        if self.metrics is not None:
+            return self.metrics
+        return os.environ.get("OTEL_METRICS_EXPORTER", "").strip().lower() != "none"
+
+    def metrics_interval_ms(self) -> float:
+        if self.metrics_interval is not None:
+            return self.metrics_interval * 1000
+        raw = os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip()
+        try:
+            return float(raw) if raw else 60_000.0
+        except ValueError:
+            raise keel.StackError(
+                f"OTEL_METRIC_EXPORT_INTERVAL={raw!r} is not a number of milliseconds; set e.g. 60000, "
+                "or metrics_interval = 60 (seconds) in [settings.otel]"
+            ) from None
 
     def exporter_name(self) -> str:
         """The exporter to build: the setting, else ``OTEL_TRACES_EXPORTER``, else ``otlp``."""

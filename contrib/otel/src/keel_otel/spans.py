@@ -415,7 +415,7 @@ class SpanMapper:
             attributes[sc.GEN_AI_OPERATION_NAME] = sc.OP_INVOKE_WORKFLOW
             attributes[sc.GEN_AI_WORKFLOW_NAME] = name
             span_name = f"{sc.OP_INVOKE_WORKFLOW} {name}".rstrip()
-            parent = None
+            parent = _hex(event.parent_span_id, 16) if payload.get("resumed") else None  # the first run's
             if payload.get("resumed"):
                 attributes["keel.flow.resumed"] = True
         else:

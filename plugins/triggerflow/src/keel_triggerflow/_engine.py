@@ -334,6 +334,7 @@ class FlowExecution:
         if first.get("flow") != self.flow.name:
             raise FlowError(f"execution {self.id} belongs to flow {first.get('flow')!r}, not {self.flow.name!r}")
         self.durability = first.get("dur", self.durability)
+        self._events.continue_trace(first.get("trace"), first.get("span"))
         self._input = first.get("input")
         if first.get("v", 1) < 2:
             self._waits.salt = ""

@@ -51,6 +51,17 @@ class FlowEvents:
     def __len__(self) -> int:
         return len(self.log)
 
+    def continue_trace(self, trace_id: Any, span_id: Any) -> None:
+        """A loaded execution goes on in the trace its start record names (another process may have
+        started it): this run's span is a child of the first run's."""
+        if isinstance(trace_id, str) and trace_id:
+            parent = span_id if isinstance(span_id, str) and span_id else None
+            self.template = self.template.model_copy(update={"trace_id": trace_id, "parent_span_id": parent})
+
+    def trace_ids(self) -> tuple[str, str]:
+        """The trace id and this run's span id, which a start record keeps for :meth:`continue_trace`."""
+        return self.template.trace_id or "", self.template.span_id or ""
+
     def add(self, kind: str, payload: dict[str, Any], level: str = "info", span: str | None = None) -> None:
         if threading.get_ident() != self.loop_thread:  # from a plain chunk in its worker thread
             anyio.from_thread.run_sync(self.add, kind, payload, level, span)

@@ -76,6 +76,7 @@ class Journal:
                 "dur": x.durability,
                 "v": HISTORY_FORMAT,
             }
+            start["trace"], start["span"] = x._events.trace_ids()  # a resume in another process stays in this trace
             if flow.ref:
                 start["ref"] = flow.ref
             if flow.definition is not None:

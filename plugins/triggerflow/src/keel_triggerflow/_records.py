@@ -28,6 +28,8 @@ StartRecord = TypedDict(  # functional form: "def" is a Python keyword
         "v": NotRequired[int],  # the history format (absent: 1)
         "ref": NotRequired[str],  # module:attr or file.py:attr to re-import the flow
         "def": NotRequired[dict[str, Any]],  # the data definition of a flow built from data
+        "trace": NotRequired[str],  # the trace id of the first run: a resumed run goes on in it
+        "span": NotRequired[str],  # the first run's span id: a resumed run's span is its child
     },
 )
 """The first record: which flow, with which input."""

@@ -75,8 +75,14 @@ def deliver(runtime_box: list[keel.Runtime], folder: Path) -> Any:
             await queue.enqueue(
                 "send_invoice", input, dedup_key=f"invoice:{input['invoice']}", max_attempts=2, backoff=0.01
             )
-            await Worker(queue, runtime_box[0], poll_interval=0.01).run(drain=True)
-            [job] = await queue.list()
+            # drain stops when nothing is due: a retry still in its backoff is not, so drain again
+            with anyio.fail_after(60):
+                while True:
+                    await Worker(queue, runtime_box[0], poll_interval=0.01).run(drain=True)
+                    [job] = await queue.list()
+                    if job.status.value in ("completed", "failed"):
+                        break
+                    await anyio.sleep(0.01)
         return {"status": job.status.value, "attempts": job.attempts, "result": job.result, "errors": len(job.errors)}
 
     return task(run, name="deliver")

@@ -142,3 +142,23 @@ async def test_a_hub_with_state_continues_a_kept_log_and_keeps_what_it_adds() ->
         stored = await state.product_events(execution.tenant, execution.id)
         assert [e.seq for e in stored] == [e.seq for e in log.events if e.type != "task.partial"]
         assert stored[-1].type == "task.completed"
+
+
+def test_failures_are_classified_by_kernel_error_codes_not_class_names() -> None:
+    from keel_gateway.product import failure_code
+
+    class TimeoutLookalikeError(keel.KeelError):
+        code = "demo.refused"
+
+    class Renamed(keel.KeelError):
+        code = "agent.timeout"
+
+    assert failure_code(keel.AgentTimeoutError("slow")) == "timeout"
+    assert failure_code(Renamed("a class name without the word")) == "timeout"
+    assert failure_code(TimeoutLookalikeError("a class name with it")) == "error"
+    assert failure_code(keel.ExecutionCancelled("stop")) == "cancelled"
+    assert failure_code(keel.OutputValidationError("bad", attempts=[])) == "invalid_output"
+    assert failure_code(TimeoutError()) == "timeout"
+    assert failure_code(ValueError("a bug")) == "error"
+    assert failure_code({"code": "flow.wait_timeout"}) == "timeout"
+    assert failure_code({"type": "SomethingTimeout"}) == "error", "a record is read by its code only"

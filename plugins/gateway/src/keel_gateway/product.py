@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic_core import to_jsonable_python
 
-from keel import ConflictError, Execution, ExecutionStatus, ProductEvent, RuntimeEvent
+from keel import ConflictError, Execution, ExecutionStatus, KeelError, ProductEvent, Progress, RuntimeEvent, error_code
 
 if TYPE_CHECKING:
     from keel import Runtime
@@ -64,19 +64,23 @@ def _event(kind: str, execution_id: str, **fields: Any) -> ProductEvent:
 
 
 def failure_code(error: Any) -> str:
-    """Classify a failure from its exception, or the error text or record an execution reported."""
+    """The product's failure code (``timeout``, ``invalid_output``, ``cancelled``, ``error``) of an
+    exception, by its machine-readable ``KeelError.code`` (``keel.error_code``), or of the record an
+    execution reported (its ``code``). Never by the class name: a renamed class changes nothing."""
     if isinstance(error, BaseException):
-        name = type(error).__name__
+        if isinstance(error, TimeoutError) and not isinstance(error, KeelError):
+            return "timeout"  # the standard library's and anyio's own deadline
+        code = error_code(error)
     elif isinstance(error, dict):
-        name = str(error.get("type", ""))
+        code = str(error.get("code") or "")
     else:
-        name = str(error or "").partition(":")[0]
-    if "Timeout" in name:
-        return "timeout"
-    if "OutputValidation" in name:
-        return "invalid_output"
-    if "Cancel" in name:
+        code = ""
+    if code == "execution.cancelled":
         return "cancelled"
+    if code == "output.invalid":
+        return "invalid_output"
+    if code.endswith((".timeout", "_timeout")):  # agent.timeout, flow.wait_timeout, ...
+        return "timeout"
     return "error"
 
 
@@ -137,16 +141,8 @@ class Projection:
         return None
 
     def _progress(self, payload: dict[str, Any]) -> ProductEvent:
-        message = payload.get("message")
-        percent = payload.get("percent")
-        if isinstance(percent, bool) or not isinstance(percent, int | float):
-            percent = None
-        return _event(
-            "task.progress",
-            self.execution_id,
-            message=message[:500] if isinstance(message, str) else "working",
-            percent=None if percent is None else max(0.0, min(100.0, float(percent))),
-        )
+        progress = Progress.read(payload)  # the kernel's convention: message, percent in 0..100
+        return _event("task.progress", self.execution_id, message=progress.message, percent=progress.percent)
 
     def waiting(self, interrupts: list[Any]) -> ProductEvent:
         """``task.waiting``: each awaited signal with its question and answer schema, and how to answer."""
@@ -453,5 +449,8 @@ class ProductHub:
                 return projection.failed(failure_code(err))
         if kind == "execution.cancelled" or status is ExecutionStatus.CANCELLED:
             return projection.failed("cancelled")
-        payload = terminal.payload if terminal is not None else {}
-        return projection.failed(failure_code(payload.get("error")))
+        try:
+            await execution.result()
+        except Exception as err:  # what it failed with: its KeelError.code says how
+            return projection.failed(failure_code(err))
+        return projection.failed(failure_code(terminal.payload if terminal is not None else {}))

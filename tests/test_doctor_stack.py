@@ -44,7 +44,12 @@ def test_the_real_plugins_turn_warnings_into_passes(tmp_path: Path) -> None:
     for name in ("proactive", "state", "recovery", "observability", "regression"):
         assert rows[name]["status"] == "warn", rows[name]
 
-    (tmp_path / "keel.toml").write_text('store = "sqlite"\nrunnables = ["app:classifier"]\n')
+    (tmp_path / "keel.toml").write_text(
+        'store = "sqlite"\nrunnables = ["app:classifier"]\n'
+        "[budgets]\ntokens = 20000\nmodel_requests = 10\n[calls.runnables.classifier]\ntimeout = 60\n"
+    )
+    (tmp_path / "evals").mkdir()
+    (tmp_path / "evals" / "classifier.yaml").write_text("name: classifier\nrunnable: classifier\ncases: []\n")
     code, rows = doctor(tmp_path, "sqlite,scheduler,devtools,eval,triggerflow")
     checked = {name: row for name, row in rows.items() if row["checks"][0]["name"] != "unchecked"}
     assert {name: row["status"] for name, row in checked.items()} == dict.fromkeys(checked, "pass"), checked
@@ -52,4 +57,6 @@ def test_the_real_plugins_turn_warnings_into_passes(tmp_path: Path) -> None:
     assert "devtools" in rows["observability"]["checks"][0]["evidence"][0]
     assert rows["recovery"]["checks"][0]["evidence"][1].startswith("executions adopted after a restart by:")
     assert rows["proactive"]["checks"][0]["evidence"][0].startswith("plugin 'scheduler' is loaded")
+    assert rows["governance"]["status"] == "pass" and rows["regression"]["status"] == "pass", rows["regression"]
+    assert [c["name"] for c in rows["regression"]["checks"]] == ["keel.regression", "eval.datasets"]
     assert not (tmp_path / ".keel").exists(), "doctor opened the SQLite store: it must start nothing"

@@ -66,8 +66,9 @@ def keel_model_prices() -> dict[str, dict[str, float]]:
 @hookimpl
 def keel_doctor_checks() -> list[DoctorCheck]:
     from keel.doctor import kernel_checks  # imported when doctor runs, not at discovery
+    from keel.doctor_checks import governance_checks
 
-    return kernel_checks()
+    return kernel_checks() + governance_checks()
 
 
 #: the kernel's sub-commands: name -> (reference, the line `keel --help` shows)

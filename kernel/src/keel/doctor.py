@@ -102,8 +102,8 @@ UNCHECKED: dict[str, str] = {
     "long-workflow": "no check reads flows' waits and interrupt handlers yet",
     "multi-role": "no check reads role agents, sub-flows and Workspace topology yet",
     "interaction-layer": "no check reads what channels and pages consume yet",
-    "governance": "budgets are not built yet, and timeouts/retries are not declared in one place",
-    "updates": "changelogs and docs per package are not tracked yet",
+    "proactive": "no scheduler plugin is loaded (keel-scheduler checks this row): proactive work has no home "
+    "apart from request handlers",
 }
 
 _ORDER = {"pass": 0, "warn": 1, "fail": 2}
@@ -125,6 +125,7 @@ class DoctorContext:
     :ivar store: the store spec the stack resolves to, or ``None`` (``problems`` says why).
     :ivar approver: the approver the runtime was given, or ``None``.
     :ivar problems: registries that could not be read (a conflict), by family.
+    :ivar runtime: the runtime read (``None`` when built by hand): its ``budgets`` and ``calls``.
     """
 
     stack: Stack
@@ -136,6 +137,7 @@ class DoctorContext:
     store: StoreSpec | None = None
     approver: Any = None
     problems: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    runtime: Any = None
 
     @classmethod
     def from_runtime(cls, runtime: Runtime) -> DoctorContext:
@@ -166,6 +168,7 @@ class DoctorContext:
             store=store,
             approver=runtime.approver,
             problems=MappingProxyType(problems),
+            runtime=runtime,
         )
 
 
@@ -560,26 +563,6 @@ def check_recovery(context: DoctorContext) -> DoctorResult:
     return _result("pass", [f"store {label} is durable", found])
 
 
-def check_proactive(context: DoctorContext) -> DoctorResult:
-    """Scheduled and webhook work runs in the scheduler, apart from HTTP handlers, with idempotency keys."""
-    for info in context.host.plugin_infos():
-        if (info.name == "scheduler" or info.distribution == "keel-scheduler") and context.host.pm.get_plugin(
-            info.name
-        ) is not None:
-            return _result(
-                "pass",
-                [
-                    f"plugin {info.name!r} is loaded: schedules, webhooks and queues run as its jobs, in workers "
-                    "apart from HTTP handlers, each with an idempotency key"
-                ],
-            )
-    return _result(
-        "warn",
-        ["no scheduler plugin is loaded: proactive work has no home apart from request handlers"],
-        "install keel-scheduler if the service runs scheduled, webhook or queued work",
-    )
-
-
 def check_observability(context: DoctorContext) -> DoctorResult:
     """Some plugin observes RuntimeEvents (a recorder, a tracer)."""
     observers = sorted({i.plugin_name for i in context.host.pm.hook.keel_on_runtime_event.get_hookimpls()})
@@ -606,7 +589,7 @@ def check_regression(context: DoctorContext) -> DoctorResult:
         )
     return _result(
         "pass",
-        [f"evaluators: {', '.join(evaluators)}", "not checked yet: a dataset per runnable, and the last eval run"],
+        [f"evaluators: {', '.join(evaluators)}", "a dataset per runnable and the last eval run: keel-eval checks them"],
     )
 
 
@@ -618,7 +601,6 @@ def kernel_checks() -> list[DoctorCheck]:
         ("keel.environments", "environment-boundary", "environments have an owner and health checks",
          check_environments),
         ("keel.approvals", "permissions", "irreversible actions need approval", check_permissions),
-        ("keel.proactive", "proactive", "a scheduler runs proactive work", check_proactive),
         ("keel.state", "state", "execution state in a durable store", check_state),
         ("keel.recovery", "recovery", "waiting executions survive a restart", check_recovery),
         ("keel.observability", "observability", "RuntimeEvents are observed", check_observability),

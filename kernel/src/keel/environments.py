@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EnvironmentManager", "EnvironmentState"]
 
-MANAGER_KEYS = {"driver", "start", "health_interval", "restart"}
+MANAGER_KEYS = {"driver", "start", "health_interval", "restart", "owner"}  # owner: who answers for it (doctor)
 
 
 @dataclass

@@ -54,3 +54,15 @@ def keel_commands(cli: Any) -> None:
     cli.add_lazy_command(
         "eval", "keel_eval.cli:eval_group", help="Eval cases against a runnable; compare runs; cases from executions."
     )
+
+
+@keel.hookimpl
+def keel_doctor_checks() -> list[keel.DoctorCheck]:
+    from keel_eval.doctor_rows import check_datasets
+
+    return [
+        keel.DoctorCheck(
+            name="eval.datasets", row="regression", title="a dataset per runnable, the last run passed",
+            check=check_datasets,
+        )
+    ]  # fmt: skip

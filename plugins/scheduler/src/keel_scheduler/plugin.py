@@ -30,3 +30,21 @@ def keel_addhooks(pluginmanager: Any) -> None:
     from keel_scheduler import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
+
+
+@keel.hookimpl
+def keel_doctor_checks() -> list[keel.DoctorCheck]:
+    # the scheduler answers for the proactive row itself, rather than the kernel knowing it by name
+    from keel_scheduler.doctor import check_proactive, check_webhooks
+
+    return [
+        keel.DoctorCheck(
+            name="scheduler.proactive", row="proactive", title="a scheduler runs proactive work", check=check_proactive
+        ),
+        keel.DoctorCheck(
+            name="scheduler.webhooks",
+            row="proactive",
+            title="webhooks are signed and deduplicated",
+            check=check_webhooks,
+        ),
+    ]

@@ -13,8 +13,8 @@ import keel
 from keel import ConflictError, ExecutionStatus, MemoryStore, NotFoundError, Runtime, load_stack
 from keel.testing import make_host
 from keel.testing.conformance import AdoptionConformance
-from keel_triggerflow import FlowError, TriggerFlow, plugin
-from keel_triggerflow._history import rows_by_status
+from keel_triggerflow import FlowError, TriggerFlow, _history, plugin
+from keel_triggerflow._history import due_waits, rows_by_status
 from keel_triggerflow.definition import Registry
 
 
@@ -376,3 +376,56 @@ async def test_a_reader_of_a_copy_sees_what_the_owner_did(tmp_path: Path) -> Non
         with anyio.fail_after(10):
             assert await again.result() == "yes"
             assert [e async for e in again.events()]  # a reader following the copy ends too
+
+
+def timed_approval() -> TriggerFlow:
+    flow = TriggerFlow("timed")
+    flow.to(lambda ctx: ctx.value).pause_for("approve", timeout=0.5, on_timeout="continue", default="late").to(
+        lambda ctx: {"answer": ctx.value}
+    )
+    return flow
+
+
+async def test_a_timed_wait_has_a_deadline_key_until_it_is_answered(tmp_path: Path) -> None:
+    store = MemoryStore()
+    async with process(store, tmp_path, timed_approval()) as runtime:
+        execution = timed_approval().create_execution(runtime)
+        await execution.run(1)
+        [(deadline, execution_id)] = await due_waits(store, "default")
+        assert execution_id == execution.id and deadline == pytest.approx(
+            execution.get_pending_interrupts()[0].deadline
+        )
+        await execution.signal("approve", "yes", request_id="r1")
+        await execution.run()
+        assert execution.status is ExecutionStatus.COMPLETED
+    assert await due_waits(store, "default") == []
+
+
+async def test_executions_indexed_before_the_status_keys_are_reindexed_on_open(tmp_path: Path) -> None:
+    """A store written before the status and deadline keys (issue 23's trap): `ls --status` and
+    start-up adoption missed its executions. The first process that opens it indexes them again."""
+    store = MemoryStore()
+    async with process(store, tmp_path, approval(), timed_approval()) as runtime:
+        untimed = approval().create_execution(runtime)
+        await untimed.run("t")
+        timed = timed_approval().create_execution(runtime)
+        await timed.run("t")
+    # what the older version left: index rows only (no status keys, deadline keys, version, tenant list)
+    for key in await store.list_keys("default", "triggerflow"):
+        if key.startswith(("by:", "due:")) or key == "index":
+            await store.delete("default", "triggerflow", key)
+    await store.delete(_history.TENANTS, "tenants", "default")
+    _history._indexed.clear()  # a new process: nothing known about this store yet
+    _history._known_tenants.clear()
+    assert await rows_by_status(store, "default", "waiting") == []
+    async with process(store, tmp_path, approval(), timed_approval()) as runtime:
+        await runtime.adopt_executions()
+        waiting = {row["id"] for row in await rows_by_status(store, "default", "waiting")}
+        assert untimed.id in waiting
+        found = await runtime.find_execution(timed.id)
+        with anyio.fail_after(20):  # its timer was armed from the rebuilt deadline key: it fires
+            assert await found.result() == {"answer": "late"}
+    assert await _history.list_tenants(store) == ["default"]
+    assert (await store.get("default", "triggerflow", "index")).value == {"v": _history.INDEX_VERSION}
+    assert await _history.reindex(store, "default") == 2  # idempotent: the same keys again
+    assert [r["id"] for r in await rows_by_status(store, "default", "waiting")] == [untimed.id]

@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from keel import KeelError, NotFoundError, Runtime
-from keel_triggerflow._history import NAMESPACE, inbox_name, lease_expiry, list_tenants, rows_by_status, stream_name
+from keel_triggerflow._history import (
+    NAMESPACE,
+    due_waits,
+    ensure_index,
+    inbox_name,
+    lease_expiry,
+    list_tenants,
+    rows_by_status,
+    stream_name,
+)
 
 if TYPE_CHECKING:
     from keel_triggerflow._engine import FlowExecution
@@ -87,6 +96,12 @@ async def find_execution(runtime: Runtime, execution_id: str, tenant: str) -> Fl
         # still an execution: readable and cancellable; continuing it says what is missing
         flow, unresolved = TriggerFlow(str(start.get("flow", "?"))), str(err)
     execution = await flow.load(execution_id, runtime, tenant=tenant, resources=runtime.resources)
+    try:
+        # a timer and a reader may adopt it at once: one object per execution, or two of them race
+        # for its lease and the loser waits out a whole lease before it learns the end
+        return runtime.executions.get(execution_id, tenant)  # type: ignore[return-value]
+    except NotFoundError:
+        runtime.executions.add(execution)
     execution._adopted = True
     execution._unresolved = unresolved
     pending = execution.get_pending_interrupts()
@@ -100,7 +115,7 @@ async def find_execution(runtime: Runtime, execution_id: str, tenant: str) -> Fl
 async def continue_if_orphaned(runtime: Runtime, execution: FlowExecution) -> None:
     """In a serving runtime: continue a found (or refreshed) execution that has work to do and
     whose owner is gone: it runs, or a wait of it has expired, or an answer waits in its inbox."""
-    if execution.status.finished or execution._unresolved is not None:
+    if execution.status.finished or execution._unresolved is not None or execution.running_here:
         return
     if runtime not in _serving or not runtime.started:
         return
@@ -142,31 +157,39 @@ async def _retry_at(runtime: Runtime, execution: FlowExecution, expires: float) 
 
 
 async def adopt_executions(runtime: Runtime) -> None:
-    """Start-up: resume every running execution whose owner is gone; one timer task for timed waits."""
+    """Start-up: resume every running execution whose owner is gone; one timer task for timed waits.
+
+    Reads the ``running`` status keys and the deadline keys, never a waiting execution's row or
+    history: with 10,000 executions waiting, start-up costs what the running and timed ones cost.
+    A tenant indexed by an older version is re-indexed first, once."""
     _serving.add(runtime)
     store = runtime.store()
     timers: list[tuple[float, str, str]] = []
+    tenants = await list_tenants(store)
+    for tenant in sorted({*tenants, "default"}):  # 'default' too: histories older than the tenant list
+        await ensure_index(store, tenant)
     for tenant in await list_tenants(store):
         for row in await rows_by_status(store, tenant, "running"):
             runtime.task_group.start_soon(_adopt_one, runtime, row["id"], tenant)
-        for row in await rows_by_status(store, tenant, "waiting"):
-            deadline = row.get("deadline")
-            if isinstance(deadline, (int, float)):
-                timers.append((float(deadline), tenant, str(row["id"])))
+        timers += [(deadline, tenant, execution_id) for deadline, execution_id in await due_waits(store, tenant)]
     if timers:
         heapq.heapify(timers)
         runtime.task_group.start_soon(_fire_timers, runtime, timers)
 
 
 async def _adopt_one(runtime: Runtime, execution_id: str, tenant: str) -> None:
+    from keel_triggerflow._engine import FlowExecution
+
     try:
         execution = await runtime.find_execution(execution_id, tenant)
+        # find_execution continued it when its owner was gone; one a reader had found earlier (held,
+        # only refreshed) is looked at again here: its timer is due, or its owner died while it ran
+        if isinstance(execution, FlowExecution):
+            await continue_if_orphaned(runtime, execution)
     except NotFoundError:
         return
     except Exception:
         log.exception("adopting execution %s (tenant %s) failed", execution_id, tenant)
-        return
-    del execution  # find_execution resumed it when its owner was gone
 
 
 async def _fire_timers(runtime: Runtime, timers: list[tuple[float, str, str]]) -> None:

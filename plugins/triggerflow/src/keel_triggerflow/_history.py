@@ -9,6 +9,10 @@ Layout in the store (tenant-scoped like every call):
 - key ``triggerflow`` / ``by:<status>:<created>:<id>``: the same row's place in a status, so
   ``keel flow ls --status waiting --last 20`` and start-up adoption read one status in time order
   without reading every row;
+- key ``triggerflow`` / ``due:<deadline>:<id>``: a waiting execution's nearest wait deadline, so
+  start-up adoption arms its timers from these keys alone (reading no row and no history);
+- key ``triggerflow`` / ``index`` : the index's version (``{"v": 2}``); a tenant whose executions
+  were indexed by an older version is re-indexed from its rows once (:func:`ensure_index`);
 - key ``triggerflow`` / ``lease:<id>``: the owner and expiry of the execution's lease;
 - tenant ``_triggerflow``, key ``tenants`` / ``<tenant>``: the tenants that have executions, for
   start-up adoption (the store's calls are scoped by tenant; this is the one list across them).
@@ -231,6 +235,17 @@ def _by_key(status: str, created: float, execution_id: str) -> str:
     return f"by:{status}:{created:017.6f}:{execution_id}"
 
 
+def _due_key(row: dict[str, Any]) -> str | None:
+    """The deadline-index key of a row (a waiting execution with a timed wait), or ``None``."""
+    deadline = row.get("deadline")
+    if row.get("status") != "waiting" or not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
+        return None
+    return f"due:{float(deadline):017.6f}:{row['id']}"
+
+
+INDEX_VERSION = 2  # 1: rows only; 2: rows, status keys (by:) and deadline keys (due:)
+
+
 _known_tenants: dict[int, set[str]] = {}  # id(store) -> tenants registered through it (saves a read)
 
 
@@ -243,20 +258,29 @@ async def index_ops(store: Store, tenant: str, execution_id: str, seq: int, fiel
     created = float(row.setdefault("created", time.time()))
     if int(row.get("seq", 0)) > seq:
         return []
-    old_status = row.get("status")
+    old_status, old_due = row.get("status"), _due_key(row)
     row.update(fields, updated=time.time(), seq=seq)
-    if row.get("status") != "waiting":
-        row.pop("deadline", None)
+    if row.get("status") != "waiting" or "deadline" not in fields:
+        row.pop("deadline", None)  # a deadline belongs to the wait it was written with
     ops: list[WriteOp] = [Put(NAMESPACE, key, row, expected_version=current.version if current else 0)]
     if old_status != row.get("status"):
         if old_status is not None:
             ops.append(Delete(NAMESPACE, _by_key(str(old_status), created, execution_id)))
         if row.get("status") is not None:
             ops.append(Put(NAMESPACE, _by_key(str(row["status"]), created, execution_id), {"id": execution_id}))
+    new_due = _due_key(row)
+    if old_due != new_due:
+        if old_due is not None:
+            ops.append(Delete(NAMESPACE, old_due))
+        if new_due is not None:
+            ops.append(Put(NAMESPACE, new_due, {"id": execution_id}))
     if current is None:
         known = _known_tenants.setdefault(id(store), set())
         if tenant not in known:
             if await store.get(TENANTS, "tenants", tenant) is None:
+                if not await store.list_keys(tenant, NAMESPACE, "exec:"):
+                    # a new tenant: its index starts at the current version (nothing to re-index)
+                    await store.put(tenant, NAMESPACE, "index", {"v": INDEX_VERSION})
                 await store.put(TENANTS, "tenants", tenant, {"since": time.time()})
             known.add(tenant)
     return ops
@@ -300,9 +324,66 @@ async def rows_by_status(store: Store, tenant: str, status: str, *, last: int | 
     return rows
 
 
+async def due_waits(store: Store, tenant: str) -> list[tuple[float, str]]:
+    """(deadline, execution id) of every waiting execution with a timed wait, nearest first: read
+    from the deadline keys alone."""
+    found = []
+    for key in await store.list_keys(tenant, NAMESPACE, "due:"):
+        _, deadline, execution_id = key.split(":", 2)
+        found.append((float(deadline), execution_id))
+    return found
+
+
 async def list_tenants(store: Store) -> list[str]:
     """Every tenant that has had an execution in this store."""
     return await store.list_keys(TENANTS, "tenants")
+
+
+_indexed: dict[int, set[str]] = {}  # id(store) -> tenants whose index this process found current
+
+
+async def ensure_index(store: Store, tenant: str) -> int:
+    """Bring a tenant's index to the current version, once per store and process: one read when it
+    is current. Executions indexed by an older version (before the status and deadline keys) get
+    those keys from their rows, and the tenant is registered for start-up adoption. Returns how
+    many rows were re-indexed (what ``keel flow reindex`` prints)."""
+    done = _indexed.setdefault(id(store), set())
+    if tenant in done:
+        return 0
+    marker = await store.get(tenant, NAMESPACE, "index")
+    count = 0
+    if marker is None or int((marker.value or {}).get("v", 1)) < INDEX_VERSION:
+        count = await reindex(store, tenant)
+    done.add(tenant)
+    return count
+
+
+async def reindex(store: Store, tenant: str) -> int:
+    """Rebuild a tenant's status and deadline keys from its index rows (and drop keys whose row
+    says otherwise); register the tenant; mark the index current. Safe to run again, and beside a
+    live process (each key is written from the row as it is now)."""
+    rows = {}
+    for key in await store.list_keys(tenant, NAMESPACE, "exec:"):
+        item = await store.get(tenant, NAMESPACE, key)
+        if item is not None and isinstance(item.value, dict):
+            rows[key[5:]] = item.value
+    wanted: set[str] = set()
+    for execution_id, row in rows.items():
+        row.setdefault("id", execution_id)
+        if row.get("status") is not None:
+            wanted.add(_by_key(str(row["status"]), float(row.get("created", 0)), execution_id))
+        due = _due_key(row)
+        if due is not None:
+            wanted.add(due)
+    have = set(await store.list_keys(tenant, NAMESPACE, "by:")) | set(await store.list_keys(tenant, NAMESPACE, "due:"))
+    ops: list[WriteOp] = [Put(NAMESPACE, key, {"id": key.rsplit(":", 1)[1]}) for key in sorted(wanted - have)]
+    ops += [Delete(NAMESPACE, key) for key in sorted(have - wanted)]
+    for start in range(0, len(ops), 500):  # bounded transactions
+        await store.transact(tenant, ops[start : start + 500])
+    if rows and await store.get(TENANTS, "tenants", tenant) is None:
+        await store.put(TENANTS, "tenants", tenant, {"since": time.time()})
+    await store.put(tenant, NAMESPACE, "index", {"v": INDEX_VERSION})
+    return len(rows)
 
 
 async def lease_expiry(store: Store, tenant: str, execution_id: str) -> float | None:
@@ -361,6 +442,9 @@ async def delete_execution(store: Store, tenant: str, execution_id: str) -> None
         await store.delete(
             tenant, NAMESPACE, _by_key(row.value["status"], float(row.value.get("created", 0)), execution_id)
         )
+    due = _due_key({**row.value, "id": execution_id}) if row is not None else None
+    if due is not None:
+        await store.delete(tenant, NAMESPACE, due)
     await store.delete(tenant, NAMESPACE, f"exec:{execution_id}")
     await store.delete(tenant, NAMESPACE, f"lease:{execution_id}")
 

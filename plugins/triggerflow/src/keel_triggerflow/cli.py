@@ -16,7 +16,14 @@ import click
 
 from keel import Execution, ExecutionStatus, KeelError, NotFoundError, Runtime, load_ref
 from keel_triggerflow._engine import FlowExecution
-from keel_triggerflow._history import delete_execution, expired_executions, list_index, parse_age, rows_by_status
+from keel_triggerflow._history import (
+    delete_execution,
+    ensure_index,
+    expired_executions,
+    list_index,
+    parse_age,
+    rows_by_status,
+)
 from keel_triggerflow.flow import TriggerFlow
 from keel_triggerflow.runners import get_runner
 from keel_triggerflow.types import CloseSnapshot, Interrupt, LeaseError
@@ -282,6 +289,7 @@ def ls_cmd(
 
     async def body(runtime: Runtime) -> list[dict[str, Any]]:
         store = runtime.store()
+        await ensure_index(store, tenant)  # executions indexed by an older version: once
         if not statuses:
             return await list_index(store, tenant)
         # each status is an index of its own, in time order: read only what is asked for

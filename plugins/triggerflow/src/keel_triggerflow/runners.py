@@ -10,7 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from keel import DriverNotFoundError, Execution, PluginConflictError, Runtime, parse_options
 from keel_triggerflow import hookspecs
-from keel_triggerflow._history import lease_is_live, parse_age, purge_executions, rows_by_status
+from keel_triggerflow._history import (
+    NAMESPACE,
+    due_waits,
+    ensure_index,
+    lease_is_live,
+    parse_age,
+    purge_executions,
+    rows_by_status,
+)
 from keel_triggerflow.flow import TriggerFlow
 from keel_triggerflow.types import FlowError, LeaseError
 
@@ -134,10 +142,11 @@ class LocalRunner:
         store = self.runtime.store()
         resumed: list[Execution] = []
         now = time.time()
+        await ensure_index(store, tenant)
         due = [  # waiting ones whose timeout passed while no process ran them: their timer fires now
-            row
-            for row in await rows_by_status(store, tenant, "waiting")
-            if isinstance(row.get("deadline"), (int, float)) and row["deadline"] <= now
+            item.value
+            for deadline, execution_id in await due_waits(store, tenant)
+            if deadline <= now and (item := await store.get(tenant, NAMESPACE, f"exec:{execution_id}")) is not None
         ]
         for row in [*await rows_by_status(store, tenant, "running"), *due]:
             flow = by_name.get(row.get("flow", ""))

@@ -162,11 +162,13 @@ def bind_refunds(runtime: keel.Runtime) -> keel.ActionSpec:
     @keel.action(name="issue_refund", risk="irreversible", timeout=30, tags=["payments"])
     async def issue_refund(ticket: str, order: str, amount_eur: float, key: str) -> dict[str, Any]:
         """Refund an order through the payments provider."""
-        store = runtime.store()
-        done = await store.get("default", "desk.ledger", key)
-        if done is None:
-            await store.put("default", "desk.ledger", key, {"ticket": ticket, "order": order, "amount_eur": amount_eur})
-        return {"refunded": amount_eur, "order": order, "key": key, "again": done is not None}
+        row = {"ticket": ticket, "order": order, "amount_eur": amount_eur}
+        try:  # expected_version=0: only if no refund has this key yet, even with two racing attempts
+            await runtime.store().put("default", "desk.ledger", key, row, expected_version=0)
+            again = False
+        except keel.ConflictError:
+            again = True
+        return {"refunded": amount_eur, "order": order, "key": key, "again": again}
 
     return issue_refund
 

@@ -289,7 +289,9 @@ async def _run_case(
         run.error = f"{type(err).__name__}: {err}"
     finally:
         _CURRENT.reset(token)
-        events.extend(_related(nearby.drain(), events, run.execution_id))
+        # Subscription.drain is kernel 0.1's newest addition; an older kernel: the run's own log only
+        drained = nearby.drain() if hasattr(nearby, "drain") else []
+        events.extend(_related(drained, events, run.execution_id))
         nearby.close()
     run.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     # fallback: an event payload may hold something JSON cannot (a flow's own objects); keep its text

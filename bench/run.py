@@ -37,6 +37,7 @@ SCRIPTS = [
     "devtools",
     "queue",
     "otel",
+    "temporal",
 ]
 
 

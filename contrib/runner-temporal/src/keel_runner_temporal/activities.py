@@ -243,9 +243,9 @@ async def _heartbeat(every: float) -> None:
     """Tell Temporal this chunk's worker is alive (and let a cancel reach the chunk) until cancelled."""
     from temporalio import activity
 
-    while True:
-        activity.heartbeat()
+    while True:  # not at once: a chunk that ends within one interval costs no heartbeat round trip
         await asyncio.sleep(every)
+        activity.heartbeat()
 
 
 def is_ref(value: Any) -> bool:

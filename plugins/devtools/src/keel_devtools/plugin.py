@@ -60,3 +60,15 @@ def keel_commands(cli: Any) -> None:
         "keel_devtools.cli:replay",
         help="Re-run recorded executions against today's code: an execution ID, a FILE, or a DIR of files.",
     )
+
+
+@keel.hookimpl
+def keel_doctor_checks() -> list[keel.DoctorCheck]:
+    from keel_devtools.doctor_rows import check_recorded_state
+
+    return [
+        keel.DoctorCheck(
+            name="devtools.recorded-state", row="state", title="recorded state holds no large values",
+            check=check_recorded_state,
+        )
+    ]  # fmt: skip

@@ -393,6 +393,9 @@ class DevToolsSettings(RecorderSettings):
     enabled: bool = Field(default=True, description="false: record nothing for this stack")
     path: str | None = Field(default=None, description="the recording file (default .keel/devtools.db)")
     prices: str | None = Field(default=None, description='a TOML file of [prices."model"] input/output USD per Mtok')
+    artifact_threshold: int = Field(
+        default=64 * 1024, ge=1, description="keel doctor: a recorded input, output or action result past it fails"
+    )
 
 
 _configured: Recorder | None = None  # configure() wins over every stack

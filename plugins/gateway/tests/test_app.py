@@ -20,7 +20,10 @@ async def test_start_wait_read_and_isolation() -> None:
             done = await http.post("/v1/runnables/brief/executions?wait=true", json="x", headers={"X-API-Key": "ka"})
             assert done.status_code == 200 and done.json()["output"] == {"title": "Otters"}
             eid = done.json()["id"]
-            assert (await http.get(f"/v1/executions/{eid}", headers={"X-API-Key": "ka"})).status_code == 200
+            view = await http.get(f"/v1/executions/{eid}", headers={"X-API-Key": "ka"})
+            assert view.status_code == 200
+            usage = view.json()["usage"]  # the kernel's budgets: what it spent, and the limits in force
+            assert usage["model_requests"] == 1 and usage["tokens"] > 0 and usage["limits"] == {}
             other = await http.get(f"/v1/executions/{eid}", headers={"X-API-Key": "kb"})
             assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
             doc = (await http.get("/openapi.json")).json()

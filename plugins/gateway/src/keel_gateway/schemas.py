@@ -73,6 +73,10 @@ class ExecutionView(_Model):
     error: TaskError | None = None
     waiting_for: dict[str, Any] | None = Field(default=None, description="what is awaited and how to answer")
     last_seq: int = Field(description="the last product event's sequence number so far")
+    usage: dict[str, Any] | None = Field(
+        default=None,
+        description="what it spent (tokens, cost, model_requests, action_calls, wall_time) and its budget's limits",
+    )
     links: Links
 
 

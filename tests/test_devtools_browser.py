@@ -141,3 +141,60 @@ async def _wait_for_running(recorder: Any, live: dict[str, Any]) -> None:
                 if summary is not None and summary["status"] == "running":
                     return
             await anyio.sleep(0.05)
+
+
+async def record_flows() -> list[str]:
+    """Two runs of one flow with a condition: one takes the 'big' branch, the other the else."""
+    from keel_triggerflow import TriggerFlow
+    from keel_triggerflow import plugin as triggerflow_plugin
+
+    def measure(ctx: Any) -> int:
+        return int(ctx.value)
+
+    def approve(ctx: Any) -> str:
+        return "needs approval"
+
+    def accept(ctx: Any) -> str:
+        return "accepted"
+
+    def is_big(value: Any) -> bool:
+        return int(value) > 100
+
+    flow = TriggerFlow("refund")
+    flow.to(measure).if_condition(is_big).to(approve).else_condition().to(accept).end_condition()
+    ids = []
+    async with keel.Runtime(make_host(plugin, triggerflow_plugin), keel.Stack()) as runtime:
+        for amount in (500, 20):
+            execution = flow.create_execution(runtime)
+            assert (await execution.run(amount)).status == "completed"
+            ids.append(execution.id)
+    return ids
+
+
+def test_a_flow_execution_shows_its_drawing_with_the_path_taken(tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    recorder = configure(tmp_path / "flows.db")
+    big, small = anyio.run(record_flows)
+    assert recorder.flush()
+    executable = ensure_chromium()
+    try:
+        with serve(recorder.db.path) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.set_default_timeout(30_000)
+                for execution_id, taken, not_taken in ((big, "approve", "accept"), (small, "accept", "approve")):
+                    page.goto(f"{url}/executions/{execution_id}")
+                    drawing = page.locator("#flow-drawing")
+                    expect(drawing).to_be_visible()
+                    expect(drawing.locator("g.node.ran", has_text="measure")).to_have_count(1)
+                    expect(drawing.locator("g.node.ran", has_text=taken)).to_have_count(1)
+                    expect(drawing.locator("g.node.not-taken", has_text=not_taken)).to_have_count(1)
+                    expect(drawing.locator("g.node.passed", has_text="done")).to_have_count(1)
+                    page.screenshot(path=str(ARTIFACTS / f"flow-{taken}.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        recorder.close()

@@ -25,6 +25,8 @@ from starlette.routing import Route
 
 import keel
 from keel_devtools.db import ExecutionFilter, RecordingDB
+from keel_devtools.flowgraph import CSS as FLOW_CSS
+from keel_devtools.flowgraph import flow_drawing, path_taken, render_svg
 from keel_devtools.views import align, step_tree, waterfall
 
 __all__ = ["build_app", "serve", "serve_forever"]
@@ -68,7 +70,7 @@ def _when(ts: float | None) -> str:
 def _page(title: str, body: str, script: str = "") -> HTMLResponse:
     doc = (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)} · keel devtools</title>"
-        f"<style>{_CSS}</style></head><body><header><a href='/'>keel devtools</a>"
+        f"<style>{_CSS}{FLOW_CSS}</style></head><body><header><a href='/'>keel devtools</a>"
         f"<span class=muted>local recording, nothing leaves this machine</span></header><main>{body}</main>"
         f"<script>{script}</script></body></html>"
     )
@@ -246,12 +248,18 @@ document.getElementById('compare').addEventListener('click',()=>{const [a,b]=pic
             for r in rows
         )
         error_box = f"<pre class=failed id=error>{_e(summary['error'])}</pre>" if summary["error"] else ""
+        drawing = flow_drawing(rows)
+        flow_box = (
+            f"<h3>flow: the path taken</h3><div class=flow-box>{render_svg(drawing, path_taken(drawing, rows))}</div>"
+            if drawing is not None
+            else ""
+        )
         body = (
             f"<h2>{_e(summary['kind'])} <code>{_e(execution_id)}</code></h2><div class=cards>{cards}</div>"
             f"<div class=grid><div><h3>input</h3><pre id=input>{_e(json.dumps(summary['input'], indent=1, ensure_ascii=False))}</pre></div>"
             f"<div><h3>output</h3><pre id=output>{_e(json.dumps(summary['output'], indent=1, ensure_ascii=False))}</pre>"
             f"{error_box}</div></div>"
-            f"<h3>timeline</h3><div class=wf id=waterfall>{''.join(bars)}</div>"
+            f"{flow_box}<h3>timeline</h3><div class=wf id=waterfall>{''.join(bars)}</div>"
             f"<div class=grid><div><h3>steps</h3><table id=steps><thead><tr><th>step</th><th>events</th>"
             f"<th>tokens in/out</th><th>cost</th><th>kinds</th></tr></thead><tbody>{tree}</tbody></table></div>"
             f"<div><h3>event inspector</h3><pre id=inspector class=muted>click an event</pre></div></div>"

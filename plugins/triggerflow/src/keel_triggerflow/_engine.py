@@ -434,7 +434,13 @@ class FlowExecution:
         self._status = ExecutionStatus.RUNNING
         self.steps_completed = 0
         self._events.add(
-            "execution.started", {"flow": self.flow.name, "resumed": self._replay.replaying, "input": self._input}
+            "execution.started",
+            {
+                "flow": self.flow.name,
+                "resumed": self._replay.replaying,
+                "input": self._input,
+                "drawing": self.flow.drawing(),
+            },
         )
         interp = self._interp = Interpreter(self, Scope(self.flow, ""))
         try:

@@ -29,12 +29,21 @@ from keel_triggerflow._ops import (
 if TYPE_CHECKING:
     from keel_triggerflow.flow import TriggerFlow
 
-__all__ = ["to_mermaid"]
+__all__ = ["graph", "to_mermaid"]
 
 
 def to_mermaid(flow: TriggerFlow) -> str:
     """The flow's definition as Mermaid ``flowchart TD`` text (the definition is checked first)."""
     return _Drawing(flow).render()
+
+
+def graph(flow: TriggerFlow) -> dict[str, Any]:
+    """The same drawing as data, for a viewer that lays it out itself (DevTools' execution page):
+    ``nodes`` (``id``, ``label``, ``shape``, and ``op``: the op id a step's events carry after the
+    ``@`` of their ``path``), ``edges`` (``from``, ``to``, ``label``, ``dotted``) and ``mermaid``."""
+    drawing = _Drawing(flow)
+    text = drawing.render()
+    return {"nodes": drawing.nodes, "edges": drawing.edges, "mermaid": text}
 
 
 class _Drawing:
@@ -45,6 +54,9 @@ class _Drawing:
         self.count = 0
         self.emits: list[tuple[str, str]] = []  # (node, event)
         self.collects: dict[str, str] = {}  # collect name -> its node
+        self.nodes: list[dict[str, Any]] = []
+        self.edges: list[dict[str, Any]] = []
+        self.current: Op | None = None  # the op being drawn: its nodes carry its id
 
     def render(self) -> str:
         start = self.node("start", "start", "circle")
@@ -57,6 +69,7 @@ class _Drawing:
         starts: dict[str, str] = {}
         for ops, events, all_of in handlers.values():
             label = "when " + (" and " if all_of else " or ").join(events)
+            self.current = None
             head = self.node("when", label, "stadium")
             for event in events:
                 starts.setdefault(event, head)
@@ -65,6 +78,7 @@ class _Drawing:
             target = starts.get(event)
             if target is not None:
                 self.lines.append(f"  {node} -.->|{_quote(event)}| {target}")
+                self.edges.append({"from": node, "to": target, "label": event, "dotted": True})
         return "\n".join(self.lines) + "\n"
 
     # ------------------------------------------------------------------------------- pieces
@@ -74,11 +88,14 @@ class _Drawing:
         text = _quote(label)
         left, right = _SHAPES[shape]
         self.lines.append(f"  {name}{left}{text}{right}")
+        op = getattr(self.current, "sid", None) if kind not in ("merge", "join", "done") else None
+        self.nodes.append({"id": name, "label": label, "shape": shape, "op": op})
         return name
 
     def edge(self, sources: list[tuple[str, str]], target: str) -> None:
         for source, label in sources:
             self.lines.append(f"  {source} -->|{_quote(label)}| {target}" if label else f"  {source} --> {target}")
+            self.edges.append({"from": source, "to": target, "label": label, "dotted": False})
 
     def finish(self, exits: list[tuple[str, str]]) -> None:
         """A chain's loose ends go to a shared ``done`` node, so every path visibly ends."""
@@ -94,6 +111,7 @@ class _Drawing:
         return entry
 
     def op(self, op: Op, entry: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        self.current = op
         if isinstance(op, Step):
             if op.name.startswith("pause_for:"):
                 node = self.node("wait", "wait for " + op.name.partition(":")[2], "hexagon")

@@ -338,6 +338,22 @@ class TriggerFlow:
 
         return to_mermaid(self)
 
+    def drawing(self) -> dict[str, Any] | None:
+        """The definition's drawing as data (:func:`keel_triggerflow.draw.graph`), drawn once per
+        compiled definition; ``None`` if it cannot be drawn. Each execution's ``execution.started``
+        event carries it, so that a viewer (DevTools) can show the path an execution took."""
+        compiled = self.compile()
+        cached = self.__dict__.get("_drawing")
+        if cached is None or cached[0] is not compiled:
+            from keel_triggerflow.draw import graph
+
+            try:
+                drawn: dict[str, Any] | None = graph(self)
+            except Exception:  # a drawing is for people: an op it cannot draw must not stop a run
+                drawn = None
+            cached = self.__dict__["_drawing"] = (compiled, drawn)
+        return cached[1]  # type: ignore[no-any-return]
+
     def compile(self) -> Compiled:
         """Check the whole definition (every problem listed) and build the runnable form."""
         if self._compiled is None:

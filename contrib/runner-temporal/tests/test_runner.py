@@ -323,3 +323,35 @@ async def test_a_long_flow_continues_as_new_carrying_value_state_and_answers(tem
         client = await runner.client()
         runs = [w async for w in client.list_workflows(f"WorkflowId = '{execution.id}'")]
         assert len(runs) >= 4, "continued as new every 2 steps"
+
+
+async def test_chunks_declared_local_run_as_local_activities(temporal_address: str) -> None:
+    tries: list[int] = []
+
+    def cheap(ctx: Any) -> int:
+        tries.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise ValueError("a first failure, retried as on the local runner")
+        return ctx.value + 1
+
+    flow = data_flow("mixed", [{"to": "cheap", "retries": 1}, {"to": "fetch"}], cheap=cheap, fetch=fetch)
+    async with Runtime(make_host()) as runtime:
+        runner = runner_for(runtime, temporal_address, local_chunks=["cheap"])
+        execution = await runner.start(flow, 1, tenant="acme")
+        with anyio.fail_after(60):
+            assert await execution.result() == {"name": 2, "by": execution.id, "tenant": "acme"}
+        assert tries == [1, 2]
+        history = await (await runner.client()).get_workflow_handle(execution.id).fetch_history()
+        scheduled = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
+        markers = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
+        assert len(scheduled) == 1, "only fetch went through the task queue"
+        assert len(markers) >= 2, "cheap's two attempts are local-activity markers"
+
+
+async def test_the_workflow_runs_in_temporalio_sandbox_when_asked(temporal_address: str) -> None:
+    flow = data_flow("sandboxed", [{"to": "fetch"}, {"pause_for": "go"}, {"to": "shout"}], fetch=fetch, shout=shout)
+    async with Runtime(make_host()) as runtime:
+        execution = await runner_for(runtime, temporal_address, workflow_sandbox=True).start(flow, "ada")
+        await execution.signal("go", {"name": "bob"}, request_id="g")
+        with anyio.fail_after(60):
+            assert await execution.result() == {"name": "BOB!"}

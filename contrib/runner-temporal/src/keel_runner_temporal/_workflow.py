@@ -352,19 +352,26 @@ class FlowWorkflow(PlanInterpreter):
                 call["state"] = scope.state
             if ref is not None:  # a plan's step: the worker calls flow.run_step(ref, ...)
                 call["ref"] = ref
+            retry = RetryPolicy(
+                maximum_attempts=int(job.get("redeliveries", 20)) + 1,
+                non_retryable_error_types=[CHUNK_FAILED, "TemporalRunnerError", "PayloadTooLarge"],
+            )
+            timeout = timedelta(seconds=float(job["activity_timeout"]))
             try:
-                out = await workflow.execute_activity(
-                    CHUNK_ACTIVITY,
-                    call,
-                    start_to_close_timeout=timedelta(seconds=float(job["activity_timeout"])),
-                    heartbeat_timeout=None if heartbeat is None else timedelta(seconds=float(heartbeat)),
-                    retry_policy=RetryPolicy(
-                        maximum_attempts=int(job.get("redeliveries", 20)) + 1,
-                        non_retryable_error_types=[CHUNK_FAILED, "TemporalRunnerError", "PayloadTooLarge"],
-                    ),
-                )
-            except ActivityError as err:
-                cause = err.cause
+                if chunk in (job.get("local_chunks") or ()):  # declared cheap and pure: no task-queue round trip
+                    out = await workflow.execute_local_activity(
+                        CHUNK_ACTIVITY, call, start_to_close_timeout=timeout, retry_policy=retry
+                    )
+                else:
+                    out = await workflow.execute_activity(
+                        CHUNK_ACTIVITY,
+                        call,
+                        start_to_close_timeout=timeout,
+                        heartbeat_timeout=None if heartbeat is None else timedelta(seconds=float(heartbeat)),
+                        retry_policy=retry,
+                    )
+            except (ActivityError, ApplicationError) as err:  # a local activity's failure comes unwrapped
+                cause = err.cause if isinstance(err, ActivityError) else err
                 if isinstance(cause, CancelledError):
                     raise  # the execution was cancelled: it ends cancelled, not failed
                 if isinstance(cause, ApplicationError) and cause.type == CHUNK_FAILED and attempt <= retries:

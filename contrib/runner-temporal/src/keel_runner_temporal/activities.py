@@ -248,6 +248,17 @@ async def _heartbeat(every: float) -> None:
         activity.heartbeat()
 
 
+def _beating(every: float) -> asyncio.Future[None]:
+    """The heartbeat of a running chunk; a local activity has none (its worker runs the workflow)."""
+    from temporalio import activity
+
+    if activity.info().is_local:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+    return asyncio.ensure_future(_heartbeat(every))
+
+
 def is_ref(value: Any) -> bool:
     from keel_runner_temporal._workflow import REF
 
@@ -317,7 +328,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         tenant = str(call["tenant"])
         sets: list[list[Any]] = []
         ctx = ChunkContext(runtime, call, await resolve(runtime, tenant, call["value"]), sets)
-        beating = asyncio.ensure_future(_heartbeat(runner.options.heartbeat_timeout / 3))
+        beating = _beating(runner.options.heartbeat_timeout / 3)
         try:
             if inspect.iscoroutinefunction(fn):
                 out = await fn(ctx)
@@ -342,7 +353,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         """A step of a flow built in Python: ``flow.run_step`` (TriggerFlow's runner contract)."""
         flow, tenant = served(call["flow"]), str(call["tenant"])
         value = await resolve(runtime, tenant, call["value"])
-        beating = asyncio.ensure_future(_heartbeat(runner.options.heartbeat_timeout / 3))
+        beating = _beating(runner.options.heartbeat_timeout / 3)
         try:
             outcome = await flow.run_step(
                 call["ref"], value, execution_id=call["execution_id"], path=call["path"], attempt=int(call["attempt"]),

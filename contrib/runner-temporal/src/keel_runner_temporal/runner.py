@@ -59,6 +59,17 @@ class TemporalRunnerOptions(BaseModel):
         le=2 * 1024 * 1024,
         description="bytes of a step's output (as JSON) above which it goes by reference, through the stack's store",
     )
+    workflow_sandbox: bool = Field(
+        False,
+        description="run the workflow in temporalio's sandbox: the workflow is Keel's interpreter (it imports only "
+        "temporalio and the standard library; your code runs in activities) and the replay test guards its "
+        "determinism, so it is off by default: the sandbox costs ~15 ms per workflow activation here",
+    )
+    local_chunks: list[str] = Field(
+        default_factory=list,
+        description="chunks (by name; a Python flow's steps by step name) that run as local activities: cheap, "
+        "pure ones, run by the worker that runs the workflow task, with no task-queue round trip",
+    )
     continue_after: int | None = Field(
         None,
         ge=1,
@@ -115,18 +126,22 @@ class TemporalRunner:
             await self.runtime.task_group.start(self._run_worker, client)
 
     async def _run_worker(self, client: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-        from temporalio.worker import Worker
+        from temporalio.worker import UnsandboxedWorkflowRunner, Worker
         from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
         from keel_runner_temporal._workflow import FlowWorkflow
 
-        restrictions = SandboxRestrictions.default.with_passthrough_modules("keel", "pydantic", "pydantic_core")
+        if self.options.workflow_sandbox:
+            restrictions = SandboxRestrictions.default.with_passthrough_modules("keel", "pydantic", "pydantic_core")
+            workflow_runner: Any = SandboxedWorkflowRunner(restrictions=restrictions)
+        else:
+            workflow_runner = UnsandboxedWorkflowRunner()
         worker = Worker(
             client,
             task_queue=self.options.task_queue,
             workflows=[FlowWorkflow],
             activities=activities(self),
-            workflow_runner=SandboxedWorkflowRunner(restrictions=restrictions),
+            workflow_runner=workflow_runner,
         )
         # its own asyncio task (temporalio is asyncio-only): a cancelled runtime asks it to shut down
         # and waits for that, instead of cancelling it halfway through its own shutdown
@@ -172,6 +187,7 @@ class TemporalRunner:
             "heartbeat_timeout": self.options.heartbeat_timeout,
             "redeliveries": self.options.redeliveries,
             "continue_after": self.options.continue_after,
+            "local_chunks": list(self.options.local_chunks),
         }
         try:
             handle = await client.start_workflow(

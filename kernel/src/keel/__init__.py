@@ -37,7 +37,7 @@ from keel.errors import (
     UnknownPluginError,
     error_code,
 )
-from keel.events import EventBus, RuntimeEvent
+from keel.events import EventBus, RuntimeEvent, TraceParent, continuing_trace, current_trace
 from keel.execution import EventLog, Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.hookspecs import hookimpl
 from keel.options import parse_options, validation_problems
@@ -209,6 +209,7 @@ __all__ = [
     "RunnableRegistry",
     "Runtime",
     "RuntimeEvent",
+    "TraceParent",
     "Stack",
     "StackConfig",
     "StackError",
@@ -229,6 +230,8 @@ __all__ = [
     "invoke_action",
     "load_ref",
     "load_stack",
+    "continuing_trace",
+    "current_trace",
     "error_code",
     "new_id",
 ]

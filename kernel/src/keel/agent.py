@@ -38,7 +38,7 @@ from keel.errors import (
     ToolLoopLimit,
     error_code,
 )
-from keel.events import RuntimeEvent, new_span_id, new_trace_id
+from keel.events import RuntimeEvent, current_trace, new_span_id, new_trace_id
 from keel.execution import ExecutionStatus
 from keel.instant import InstantEvent, InstantParser, OutputLimits, reset_event
 from keel.output import Extra, OutputContract
@@ -394,9 +394,10 @@ class AgentExecution:
         self.runtime = runtime
         self.model = model
         self.tenant = tenant
-        self.trace_id = trace_id or new_trace_id()
+        caller = current_trace() if trace_id is None else None  # a gateway request's traceparent
+        self.trace_id = trace_id or (caller.trace_id if caller is not None else new_trace_id())
         self.span_id = new_span_id()
-        self.parent_span_id = parent_span_id
+        self.parent_span_id = parent_span_id or (caller.span_id if caller is not None else None)
         self.reason = ""
         self.attempts: list[dict[str, Any]] = []
         self.messages: list[Message] = []

@@ -9,8 +9,12 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -19,7 +23,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keel.types import new_id
 
-__all__ = ["EventBus", "RuntimeEvent", "Subscription", "new_span_id", "new_trace_id"]
+__all__ = [
+    "EventBus",
+    "RuntimeEvent",
+    "Subscription",
+    "TraceParent",
+    "continuing_trace",
+    "current_trace",
+    "new_span_id",
+    "new_trace_id",
+]
 
 log = logging.getLogger("keel.events")
 
@@ -32,6 +45,49 @@ def new_trace_id() -> str:
 def new_span_id() -> str:
     """A 64-bit span id in hex."""
     return os.urandom(8).hex()
+
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+
+@dataclass(frozen=True)
+class TraceParent:
+    """A caller's trace, from a W3C ``traceparent`` header: executions started while it is current
+    (:func:`continuing_trace`) put their events in ``trace_id``, their own span a child of
+    ``span_id``, so an OpenTelemetry exporter continues the caller's trace."""
+
+    trace_id: str
+    span_id: str
+
+    @classmethod
+    def parse(cls, header: str | None) -> TraceParent | None:
+        """The trace a ``traceparent`` header names, or ``None`` when it is absent or invalid (W3C
+        Trace Context: an invalid header is ignored and a new trace starts)."""
+        match = _TRACEPARENT.match((header or "").strip())
+        if match is None:
+            return None
+        version, trace_id, span_id, _flags, rest = match.groups()
+        if version == "ff" or (version == "00" and rest) or set(trace_id) == {"0"} or set(span_id) == {"0"}:
+            return None
+        return cls(trace_id=trace_id, span_id=span_id)
+
+
+_CURRENT_TRACE: ContextVar[TraceParent | None] = ContextVar("keel_trace_parent", default=None)
+
+
+@contextmanager
+def continuing_trace(parent: TraceParent | None) -> Iterator[None]:
+    """Executions started inside continue ``parent``'s trace (``None``: each starts its own)."""
+    token = _CURRENT_TRACE.set(parent)
+    try:
+        yield
+    finally:
+        _CURRENT_TRACE.reset(token)
+
+
+def current_trace() -> TraceParent | None:
+    """The trace an execution started now continues (see :func:`continuing_trace`), if any."""
+    return _CURRENT_TRACE.get()
 
 
 class RuntimeEvent(BaseModel):

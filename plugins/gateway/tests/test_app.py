@@ -31,3 +31,27 @@ async def test_start_wait_read_and_isolation() -> None:
             assert doc["components"]["schemas"]["BriefResult"]["allOf"][0] == {
                 "$ref": "#/components/schemas/ExecutionView"
             }
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_a_traceparent_header_puts_the_execution_in_the_callers_trace() -> None:
+    async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+        runtime.use_model(ScriptedModel(['{"title": "Otters"}'] * 3))
+        runtime.add(keel.Agent("brief", "Write.", output={"title": (str, "t")}))
+        transport = httpx.ASGITransport(app=create_app(runtime, {}))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            traced = await http.post(
+                "/v1/runnables/brief/executions?wait=true", json="x", headers={"traceparent": TRACEPARENT}
+            )
+            plain = await http.post(
+                "/v1/runnables/brief/executions?wait=true", json="x", headers={"traceparent": "00-zz-bad-01"}
+            )
+        events = [e async for e in (await runtime.find_execution(traced.json()["id"])).events()]
+        assert {e.trace_id for e in events} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
+        started = next(e for e in events if e.kind == "execution.started")
+        assert started.parent_span_id == "00f067aa0ba902b7", "the execution's span is a child of the caller's"
+        others = [e async for e in (await runtime.find_execution(plain.json()["id"])).events()]
+        assert {e.trace_id for e in others} != {"4bf92f3577b34da6a3ce929d0e0e4736"}, "an invalid header is ignored"
+        assert all(e.parent_span_id is None for e in others if e.kind == "execution.started")

@@ -415,7 +415,8 @@ class SpanMapper:
             attributes[sc.GEN_AI_OPERATION_NAME] = sc.OP_INVOKE_WORKFLOW
             attributes[sc.GEN_AI_WORKFLOW_NAME] = name
             span_name = f"{sc.OP_INVOKE_WORKFLOW} {name}".rstrip()
-            parent = _hex(event.parent_span_id, 16) if payload.get("resumed") else None  # the first run's
+            # a resumed run's parent is the first run's span; a first run's, its caller's (a traceparent)
+            parent = _hex(event.parent_span_id, 16)
             if payload.get("resumed"):
                 attributes["keel.flow.resumed"] = True
         else:

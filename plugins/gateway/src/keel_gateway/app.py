@@ -112,7 +112,14 @@ def _middleware(app: FastAPI, settings: GatewaySettings) -> None:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key", "X-API-Key"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "Idempotency-Key",
+                "X-API-Key",
+                "traceparent",
+            ],
             expose_headers=["Retry-After", "Location"],
             max_age=600,
         )

@@ -18,7 +18,17 @@ import anyio
 from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse
 
-from keel import ConflictError, Execution, ExecutionStatus, KeelError, NotFoundError, Runnable, Runtime
+from keel import (
+    ConflictError,
+    Execution,
+    ExecutionStatus,
+    KeelError,
+    NotFoundError,
+    Runnable,
+    Runtime,
+    TraceParent,
+    continuing_trace,
+)
 from keel_gateway.auth import Authenticator, AuthError, FailureThrottle, Principal, RateLimiter
 from keel_gateway.channels import ChannelDispatcher
 from keel_gateway.inputs import InputError, strict_json
@@ -203,7 +213,8 @@ class Gateway:
         except InputError as err:
             raise ApiError(422, "invalid_request", str(err)) from None
         self.validate(runnable.name, runnable.input_schema(), value)
-        execution = await self._start_once(runnable, value, principal.tenant, key)
+        trace = TraceParent.parse(request.headers.get("traceparent"))  # W3C: an invalid one is ignored
+        execution = await self._start_once(runnable, value, principal.tenant, key, trace)
         product = self.hub.log(execution)
         if wait:
             with anyio.move_on_after(timeout):
@@ -215,7 +226,9 @@ class Gateway:
             view.model_dump(mode="json"), status_code=200 if wait and finished else 202, headers=headers
         )
 
-    async def _start_once(self, runnable: Runnable, value: Any, tenant: str, key: str | None) -> Execution:
+    async def _start_once(
+        self, runnable: Runnable, value: Any, tenant: str, key: str | None, trace: TraceParent | None = None
+    ) -> Execution:
         """Start ``runnable``; with an ``Idempotency-Key``, the execution that key already started
         (kept in the store: across restarts and workers). A key whose execution no longer exists
         (a non-durable one, after a restart) starts a new one."""
@@ -230,8 +243,10 @@ class Gateway:
                 except NotFoundError:
                     pass
         try:
-            # through the runtime: a task of this execution that raises fails this execution only
-            execution = await self.runtime.start(runnable, value, tenant=tenant)
+            # through the runtime: a task of this execution that raises fails this execution only;
+            # its events continue the caller's trace (the kernel's TraceParent, read by every runnable)
+            with continuing_trace(trace):
+                execution = await self.runtime.start(runnable, value, tenant=tenant)
         except BaseException:
             if key is not None:
                 with anyio.CancelScope(shield=True):

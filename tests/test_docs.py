@@ -33,7 +33,7 @@ def test_every_hook_is_in_the_reference() -> None:
             assert f"## `{name}(" in page, f"{name} is not documented in docs/hooks.md"
 
 
-async def _exercise(name: str, host: Any, capsys: pytest.CaptureFixture[str]) -> None:
+async def _exercise(name: str, host: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Use what one hook's example registered, as Keel would."""
     from click.testing import CliRunner
 
@@ -83,6 +83,13 @@ async def _exercise(name: str, host: Any, capsys: pytest.CaptureFixture[str]) ->
         (report,) = run_doctor(DoctorContext.from_runtime(keel.Runtime(host)), ["state"])
         (mine,) = [c for c in report.checks if c.name == "acme-store.migrated"]
         assert mine.status == "fail" and report.status == "fail" and "acme-store migrate" in mine.fix
+    elif name == "keel_stack_slots":
+        rows = {row["slot"]: row for row in keel.Stack().check(host)}
+        assert rows["runner"]["status"] == "ok" and rows["runner"]["plugin"] == "acme-flows"
+        stack_file = tmp_path / "keel.toml"
+        stack_file.write_text('runner = "temporal"\n')
+        with pytest.raises(keel.DriverNotFoundError, match="Available: 'local'"):
+            keel.load_stack(stack_file).check(host)
     elif name == "keel_model_prices":
         assert keel.Runtime(host).budgets.price_of("acme-large-2") == keel.ModelPrice(input=1.0, output=4.0)
     elif name == "keel_addhooks":
@@ -110,7 +117,7 @@ async def _exercise(name: str, host: Any, capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize("name", [n for n, f in vars(hookspecs).items() if hasattr(f, "keel_spec")])
-async def test_hook_examples_run(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_hook_examples_run(name: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Each hook's example runs on its own (it defines everything it uses), registers as a plugin
     with no problem, and does what it shows."""
     from keel.testing import make_host
@@ -122,7 +129,7 @@ async def test_hook_examples_run(name: str, capsys: pytest.CaptureFixture[str]) 
     exec(compile(inspect.cleandoc(doc[found.end() :]), f"<{name} example>", "exec"), module.__dict__)
     host = make_host(module)
     assert not host.problems, host.problems
-    await _exercise(name, host, capsys)
+    await _exercise(name, host, capsys, tmp_path)
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if BLOCK.search(p.read_text())], ids=lambda p: p.name)

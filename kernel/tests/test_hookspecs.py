@@ -30,6 +30,7 @@ def test_the_families_of_the_design_card_exist() -> None:
         "keel_adopt_executions",
         "keel_doctor_checks",
         "keel_model_prices",
+        "keel_stack_slots",
     }
     assert set(FAMILIES) <= set(SPECS)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,61 @@ def test_environment_options_are_checked_when_the_stack_resolves(
     (tmp_path / "keel.toml").write_text('store = "memory"\n[environments.docs]\ndriver = "foldr"\n')
     with pytest.raises(keel.DriverNotFoundError, match=r"unknown environment driver 'foldr'.*\[environments\.docs\]"):
         load_stack(tmp_path / "keel.toml").check(host)
+
+
+def test_a_slot_is_checked_by_the_plugin_that_declares_it(tmp_path: Path) -> None:
+    from keel.testing import make_host
+
+    seen = []
+
+    def check(choice: Any, host: Any) -> str:
+        seen.append((choice.name, dict(choice.options)))
+        if choice.name == "broken":
+            raise RuntimeError("a bug in the check")
+        if choice.name != "local":
+            raise keel.DriverNotFoundError("runner", choice.name, ["local"], choice.source)
+        return "flows"
+
+    class Owner:
+        @staticmethod
+        @keel.hookimpl
+        def keel_stack_slots() -> list[keel.SlotSpec]:
+            return [keel.SlotSpec(name="runner", description="runs flows", check=check)]
+
+    owner = Owner()
+    rows = {r["slot"]: r for r in keel.Stack().check(make_host())}
+    assert rows["runner"]["status"] == "unchecked" and "no installed plugin declares" in rows["runner"]["note"]
+
+    host = make_host(owner)
+    assert host.stack_slots()["runner"].spec.description == "runs flows"
+    (tmp_path / "keel.toml").write_text('[runner]\ndriver = "local"\nretention = "30d"\n')
+    rows = {r["slot"]: r for r in keel.load_stack(tmp_path / "keel.toml").check(host)}
+    assert (rows["runner"]["status"], rows["runner"]["plugin"]) == ("ok", "flows")
+    assert seen[-1] == ("local", {"retention": "30d"})
+
+    (tmp_path / "keel.toml").write_text('runner = "temporal"\n')
+    with pytest.raises(keel.DriverNotFoundError, match="unknown runner 'temporal'.*Available: 'local'"):
+        keel.load_stack(tmp_path / "keel.toml").check(host)
+    (tmp_path / "keel.toml").write_text('runner = "broken"\n')
+    rows = {r["slot"]: r for r in keel.load_stack(tmp_path / "keel.toml").check(host)}
+    assert rows["runner"]["status"] == "failed" and "RuntimeError: a bug in the check" in rows["runner"]["note"]
+
+
+def test_two_plugins_declaring_one_slot_is_a_conflict_naming_both() -> None:
+    from keel.testing import make_host
+
+    def declare() -> list[keel.SlotSpec]:
+        return [keel.SlotSpec(name="runner", check=lambda choice, host: "x")]
+
+    class First:
+        keel_stack_slots = staticmethod(keel.hookimpl(declare))
+
+    class Second(First):
+        pass
+
+    host = make_host(First(), Second())
+    with (
+        pytest.warns(RuntimeWarning, match="registered twice"),
+        pytest.raises(keel.PluginConflictError, match="slot name 'runner' is registered twice"),
+    ):
+        host.stack_slots()

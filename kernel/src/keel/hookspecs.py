@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         EvaluatorSpec,
         ModelSpec,
         PolicyDecision,
+        SlotSpec,
         StoreSpec,
     )
 
@@ -101,6 +102,38 @@ def keel_stores() -> Iterable[StoreSpec]:
         @keel.hookimpl
         def keel_stores():
             yield keel.StoreSpec(name="scratch", durable=False, factory=lambda options: MemoryStore())
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def keel_stack_slots() -> Iterable[SlotSpec]:
+    """Declare a stack slot your plugin owns (TriggerFlow's ``runner``), with its check.
+
+    The kernel resolves ``model`` and ``store`` itself; any other slot belongs to the plugin that
+    uses it, which declares it here so that ``keel stack`` checks the stack's
+    choice without starting anything. ``check(choice, host)`` receives the
+    :class:`keel.stack.SlotChoice` (``name``, ``options``, ``source``) and the plugin host, returns
+    the plugin that provides the chosen driver, and raises a :class:`keel.DriverNotFoundError` (or
+    a :class:`keel.StackError` for bad options) when the choice cannot work. The stack keys a
+    plugin may own are reserved in :class:`keel.StackConfig` (``runner``).
+
+    :returns: slot specs; a slot another plugin declares too is a conflict naming both.
+
+    Example::
+
+        import keel
+
+
+        def check_runner(choice, host):
+            if choice.name != "local":
+                raise keel.DriverNotFoundError("runner", choice.name, ["local"], choice.source)
+            return "acme-flows"
+
+
+        @keel.hookimpl
+        def keel_stack_slots():
+            yield keel.SlotSpec(name="runner", description="what runs flows", check=check_runner)
     """
     raise NotImplementedError
 

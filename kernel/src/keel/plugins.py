@@ -32,15 +32,14 @@ import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import pluggy
-from pydantic import BaseModel
 
 from keel import hookspecs
 from keel.errors import IncompatiblePluginError, KeelError, PluginConflictError, PluginLoadError, UnknownPluginError
+from keel.families import FAMILIES, PluginInfo, Registered, check_specs
 from keel.types import (
     ActionCall,
     ActionContext,
@@ -50,6 +49,7 @@ from keel.types import (
     EvaluatorSpec,
     ModelSpec,
     PolicyDecision,
+    SlotSpec,
     StoreSpec,
 )
 
@@ -58,27 +58,6 @@ __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "PluginInfo", "Registered", "env_l
 ENTRY_POINT_GROUP = "keel"
 BUILTIN_PLUGIN = "keel.builtins"
 log = logging.getLogger("keel.plugins")
-
-S = TypeVar("S", ModelSpec, StoreSpec, EnvironmentSpec, ChannelSpec, EvaluatorSpec, ActionSpec)
-
-#: registration hook → the family name used in messages and listings
-FAMILIES: dict[str, str] = {
-    "keel_models": "model",
-    "keel_stores": "store",
-    "keel_environments": "environment",
-    "keel_channels": "channel",
-    "keel_evaluators": "evaluator",
-    "keel_actions": "action",
-}
-#: registration hook → the descriptor type each item must be
-SPEC_TYPES: dict[str, type[BaseModel]] = {
-    "keel_models": ModelSpec,
-    "keel_stores": StoreSpec,
-    "keel_environments": EnvironmentSpec,
-    "keel_channels": ChannelSpec,
-    "keel_evaluators": EvaluatorSpec,
-    "keel_actions": ActionSpec,
-}
 
 
 def env_list(name: str) -> list[str] | None:
@@ -91,46 +70,6 @@ def env_list(name: str) -> list[str] | None:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-@dataclass
-class PluginInfo:
-    """One plugin as ``keel plugins`` shows it."""
-
-    name: str
-    status: str  # loaded | failed | conflict | disabled | not-selected | builtin | registered
-    target: str = ""
-    distribution: str = ""
-    version: str = ""
-    hooks: list[str] = field(default_factory=list)
-    registered: dict[str, list[str]] = field(default_factory=dict)
-    error: str = ""
-    #: conflicts this plugin is part of (a name another plugin registers too)
-    problems: list[str] = field(default_factory=list)
-    #: the keel-kernel range its distribution declares ('' when it declares none)
-    kernel_range: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "target": self.target,
-            "distribution": self.distribution,
-            "version": self.version,
-            "hooks": self.hooks,
-            "registered": self.registered,
-            "error": self.error,
-            "problems": self.problems,
-            "kernel_range": self.kernel_range,
-        }
-
-
-@dataclass(frozen=True)
-class Registered(Generic[S]):
-    """A spec and the plugin that registered it."""
-
-    spec: S
-    plugin: str
 
 
 def _distribution(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
@@ -482,7 +421,7 @@ class PluginHost:
             for impl in impls:
                 caller = self.pm.subset_hook_caller(hook_name, [i.plugin for i in impls if i is not impl])
                 try:
-                    specs = _specs(hook_name, caller())
+                    specs = check_specs(hook_name, caller())
                 except Exception as err:
                     self._fail(impl.plugin_name, err, during="register")
                     failed = True  # unregistered: its registrations in every family are dropped
@@ -532,6 +471,10 @@ class PluginHost:
     def actions(self) -> dict[str, Registered[ActionSpec]]:
         return self._registered("keel_actions")
 
+    def stack_slots(self) -> dict[str, Registered[SlotSpec]]:
+        """The stack slots plugins declare (``keel_stack_slots``), by slot name."""
+        return self._registered("keel_stack_slots")
+
     def family(self, family: str) -> Mapping[str, Registered[Any]]:
         """Registrations of one family by its singular name (``"model"``, ``"store"``, ...)."""
         for hook_name, name in FAMILIES.items():
@@ -548,18 +491,10 @@ class PluginHost:
         return [(impl.plugin_name, _bind_event(impl.function, impl.argnames, runtime)) for impl in impls]
 
     def check_action(self, call: ActionCall, context: ActionContext) -> PolicyDecision:
-        """Combine every policy's answer: deny > approve > allow; none → the default policy."""
-        decisions = [d for d in self.pm.hook.keel_check_action(call=call, context=context) if d is not None]
-        for verdict in ("deny", "approve", "allow"):
-            for decision in decisions:
-                if decision.verdict == verdict:
-                    return _fail_closed(decision, context)
-        default = PolicyDecision(verdict="allow", reason="default policy", policy="keel.default")
-        if call.risk == "irreversible":
-            default = PolicyDecision(
-                verdict="approve", reason="irreversible actions need approval", policy="keel.default"
-            )
-        return _fail_closed(default, context)
+        """Every policy's answer to ``call``, combined by :func:`keel.policy.combine_decisions`."""
+        from keel.policy import combine_decisions
+
+        return combine_decisions(self.pm.hook.keel_check_action(call=call, context=context), call, context)
 
     def add_commands(self, cli: Any) -> None:
         """Let each plugin add its sub-commands; one whose hook raises is ``failed``, the rest still add theirs."""
@@ -598,33 +533,6 @@ class PluginHost:
         return out + self._conflicting
 
 
-def _specs(hook_name: str, results: list[Any]) -> list[Any]:
-    """The descriptors one plugin's registration hook gave (pluggy's result list holds its one
-    answer, or nothing for ``None``); the wrong shape is a ``TypeError`` saying the right one."""
-    expected = SPEC_TYPES[hook_name]
-    shape = (
-        f"{hook_name}() must return a list of keel.{expected.__name__} or yield each one "
-        f"(`yield keel.{expected.__name__}(...)`)"
-    )
-    if not results or results[0] is None:
-        return []
-    result = results[0]
-    if isinstance(result, BaseModel):
-        raise TypeError(f"{hook_name}() returned one {type(result).__name__}, not a list of them; {shape}")
-    if isinstance(result, (str, bytes, Mapping)) or not isinstance(result, Iterable):
-        raise TypeError(f"{hook_name}() returned {_describe(result)}; {shape}")
-    specs = list(result)  # a generator runs here: an error inside it propagates as itself
-    for item in specs:
-        if not isinstance(item, expected):
-            raise TypeError(f"{hook_name}() gave {_describe(item)} among its results; {shape}")
-    return specs
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return f"a {type(value).__name__} ({text if len(text) <= 60 else text[:57] + '...'})"
-
-
 def _bind_event(function: Any, argnames: tuple[str, ...], runtime: Any) -> Any:
     if "runtime" in argnames:
 
@@ -637,13 +545,3 @@ def _bind_event(function: Any, argnames: tuple[str, ...], runtime: Any) -> Any:
         return function(event=event)
 
     return observer
-
-
-def _fail_closed(decision: PolicyDecision, context: ActionContext) -> PolicyDecision:
-    if decision.verdict == "approve" and not context.approver_available:
-        return PolicyDecision(
-            verdict="deny",
-            reason=f"{decision.reason}; no approver is configured, so the call is denied (fail closed)",
-            policy=decision.policy,
-        )
-    return decision

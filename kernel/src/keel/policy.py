@@ -1,6 +1,6 @@
 """Approvals: who may say yes to an action that policy says needs one.
 
-The kernel combines ``keel_check_action`` answers (see :meth:`keel.PluginHost.check_action`). When
+The kernel combines ``keel_check_action`` answers with :func:`combine_decisions`. When
 the verdict is ``approve``, the caller's :class:`Approver` is asked. Only an explicit yes approves:
 no approver, a refusal, an answer that is not ``True`` or an :class:`ApprovalDecision`, an approver
 that raises, and the timeout are each a denial that says which of these it was (fail closed).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import nullcontext
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,11 +19,12 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.errors import KeelError
-from keel.types import new_id
+from keel.types import ActionCall, ActionContext, PolicyDecision, new_id
 
 log = logging.getLogger("keel.policy")
 
 __all__ = [
+    "combine_decisions",
     "ApprovalDecision",
     "ApprovalRequest",
     "Approver",
@@ -163,3 +164,34 @@ async def ask(approver: Approver | None, request: ApprovalRequest, timeout: floa
     if answer.approved is not True:
         return answer if answer.by else answer.model_copy(update={"by": who})
     return answer
+
+
+# ------------------------------------------------------------------------------ combining policies
+
+
+def combine_decisions(
+    decisions: Iterable[PolicyDecision | None], call: ActionCall, context: ActionContext
+) -> PolicyDecision:
+    """One verdict from every policy's answer to ``call``: ``deny`` over ``approve`` over ``allow``
+    (the first of a kind wins); no answer at all is the default policy, which allows, and asks for
+    approval for an ``irreversible`` action. An ``approve`` with no approver available becomes a
+    ``deny`` that says so (fail closed)."""
+    answers = [d for d in decisions if d is not None]
+    for verdict in ("deny", "approve", "allow"):
+        for decision in answers:
+            if decision.verdict == verdict:
+                return _fail_closed(decision, context)
+    default = PolicyDecision(verdict="allow", reason="default policy", policy="keel.default")
+    if call.risk == "irreversible":
+        default = PolicyDecision(verdict="approve", reason="irreversible actions need approval", policy="keel.default")
+    return _fail_closed(default, context)
+
+
+def _fail_closed(decision: PolicyDecision, context: ActionContext) -> PolicyDecision:
+    if decision.verdict == "approve" and not context.approver_available:
+        return PolicyDecision(
+            verdict="deny",
+            reason=f"{decision.reason}; no approver is configured, so the call is denied (fail closed)",
+            policy=decision.policy,
+        )
+    return decision

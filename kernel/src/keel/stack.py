@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from keel.budgets import BudgetsConfig
 from keel.calls import CallsConfig
-from keel.errors import DriverNotFoundError, StackError
+from keel.errors import DriverNotFoundError, KeelError, StackError
 from keel.options import parse_options, validation_problems
 from keel.types import ModelConfig
 
@@ -46,6 +46,8 @@ __all__ = [
 
 STACKS_GROUP = "keel.stacks"
 
+#: stack keys a plugin owns and declares with ``keel_stack_slots`` (the kernel only parses them)
+PLUGIN_SLOTS = ("runner",)
 #: the embedded defaults: what a fresh install runs on, with no stack file
 DEFAULTS: dict[str, str] = {"model": "local", "store": "sqlite", "runner": "local"}
 #: a default that is not installed falls back to a kernel built-in, and says so
@@ -262,18 +264,39 @@ class Stack:
                 }
             )
         report += self._check_environments(host)
-        runner = self.choice("runner")
-        report.append(
-            {
-                "slot": "runner",
-                "name": runner.name,
-                "source": runner.source,
-                "plugin": None,
-                "status": "unchecked",
-                "note": "checked by the plugin that runs flows",
-            }
-        )
-        return report
+        return report + self._check_plugin_slots(host)
+
+    def _check_plugin_slots(self, host: PluginHost) -> list[dict[str, Any]]:
+        """The slots plugins own (``keel_stack_slots``), each checked by its owner; a reserved key
+        (``runner``) that no installed plugin declares is listed as ``unchecked``, saying so."""
+        declared = host.stack_slots()
+        rows = []
+        for slot in sorted({*PLUGIN_SLOTS, *declared}):
+            try:
+                choice = self.choice(slot)
+            except StackError:
+                rows.append(_row(slot, "", "", None, "unset", "not set, and it has no default"))
+                continue
+            if slot not in declared:
+                note = f"no installed plugin declares the {slot!r} slot, so nothing checks or uses it"
+                rows.append(_row(slot, choice.name, choice.source, None, "unchecked", note))
+                continue
+            owner = declared[slot]
+            try:
+                provider = owner.spec.check(choice, host)
+            except DriverNotFoundError as err:
+                if err.source != "embedded default":
+                    raise
+                rows.append(_row(slot, choice.name, choice.source, None, "missing", str(err)))
+                continue
+            except KeelError:
+                raise
+            except Exception as err:  # a bug in the owner's check: shown, and not ok (fail closed)
+                note = f"the check of plugin {owner.plugin!r} raised {type(err).__name__}: {err}"
+                rows.append(_row(slot, choice.name, choice.source, owner.plugin, "failed", note))
+                continue
+            rows.append(_row(slot, choice.name, choice.source, provider or owner.plugin, "ok", choice.note))
+        return rows
 
     def _check_environments(self, host: PluginHost) -> list[dict[str, Any]]:
         """Each ``[environments.<name>]``: its driver exists, and its options fit the model the
@@ -450,3 +473,8 @@ def load_stack(path: str | Path | None = None, *, name: str | None = None, cwd: 
     if local is not None:
         layers.append(local)
     return Stack(layers)
+
+
+def _row(slot: str, name: str, source: str, plugin: str | None, status: str, note: str) -> dict[str, Any]:
+    """One row of :meth:`Stack.check`."""
+    return {"slot": slot, "name": name, "source": source, "plugin": plugin, "status": status, "note": note}

@@ -42,6 +42,7 @@ __all__ = [
     "Progress",
     "RestartPolicy",
     "Risk",
+    "SlotSpec",
     "StoreSpec",
     "TextDelta",
     "ToolCall",
@@ -323,6 +324,21 @@ class StoreSpec(_Spec):
     options: type[BaseModel] | None = Field(
         default=None, description="the options model; None = the factory checks its options itself"
     )
+
+
+class SlotSpec(_Spec):
+    """A stack slot a plugin owns (TriggerFlow's ``runner``), so that ``keel stack`` checks it.
+
+    ``check(choice, host)`` gets the stack's :class:`keel.stack.SlotChoice` for the slot (name,
+    options, where it was chosen) and the plugin host; it starts nothing, returns the name of the
+    plugin that provides the chosen driver, and raises a :class:`keel.KeelError` (a
+    :class:`keel.DriverNotFoundError` listing the available names, or a :class:`keel.StackError`
+    for bad options) when the choice cannot work.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="the stack key: runner = ... or [runner]")
+    description: str = ""
+    check: Callable[[Any, Any], str]
 
 
 # ---------------------------------------------------------------------------------------- doctor

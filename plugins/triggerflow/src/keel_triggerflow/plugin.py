@@ -28,6 +28,17 @@ def keel_triggerflow_runners() -> Any:
 
 
 @keel.hookimpl
+def keel_stack_slots() -> Any:
+    yield keel.SlotSpec(name="runner", description="what runs flows (default: local, in-process)", check=_check_runner)
+
+
+def _check_runner(choice: Any, host: Any) -> str:
+    from keel_triggerflow.runners import check_runner  # imported when `keel stack` checks, not at discovery
+
+    return check_runner(choice, host)
+
+
+@keel.hookimpl
 async def keel_find_execution(runtime: Any, execution_id: str, tenant: str) -> Any:
     from keel_triggerflow._adopt import find_execution
 

@@ -8,7 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from keel import DriverNotFoundError, Execution, PluginConflictError, Runtime, parse_options
+from keel import DriverNotFoundError, Execution, PluginConflictError, PluginHost, Runtime, parse_options
+from keel.stack import SlotChoice
 from keel_triggerflow import hookspecs
 from keel_triggerflow._history import (
     NAMESPACE,
@@ -22,7 +23,7 @@ from keel_triggerflow._history import (
 from keel_triggerflow.flow import TriggerFlow
 from keel_triggerflow.types import FlowError, LeaseError
 
-__all__ = ["LocalRunner", "LocalRunnerOptions", "Runner", "RunnerSpec", "get_runner", "runner_specs"]
+__all__ = ["LocalRunner", "LocalRunnerOptions", "Runner", "RunnerSpec", "check_runner", "get_runner", "runner_specs"]
 
 
 @runtime_checkable
@@ -166,20 +167,20 @@ def _local(runtime: Runtime, options: dict[str, Any]) -> LocalRunner:
     return LocalRunner(runtime, options)
 
 
-def add_hookspecs(runtime: Runtime) -> None:
+def add_hookspecs(runtime: Runtime | PluginHost) -> None:
     """Add TriggerFlow's hookspecs to the runtime's plugin manager when the plugin that adds them
     (``keel_addhooks`` in ``keel_triggerflow.plugin``) is not registered: a host built by hand."""
-    pm = runtime.host.pm
+    pm = (runtime.host if isinstance(runtime, Runtime) else runtime).pm
     caller = getattr(pm.hook, "keel_triggerflow_runners", None)
     if caller is None or caller.spec is None:
         pm.add_hookspecs(hookspecs)
 
 
-def runner_specs(runtime: Runtime) -> dict[str, tuple[str, RunnerSpec]]:
+def runner_specs(runtime: Runtime | PluginHost) -> dict[str, tuple[str, RunnerSpec]]:
     """Every registered runner by name, with the plugin that registered it (``local`` built in)."""
     add_hookspecs(runtime)
     found: dict[str, tuple[str, RunnerSpec]] = {}
-    pm = runtime.host.pm
+    pm = (runtime.host if isinstance(runtime, Runtime) else runtime).pm
     for impl in pm.hook.keel_triggerflow_runners.get_hookimpls():
         specs: Iterable[RunnerSpec] = impl.function() or ()  # type: ignore[assignment]
         for spec in specs:
@@ -188,6 +189,17 @@ def runner_specs(runtime: Runtime) -> dict[str, tuple[str, RunnerSpec]]:
             found[spec.name] = (impl.plugin_name, spec)
     found.setdefault("local", ("keel-triggerflow", RunnerSpec(name="local", factory=_local)))
     return found
+
+
+def check_runner(choice: SlotChoice, host: PluginHost) -> str:
+    """The ``runner`` slot's check (``keel stack``): the chosen runner is registered, and the local
+    runner's options are valid; returns the plugin that registered it. Starts nothing."""
+    specs = runner_specs(host)
+    if choice.name not in specs:
+        raise DriverNotFoundError("runner", choice.name, specs, choice.source)
+    if choice.name == "local":
+        parse_options(LocalRunnerOptions, dict(choice.options), where=f"runner 'local' ({choice.source})")
+    return specs[choice.name][0]
 
 
 def get_runner(runtime: Runtime, name: str | None = None) -> Runner:

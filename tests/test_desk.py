@@ -126,6 +126,12 @@ def test_the_desk_walks_a_ticket_with_its_approval_answered_from_the_page(
             browser.close()
     output = desk.finish()
     assert_walked(output, "Grace (desk lead)")
+    for dataset in (
+        "evals/desk.yaml: 3 of 3",
+        "desk/evals/classifier.yaml: 2 of 2",
+        "desk/evals/sla_reminder.yaml: 1 of 1",
+    ):
+        assert f"eval {dataset} cases pass" in output, output
     assert "waiting for the page's answer" in output
 
 
@@ -134,7 +140,7 @@ def test_make_demo_walks_a_ticket_on_the_real_local_model(tmp_path: Path, runnin
     desk = Running(tmp_path / "state")
     running.append(desk)
     output = desk.finish(timeout=540)
-    assert "model:     local:" in output
+    assert "model:     local:" in output and "eval evals/desk.yaml: 1 of 1 cases pass" in output
     result = assert_walked(output, "demo script")
     assert result["category"] in ("refund", "bug", "question")
     assert (tmp_path / "state" / "devtools.db").is_file() and (tmp_path / "state" / "keel.toml").is_file()

@@ -37,7 +37,7 @@ async def main(args: argparse.Namespace) -> int:
         if interactive and not args.exit:
             await stay_up(desk, done["execution_id"])
     failed = [row for row, status in done["doctor"].items() if status == "fail"]
-    return 1 if failed or not done["replay_ok"] else 0
+    return 1 if failed or not done["replay_ok"] or done["eval_failed"] else 0
 
 
 async def stay_up(desk: Desk, execution_id: str) -> None:

@@ -442,6 +442,7 @@ risk = "read"
 tags = ["kb"]
 timeout = 20
 health_interval = 10
+owner = "support-platform team"
 
 [environments.py]
 driver = "sandbox"
@@ -452,6 +453,7 @@ cpu_seconds = 5
 wall_seconds = 20
 languages = ["python"]
 health_interval = 30
+owner = "support-platform team"
 
 # governance: what one ticket may spend, checked by the kernel before each call (docs/budgets.md)
 [budgets.runnables.desk]          # a flow's limits hold across the agents it runs
@@ -506,6 +508,10 @@ output = 0.0
 
 [settings.devtools]
 path = "{state / "devtools.db"}"
+
+[settings.eval]                   # where doctor finds each runnable's dataset and the last runs
+datasets = ["{HERE.parent / "evals"}", "{HERE / "evals"}"]
+reports = "{state / "eval"}"
 
 [settings.scheduler]
 database = "{state / "scheduler.db"}"

@@ -22,9 +22,16 @@ from service import IN_SECRET, Desk
 import keel
 import keel_devtools
 from keel.doctor import DoctorContext, run_doctor
-from keel.testing import make_host
+from keel.testing import ScriptedModel, make_host
 from keel_scheduler.intake import sign
 
+HERE = Path(__file__).resolve().parent
+#: the flow's dataset first (the suite runs it too: tests/test_example_evals.py), then the desk's own
+DATASETS = [
+    HERE.parent / "evals" / "desk.yaml",
+    HERE / "evals" / "classifier.yaml",
+    HERE / "evals" / "sla_reminder.yaml",
+]
 TICKET = {
     "id": "T-1042",
     "customer": "Ada Lovelace",
@@ -157,7 +164,28 @@ async def _observe(desk: Desk, execution_id: str, classifier_id: str, say: Calla
         replayed = await keel_devtools.replay(recording, runtime=fresh)
     verdict = "no divergence" if replayed.ok else str(replayed.divergence)
     say(f"stage 11   replay of the classifier's execution {classifier_id} against today's code: {verdict}")
-    return {"replay_ok": replayed.ok, "exported": str(exported)}
+    # the datasets on this stack's own model: actions from recorded results, approvals from the
+    # cases; the reports go where doctor reads the last runs. On the slow local model only the
+    # flow's first case and the SLA check run here (the suite runs every case on the scripted model).
+    from keel_eval import load_dataset, run_dataset
+
+    quick = not isinstance(desk.runtime.model(), ScriptedModel)
+    failed: dict[str, list[str]] = {}
+    for path in DATASETS:
+        dataset = load_dataset(path)
+        if quick and path.name == "classifier.yaml":
+            say(f"stage 11   eval desk/evals/{path.name}: not run on the local model here (`keel eval run` runs it)")
+            continue
+        if quick and path == DATASETS[0]:
+            dataset = dataset.model_copy(update={"cases": dataset.cases[:1]})
+        report = await run_dataset(dataset, runtime=desk.runtime, concurrency=1)
+        report.save(desk.state / "eval" / f"{report.id}.json")
+        failed.update({f"{path.name}:{c.name}": c.failures() for c in report.cases if not c.passed})
+        say(f"stage 11   eval {path.relative_to(DATASETS[0].parent.parent)}: "
+            f"{sum(c.passed for c in report.cases)} of {len(report.cases)} cases pass")  # fmt: skip
+    for name, why in failed.items():
+        say(f"           failed {name}: {why}")
+    return {"replay_ok": replayed.ok, "exported": str(exported), "eval_failed": sorted(failed)}
 
 
 def devtools_hint(state: Path, execution_id: str) -> str:

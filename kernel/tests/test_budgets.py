@@ -10,6 +10,7 @@ import pytest
 
 import keel
 from keel.testing import Reply, ScriptedModel, make_host
+from keel.testing.conformance import BudgetConformance, PriceConformance
 
 ran: list[str] = []
 
@@ -288,3 +289,29 @@ def test_the_budget_error_says_what_how_much_and_where() -> None:
     text = str(error)
     assert "'tokens'" in text and "limit 100" in text and "used 98" in text and "[budgets] in keel.toml" in text
     assert json.dumps({"budget": error.budget, "limit": error.limit, "usage": error.usage})
+
+
+# ----------------------------------------------------------------------------------- conformance
+
+
+class TestAgentsHonourBudgets(BudgetConformance):
+    @pytest.fixture
+    def budget_case(self) -> tuple[Any, Any, Any]:
+        ran.clear()
+        agent = keel.Agent("helper", "Help.", actions=["lookup"])
+        return agent, "go", ScriptedModel([tool(), "done", "never sent"])
+
+    @pytest.fixture
+    def budget_host(self) -> Any:
+        class Lookup:
+            @keel.hookimpl
+            def keel_actions(self) -> list[keel.ActionSpec]:
+                return [lookup]
+
+        return make_host(Lookup())
+
+
+class TestTheKernelsOwnPrices(PriceConformance):
+    @pytest.fixture
+    def price_plugin(self) -> Any:
+        return PricingPlugin(0.5)

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+from keel.testing.conformance.budgets import BudgetConformance, PriceConformance
 from keel.testing.conformance.drivers import (
     ActionConformance,
     ChannelConformance,
@@ -29,11 +30,13 @@ from keel.testing.conformance.store import StoreConformance
 __all__ = [
     "ActionConformance",
     "AdoptionConformance",
+    "BudgetConformance",
     "ChannelConformance",
     "EnvironmentConformance",
     "EvaluatorConformance",
     "ExecutionConformance",
     "ModelConformance",
+    "PriceConformance",
     "StoreConformance",
     "TERMINAL_KINDS",
 ]

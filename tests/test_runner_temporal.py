@@ -168,6 +168,8 @@ def test_keel_flow_run_signal_and_show_reach_temporal(temporal_address: str, tmp
         assert ran.exit_code == 0, ran.output
         waiting = json.loads(ran.stdout)
         assert waiting["status"] == "waiting" and [i["name"] for i in waiting["pending_interrupts"]] == ["approve"]
+        listed = listed_until(cli, waiting["execution_id"], "waiting")  # keel flow ls asks Temporal
+        assert listed["flow"] == "where"
         shown = CliRunner().invoke(cli(), ["flow", "show", waiting["execution_id"], "--json"])
         assert shown.exit_code == 0, shown.output
         assert json.loads(shown.stdout)["status"] == "waiting"
@@ -176,6 +178,26 @@ def test_keel_flow_run_signal_and_show_reach_temporal(temporal_address: str, tmp
         done = json.loads(answered.stdout)
         assert done["status"] == "completed"
         assert done["result"] == {"value": "yes", "execution": waiting["execution_id"]}
+        assert listed_until(cli, waiting["execution_id"], "completed")["id"] == waiting["execution_id"]
+
+
+def listed_until(cli: Any, execution_id: str, status: str) -> dict[str, Any]:
+    """`keel flow ls --json` until it lists the execution with this status (Temporal's visibility
+    store follows the history shortly after); at most 60 tries, a tenth of a second apart."""
+    import json
+    import time
+
+    from click.testing import CliRunner
+
+    rows: list[dict[str, Any]] = []
+    for _ in range(60):
+        listed = CliRunner().invoke(cli(), ["flow", "ls", "--json", "--status", status])
+        assert listed.exit_code == 0, listed.output
+        rows = [row for row in json.loads(listed.stdout) if row["id"] == execution_id]
+        if rows:
+            return rows[0]
+        time.sleep(0.1)
+    raise AssertionError(f"keel flow ls never listed {execution_id} as {status}: {rows}")
 
 
 # ---------------------------------------------------------------- beyond linear: one flow, both runners

@@ -265,6 +265,32 @@ class TemporalRunner:
         waiting = [waiting] if isinstance(waiting, dict) else waiting  # one wait, as memos before lists had it
         return self._follow(handle, name, tenant, status=status, waiting=waiting)
 
+    async def list_executions(self, tenant: str = "default") -> list[dict[str, Any]]:
+        """This stack's executions of ``tenant`` on Temporal (its task queue), oldest first, as
+        ``keel flow ls`` shows them: ``id``, ``flow``, ``status`` (``waiting`` from the memo),
+        ``created`` and ``updated`` (epoch seconds). Temporal's visibility store answers."""
+        from keel_runner_temporal._workflow import MEMO_KEY, WAITING_MEMO, WORKFLOW
+
+        client = await self.client()
+        query = f"WorkflowType = '{WORKFLOW}' AND TaskQueue = '{self.options.task_queue}'"
+        rows: list[dict[str, Any]] = []
+        async for found in client.list_workflows(query):
+            if found.status is not None and found.status.name == "CONTINUED_AS_NEW":
+                continue  # an earlier run of an execution: its latest run is listed
+            memo = await found.memo()
+            keel_memo = memo.get(MEMO_KEY) or {}
+            if keel_memo.get("tenant") != tenant:
+                continue
+            status = _STATUS.get(found.status.name if found.status else "RUNNING", ExecutionStatus.FAILED)
+            if status is ExecutionStatus.RUNNING and memo.get(WAITING_MEMO):
+                status = ExecutionStatus.WAITING
+            ended = found.close_time or found.start_time
+            rows.append(
+                {"id": found.id, "flow": keel_memo.get("flow", "?"), "status": status.value,
+                 "created": found.start_time.timestamp(), "updated": ended.timestamp()}
+            )  # fmt: skip
+        return sorted(rows, key=lambda row: row["created"])
+
     async def _flow_for(self, name: str, handle: Any) -> Any:
         """The runtime's runnable called ``name``, or the workflow's frozen definition loaded by a
         registry among the runnables (a data flow); ``None`` when neither is here."""

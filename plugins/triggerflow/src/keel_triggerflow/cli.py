@@ -285,9 +285,14 @@ _STATUSES = ("running", "waiting", "completed", "failed", "cancelled")
 def ls_cmd(
     ctx: click.Context, statuses: tuple[str, ...], flow_name: str | None, last: int | None, as_json: bool, tenant: str
 ) -> None:
-    """List executions in the stack's store, oldest first."""
+    """List executions in the stack's store (or the runner's engine), oldest first."""
 
     async def body(runtime: Runtime) -> list[dict[str, Any]]:
+        runner = get_runner(runtime)
+        listing = getattr(runner, "list_executions", None)
+        if runner.name != "local" and listing is not None:  # the runner keeps them (Temporal), not the store
+            rows: list[dict[str, Any]] = await listing(tenant)
+            return [row for row in rows if not statuses or row.get("status") in statuses]
         store = runtime.store()
         await ensure_index(store, tenant)  # executions indexed by an older version: once
         if not statuses:

@@ -394,3 +394,18 @@ def test_a_flow_resumed_in_another_process_is_a_child_of_its_first_run_in_the_sa
     assert first.parent is None
     assert second.parent is not None and second.parent.span_id == int(first_span, 16)
     assert second.context.span_id == int(second_span, 16)
+
+
+def test_a_signal_answer_is_content_and_stays_off_the_span() -> None:
+    mapper, exporter = make_mapper()
+    ev = FlowEvents()
+    for event in (
+        ev("execution.started", flow="approve", resumed=False),
+        ev("flow.signal", interrupt="i1", request_id="r1", value="approved by Ada, card 4111"),
+        ev("execution.completed", output="done"),
+    ):
+        mapper.handle(event)
+    (span,) = exporter.get_finished_spans()
+    (signal,) = [e for e in span.events if e.name == "signal"] or [None]
+    assert signal is not None and signal.attributes.get("keel.request_id") == "r1"
+    assert "4111" not in str(span.attributes) + str([dict(e.attributes or {}) for e in span.events])

@@ -176,7 +176,7 @@ def _scalars(payload: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {
         prefix + key: value
         for key, value in payload.items()
-        if isinstance(value, (str, bool, int, float)) and value is not None
+        if isinstance(value, (str, bool, int, float)) and key != "value"  # a signal's answer is content
     }
 
 

@@ -162,6 +162,8 @@ class _Session:
         self.comparisons: list[ModelComparison] = []
         self.tools: dict[str, dict[str, Any]] = {}  # name -> the tool schema the model was shown
         self.draws: dict[str, list[Any]] = {}  # kind -> the values drawn, in order
+        self.answers: dict[str, list[Any]] = {}  # a flow's wait name -> the answers it got, in order
+        waits: dict[str, str] = {}  # interrupt id -> its name
         by_span: dict[str, _ModelCall] = {}
         by_call: dict[str, _ActionResult] = {}
         for step, event in _steps(recording.events):
@@ -170,6 +172,13 @@ class _Session:
                 self.native_schema = bool(payload.get("native_schema"))
             elif kind == "draw":
                 self.draws.setdefault(str(payload.get("kind")), []).append(payload.get("value"))
+            elif kind == "execution.waiting":
+                for wait in payload.get("interrupts") or []:
+                    if isinstance(wait, dict):
+                        waits[str(wait.get("id"))] = str(wait.get("name"))
+            elif kind == "flow.signal" and "value" in payload:
+                name = waits.get(str(payload.get("interrupt")), "")
+                self.answers.setdefault(name, []).append(payload["value"])
             elif kind == "model.request":
                 request = payload.get("request")
                 for tool in (request or {}).get("tools") or []:
@@ -236,6 +245,16 @@ class _Session:
         if not recorded:
             raise self.diverge(
                 ReplayDivergence(f"draw/{kind}", None, f"a {kind} draw the recording does not hold",
+                                 source=self.recording.source)
+            )  # fmt: skip
+        return recorded.pop(0)
+
+    def answer(self, name: str) -> Any:
+        """The next recorded answer to a flow's wait named ``name``."""
+        recorded = self.answers.get(name)
+        if not recorded:
+            raise self.diverge(
+                ReplayDivergence(f"wait/{name}", None, f"a wait for {name!r} the recording never answered",
                                  source=self.recording.source)
             )  # fmt: skip
         return recorded.pop(0)
@@ -362,6 +381,10 @@ class _ReplayApprover:
 # ------------------------------------------------------------------------------------ comparing
 
 
+def _wait_shape(wait: Any) -> Any:
+    return {k: v for k, v in wait.items() if k not in ("id", "deadline")} if isinstance(wait, dict) else wait
+
+
 def _checkpoints(events: Iterable[dict[str, Any]], live: bool) -> dict[str, list[tuple[str, Any]]]:
     """Per step path, in order: (kind, the compared part of the payload)."""
     out: dict[str, list[tuple[str, Any]]] = {}
@@ -372,6 +395,8 @@ def _checkpoints(events: Iterable[dict[str, Any]], live: bool) -> dict[str, list
             continue
         payload = event.get("payload") or {}
         value = {f: payload.get(f) for f in fields}
+        if kind == "execution.waiting":  # a wait's id is salted with the execution id, its deadline a time
+            value = {"interrupts": [_wait_shape(w) for w in value["interrupts"] or []]}
         if kind.startswith("action.") and live:
             continue  # ids and order follow the live model's answers
         out.setdefault(step, []).append((kind, value))
@@ -465,15 +490,39 @@ async def replay(
     execution = await target.start(header.get("input"), runtime=runtime, tenant=header.get("tenant") or "default")
     output: Any = None
     with anyio.move_on_after(timeout):
-        try:
-            output = await execution.result()
-        except Exception:  # the replayed execution's own failure is compared like any outcome
-            pass
+        async with anyio.create_task_group() as group:
+            group.start_soon(_answer_waits, execution, session)
+            try:
+                output = await execution.result()
+            except Exception:  # the replayed execution's own failure is compared like any outcome
+                pass
+            group.cancel_scope.cancel()
     events = [_masked(e.model_dump(mode="json")) async for e in _events_now(execution)]
     divergence = session.divergence or compare(recording.events, events, live=live_model, source=recording.source)
     return ReplayResult(
         recording, execution.id, execution.status.value, output, divergence, session.comparisons, events
     )
+
+
+async def _answer_waits(execution: keel.Execution, session: _Session) -> None:
+    """Answer each wait of a replayed flow with the recorded answer to the wait of that name (in
+    order); a wait the recording never answered stops the replay there, as a divergence."""
+    answered: set[str] = set()
+    async for event in execution.events():
+        if event.kind != "execution.waiting":
+            continue
+        for wait in event.payload.get("interrupts") or []:
+            wait = wait if isinstance(wait, dict) else getattr(wait, "model_dump", dict)()
+            key = str(wait.get("id") or wait.get("name"))
+            if key in answered:
+                continue
+            answered.add(key)
+            try:
+                value = session.answer(str(wait.get("name")))
+            except ReplayDivergence:
+                await execution.cancel("replay: a wait the recording never answered")
+                return
+            await execution.signal(str(wait.get("name")), value)
 
 
 async def _events_now(execution: keel.Execution) -> AsyncIterator[keel.RuntimeEvent]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 import keel.budgets
+import keel.draws
 from keel import ConflictError, ExecutionStatus, KeelError, Runtime, RuntimeEvent, new_id
 from keel_triggerflow._context import Context, Scope
 from keel_triggerflow._events import FlowEvents
@@ -221,9 +222,17 @@ class FlowExecution:
         replay.requests[request_id] = value
         replay.answers[interrupt_id] = record
         self._waits.answer(interrupt_id, value)
-        self._events.add("flow.signal", {"interrupt": interrupt_id, "request_id": request_id})
+        self._events.add("flow.signal", {"interrupt": interrupt_id, "request_id": request_id, "value": value})
         if self._adopted and not self._started and self.runtime.started:
             await self.start(self._input)  # adopted while waiting: the answer continues it here
+
+    def _draw(self, kind: str, real: Any) -> Any:
+        """A clock reading, random number or id a step takes (``keel.draws``): the runtime's
+        ``draw_source`` serves it in a replay, else it is drawn; recorded as a ``draw`` event."""
+        source = self.runtime.draw_source
+        value = real() if source is None else source(self, kind)
+        self._events.add("draw", {"kind": kind, "value": value})  # from a worker thread too
+        return value
 
     def _check_duplicate(self, request_id: str, payload: Any) -> None:
         if self._replay.requests[request_id] != jsonable(payload):
@@ -450,7 +459,7 @@ class FlowExecution:
                 meter = await budgets.open(self.id, runnable=name, tenant=tenant, emit=emit)
             else:
                 meter = budgets.meter(self.id, runnable=name, tenant=tenant, emit=emit)
-            with keel.budgets.metering(meter):
+            with keel.budgets.metering(meter), keel.draws.drawing(self._draw):
                 await self._drive_scope(interp)
         except anyio.get_cancelled_exc_class():
             # cancelled from outside (runtime shutdown, a caller's timeout): leave it resumable

@@ -87,6 +87,9 @@ class Runtime:
         self._guarded: GuardedTaskGroup | None = None
         #: tasks of the runtime's task group that raised (each contained; see :meth:`start`)
         self.failed_tasks = 0
+        #: what this process serves with this runtime (``"gateway"``, ``"worker"``...): the plugins
+        #: that serve add their name; ``keel doctor`` reads it (a worker beside the gateway)
+        self.serving: set[str] = set()
 
     @classmethod
     def from_stack(

@@ -15,6 +15,7 @@ async def test_start_wait_read_and_isolation() -> None:
         runtime.add(keel.Agent("brief", "Write.", output={"title": (str, "t")}))
         keys = [{"key": "ka", "tenant": "a"}, {"key": "kb", "tenant": "b"}]
         app = create_app(runtime, {"api_keys": keys})
+        assert runtime.serving == {"gateway"}  # keel doctor reads what this process serves
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             done = await http.post("/v1/runnables/brief/executions?wait=true", json="x", headers={"X-API-Key": "ka"})

@@ -44,3 +44,28 @@ def test_a_signed_source_with_a_delivery_id_passes(tmp_path: Path) -> None:
     assert webhooks.evidence == [
         "[settings.scheduler.sources.shop]: signed, deduplicated by X-Keel-Delivery (else a hash of the body)"
     ]
+
+
+def test_a_worker_in_the_gateway_s_process_warns(tmp_path: Path) -> None:
+    import anyio
+
+    from keel_scheduler import Queue, Worker
+
+    async def main() -> dict[str, keel.DoctorResult]:
+        (tmp_path / "keel.toml").write_text("")
+        runtime = keel.Runtime(make_host(plugin), keel.load_stack(tmp_path / "keel.toml"))
+        checks = {}
+        async with runtime, Queue(str(tmp_path / "q.db")) as queue:
+            await Worker(queue, runtime, poll_interval=0.01).run(drain=True)
+            (report,) = run_doctor(DoctorContext.from_runtime(runtime), ["proactive"])
+            checks["worker only"] = {c.name: c for c in report.checks}["scheduler.apart-from-gateway"]
+            runtime.serving.add("gateway")  # what keel_gateway.create_app(runtime) does
+            (report,) = run_doctor(DoctorContext.from_runtime(runtime), ["proactive"])
+            checks["beside the gateway"] = {c.name: c for c in report.checks}["scheduler.apart-from-gateway"]
+        return checks  # type: ignore[return-value]
+
+    checks = anyio.run(main)
+    assert checks["worker only"].status == "pass" and checks["worker only"].evidence == ["this process serves: worker"]
+    beside = checks["beside the gateway"]
+    assert beside.status == "warn" and "runs in the gateway's process" in beside.evidence[0]
+    assert "keel worker" in beside.fix

@@ -55,6 +55,7 @@ def create_app(
     elif isinstance(settings, dict):
         settings = GatewaySettings.model_validate(settings)
     gateway = Gateway(runtime, settings)
+    runtime.serving.add("gateway")  # keel doctor: what else this process serves
     app = FastAPI(
         title=title,
         version="1",

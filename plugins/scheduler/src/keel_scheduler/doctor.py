@@ -6,7 +6,7 @@ from __future__ import annotations
 import keel
 from keel_scheduler.settings import load_settings
 
-__all__ = ["check_proactive", "check_webhooks"]
+__all__ = ["check_apart_from_gateway", "check_proactive", "check_webhooks"]
 
 
 def check_proactive(context: keel.DoctorContext) -> keel.DoctorResult:
@@ -45,3 +45,25 @@ def check_webhooks(context: keel.DoctorContext) -> keel.DoctorResult:
     if warned:
         return keel.DoctorResult(status="warn", evidence=warned + good, fix=fix)
     return keel.DoctorResult(status="pass", evidence=good)
+
+
+def check_apart_from_gateway(context: keel.DoctorContext) -> keel.DoctorResult:
+    """No worker runs in the gateway's process (read from the live runtime: ``runtime.serving``)."""
+    serving = set(getattr(context.runtime, "serving", ()) or ())
+    if {"gateway", "worker"} <= serving:
+        return keel.DoctorResult(
+            status="warn",
+            evidence=[
+                "a scheduler worker runs in the gateway's process: a deploy or a traffic spike of the web tier "
+                "stops or starves its jobs (jobs still run apart from the request handlers, as tasks)"
+            ],
+            fix="run `keel worker` (and `keel scheduler`) as processes of their own in production",
+        )
+    if serving:
+        return keel.DoctorResult(status="pass", evidence=[f"this process serves: {', '.join(sorted(serving))}"])
+    return keel.DoctorResult(
+        status="pass",
+        evidence=[
+            "this runtime serves nothing yet (doctor on a stack); run doctor in the service to check its process"
+        ],
+    )

@@ -35,7 +35,7 @@ def keel_addhooks(pluginmanager: Any) -> None:
 @keel.hookimpl
 def keel_doctor_checks() -> list[keel.DoctorCheck]:
     # the scheduler answers for the proactive row itself, rather than the kernel knowing it by name
-    from keel_scheduler.doctor import check_proactive, check_webhooks
+    from keel_scheduler.doctor import check_apart_from_gateway, check_proactive, check_webhooks
 
     return [
         keel.DoctorCheck(
@@ -46,5 +46,11 @@ def keel_doctor_checks() -> list[keel.DoctorCheck]:
             row="proactive",
             title="webhooks are signed and deduplicated",
             check=check_webhooks,
+        ),
+        keel.DoctorCheck(
+            name="scheduler.apart-from-gateway",
+            row="proactive",
+            title="no worker in the gateway's process",
+            check=check_apart_from_gateway,
         ),
     ]

@@ -101,6 +101,7 @@ class Worker:
 
     async def run(self, *, drain: bool = False, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Claim and run until :meth:`stop` (or, with ``drain``, until no job is due and none runs)."""
+        self.runtime.serving.add("worker")  # keel doctor reports a worker beside the gateway
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._housekeeping)

@@ -5,7 +5,8 @@ a real `keel serve` subprocess over SQLite, SIGTERM, and `keel serve` again in t
 - after the restart, the events route replays the execution's product events from the store,
   ``Last-Event-ID`` from the first process works in the second, and ``seq`` goes on;
 - the execution still shows its runnable's name, its Idempotency-Key still finds it, and an
-  answer's request id sent again after the restart is delivered once.
+  answer's request id sent again after the restart is delivered once;
+- the webhook channel delivers the adopted execution's new events, numbered on, none twice.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+import pytest
 from conftest import clean_env
 from test_gateway_support import sse_events
 from websockets.sync.client import connect
@@ -84,10 +88,39 @@ class Serve:
         return code
 
 
-def _stack(folder: Path) -> Path:
+class _Hooks(BaseHTTPRequestHandler):
+    """The webhook receiver: records (X-Keel-Delivery, event type) of each POST."""
+
+    received: ClassVar[list[tuple[str, str]]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).received.append((self.headers["X-Keel-Delivery"], self.headers["X-Keel-Event"]))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def hooks() -> Iterator[str]:
+    _Hooks.received.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _stack(folder: Path, hook: str) -> Path:
     (folder / "reviewflow.py").write_text(FLOW)
     (folder / "keel.toml").write_text(
-        f'runnables = ["reviewflow:flow"]\n[store]\ndriver = "sqlite"\npath = "{folder / "s.db"}"\n'
+        f'runnables = ["reviewflow:flow"]\nchannels = ["sse", "websocket", "webhook"]\n'
+        f'[store]\ndriver = "sqlite"\npath = "{folder / "s.db"}"\n'
+        f'[settings.gateway.channels.webhook]\nurl = "{hook}"\nsecret = "s"\nbackoff = 0.05\n'
     )
     return folder
 
@@ -102,8 +135,8 @@ def _wait_status(http: httpx.Client, execution_id: str, status: str) -> dict[str
         time.sleep(0.05)
 
 
-def test_followers_are_told_to_reconnect_and_the_events_go_on_after_a_restart(tmp_path: Path) -> None:
-    folder = _stack(tmp_path)
+def test_followers_are_told_to_reconnect_and_the_events_go_on_after_a_restart(tmp_path: Path, hooks: str) -> None:
+    folder = _stack(tmp_path, hooks)
     first = Serve(folder)
     with httpx.Client(base_url=first.url, timeout=30) as http:
         keyed = {"Idempotency-Key": "order-7"}
@@ -189,6 +222,14 @@ def test_followers_are_told_to_reconnect_and_the_events_go_on_after_a_restart(tm
             assert rest[-1]["event"] == "task.completed"
             assert json.loads(rest[-1]["data"])["data"] == {"shipped": {"ok": True}}
             assert sum(1 for f in rest if f["event"] == "task.completed") == 1
+            # the webhook goes on too: the adopted execution's new events, numbered on, each once
+            deadline = time.monotonic() + 30
+            while (f"{execution_id}.{seqs[-1]}", "task.completed") not in _Hooks.received:
+                assert time.monotonic() < deadline, _Hooks.received
+                time.sleep(0.05)
+            deliveries = [d for d, _ in _Hooks.received]
+            assert len(deliveries) == len(set(deliveries)), "no event delivered twice across the restart"
+            assert (f"{execution_id}.{last_seq}", "task.waiting") in _Hooks.received, "the first process's"
     finally:
         assert second.stop() == 0
 

@@ -303,18 +303,24 @@ class ChannelDispatcher:
             built.append(specs[name].spec.factory(dict(options.get(name, {}))))
         return cls(runtime, hub, built)
 
-    def follow(self, execution: Execution) -> None:
-        """Start delivering this execution's product events to every push channel."""
+    def follow(self, execution: Execution, *, resumed: bool = False) -> None:
+        """Start delivering this execution's product events to every push channel; ``resumed``
+        (one a previous process started): only the events after those it kept, which that process
+        delivered (or dead-lettered) already, unless it died while delivering them."""
         if not self.channels:
             return
         product = self.hub.log(execution)
         for channel in self.channels:
             self.runtime.task_group.start_soon(
-                self._deliver, channel, product, name=f"keel gateway channel {channel.name} {execution.id}"
+                self._deliver, channel, product, resumed, name=f"keel gateway channel {channel.name} {execution.id}"
             )
 
-    async def _deliver(self, channel: Channel, product: ProductLog) -> None:
-        async for i in product.follow():
+    async def _deliver(self, channel: Channel, product: ProductLog, resumed: bool = False) -> None:
+        since = 0
+        if resumed:
+            await product.ready.wait()
+            since = product.restored
+        async for i in product.follow(since):
             event = product.events[i]
             try:
                 await channel.send(event)

@@ -247,6 +247,7 @@ class ProductLog:
         self._wake: anyio.Event | None = None
         self.ready = anyio.Event()  # set once the events a previous process kept are restored
         self.stored = 0  # records in the store's product stream (the next append expects this)
+        self.restored = 0  # events put back from the store (a previous process's)
         self.persisting = True  # False once another process writes the stream, or the store failed
 
     def restore(self, events: list[ProductEvent]) -> None:
@@ -257,6 +258,7 @@ class ProductLog:
                 self.append(_event("task.progress", self.execution_id, message="(not kept)"))
             self.append(event)
         self.stored = len(events)
+        self.restored = len(self.events)
 
     def append(self, event: ProductEvent) -> ProductEvent:
         event.seq = len(self.events) + 1
@@ -340,6 +342,11 @@ class ProductHub:
         )
         self._evict()
         return product
+
+    def __contains__(self, execution: object) -> bool:
+        """Whether this hub holds a log of ``execution`` (an :class:`keel.Execution`)."""
+        key = (getattr(execution, "tenant", None), getattr(execution, "id", None))
+        return key in self._logs
 
     def wake_all(self) -> None:
         """Wake every reader of every log (see :meth:`ProductLog.wake`)."""

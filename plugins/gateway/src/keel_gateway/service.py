@@ -123,6 +123,8 @@ class Gateway:
             execution = await self.runtime.find_execution(execution_id, principal.tenant)
         except NotFoundError:
             raise ApiError(404, "not_found", f"no execution {execution_id!r}") from None
+        if execution not in self.hub:  # first seen here (adopted after a restart): push what comes next
+            self.dispatcher.follow(execution, resumed=True)
         return execution
 
     # --------------------------------------------------------------------------------- validation

@@ -355,3 +355,22 @@ async def test_the_workflow_runs_in_temporalio_sandbox_when_asked(temporal_addre
         await execution.signal("go", {"name": "bob"}, request_id="g")
         with anyio.fail_after(60):
             assert await execution.result() == {"name": "BOB!"}
+
+
+async def test_a_10000_step_flow_continues_as_new_when_temporal_suggests_it(temporal_address: str) -> None:
+    """The issue's long flow: 10,000 steps (local chunks, ~30 s here) in one execution id; Temporal
+    suggests continue-as-new as the history grows (no continue_after set), the value goes on."""
+
+    def add(ctx: Any) -> int:
+        return ctx.value + 1
+
+    flow = data_flow("long", [{"to": "add"}] * 10_000, add=add)
+    async with Runtime(make_host()) as runtime:
+        runner = runner_for(runtime, temporal_address, local_chunks=["add"])
+        execution = await runner.start(flow, 0)
+        with anyio.fail_after(600):
+            assert await execution.result() == 10_000
+        client = await runner.client()
+        runs = [w async for w in client.list_workflows(f"WorkflowId = '{execution.id}'")]
+        assert len(runs) >= 2, "continued as new"
+        assert sum(1 for w in runs if w.status is not None and w.status.name == "CONTINUED_AS_NEW") == len(runs) - 1

@@ -38,6 +38,7 @@ SCRIPTS = [
     "queue",
     "otel",
     "temporal",
+    "durable",
 ]
 
 

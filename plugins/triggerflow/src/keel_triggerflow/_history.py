@@ -359,9 +359,9 @@ async def ensure_index(store: Store, tenant: str) -> int:
 
 
 async def reindex(store: Store, tenant: str) -> int:
-    """Rebuild a tenant's status and deadline keys from its index rows (and drop keys whose row
-    says otherwise); register the tenant; mark the index current. Safe to run again, and beside a
-    live process (each key is written from the row as it is now)."""
+    """Add the status and deadline keys a tenant's index rows call for and are missing; register
+    the tenant; mark the index current. Only adds: safe to run again and beside a live process (a
+    key left over from a row that changed meanwhile is harmless: readers check the row itself)."""
     rows = {}
     for key in await store.list_keys(tenant, NAMESPACE, "exec:"):
         item = await store.get(tenant, NAMESPACE, key)
@@ -377,7 +377,6 @@ async def reindex(store: Store, tenant: str) -> int:
             wanted.add(due)
     have = set(await store.list_keys(tenant, NAMESPACE, "by:")) | set(await store.list_keys(tenant, NAMESPACE, "due:"))
     ops: list[WriteOp] = [Put(NAMESPACE, key, {"id": key.rsplit(":", 1)[1]}) for key in sorted(wanted - have)]
-    ops += [Delete(NAMESPACE, key) for key in sorted(have - wanted)]
     for start in range(0, len(ops), 500):  # bounded transactions
         await store.transact(tenant, ops[start : start + 500])
     if rows and await store.get(TENANTS, "tenants", tenant) is None:

@@ -15,7 +15,7 @@ Schema of ``data`` per type (stable; see docs/interaction.md):
   ``{"reset": true}`` when the answer is being redone and every shown field must be dropped.
 - ``task.waiting``: ``null``; ``waiting_for`` says what is awaited and how to answer.
 - ``task.completed``: the validated output.
-- ``task.failed``: ``{"code": "timeout" | "invalid_output" | "cancelled" | "error"}``; ``message`` is safe.
+- ``task.failed``: ``{"code": "timeout" | "invalid_output" | "budget" | "cancelled" | "error"}``; ``message`` is safe.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ _DECODER = json.JSONDecoder()
 FAILURE_TEXT = {
     "timeout": "the task took too long and was stopped",
     "invalid_output": "the answer did not match the expected format",
+    "budget": "the task reached its budget (tokens, cost, requests, calls or time) and was stopped",
     "cancelled": "the task was cancelled",
     "error": "the task failed",
 }
@@ -64,13 +65,19 @@ def _event(kind: str, execution_id: str, **fields: Any) -> ProductEvent:
 
 
 def failure_code(error: Any) -> str:
-    """The product's failure code (``timeout``, ``invalid_output``, ``cancelled``, ``error``) of an
+    """The product's failure code (``timeout``, ``invalid_output``, ``budget``, ``cancelled``, ``error``) of an
     exception, by its machine-readable ``KeelError.code`` (``keel.error_code``), or of the record an
     execution reported (its ``code``). Never by the class name: a renamed class changes nothing."""
     if isinstance(error, BaseException):
         if isinstance(error, TimeoutError) and not isinstance(error, KeelError):
             return "timeout"  # the standard library's and anyio's own deadline
         code = error_code(error)
+        cause = error.__cause__
+        while cause is not None:  # a flow's step failed because a budget refused a call in it
+            if error_code(cause) == "budget.exceeded":
+                code = "budget.exceeded"
+                break
+            cause = cause.__cause__
     elif isinstance(error, dict):
         code = str(error.get("code") or "")
     else:
@@ -79,6 +86,8 @@ def failure_code(error: Any) -> str:
         return "cancelled"
     if code == "output.invalid":
         return "invalid_output"
+    if code == "budget.exceeded":
+        return "budget"
     if code.endswith((".timeout", "_timeout")):  # agent.timeout, flow.wait_timeout, ...
         return "timeout"
     return "error"

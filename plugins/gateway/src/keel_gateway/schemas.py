@@ -58,7 +58,7 @@ class Links(_Model):
 
 
 class TaskError(_Model):
-    code: Literal["timeout", "invalid_output", "cancelled", "error"]
+    code: Literal["timeout", "invalid_output", "budget", "cancelled", "error"]
     message: str
 
 

@@ -374,3 +374,35 @@ async def test_a_10000_step_flow_continues_as_new_when_temporal_suggests_it(temp
         runs = [w async for w in client.list_workflows(f"WorkflowId = '{execution.id}'")]
         assert len(runs) >= 2, "continued as new"
         assert sum(1 for w in runs if w.status is not None and w.status.name == "CONTINUED_AS_NEW") == len(runs) - 1
+
+
+async def test_a_schedule_skips_a_run_while_the_last_one_is_still_going(temporal_address: str) -> None:
+    """A Temporal Schedule every second, overlap skip: while the first run is held, Temporal counts
+    skipped actions and starts no second execution; released, the run completes and is found by id."""
+    release = anyio.Event()
+    started: list[str] = []
+
+    async def hold(ctx: Any) -> str:
+        started.append(ctx.execution_id)
+        await release.wait()
+        return f"done {ctx.value}"
+
+    flow = data_flow("nightly", [{"to": "hold"}], hold=hold)
+    schedule_id = f"nightly-{uuid.uuid4().hex[:8]}"
+    async with Runtime(make_host()) as runtime:
+        runner = runner_for(runtime, temporal_address, heartbeat_timeout=5)
+        with pytest.raises(TemporalRunnerError, match="overlap 'sometimes' is not one of"):
+            await runner.schedule(flow, schedule_id, every=1, overlap="sometimes")
+        handle = await runner.schedule(flow, schedule_id, every=1, input="report", tenant="acme")
+        try:
+            with anyio.fail_after(60):
+                while (await handle.describe()).info.num_actions_skipped_overlap < 2:
+                    await anyio.sleep(0.2)
+            assert len(started) == 1, started  # skipped, not started: one run at a time
+            release.set()
+            found = await runner.find(started[0], "acme")  # as runtime.find_execution does on a temporal stack
+            assert found is not None and started[0].startswith(schedule_id)
+            with anyio.fail_after(60):
+                assert await found.result() == "done report"
+        finally:
+            await handle.delete()

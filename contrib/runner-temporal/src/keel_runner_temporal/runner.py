@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -174,21 +175,9 @@ class TemporalRunner:
 
         from keel_runner_temporal._workflow import MEMO_KEY, WORKFLOW
 
-        form = frozen(flow)  # the definition and its sub-flows', or the plan
-        await self.serve([flow])
+        job = await self._job(flow, input, tenant)
         client = await self.client()
         execution_id = execution_id or new_id("flow")
-        job = {
-            "flow": flow.name,
-            **form,
-            "input": to_jsonable_python(input),
-            "tenant": tenant,
-            "activity_timeout": self.options.activity_timeout,
-            "heartbeat_timeout": self.options.heartbeat_timeout,
-            "redeliveries": self.options.redeliveries,
-            "continue_after": self.options.continue_after,
-            "local_chunks": list(self.options.local_chunks),
-        }
         try:
             handle = await client.start_workflow(
                 WORKFLOW,
@@ -203,6 +192,72 @@ class TemporalRunner:
                 "follow it with runner.resume(flow, execution_id), or start with another id"
             ) from None
         return self._follow(handle, flow.name, tenant)
+
+    async def schedule(
+        self,
+        flow: Any,
+        schedule_id: str,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        input: Any = None,
+        tenant: str = "default",
+        overlap: str = "skip",
+    ) -> Any:
+        """A Temporal Schedule that starts an execution of ``flow`` every ``every`` seconds or on
+        ``cron``; each run's execution id is ``<schedule_id>-<time>`` (found by id as any other).
+        ``overlap`` is Temporal's policy when a run is still going: ``skip`` (default),
+        ``buffer_one``, ``buffer_all``, ``cancel_other``, ``terminate_other``, ``allow_all``.
+        Returns temporalio's ``ScheduleHandle`` (describe, pause, trigger, delete)."""
+        from temporalio.client import (
+            Schedule,
+            ScheduleActionStartWorkflow,
+            ScheduleAlreadyRunningError,
+            ScheduleIntervalSpec,
+            ScheduleOverlapPolicy,
+            SchedulePolicy,
+            ScheduleSpec,
+        )
+
+        from keel_runner_temporal._workflow import MEMO_KEY, WORKFLOW
+
+        if (every is None) == (cron is None):
+            raise TemporalRunnerError(f"schedule {schedule_id!r}: give exactly one of every= (seconds) or cron=")
+        policies = {p.name.lower(): p for p in ScheduleOverlapPolicy if p.name != "UNSPECIFIED"}
+        if overlap not in policies:
+            raise TemporalRunnerError(
+                f"schedule {schedule_id!r}: overlap {overlap!r} is not one of {', '.join(sorted(policies))}"
+            )
+        job = await self._job(flow, input, tenant)
+        spec = ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every))] if every is not None else [],
+            cron_expressions=[cron] if cron is not None else [],
+        )
+        action = ScheduleActionStartWorkflow(
+            WORKFLOW, job, id=schedule_id, task_queue=self.options.task_queue,
+            memo={MEMO_KEY: {"flow": flow.name, "tenant": tenant}},
+        )  # fmt: skip
+        schedule = Schedule(action=action, spec=spec, policy=SchedulePolicy(overlap=policies[overlap]))
+        try:
+            return await (await self.client()).create_schedule(schedule_id, schedule)
+        except ScheduleAlreadyRunningError:
+            raise ConflictError(f"schedule {schedule_id!r} already exists on Temporal: delete it first") from None
+
+    async def _job(self, flow: Any, input: Any, tenant: str) -> dict[str, Any]:
+        """The workflow's input: the frozen flow and what the interpreter needs of the options."""
+        form = frozen(flow)  # the definition and its sub-flows', or the plan
+        await self.serve([flow])
+        return {
+            "flow": flow.name,
+            **form,
+            "input": to_jsonable_python(input),
+            "tenant": tenant,
+            "activity_timeout": self.options.activity_timeout,
+            "heartbeat_timeout": self.options.heartbeat_timeout,
+            "redeliveries": self.options.redeliveries,
+            "continue_after": self.options.continue_after,
+            "local_chunks": list(self.options.local_chunks),
+        }
 
     async def resume(
         self, flow: Any, execution_id: str, *, tenant: str = "default", **options: Any

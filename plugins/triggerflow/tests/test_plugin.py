@@ -325,3 +325,37 @@ def test_keel_plugins_does_not_import_the_engine(tmp_path: Path) -> None:
     imported = done.stdout.strip().splitlines()[-1]
     assert "keel_triggerflow.plugin" in imported and "keel_triggerflow._engine" not in imported
     assert "keel_triggerflow.cli" not in imported, "`keel flow` is imported when it runs, not at start-up"
+
+
+def test_cli_ls_lists_executions_indexed_before_the_status_keys(tmp_path: Path) -> None:
+    """A store written before the status keys: `keel flow ls --status waiting` found nothing in it
+    (issue 23); the command re-indexes the tenant first, once."""
+    import anyio
+
+    from keel import MemoryStore, load_stack
+    from keel_triggerflow import _history
+
+    store = MemoryStore()
+
+    class Shared:
+        @keel.hookimpl
+        def keel_stores(self) -> Any:
+            yield keel.StoreSpec(name="shared", durable=True, factory=lambda options: store)
+
+    (tmp_path / "keel.toml").write_text('store = "shared"\n')
+    host, stack = make_host(plugin, Shared()), load_stack(tmp_path / "keel.toml")
+
+    async def seed() -> tuple[str, str]:
+        async with Runtime(host, stack) as runtime:
+            ids = await _two_executions(runtime)
+        for key in await store.list_keys("default", "triggerflow"):  # what the older version wrote: rows only
+            if key.startswith(("by:", "due:")) or key == "index":
+                await store.delete("default", "triggerflow", key)
+        return ids
+
+    _finished, waiting = anyio.run(seed)
+    _history._indexed.clear()  # a new process
+    assert anyio.run(_history.rows_by_status, store, "default", "waiting") == []
+    result = CliRunner().invoke(build_cli(host, stack), ["flow", "ls", "--json", "--status", "waiting"])
+    assert result.exit_code == 0, result.output
+    assert [row["id"] for row in json.loads(result.output)] == [waiting]

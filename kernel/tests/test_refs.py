@@ -41,3 +41,19 @@ def test_a_module_that_fails_to_import_is_named_with_its_cause(tmp_path: Path, m
     with pytest.raises(keel.KeelError, match="importing 'broken_syntax' failed with SyntaxError"):
         keel.load_ref("broken_syntax:thing")
     sys.modules.pop("needs_missing_dep", None)
+
+
+def test_lazy_exports_imports_a_name_on_first_use_and_keeps_it() -> None:
+    import types
+
+    package = types.ModuleType("lazy_pkg_xyz")
+    load = keel.lazy_exports(vars(package), {"ConflictError": "keel.errors", "dumps": "json"})
+    assert load("ConflictError") is keel.ConflictError
+    assert vars(package)["ConflictError"] is keel.ConflictError, "kept: the next lookup is a plain attribute"
+    with pytest.raises(AttributeError, match="module 'lazy_pkg_xyz' has no attribute 'nothing'"):
+        load("nothing")
+
+
+def test_every_lazy_name_of_keel_resolves() -> None:
+    for name in keel.__all__:
+        assert getattr(keel, name) is not None, name

@@ -43,7 +43,7 @@ from keel.hookspecs import hookimpl
 from keel.options import parse_options, validation_problems
 from keel.plugins import PluginHost, PluginInfo
 from keel.policy import ApprovalDecision, ApprovalRequest, Approver, CallbackApprover, ConsoleApprover
-from keel.refs import load_ref
+from keel.refs import lazy_exports, load_ref
 from keel.runtime import Runtime
 from keel.stack import Stack, StackConfig, load_stack
 from keel.store import BlobRef, LogRecord, MemoryStore, Store, Versioned
@@ -107,16 +107,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)
 
 
+_lazy = lazy_exports(globals(), _LAZY)
 __all__ = [
     "CONTRACT_VERSION",
     "ActionOutcome",
@@ -230,6 +224,7 @@ __all__ = [
     "action",
     "hookimpl",
     "invoke_action",
+    "lazy_exports",
     "load_ref",
     "load_stack",
     "continuing_trace",

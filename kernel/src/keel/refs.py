@@ -8,11 +8,12 @@ and the fix.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from keel.errors import KeelError
 
-__all__ = ["load_ref"]
+__all__ = ["lazy_exports", "load_ref"]
 
 
 def load_ref(ref: str, *, what: str = "", error: type[KeelError] = KeelError) -> Any:
@@ -58,3 +59,34 @@ def load_ref(ref: str, *, what: str = "", error: type[KeelError] = KeelError) ->
             f"{label} could not be loaded: importing {module!r} failed with {type(err).__name__}: {err}. Fix: "
             "correct that module"
         ) from err
+
+
+def lazy_exports(namespace: dict[str, Any], homes: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports each public name from its home module on first use,
+    so that importing the package (a plugin's entry module, ``import keel``) stays cheap.
+
+    :param namespace: the package's ``globals()`` (its ``__name__`` anchors relative homes).
+    :param homes: public name -> the module that defines it; ``".runner"`` is relative to
+        ``package``. A name imported once is kept in the package's namespace.
+
+    Use it as::
+
+        def __getattr__(name: str) -> Any:
+            return _lazy(name)
+
+        _lazy = keel.lazy_exports(globals(), {"Recorder": ".record", "replay": ".replayer"})
+    """
+
+    package = namespace["__name__"]
+
+    def load(name: str) -> Any:
+        home = homes.get(name)
+        if home is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(home, package), name)
+        namespace[name] = value  # the package's own globals (sys.modules may hold a proxy: Temporal's sandbox)
+        return value
+
+    return load

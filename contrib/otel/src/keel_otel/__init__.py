@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keel import lazy_exports
 from keel_otel.plugin import flush, observer_for, otel_wanted, shutdown
 
 if TYPE_CHECKING:
@@ -41,11 +42,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:  # OpenTelemetry and pydantic models load on first use
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel_otel' has no attribute {name!r}")
-    import importlib
+    return _lazy(name)
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+
+_lazy = lazy_exports(globals(), _LAZY)

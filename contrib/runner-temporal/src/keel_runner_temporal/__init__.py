@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 
+# Not keel.lazy_exports: Temporal's workflow sandbox imports this package, and importing keel
+# there fails (anyio is restricted), so this module imports nothing of keel.
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'keel_runner_temporal' has no attribute {name!r}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keel import lazy_exports
+
 if TYPE_CHECKING:
     from keel_source_nats.source import NatsSource, NatsSourceOptions
 
@@ -15,11 +17,7 @@ _LAZY = {"NatsSource": "keel_source_nats.source", "NatsSourceOptions": "keel_sou
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel_source_nats' has no attribute {name!r}")
-    import importlib
+    return _lazy(name)
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+
+_lazy = lazy_exports(globals(), _LAZY)

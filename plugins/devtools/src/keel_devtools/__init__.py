@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keel import lazy_exports
+
 if TYPE_CHECKING:
     from keel_devtools.db import ExecutionFilter, RecordingDB, RecordingError
     from keel_devtools.exchange import (
@@ -104,11 +106,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel_devtools' has no attribute {name!r}")
-    import importlib
+    return _lazy(name)
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+
+_lazy = lazy_exports(globals(), _LAZY)

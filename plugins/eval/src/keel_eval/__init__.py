@@ -11,8 +11,9 @@ Names load on first use: discovery imports this package (for ``keel_eval.plugin`
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from keel import lazy_exports
 
 if TYPE_CHECKING:
     from keel_eval.cases import Case, Dataset, EvaluatorRef, case_schema, load_dataset
@@ -44,14 +45,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel_eval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"keel_eval.{module}"), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)
 
 
+_lazy = lazy_exports(globals(), {name: f".{home}" for name, home in _LAZY.items()})
 __all__ = [
     "EVALUATION_EVENT",
     "Case",

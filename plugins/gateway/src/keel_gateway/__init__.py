@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keel import lazy_exports
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -57,11 +59,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel_gateway' has no attribute {name!r}")
-    import importlib
+    return _lazy(name)
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+
+_lazy = lazy_exports(globals(), _LAZY)

@@ -9,8 +9,9 @@ and with it this package) stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from keel import lazy_exports
 
 if TYPE_CHECKING:
     from keel_sandbox.actions import sandbox_actions
@@ -41,8 +42,7 @@ _HOMES = {"sandbox_actions": "actions", "SandboxEnvironment": "environment"}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'keel_sandbox' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"keel_sandbox.{_HOMES.get(name, 'runner')}"), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)
+
+
+_lazy = lazy_exports(globals(), {name: f".{_HOMES.get(name, 'runner')}" for name in __all__})

@@ -10,8 +10,9 @@ this package) stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from keel import lazy_exports
 
 if TYPE_CHECKING:
     from keel_scheduler._db import Database, PostgresDatabase, SqliteDatabase, open_database
@@ -59,9 +60,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel_scheduler' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"keel_scheduler.{module}"), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)
+
+
+_lazy = lazy_exports(globals(), {name: f".{home}" for name, home in _WHERE.items()})

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keel import lazy_exports
+
 if TYPE_CHECKING:
     from keel_store_sqlite.store import DEFAULT_PATH, SqliteStore, SqliteStoreOptions
 
@@ -14,8 +16,8 @@ __all__ = ["DEFAULT_PATH", "SqliteStore", "SqliteStoreOptions"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from keel_store_sqlite import store
+    """Load on first use: the plugin's entry module stays cheap to import."""
+    return _lazy(name)
 
-        return getattr(store, name)
-    raise AttributeError(f"module 'keel_store_sqlite' has no attribute {name!r}")
+
+_lazy = lazy_exports(globals(), dict.fromkeys(__all__, ".store"))

@@ -10,8 +10,9 @@ plugin discovery (which imports ``keel_toolbox.plugin``) stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from keel import lazy_exports
 
 if TYPE_CHECKING:
     from keel_toolbox.actions import install, toolbox_actions
@@ -23,8 +24,7 @@ _HOMES = {"ToolboxSettings": "settings", "install": "actions", "toolbox_actions"
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'keel_toolbox' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"keel_toolbox.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)
+
+
+_lazy = lazy_exports(globals(), {name: f".{home}" for name, home in _HOMES.items()})

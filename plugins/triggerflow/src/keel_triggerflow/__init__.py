@@ -10,8 +10,9 @@ so that Keel's plugin discovery (which imports ``keel_triggerflow.plugin``) stay
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from keel import lazy_exports
 
 if TYPE_CHECKING:
     from keel_triggerflow._context import Context
@@ -105,8 +106,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'keel_triggerflow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"keel_triggerflow.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)
+
+
+_lazy = lazy_exports(globals(), {name: f".{home}" for name, home in _WHERE.items()})

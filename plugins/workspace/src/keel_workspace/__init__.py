@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keel import lazy_exports
+
 if TYPE_CHECKING:
     from keel_workspace.context import ContextPack, PackedItem, estimate_tokens, render_entry
     from keel_workspace.workspace import (
@@ -55,10 +57,8 @@ _MODULES = {"ContextPack": "context", "PackedItem": "context", "estimate_tokens"
 
 
 def __getattr__(name: str) -> Any:
-    """Load the models on first use: the plugin's entry module stays cheap to import."""
-    if name in __all__:
-        import importlib
+    """Load on first use: the plugin's entry module stays cheap to import."""
+    return _lazy(name)
 
-        module = importlib.import_module(f"keel_workspace.{_MODULES.get(name, 'workspace')}")
-        return getattr(module, name)
-    raise AttributeError(f"module 'keel_workspace' has no attribute {name!r}")
+
+_lazy = lazy_exports(globals(), {name: f".{_MODULES.get(name, 'workspace')}" for name in __all__})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
 import keel
 from keel.events import EventBus
@@ -134,3 +135,18 @@ async def test_a_fast_observer_keeps_up_with_executions_that_emit_in_bursts() ->
         published = runtime.bus.published
     assert runtime.bus.dropped == {}
     assert len(seen) == published > 5000
+
+
+def test_the_unchecked_builder_equals_a_validated_event() -> None:
+    fields = {
+        "id": "ev_1", "kind": "model.delta", "time": 1.5, "execution_id": "ex_1", "seq": 3, "trace_id": "t",
+        "span_id": "s", "parent_span_id": None, "source": "keel", "level": "info", "tenant": "acme",
+        "payload": {"text": "hi"},
+    }  # fmt: skip
+    fast = keel.RuntimeEvent.unchecked(dict(fields))
+    assert fast == keel.RuntimeEvent.model_validate(fields)
+    assert fast.model_dump() == fields and fast.model_fields_set == set(fields)
+    fast.level = "warning"  # an ordinary model afterwards
+    assert keel.RuntimeEvent.model_validate_json(fast.model_dump_json()).level == "warning"
+    with pytest.raises(keel.KeelError, match=r"needs every field; missing \['tenant'\]"):
+        keel.RuntimeEvent.unchecked({k: v for k, v in fields.items() if k != "tenant"})

@@ -334,7 +334,6 @@ def _import_model(target: str, source: str) -> type[BaseModel]:
 
 # ------------------------------------------------------------------------------------- execution
 
-_EVENT_FIELDS = frozenset(RuntimeEvent.model_fields)
 _FEED_SLICE = 4_096  # characters the instant parser reads between two checkpoints (~2 ms of dense JSON)
 _INLINE_CHECK_CHARS = 8_192  # longer answers are checked in a worker thread
 _DELTAS_EACH = 256  # chunks of one model turn taken one by one; later ones are batched
@@ -343,23 +342,9 @@ _BATCH_SECONDS = 0.05
 _COMPACT_IN_THREAD = 4_096  # events past which the compaction runs in a worker thread
 _COMPACT_AFTER = 128  # a finished execution with more events than this keeps them coalesced
 _DELTA_KEEP_CHARS = 65_536  # text a finished execution keeps in each model turn's coalesced model.delta
-_setattr = object.__setattr__
 
 
-def _event(fields: dict[str, Any]) -> RuntimeEvent:
-    """A RuntimeEvent from values that are valid by construction, without validation.
-
-    An execution emits one per streamed chunk, so this is a hot path: pydantic's validation costs
-    about 5 us an event and ``model_construct`` about 8 us; filling the instance directly, as
-    ``model_construct`` does, costs under 1 us. ``tests/test_agent.py`` checks that the result
-    equals a validated event, so a pydantic change that breaks this is caught.
-    """
-    event = RuntimeEvent.__new__(RuntimeEvent)
-    _setattr(event, "__dict__", fields)
-    _setattr(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))  # its own: assignment adds to it
-    _setattr(event, "__pydantic_extra__", None)
-    _setattr(event, "__pydantic_private__", None)
-    return event
+_event = RuntimeEvent.unchecked  # the kernel's one fast builder
 
 
 class AgentExecution:

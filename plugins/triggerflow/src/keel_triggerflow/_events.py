@@ -82,7 +82,7 @@ class FlowEvents:
             self._append(pending)
 
     def build(self, pending: Pending) -> RuntimeEvent:
-        # a copy of a per-execution template: 2-3x cheaper than building a RuntimeEvent field by field
+        # a per-execution template's fields, updated: no validation on this hot path
         update = {
             "id": f"{self.execution_id}.{pending.seq}",
             "kind": pending.kind,
@@ -94,7 +94,7 @@ class FlowEvents:
         if pending.span is not None:
             update["span_id"] = pending.span
             update["parent_span_id"] = self.template.span_id
-        return self.template.model_copy(update=update)
+        return RuntimeEvent.unchecked({**self.template.__dict__, **update})  # the kernel's one fast builder
 
     def notify(self) -> None:
         self.log.notify()

@@ -59,7 +59,10 @@ def draft(ctx):
 def pay(ctx):
     outcome = effect(ctx.idempotency_key)
     note(f"pay {ctx.attempt} {ctx.idempotency_key} {outcome} {os.getpid()}")
+    deadline = time.monotonic() + 300  # bounded: a drill that never releases fails instead of hanging
     while not (EFFECTS / "release").exists():  # held until the drill has killed its worker
+        if time.monotonic() > deadline:
+            raise TimeoutError("the drill never released the pay step")
         time.sleep(0.05)
     return {"paid": ctx.value["topic"]}
 

@@ -381,10 +381,6 @@ class _ReplayApprover:
 # ------------------------------------------------------------------------------------ comparing
 
 
-def _wait_shape(wait: Any) -> Any:
-    return {k: v for k, v in wait.items() if k not in ("id", "deadline")} if isinstance(wait, dict) else wait
-
-
 def _checkpoints(events: Iterable[dict[str, Any]], live: bool) -> dict[str, list[tuple[str, Any]]]:
     """Per step path, in order: (kind, the compared part of the payload)."""
     out: dict[str, list[tuple[str, Any]]] = {}
@@ -396,7 +392,8 @@ def _checkpoints(events: Iterable[dict[str, Any]], live: bool) -> dict[str, list
         payload = event.get("payload") or {}
         value = {f: payload.get(f) for f in fields}
         if kind == "execution.waiting":  # a wait's id is salted with the execution id, its deadline a time
-            value = {"interrupts": [_wait_shape(w) for w in value["interrupts"] or []]}
+            value = {"interrupts": [{k: v for k, v in w.items() if k not in ("id", "deadline")}
+                                    for w in value["interrupts"] or [] if isinstance(w, dict)]}  # fmt: skip
         if kind.startswith("action.") and live:
             continue  # ids and order follow the live model's answers
         out.setdefault(step, []).append((kind, value))

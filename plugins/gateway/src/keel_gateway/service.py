@@ -7,7 +7,6 @@ is a 404 like one that does not exist.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -56,13 +55,6 @@ class Gateway:
         self.dispatcher = ChannelDispatcher.from_stack(runtime, self.hub, settings.channels)
         # a cache of what the store keeps (gateway/run:<id>); idempotency keys live in the store only
         self._runnables: OrderedDict[tuple[str, str], str] = OrderedDict()
-        # answers this process delivered, by request id. Not the source of truth (the execution is,
-        # and the store behind it, across restarts and workers): a guard, because a TriggerFlow
-        # execution owned by a dead process's lease takes each repeat of one answer into its inbox
-        # and applies every copy once it is adopted (tests/test_serve_restart_drill.py without this
-        # guard: one execution's history grows to ~400 records and it ends failed). Drop it when
-        # FlowExecution deduplicates inbox answers by request id.
-        self._answers: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
         self._validators: dict[str, Any] = {}
         self.draining = False  # shutting down: followers get a "reconnect" event and end
         self.followers = 0
@@ -267,33 +259,17 @@ class Gateway:
     ) -> SignalAccepted:
         """Validate the answer against what the execution waits for, and deliver it. A request id
         sent again is the execution's to recognise (the ``Execution`` protocol promises it: a durable
-        execution keeps them in its history, across restarts); ``_answers`` only stops this process
-        from delivering one twice (see its comment in ``__init__``)."""
+        execution keeps them in its history and its inbox, across restarts): the same payload is a
+        no-op, another one a 409 conflict."""
         principal.require("signal")
-        key = (execution.tenant, execution.id, body.request_id) if body.request_id else None
-        fingerprint = (name, json.dumps(jsonable(body.payload), sort_keys=True))
-        if key is not None and key in self._answers:
-            if self._answers[key] != fingerprint:
-                raise ApiError(
-                    409, "conflict", f"request id {body.request_id!r} was used with another signal or payload"
-                )
-            return SignalAccepted(
-                execution_id=execution.id, signal=name, request_id=body.request_id, status=execution.status.value
-            )
         product = await self.product_log(execution)
         if execution.status is ExecutionStatus.WAITING:
             for entry in (product.waiting_for or {}).get("signals", []):
                 if entry.get("name") == name and isinstance(entry.get("schema"), dict):
                     self.validate(f"{execution.id}:{name}", entry["schema"], body.payload)
-        if key is not None:
-            self._answers[key] = fingerprint  # before the await: a concurrent twin is a duplicate
-            while len(self._answers) > 100_000:
-                self._answers.popitem(last=False)
         try:
             await execution.signal(name, body.payload, request_id=body.request_id)
         except KeelError as err:
-            if key is not None:
-                self._answers.pop(key, None)
             conflict = isinstance(err, ConflictError | NotFoundError) or execution.status.finished
             raise ApiError(409, "conflict" if conflict else "rejected", str(err)) from None
         return SignalAccepted(

@@ -134,7 +134,7 @@ async def resume_if_orphaned(runtime: Runtime, execution: FlowExecution) -> bool
     """Continue an adopted execution in the background unless a live process owns it; when a
     lease still stands (its owner was killed moments ago, or is alive), look again once it
     expires, for as long as this runtime serves."""
-    from keel_triggerflow.types import LeaseError
+    from keel_triggerflow.types import FlowError, LeaseError
 
     expires = await lease_expiry(runtime.store(), execution.tenant, execution.id)
     if expires is None:
@@ -145,6 +145,10 @@ async def resume_if_orphaned(runtime: Runtime, execution: FlowExecution) -> bool
             expires = await lease_expiry(runtime.store(), execution.tenant, execution.id)  # another was faster
             if expires is None:
                 return False
+        except FlowError:
+            if execution._started:  # a resume racing this one (a timer, a reader) went first
+                return True
+            raise
     if runtime in _serving and runtime.started:
         runtime.task_group.start_soon(_retry_at, runtime, execution, expires)
     return False

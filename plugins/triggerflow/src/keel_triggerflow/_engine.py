@@ -75,6 +75,7 @@ class FlowExecution:
         self._settled = anyio.Event()  # finished, or waiting
         self._started = False
         self._stopped = anyio.Event()  # the driver returned (finished or detached)
+        self._preparing = anyio.Lock()  # a timer's resume and a reader's at once: one driver
         self._detaching = False
         self._cancel_scope: anyio.CancelScope | None = None
         self._cancel_reason: str | None = None
@@ -193,8 +194,12 @@ class FlowExecution:
         When another live process owns the execution, the answer goes to the execution's inbox in
         the store and that process applies it (with the same checks)."""
         replay = self._replay
+        if _inbox is not None and _inbox <= replay.inbox_after:
+            return  # this inbox record is applied already (a reader started again reads it again)
         if request_id is not None and request_id in replay.requests:
-            self._check_duplicate(request_id, value)
+            if _inbox is not None:
+                replay.inbox_after = _inbox  # a repeat another process wrote: read past it
+            self._check_duplicate(request_id, value)  # the owner logs a conflict as rejected
             return
         if self._unresolved is not None:
             raise FlowError(self._unresolved)
@@ -397,7 +402,13 @@ class FlowExecution:
 
     # =================================================================== driving
     async def _prepare(self) -> bool:
-        """Check, take the lease and open the history; ``False`` when there is nothing to run."""
+        """Check, take the lease and open the history; ``False`` when there is nothing to run.
+        One at a time: two resumes racing through the lease would each start a driver (and an
+        inbox reader), and each would apply the same inbox answer again (issue 23)."""
+        async with self._preparing:
+            return await self._prepare_once()
+
+    async def _prepare_once(self) -> bool:
         if self._started:
             if not self._stopped.is_set() or self._finished.is_set():
                 raise FlowError(f"execution {self.id} was already started")

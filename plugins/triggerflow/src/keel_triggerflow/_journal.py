@@ -30,6 +30,7 @@ class Journal:
         self.history: History | None = None
         self.lease: Lease | None = None
         self.opening = anyio.Lock()
+        self.answering = anyio.Lock()  # check the inbox and write to it as one step, in this process
         self.driver_tg: Any = None  # the task group of the heartbeat and the inbox reader
         self.inbox_reading = False
         self.indexed_waiting = False  # what the index row says: waiting
@@ -142,11 +143,13 @@ class Journal:
         """Another live process owns the execution: leave the answer in its inbox."""
         x = self.x
         store = self.store or x.runtime.store()
-        if not await self._answered_in_inbox(store, interrupt_id, request_id, value):
-            await store.append(x.tenant, inbox_name(x.id), [{"i": interrupt_id, "r": request_id, "v": value}])
-            # the row says 'running' from now on: a restart resumes it, and its inbox is applied
-            seq = await store.last_seq(x.tenant, stream_name(x.id))
-            await write_index(store, x.tenant, x.id, seq=seq, status="running")
+        async with self.answering:  # a client's retries at once: one inbox record (another process
+            # may still write a repeat: the owner skips it, as it applies each request id once)
+            if not await self._answered_in_inbox(store, interrupt_id, request_id, value):
+                await store.append(x.tenant, inbox_name(x.id), [{"i": interrupt_id, "r": request_id, "v": value}])
+                # the row says 'running' from now on: a restart resumes it, and its inbox is applied
+                seq = await store.last_seq(x.tenant, stream_name(x.id))
+                await write_index(store, x.tenant, x.id, seq=seq, status="running")
         # not in the requests: if this object takes the execution over, its inbox reader
         # must apply the answer, not take it for a duplicate (a repeat is checked in the inbox)
         if x._adopted and x.runtime.started:

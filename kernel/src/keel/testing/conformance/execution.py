@@ -77,6 +77,28 @@ class AdoptionConformance:
             again = await runtime.find_execution(execution_id, "default")
             assert again.status is ExecutionStatus.CANCELLED
 
+    async def test_repeats_of_one_answer_to_an_adopted_execution_apply_once(
+        self, new_runtime: Any, start_waiting: Any
+    ) -> None:
+        """A client retrying one answer (same request id) at an adopted execution, several times
+        at once: it is applied once, and the same id with another payload is a ConflictError."""
+        execution_id = await self._waiting_id(new_runtime, start_waiting)
+        async with new_runtime() as runtime:
+            found = await runtime.find_execution(execution_id, "default")
+
+            async def send() -> None:
+                await found.signal("approve", {"n": 1}, request_id="r-repeat")
+
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(5):
+                        tg.start_soon(send)
+            with pytest.raises(ConflictError):
+                await found.signal("approve", {"n": 2}, request_id="r-repeat")
+            with anyio.fail_after(20):
+                assert await found.result() == {"n": 1}
+            assert found.status is ExecutionStatus.COMPLETED
+
 
 # ------------------------------------------------------------------------------- executions
 

@@ -23,6 +23,7 @@ from keel.testing.conformance.drivers import (
     EnvironmentConformance,
     EvaluatorConformance,
     ModelConformance,
+    SlotConformance,
 )
 from keel.testing.conformance.execution import TERMINAL_KINDS, AdoptionConformance, ExecutionConformance
 from keel.testing.conformance.store import StoreConformance
@@ -37,6 +38,7 @@ __all__ = [
     "ExecutionConformance",
     "ModelConformance",
     "PriceConformance",
+    "SlotConformance",
     "StoreConformance",
     "TERMINAL_KINDS",
 ]

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from keel.actions import invoke_action
-from keel.errors import ActionInputError
+from keel.errors import ActionInputError, DriverNotFoundError, KeelError
+from keel.plugins import PluginHost
+from keel.stack import SlotChoice, Stack
 from keel.types import (
     ActionSpec,
     Channel,
@@ -24,6 +26,7 @@ from keel.types import (
     ModelRequest,
     ModelSpec,
     ProductEvent,
+    SlotSpec,
     TextDelta,
     ToolCallEvent,
 )
@@ -176,3 +179,52 @@ class EnvironmentConformance:
             await environment.stop()
         assert environment.status == "stopped"
         await environment.stop()  # idempotent
+
+
+# ------------------------------------------------------------------------------------ stack slots
+
+
+class SlotConformance:
+    """A stack slot a plugin declares with ``keel_stack_slots`` (TriggerFlow's ``runner``).
+
+    Fixture: ``slot_host``, a :class:`keel.PluginHost` with the plugin registered. Class
+    attributes: ``slot`` (the slot's name), ``good`` (a driver that is always there, with
+    ``good_options``) and ``bad_options`` (options of ``good`` the check must refuse; ``None``
+    when the driver takes none). The checks start nothing.
+    """
+
+    slot = ""
+    good = ""
+    good_options: dict[str, Any] = {}
+    bad_options: dict[str, Any] | None = None
+
+    def _check(self, host: PluginHost, name: str, options: dict[str, Any]) -> str:
+        spec = host.stack_slots()[self.slot].spec
+        return spec.check(SlotChoice(self.slot, name, options, "keel.toml (conformance)"), host)
+
+    def test_the_slot_is_declared(self, slot_host: PluginHost) -> None:
+        assert self.slot and self.good, "set the class attributes slot and good"
+        spec = slot_host.stack_slots()[self.slot].spec
+        assert isinstance(spec, SlotSpec) and spec.name == self.slot and callable(spec.check)
+
+    def test_a_good_choice_passes_and_names_its_provider(self, slot_host: PluginHost) -> None:
+        provider = self._check(slot_host, self.good, dict(self.good_options))
+        assert isinstance(provider, str) and provider, "check() returns the plugin that provides the driver"
+
+    def test_an_unknown_driver_is_refused_with_the_available_ones(self, slot_host: PluginHost) -> None:
+        with pytest.raises(DriverNotFoundError) as caught:
+            self._check(slot_host, "no-such-driver-xyz", {})
+        assert self.good in caught.value.available and caught.value.source == "keel.toml (conformance)"
+
+    def test_bad_options_are_refused(self, slot_host: PluginHost) -> None:
+        if self.bad_options is None:
+            pytest.skip("the driver takes no options")
+        with pytest.raises(KeelError):
+            self._check(slot_host, self.good, dict(self.bad_options))
+
+    def test_keel_stack_shows_the_slot_checked(self, slot_host: PluginHost) -> None:
+        rows = {row["slot"]: row for row in Stack().check(slot_host)}
+        if self.slot in rows and rows[self.slot]["name"] == self.good:
+            assert rows[self.slot]["status"] == "ok", rows[self.slot]
+        else:
+            assert self.slot in rows, f"keel stack does not list the slot {self.slot!r}"

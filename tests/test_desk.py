@@ -78,6 +78,8 @@ def assert_walked(output: str, approved_by: str) -> dict[str, object]:
     assert "the scheduled SLA check sent a reminder" in output
     assert "task.waiting" in output and "task.completed" in output  # through the signed webhook channel
     assert "no divergence" in output and ", 0 fail" in output
+    for row in ("streaming-boundary", "long-workflow", "multi-role", "interaction-layer"):  # issue 22's rows
+        assert f" warn {row}:" not in output and f" fail {row}:" not in output, output
     assert "action_calls 4/8" in output  # the ticket's budgets: kb lookup, kb search, policy script, refund
     return dict(result)
 

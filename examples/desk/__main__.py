@@ -51,7 +51,7 @@ async def stay_up(desk: Desk, execution_id: str) -> None:
         tg.start_soon(serve_app, build_app(desk.state / "devtools.db"), port, up, servers)
         await up.wait()
         print(f"\nDevTools:  http://127.0.0.1:{port}/executions/{execution_id}   (the recorded flow)")
-        print(f"the page:  {desk.url}/ui/")
+        print(f"the page:  {desk.page}")
         print("both stay up; press Enter (or Ctrl-C) to stop")
         await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
         tg.cancel_scope.cancel()

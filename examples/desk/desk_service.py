@@ -418,8 +418,9 @@ desk = DeskFlow("desk", input_model=Ticket, output_model=Outcome, resources=["wo
 
 
 # --------------------------------------------------------------------------------------- the stack
-def stack_toml(state: Path) -> str:
-    """The desk's stack (keel.toml): every path absolute, so any folder can run it."""
+def stack_toml(state: Path, url: str = "http://127.0.0.1:8000") -> str:
+    """The desk's stack (keel.toml): every path absolute, so any folder can run it; ``url`` is where
+    the gateway serves (the webhook channel posts to the desk's own receiver there)."""
     python = sys.executable
     return f"""\
 # written by examples/desk/desk_service.py: the reference service's stack
@@ -473,6 +474,9 @@ model_requests = 3
 tokens = 8000
 wall_time = 180
 
+[budgets.runnables.sla_reminder]  # the scheduled SLA check: no model, a few store reads
+wall_time = 30
+
 [budgets.tenants.default]         # the whole desk, per UTC day
 model_requests = 2000
 period = "day"
@@ -505,6 +509,21 @@ timeout = 30                      # irreversible: one attempt, no retries
 [budgets.prices."local"]          # the embedded model runs on this machine: no per-token price
 input = 0.0
 output = 0.0
+
+# stage 8: the page and a webhook channel get product events; the API wants the desk's key
+[settings.gateway]
+static_dir = "{HERE / "web"}"
+
+[[settings.gateway.api_keys]]
+key_env = "DESK_API_KEY"          # service.py makes one per run; the page gets it as /ui/?token=
+tenant = "default"
+scopes = ["*"]
+
+[settings.gateway.channels.webhook]
+url = "{url}/desk/notify"
+secret_env = "DESK_NOTIFY_SECRET"  # the HMAC key the receiver verifies
+max_attempts = 3
+timeout = 5
 
 [settings.devtools]
 path = "{state / "devtools.db"}"

@@ -2,7 +2,8 @@
 one process"; each part is its own command in production: `keel serve`, `keel intake`, `keel worker`,
 `keel scheduler`):
 
-- the gateway (HTTP, SSE) serving the page at /ui/, plus two small routes of the desk's own:
+- the gateway (HTTP, SSE) serving the page at /ui/, its API behind a key made per run (the page gets
+  it as ``/ui/?token=``), plus two small routes of the desk's own:
   ``GET /desk/tickets`` (the inbox the page lists) and ``POST /desk/notify`` (a receiver of the signed
   webhook channel, standing in for a chat or IM integration; ``GET /desk/notifications`` shows it);
 - webhook intake on its own port (signed deliveries become jobs, once);
@@ -12,8 +13,10 @@ one process"; each part is its own command in production: `keel serve`, `keel in
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +27,6 @@ from typing import Any
 import anyio
 import uvicorn
 from desk_service import (
-    HERE,
     SLA_SECONDS,
     TICKETS,
     DeskApprover,
@@ -70,9 +72,20 @@ class Desk:
     state: Path
     url: str  # the gateway: /ui/ is the page
     intake_url: str
+    api_key: str = ""  # the gateway's API key ([settings.gateway.api_keys], key_env DESK_API_KEY)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     worker_log: list[str] = field(default_factory=list)
     reminded: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def page(self) -> str:
+        """The page's address, with the key the page calls the API with."""
+        return f"{self.url}/ui/?token={self.api_key}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a script sends to the gateway's API."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     async def tickets(self) -> list[dict[str, Any]]:
         store = self.runtime.store()
@@ -129,13 +142,25 @@ def sla_reminder(desk_box: list[Desk], channel: Any) -> Any:
     return task(check, name="sla_reminder")
 
 
+def _authorized(request: Request, key: str) -> bool:
+    """The desk's own read routes want the same key as the gateway's API."""
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), key.encode())
+
+
 def _add_desk_routes(app: Any, desk_box: list[Desk]) -> None:
+    denied = JSONResponse({"error": "send the desk's key: Authorization: Bearer <key>"}, status_code=401)
+
     @app.get("/desk/tickets", include_in_schema=False)
-    async def tickets() -> JSONResponse:
+    async def tickets(request: Request) -> JSONResponse:
+        if not _authorized(request, desk_box[0].api_key):
+            return denied
         return JSONResponse(await desk_box[0].tickets())
 
     @app.get("/desk/notifications", include_in_schema=False)
-    async def notifications() -> JSONResponse:
+    async def notifications(request: Request) -> JSONResponse:
+        if not _authorized(request, desk_box[0].api_key):
+            return denied
         return JSONResponse(desk_box[0].notifications)
 
     @app.post("/desk/notify", include_in_schema=False)
@@ -173,30 +198,29 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
     """Start the whole service on the embedded defaults; ``scripted``: the scripted test model."""
     state = state.resolve()
     state.mkdir(parents=True, exist_ok=True)
-    (state / "keel.toml").write_text(stack_toml(state), encoding="utf-8")
+    web_port, intake_port = free_port(port), free_port()
+    url, intake_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{intake_port}"
+    api_key = os.environ.get("DESK_API_KEY") or secrets.token_urlsafe(24)
+    os.environ["DESK_API_KEY"] = api_key  # the stack names the variables, never the secrets
+    os.environ.setdefault("DESK_NOTIFY_SECRET", OUT_SECRET)
+    (state / "keel.toml").write_text(stack_toml(state, url), encoding="utf-8")
     recorder = keel_devtools.configure(state / "devtools.db")
     runtime = keel.Runtime.from_stack(state / "keel.toml")
     if scripted:
         runtime.use_model(ScriptedModel(scripted_answer, chunks=6))
     runtime.actions.add(bind_refunds(runtime))
     runtime.approver = DeskApprover(runtime)
-    web_port, intake_port = free_port(port), free_port()
-    url, intake_url = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{intake_port}"
-    webhook = runtime.host.channels()["webhook"].spec.factory(
-        {"url": f"{url}/desk/notify", "secret": OUT_SECRET, "max_attempts": 3, "timeout": 5}
-    )
+    # the worker sends tickets' product events through the stack's webhook channel, as the gateway does
+    webhook = runtime.host.channels()["webhook"].spec.factory(runtime.stack.settings("gateway")["channels"]["webhook"])
     box: list[Desk] = []
     runtime.add(sla_reminder(box, webhook))
-    gateway = create_app(
-        runtime,
-        {"static_dir": str(HERE / "web"), "channels": {"webhook": {"url": f"{url}/desk/notify", "secret": OUT_SECRET}}},
-    )
+    gateway = create_app(runtime)  # [settings.gateway]: the page, the API key, the webhook channel
     _add_desk_routes(gateway, box)
     try:
         async with runtime, Queue(str(state / "scheduler.db")) as queue:
             from keel_scheduler.intake import Intake
 
-            desk = Desk(runtime, queue, recorder, state, url, intake_url)
+            desk = Desk(runtime, queue, recorder, state, url, intake_url, api_key)
             box.append(desk)
             intake = Intake(queue, {"helpdesk": {"task": "desk", "secret": IN_SECRET}})
             await Schedules(queue).add(

@@ -53,7 +53,9 @@ async def answer_over_http(desk: Desk, execution_id: str, approved: bool, by: st
     """The page's Approve button, from a script: the gateway validates it against the wait's schema."""
     answer = {"payload": {"approved": approved, "by": by}, "request_id": f"walk-{execution_id}"}
     async with httpx.AsyncClient(base_url=desk.url, timeout=30) as http:
-        reply = await http.post(f"/v1/executions/{execution_id}/signals/refund_approval", json=answer)
+        reply = await http.post(
+            f"/v1/executions/{execution_id}/signals/refund_approval", json=answer, headers=desk.headers
+        )
         reply.raise_for_status()
 
 
@@ -61,7 +63,7 @@ async def walk(desk: Desk, *, answer: str = "auto", say: Callable[[str], None] =
     """Deliver one ticket and follow it to its end; returns what happened (for tests)."""
     ticket = {**TICKET, "id": f"T-{uuid.uuid4().hex[:6].upper()}"}
     delivery = f"hd-{ticket['id']}"
-    say(f"page:      {desk.url}/ui/   (the inbox; the ticket appears there live)")
+    say(f"page:      {desk.page}   (the inbox; the ticket appears there live)")
     say("")
     first = await deliver(desk, ticket, delivery)
     again = await deliver(desk, ticket, delivery)  # the helpdesk retries a delivery it thinks was lost
@@ -106,9 +108,10 @@ async def walk(desk: Desk, *, answer: str = "auto", say: Callable[[str], None] =
     counts = {s: sum(1 for r in rows if r.status == s) for s in ("pass", "warn", "fail")}
     say(f"doctor     {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail "
         f"(every row: `keel --stack-file {desk.state / 'keel.toml'} doctor`)")  # fmt: skip
-    for report in rows:
-        if report.status == "fail":
-            say(f"           fail {report.row}: {report.checks[0].evidence[:1]}")
+    for report in rows:  # a row that does not pass, with its first finding
+        if report.status != "pass":
+            worst = next(c for c in report.checks if c.status == report.status)
+            say(f"           {report.status} {report.row}: {worst.evidence[:1]}")
     return {
         "ticket": ticket["id"], "execution_id": execution_id, "outcome": outcome, "intake": (first.status_code, again.status_code),
         "notifications": kinds, "doctor": {r.row: r.status for r in rows}, **stage_11,
@@ -127,7 +130,7 @@ async def _answer(desk: Desk, execution_id: str, question: str, how: str, say: C
         say(f"stage 6    {question} -> approved by this script through the page's HTTP route (no one is at a terminal)")
         await answer_over_http(desk, execution_id, True, "demo script")
     elif how == "terminal":
-        say(f"stage 6    {question}\n           press Approve on the page ({desk.url}/ui/), or Enter here to approve")
+        say(f"stage 6    {question}\n           press Approve on the page ({desk.page}), or Enter here to approve")
 
         async def from_terminal() -> None:
             await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)

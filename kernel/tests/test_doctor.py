@@ -428,7 +428,7 @@ def test_explain_quotes_the_seeds_standard(tmp_path: Path) -> None:
     assert 'passing standard: "Checkpoint, save/load, runtime resource reinjection, and external resume' in done.stdout
     assert "check keel.recovery (plugin keel.builtins)" in done.stdout
     unchecked = doctor_cli(tmp_path, "--explain", "multi-role")
-    assert "not checked yet: no check reads role agents" in unchecked.stdout
+    assert "not checked yet: no flow plugin is loaded (keel-triggerflow checks role agents" in unchecked.stdout
 
 
 def test_other_commands_do_not_import_doctor(tmp_path: Path) -> None:

@@ -4,6 +4,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// the desk's API key, given as /ui/?token=... (the service prints that address); EventSource cannot
+// send headers, so the event streams carry it as ?access_token=
+const token = new URLSearchParams(location.search).get("token") || "";
+const auth = { Authorization: `Bearer ${token}` };
 window.deskLog = [];
 let current = null; // {id, execution_id, classifier_execution}
 let flowSource = null;
@@ -15,7 +19,7 @@ function requestId() {
 }
 
 function follow(executionId, handlers) {
-  const source = new EventSource(`/v1/executions/${executionId}/events`);
+  const source = new EventSource(`/v1/executions/${executionId}/events?access_token=${encodeURIComponent(token)}`);
   for (const [type, handler] of Object.entries(handlers)) {
     source.addEventListener(type, (message) => {
       const event = JSON.parse(message.data);
@@ -94,7 +98,7 @@ function open(ticket) {
 }
 
 async function refresh() {
-  const tickets = await (await fetch("/desk/tickets")).json();
+  const tickets = await (await fetch("/desk/tickets", { headers: auth })).json();
   if (tickets.length) {
     $("tickets").replaceChildren(...tickets.map((t) => {
       const row = document.createElement("tr");
@@ -119,7 +123,7 @@ async function refresh() {
     }
     for (const row of document.querySelectorAll("tr.ticket")) row.classList.toggle("selected", row.dataset.id === current.id);
   }
-  const notes = await (await fetch("/desk/notifications")).json();
+  const notes = await (await fetch("/desk/notifications", { headers: auth })).json();
   $("notifications").replaceChildren(...notes.map((n) => {
     const li = document.createElement("li");
     li.textContent = `${n.type}: ${n.message}`;
@@ -131,7 +135,7 @@ async function answer(approved) {
   if (!waitingFor) return;
   const body = { payload: { approved, by: $("approver").value || "desk lead" }, request_id: requestId() };
   const response = await fetch(waitingFor.answer.path, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    method: "POST", headers: { "Content-Type": "application/json", ...auth }, body: JSON.stringify(body),
   });
   if (!response.ok) {
     $("result").textContent = (await response.json()).error.message;

@@ -98,10 +98,10 @@ ROWS: dict[str, tuple[str, str]] = {
 
 #: why a row is not checked when no installed check covers it
 UNCHECKED: dict[str, str] = {
-    "streaming-boundary": "whether durable writes use final data is a property of application code, not of the stack",
-    "long-workflow": "no check reads flows' waits and interrupt handlers yet",
-    "multi-role": "no check reads role agents, sub-flows and Workspace topology yet",
-    "interaction-layer": "no check reads what channels and pages consume yet",
+    "streaming-boundary": "no gateway plugin is loaded (keel-gateway checks the contracts and bounds of what it streams)",
+    "long-workflow": "no flow plugin is loaded (keel-triggerflow checks flows' waits, stores and time limits)",
+    "multi-role": "no flow plugin is loaded (keel-triggerflow checks role agents, sub-flows and their contracts)",
+    "interaction-layer": "no gateway plugin is loaded (keel-gateway checks channels and who may answer waits)",
     "proactive": "no scheduler plugin is loaded (keel-scheduler checks this row): proactive work has no home "
     "apart from request handlers",
 }

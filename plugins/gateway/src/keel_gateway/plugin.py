@@ -23,6 +23,13 @@ def keel_channels() -> Iterable[ChannelSpec]:
 
 
 @keel.hookimpl
+def keel_doctor_checks() -> list[keel.DoctorCheck]:
+    from keel_gateway.doctor import doctor_checks  # imported when doctor runs, not at discovery
+
+    return doctor_checks()
+
+
+@keel.hookimpl
 def keel_commands(cli: click.Group) -> None:
     @cli.command("serve")
     @click.option("--host", default="127.0.0.1", show_default=True, help="interface to listen on")

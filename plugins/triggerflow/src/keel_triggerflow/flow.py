@@ -498,4 +498,5 @@ def _runnable_chunk(runnable: Any) -> Callable[[Any], Any]:
         return await execution.result()
 
     run_runnable.__name__ = str(getattr(runnable, "name", "runnable"))
+    run_runnable.runnable = runnable  # type: ignore[attr-defined]  # what `keel doctor` reads (multi-role)
     return run_runnable

@@ -21,6 +21,13 @@ def keel_addhooks(pluginmanager: Any) -> None:
 
 
 @keel.hookimpl
+def keel_doctor_checks() -> list[keel.DoctorCheck]:
+    from keel_triggerflow.doctor import doctor_checks  # imported when doctor runs, not at discovery
+
+    return doctor_checks()
+
+
+@keel.hookimpl
 def keel_triggerflow_runners() -> Any:
     from keel_triggerflow.runners import RunnerSpec, _local
 

@@ -88,3 +88,33 @@ def test_keel_devtools_refuses_a_missing_recording(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(devtools, ["--db", str(tmp_path / "none.db")])
     assert result.exit_code == 1 and "no recording at" in result.output
+
+
+def test_a_flow_and_the_agents_it_ran_link_to_each_other(tmp_path: Path) -> None:
+    import json
+
+    from keel_devtools import RecordingDB
+
+    db = RecordingDB(tmp_path / "trace.db")
+    trace = "ab" * 16
+
+    def event(execution_id: str, seq: int, kind: str, t: float, **payload: object) -> str:
+        trace_id = trace if execution_id != "exe_other" else "cd" * 16  # exe_other: a trace of its own
+        return json.dumps({"id": f"{execution_id}.{seq}", "kind": kind, "time": t, "execution_id": execution_id,
+                           "seq": seq, "trace_id": trace_id, "source": "keel", "tenant": "default", "payload": payload})  # fmt: skip
+
+    db.ingest([
+        event("flow_1", 1, "execution.started", 1.0, flow="triage", input="x"),
+        event("exe_a", 1, "execution.started", 1.1, agent="classifier", input="x"),
+        event("exe_a", 2, "execution.completed", 1.2, output="bug"),
+        event("flow_1", 2, "execution.completed", 1.3, output="bug"),
+        event("exe_other", 1, "execution.started", 2.0, agent="classifier", input="y"),
+    ])  # fmt: skip
+    db.close()
+    client = TestClient(build_app(tmp_path / "trace.db"))
+    flow_page = client.get("/executions/flow_1").text
+    assert "inside this flow:" in flow_page and "href='/executions/exe_a'" in flow_page
+    assert "exe_other" not in flow_page  # another trace
+    agent_page = client.get("/executions/exe_a").text
+    assert "part of flow" in agent_page and "href='/executions/flow_1'" in agent_page
+    assert "id=related" not in client.get("/executions/exe_other").text

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS executions (
 CREATE INDEX IF NOT EXISTS executions_started ON executions (started_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS executions_status ON executions (status, started_at DESC);
 CREATE INDEX IF NOT EXISTS executions_runnable ON executions (runnable, started_at DESC);
+CREATE INDEX IF NOT EXISTS executions_trace ON executions (trace_id);
 CREATE TABLE IF NOT EXISTS events (
     n INTEGER PRIMARY KEY,
     execution_id TEXT NOT NULL,
@@ -422,6 +423,16 @@ class RecordingDB:
     def count(self, filters: ExecutionFilter | None = None) -> int:
         where, args = (filters or ExecutionFilter()).where()
         return int(self._rows(f"SELECT COUNT(*) FROM executions WHERE {where}", args)[0][0])
+
+    def same_trace(self, execution_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """The other executions of this one's trace, oldest first: the agents a flow ran as its
+        steps (they join the flow's trace), or the flow an agent ran in."""
+        rows = self._rows(
+            f"SELECT {', '.join(_COLUMNS)} FROM executions WHERE trace_id = "
+            "(SELECT trace_id FROM executions WHERE id = ?) AND id != ? ORDER BY started_at, id LIMIT ?",
+            (execution_id, execution_id, limit),
+        )
+        return [_summary_dict(r) for r in rows]
 
     def runnables(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT runnable FROM executions WHERE runnable IS NOT NULL")]

@@ -248,6 +248,14 @@ document.getElementById('compare').addEventListener('click',()=>{const [a,b]=pic
             for r in rows
         )
         error_box = f"<pre class=failed id=error>{_e(summary['error'])}</pre>" if summary["error"] else ""
+        related = db.same_trace(execution_id)
+        links = "".join(
+            f"<li data-related='{_e(r['id'])}'>{'inside this flow: ' if summary['kind'] == 'flow' else ''}"
+            f"{'part of flow ' if r['kind'] == 'flow' else ''}<a href='/executions/{_e(r['id'])}'>{_e(r['runnable'])}"
+            f" <code>{_e(r['id'])}</code></a> <span class='{_e(r['status'])}'>{_e(r['status'])}</span></li>"
+            for r in related
+        )
+        related_box = f"<h3>in the same trace</h3><ul id=related>{links}</ul>" if links else ""
         drawing = flow_drawing(rows)
         flow_box = (
             f"<h3>flow: the path taken</h3><div class=flow-box>{render_svg(drawing, path_taken(drawing, rows))}</div>"
@@ -259,7 +267,7 @@ document.getElementById('compare').addEventListener('click',()=>{const [a,b]=pic
             f"<div class=grid><div><h3>input</h3><pre id=input>{_e(json.dumps(summary['input'], indent=1, ensure_ascii=False))}</pre></div>"
             f"<div><h3>output</h3><pre id=output>{_e(json.dumps(summary['output'], indent=1, ensure_ascii=False))}</pre>"
             f"{error_box}</div></div>"
-            f"{flow_box}<h3>timeline</h3><div class=wf id=waterfall>{''.join(bars)}</div>"
+            f"{related_box}{flow_box}<h3>timeline</h3><div class=wf id=waterfall>{''.join(bars)}</div>"
             f"<div class=grid><div><h3>steps</h3><table id=steps><thead><tr><th>step</th><th>events</th>"
             f"<th>tokens in/out</th><th>cost</th><th>kinds</th></tr></thead><tbody>{tree}</tbody></table></div>"
             f"<div><h3>event inspector</h3><pre id=inspector class=muted>click an event</pre></div></div>"

@@ -270,110 +270,50 @@ async def call_action(
         action is safe to repeat (:func:`keel.calls.retry_safe`); each retry counts as a call.
     """
     check_approval_timeout(approval_timeout)
-    if emit is None:
-        emit = lambda kind, payload: None  # noqa: E731
-    call_id = call_id or new_id("call")
     spec = registry.get(name) if name in registry else None
     caller = {"agent": context.agent, "execution_id": context.execution_id, "tenant": context.tenant}
-    base = {"call_id": call_id, "action": name, "caller": caller}
-    emit("action.requested", {**base, "arguments": redact(spec, arguments), "risk": spec.risk if spec else None})
-
-    stage = "policy"
-
-    def fail(kind: str, message: str, verdict: str = "allow", duration: float = 0.0, **fields: Any) -> ActionOutcome:
-        outcome = ActionOutcome(
-            call_id=call_id, action=name, ok=False, error={"type": kind, "message": message},
-            duration_ms=duration, verdict=verdict,
-        )  # fmt: skip
-        emit(
-            "action.failed" if verdict != "deny" else "action.denied",
-            {**base, "error": outcome.error, "verdict": verdict, **fields},
-        )
-        return outcome
-
+    trail = _Trail(call_id or new_id("call"), name, caller, emit)
+    trail.emit(
+        "action.requested", {**trail.base, "arguments": redact(spec, arguments), "risk": spec.risk if spec else None}
+    )
     if spec is None or not is_visible(spec, context.agent, visible):
         known = ", ".join(s.name for s in registry.visible(context.agent, visible)) or "none"
-        return fail("unknown_action", f"no action named {name!r} is available to you; available: {known}")
+        return trail.fail("unknown_action", f"no action named {name!r} is available to you; available: {known}")
     if meter is not None:
-        _budget_check(meter.check_action_call, name, fail)
-    started = time.perf_counter()
+        _budget_check(meter.check_action_call, name, trail.fail)
+    trail.started = time.perf_counter()
     try:
-        call = ActionCall(id=call_id, action=name, arguments=arguments, risk=spec.risk, tags=spec.tags)
+        call = ActionCall(id=trail.call_id, action=name, arguments=arguments, risk=spec.risk, tags=spec.tags)
         decision = check(call, context.model_copy(update={"approver_available": approver is not None}))
-        if decision.verdict == "approve":
-            request = ApprovalRequest(
-                call_id=call_id, action=name, arguments=redact(spec, arguments), risk=spec.risk,
-                reason=decision.reason, agent=context.agent, execution_id=context.execution_id,
-                tenant=context.tenant,
-            )  # fmt: skip
-            stage = "approval"
-            answer = await ask(approver, request, approval_timeout)
-            if answer.approved is not True:
-                why = answer.reason or f"refused by {answer.by or 'the approver'}"
-                return fail(
-                    "denied", f"action {name!r} was not approved: {why}", verdict="deny",
-                    policy=decision.policy, approver=answer.by or approver_name(approver), reason=why,
-                )  # fmt: skip
-            emit("action.approved", {**base, "by": answer.by, "policy": decision.policy, "reason": decision.reason})
-        elif decision.verdict == "deny":
-            return fail(
-                "denied", f"action {name!r} is denied by policy {decision.policy!r}: {decision.reason}",
-                verdict="deny", policy=decision.policy, approver=None, reason=decision.reason,
-            )  # fmt: skip
-        else:
-            emit("action.approved", {**base, "by": "policy", "policy": decision.policy, "reason": decision.reason})
-
+        refused = await _approve(trail, spec, arguments, context, decision, approver, approval_timeout)
+        if refused is not None:
+            return refused
         key = context.idempotency_key or (spec.idempotency_key(arguments) if spec.idempotency_key else None)
         if meter is not None:
-            stage = "budget"
-            try:
-                await meter.before_action_call(name)
-            except BudgetError as err:
-                fail("budget", str(err), verdict="deny", policy="budget", approver=None, reason=str(err))
-                raise
-        stage = "running"
-        emit("action.started", {**base, "idempotency_key": key})
-        timeout, retries, backoff = _attempts(spec, policy, emit, base)
-        started, attempt = time.perf_counter(), 0
-        while True:
-            try:
-                result = await invoke_action(spec, arguments, timeout=timeout)
-                break
-            except ActionInputError as err:
-                return fail("invalid_arguments", str(err), duration=_ms(started))
-            except Exception as err:  # the handler's own failure goes back to the model, not up the stack
-                if attempt >= retries:
-                    if isinstance(err, TimeoutError):
-                        why = f"action {name!r} did not finish within {timeout or spec.timeout}s"
-                        return fail("timeout", why, duration=_ms(started), attempts=attempt + 1)
-                    why = f"action {name!r} failed: {err}"
-                    return fail(type(err).__name__, why, duration=_ms(started), attempts=attempt + 1)
-                attempt += 1
-                emit("action.retry", {**base, "attempt": attempt, "error": f"{type(err).__name__}: {err}"[:300]})
-            await anyio.sleep(backoff * 2 ** (attempt - 1))
-            if meter is not None:  # a retry is another call of the handler: it needs room in the budget
-                try:
-                    await meter.before_action_call(name)
-                except BudgetError as err:
-                    fail("budget", str(err), verdict="deny", policy="budget", approver=None, reason=str(err))
-                    raise
-        duration = _ms(started)
+            trail.stage = "budget"
+            await _budget_room(meter, name, trail)
+        trail.stage = "running"
+        trail.emit("action.started", {**trail.base, "idempotency_key": key})
+        ran = await _run_handler(trail, spec, arguments, meter, policy)
+        if isinstance(ran, ActionOutcome):
+            return ran
+        result, duration = ran
     except anyio.get_cancelled_exc_class():
         # the caller went away (a client disconnected, an execution was cancelled): still one outcome
-        emit("action.cancelled", {**base, "stage": stage, "duration_ms": _ms(started)})
+        trail.emit("action.cancelled", {**trail.base, "stage": trail.stage, "duration_ms": _ms(trail.started)})
         raise
     except Exception as err:  # a policy hook that raised: nothing ran, and the record says why
-        if stage != "policy":
+        if trail.stage != "policy":
             raise
-        return fail(
+        return trail.fail(
             "policy_error", f"action {name!r} is denied: the policy check failed ({type(err).__name__})",
             verdict="deny", policy=None, approver=None, reason=str(err)[:300],
         )  # fmt: skip
     content = result if isinstance(result, str) else json.dumps(result, default=str)
-    emit(
+    trail.emit(
         "action.completed",
         {
-            **base,
+            **trail.base,
             "result": _summary(content),
             "content": content,
             "duration_ms": duration,
@@ -381,8 +321,116 @@ async def call_action(
         },
     )
     return ActionOutcome(
-        call_id=call_id, action=name, ok=True, result=result, duration_ms=duration, verdict=decision.verdict
+        call_id=trail.call_id, action=name, ok=True, result=result, duration_ms=duration, verdict=decision.verdict
     )
+
+
+class _Trail:
+    """One call's audit trail: its ids, the stage it reached (for ``action.cancelled``) and its
+    failure records (``action.failed``, or ``action.denied`` for a ``deny`` verdict)."""
+
+    __slots__ = ("base", "call_id", "emit", "name", "stage", "started")
+
+    def __init__(self, call_id: str, name: str, caller: dict[str, Any], emit: Emit | None) -> None:
+        self.call_id, self.name = call_id, name
+        self.base: dict[str, Any] = {"call_id": call_id, "action": name, "caller": caller}
+        self.emit: Emit = emit if emit is not None else _no_emit
+        self.stage = "policy"
+        self.started = time.perf_counter()
+
+    def fail(
+        self, kind: str, message: str, verdict: str = "allow", duration: float = 0.0, **fields: Any
+    ) -> ActionOutcome:
+        outcome = ActionOutcome(
+            call_id=self.call_id, action=self.name, ok=False, error={"type": kind, "message": message},
+            duration_ms=duration, verdict=verdict,
+        )  # fmt: skip
+        self.emit(
+            "action.failed" if verdict != "deny" else "action.denied",
+            {**self.base, "error": outcome.error, "verdict": verdict, **fields},
+        )
+        return outcome
+
+
+def _no_emit(kind: str, payload: dict[str, Any]) -> None:
+    return None
+
+
+async def _approve(
+    trail: _Trail,
+    spec: ActionSpec,
+    arguments: dict[str, Any],
+    context: ActionContext,
+    decision: PolicyDecision,
+    approver: Approver | None,
+    approval_timeout: float | None,
+) -> ActionOutcome | None:
+    """Act on the policy's verdict: ask the approver when it says ``approve``; the denial's outcome
+    when the call may not run, else ``None`` (after ``action.approved``)."""
+    name, base = trail.name, trail.base
+    if decision.verdict == "approve":
+        request = ApprovalRequest(
+            call_id=trail.call_id, action=name, arguments=redact(spec, arguments), risk=spec.risk,
+            reason=decision.reason, agent=context.agent, execution_id=context.execution_id,
+            tenant=context.tenant,
+        )  # fmt: skip
+        trail.stage = "approval"
+        answer = await ask(approver, request, approval_timeout)
+        if answer.approved is not True:
+            why = answer.reason or f"refused by {answer.by or 'the approver'}"
+            return trail.fail(
+                "denied", f"action {name!r} was not approved: {why}", verdict="deny",
+                policy=decision.policy, approver=answer.by or approver_name(approver), reason=why,
+            )  # fmt: skip
+        trail.emit("action.approved", {**base, "by": answer.by, "policy": decision.policy, "reason": decision.reason})
+    elif decision.verdict == "deny":
+        return trail.fail(
+            "denied", f"action {name!r} is denied by policy {decision.policy!r}: {decision.reason}",
+            verdict="deny", policy=decision.policy, approver=None, reason=decision.reason,
+        )  # fmt: skip
+    else:
+        trail.emit("action.approved", {**base, "by": "policy", "policy": decision.policy, "reason": decision.reason})
+    return None
+
+
+async def _budget_room(meter: Meter, name: str, trail: _Trail) -> None:
+    """Take one action call from the budget; no room is an ``action.denied`` and the error propagates."""
+    try:
+        await meter.before_action_call(name)
+    except BudgetError as err:
+        trail.fail("budget", str(err), verdict="deny", policy="budget", approver=None, reason=str(err))
+        raise
+
+
+async def _run_handler(
+    trail: _Trail, spec: ActionSpec, arguments: dict[str, Any], meter: Meter | None, policy: CallPolicy | None
+) -> tuple[Any, float] | ActionOutcome:
+    """Run the handler with the policy's timeout and retries: ``(result, duration_ms)``, or the
+    failure's outcome (the handler's own failure goes back to the model, not up the stack)."""
+    name = trail.name
+    timeout, retries, backoff = _attempts(spec, policy, trail.emit, trail.base)
+    trail.started, attempt = time.perf_counter(), 0
+    while True:
+        try:
+            result = await invoke_action(spec, arguments, timeout=timeout)
+            break
+        except ActionInputError as err:
+            return trail.fail("invalid_arguments", str(err), duration=_ms(trail.started))
+        except Exception as err:
+            if attempt >= retries:
+                if isinstance(err, TimeoutError):
+                    why = f"action {name!r} did not finish within {timeout or spec.timeout}s"
+                    return trail.fail("timeout", why, duration=_ms(trail.started), attempts=attempt + 1)
+                why = f"action {name!r} failed: {err}"
+                return trail.fail(type(err).__name__, why, duration=_ms(trail.started), attempts=attempt + 1)
+            attempt += 1
+            trail.emit(
+                "action.retry", {**trail.base, "attempt": attempt, "error": f"{type(err).__name__}: {err}"[:300]}
+            )
+        await anyio.sleep(backoff * 2 ** (attempt - 1))
+        if meter is not None:  # a retry is another call of the handler: it needs room in the budget
+            await _budget_room(meter, name, trail)
+    return result, _ms(trail.started)
 
 
 def _attempts(spec: ActionSpec, policy: CallPolicy | None, emit: Emit, base: dict[str, Any]) -> tuple[Any, int, float]:

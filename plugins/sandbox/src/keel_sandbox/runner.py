@@ -38,7 +38,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import stat
 import subprocess
@@ -56,6 +55,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import keel
 from keel_sandbox.config import LANGUAGES, Language, SandboxConfig
+from keel_sandbox.host import (
+    chown_tree,
+    config_descriptor,
+    count_processes,
+    feed,
+    kill_everything,
+    kill_uid,
+    looks_out_of_memory,
+    looks_out_of_processes,
+    mount_quota,
+    reachable_by_others,
+    read_nofollow,
+    remove_tree,
+    sweep_outside,
+    unmount,
+)
 
 __all__ = [
     "LANGUAGES",
@@ -70,7 +85,6 @@ __all__ = [
 LAUNCHER = Path(__file__).with_name("_launch.py")
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 TRUNCATION_MARKER = "\n[... output truncated by keel-sandbox: {dropped} more bytes were discarded ...]"
-WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 #: per-run user ids are drawn from here (unused ids: nothing on the machine belongs to them)
 UID_RANGE = (1_900_000_000, 2_000_000_000)
 
@@ -245,7 +259,7 @@ class Sandbox:
         readonly = cfg.readonly_filesystem and self.capabilities.readonly_filesystem
         base = Path(cfg.workdir_base or tempfile.gettempdir())
         base.mkdir(parents=True, exist_ok=True)
-        if uid is not None and not _reachable_by_others(base):
+        if uid is not None and not reachable_by_others(base):
             raise keel.KeelError(
                 f"keel-sandbox: the run folder base {str(base)!r} is not reachable by other users, so a run "
                 "under its own user id could not enter its folder; set workdir_base to a folder like /tmp"
@@ -254,9 +268,9 @@ class Sandbox:
         quota = self.capabilities.disk_quota
         if quota:
             try:
-                _mount_quota(folder, cfg.disk_mb, cfg.max_inodes)
+                mount_quota(folder, cfg.disk_mb, cfg.max_inodes)
             except OSError:
-                _remove_tree(folder)
+                remove_tree(folder)
                 raise
         try:
             return await self._run_in(
@@ -265,8 +279,8 @@ class Sandbox:
         finally:
             if quota:
                 with anyio.CancelScope(shield=True):
-                    _unmount(folder)
-            await anyio.to_thread.run_sync(_remove_tree, folder)
+                    unmount(folder)
+            await anyio.to_thread.run_sync(remove_tree, folder)
 
     async def _run_in(
         self,
@@ -285,23 +299,10 @@ class Sandbox:
         cfg = self.config
         inputs = self._write_inputs(folder, files or {})
         if uid is not None:
-            _chown_tree(folder, uid)
-        env = {"PATH": MINIMAL_PATH, "HOME": str(folder), "TMPDIR": str(folder / "tmp"), "LANG": "C.UTF-8"}
-        env.update({name: os.environ[name] for name in cfg.env if name in os.environ})
-        pid_namespace = readonly and self.capabilities.pid_namespace
-        unix_filtered = not cfg.network and not cfg.unix_sockets and self.capabilities.unix_filter
-        config = {
-            "isolate_network": isolate,
-            "readonly_root": readonly,
-            "rlimits": self._rlimits(memory_via, uid),
-            "uid": uid,
-            "cwd": str(folder),
-            "argv": argv,
-            "env": env,
-            "pid_namespace": pid_namespace,
-            "deny_unix_sockets": unix_filtered,
-        }
-        config_fd = _config_descriptor(json.dumps(config).encode())
+            chown_tree(folder, uid)
+        config = self._launcher_config(folder, uid, isolate, readonly, argv, memory_via)
+        pid_namespace, unix_filtered = config["pid_namespace"], config["deny_unix_sockets"]
+        config_fd = config_descriptor(json.dumps(config).encode())
         started = time.monotonic()
         out, err = _Capped(cfg.max_output_bytes), _Capped(cfg.max_output_bytes)
         timed_out = False
@@ -321,11 +322,11 @@ class Sandbox:
                     assert process.stdout is not None and process.stderr is not None
                     tg.start_soon(out.pump, process.stdout)
                     tg.start_soon(err.pump, process.stderr)
-                    tg.start_soon(_feed, process, stdin.encode())
+                    tg.start_soon(feed, process, stdin.encode())
                     with anyio.move_on_after(cfg.wall_seconds) as deadline:
                         await process.wait()
                     timed_out = deadline.cancelled_caught
-                    await anyio.to_thread.run_sync(_kill_everything, process.pid, uid)
+                    await anyio.to_thread.run_sync(kill_everything, process.pid, uid)
                     with anyio.move_on_after(5):
                         await process.wait()
                     # a process that escaped the kill may still hold a pipe open: stop reading then
@@ -337,15 +338,15 @@ class Sandbox:
             finally:
                 self._active.pop(run_id, None)
                 with anyio.CancelScope(shield=True):
-                    _kill_everything(process.pid, uid)
+                    kill_everything(process.pid, uid)
                     await process.aclose()
         finally:
             with anyio.CancelScope(shield=True):
                 duration = round((time.monotonic() - started) * 1000, 3)
                 if uid is not None:
-                    await anyio.to_thread.run_sync(_kill_uid, uid)
+                    await anyio.to_thread.run_sync(kill_uid, uid)
                     if not readonly:  # a read-only mount table left nothing to sweep
-                        outside = await anyio.to_thread.run_sync(_sweep_outside, uid, folder)
+                        outside = await anyio.to_thread.run_sync(sweep_outside, uid, folder)
                 produced = await self._collect(folder, inputs, hidden, uid, run_id)
         return self._result(
             run_id, returncode, timed_out, out, err, duration, produced, outside, isolate, readonly, uid, quota,
@@ -357,7 +358,7 @@ class Sandbox:
         active = list(self._active.items())
         for run_id, (pid, uid) in active:
             self._stopped.add(run_id)
-            _kill_everything(pid, uid)
+            kill_everything(pid, uid)
         return len(active)
 
     # ----------------------------------------------------------------------------- internals
@@ -383,6 +384,31 @@ class Sandbox:
             hashes[target.relative_to(folder.resolve()).as_posix()] = hashlib.sha256(data).hexdigest()
         return hashes
 
+    def _launcher_config(
+        self,
+        folder: Path,
+        uid: int | None,
+        isolate: bool,
+        readonly: bool,
+        argv: list[str],
+        memory_via: Literal["as", "data"],
+    ) -> dict[str, Any]:
+        """What the launcher applies before exec (it reads this from a descriptor, never argv)."""
+        cfg = self.config
+        env = {"PATH": MINIMAL_PATH, "HOME": str(folder), "TMPDIR": str(folder / "tmp"), "LANG": "C.UTF-8"}
+        env.update({name: os.environ[name] for name in cfg.env if name in os.environ})
+        return {
+            "isolate_network": isolate,
+            "readonly_root": readonly,
+            "rlimits": self._rlimits(memory_via, uid),
+            "uid": uid,
+            "cwd": str(folder),
+            "argv": argv,
+            "env": env,
+            "pid_namespace": readonly and self.capabilities.pid_namespace,
+            "deny_unix_sockets": not cfg.network and not cfg.unix_sockets and self.capabilities.unix_filter,
+        }
+
     def _rlimits(self, memory_via: str, uid: int | None) -> dict[str, tuple[int, int]]:
         cfg = self.config
         limits: dict[str, tuple[int, int]] = {
@@ -398,7 +424,7 @@ class Sandbox:
             limits["RLIMIT_DATA" if memory_via == "data" else "RLIMIT_AS"] = (size, size)
         # RLIMIT_NPROC counts every process of the user: with a fresh user id that is exactly the
         # run's; otherwise it is what the user already runs plus the run's allowance
-        nproc = cfg.max_processes if uid is not None else _count_processes(os.getuid()) + cfg.max_processes
+        nproc = cfg.max_processes if uid is not None else count_processes(os.getuid()) + cfg.max_processes
         limits["RLIMIT_NPROC"] = (nproc, nproc)
         return limits
 
@@ -420,7 +446,7 @@ class Sandbox:
             relative = path.relative_to(folder).as_posix()
             if relative in hidden:
                 continue
-            data = await anyio.to_thread.run_sync(_read_nofollow, path, cfg.max_file_mb * 1024 * 1024)
+            data = await anyio.to_thread.run_sync(read_nofollow, path, cfg.max_file_mb * 1024 * 1024)
             if data is None:
                 continue
             digest = hashlib.sha256(data).hexdigest()
@@ -454,8 +480,36 @@ class Sandbox:
         pid_namespace: bool = False,
         unix_filtered: bool = False,
     ) -> RunResult:
-        cfg = self.config
         stderr = err.text()
+        reason, message, signame = self._verdict(run_id, returncode, timed_out, stderr, duration, quota)
+        if out.dropped or err.dropped:
+            message += f"; output truncated to {self.config.max_output_bytes} bytes per stream"
+        if outside:
+            message += f"; {len(outside)} path(s) written outside the run folder were removed"
+        notes = self._notes(isolated, readonly, uid, quota, pid_namespace, unix_filtered)
+        enforced = {
+            "network_isolated": isolated,
+            "unix_sockets_covered": readonly,
+            "unix_sockets_filtered": unix_filtered,
+            "readonly_filesystem": readonly,
+            "pid_namespace": pid_namespace,
+            "disk_quota": quota,
+            "own_user": uid is not None,
+            "rlimits": True,
+            "process_group_killed": True,
+        }
+        return RunResult(
+            run_id=run_id, ok=reason == "completed" and returncode == 0, exit_code=returncode if signame is None else None,
+            signal=signame, reason=reason, message=message, stdout=out.text(), stderr=stderr,
+            stdout_truncated=bool(out.dropped), stderr_truncated=bool(err.dropped), duration_ms=duration,
+            files=files, outside_writes=outside, enforced=enforced, notes=notes,
+        )  # fmt: skip
+
+    def _verdict(
+        self, run_id: str, returncode: int | None, timed_out: bool, stderr: str, duration: float, quota: bool
+    ) -> tuple[Reason, str, str | None]:
+        """Why the run ended, a line saying so, and the signal that ended it (if one did)."""
+        cfg = self.config
         signame = None
         if returncode is not None and returncode < 0:
             try:
@@ -474,9 +528,9 @@ class Sandbox:
             reason, message = "cpu", f"killed after the CPU limit of {cfg.cpu_seconds}s"
         elif returncode in (126, 127) and stderr.startswith("keel-sandbox: could not start"):
             reason, message = "start_failed", stderr.strip().splitlines()[0]
-        elif cfg.memory_mb is not None and returncode != 0 and _looks_out_of_memory(stderr, signame):
+        elif cfg.memory_mb is not None and returncode != 0 and looks_out_of_memory(stderr, signame):
             reason, message = "memory", f"ran out of memory under the limit of {cfg.memory_mb} MB"
-        elif returncode != 0 and _looks_out_of_processes(stderr):
+        elif returncode != 0 and looks_out_of_processes(stderr):
             reason, message = "processes", f"hit the process limit of {cfg.max_processes}"
         elif signame is not None:
             reason, message = "killed", f"killed by {signame}"
@@ -486,10 +540,13 @@ class Sandbox:
             message += f" (a file grew past max_file_mb = {cfg.max_file_mb})"
         if quota and "No space left on device" in stderr:
             message += f" (the run's disk quota is disk_mb = {cfg.disk_mb}, max_inodes = {cfg.max_inodes})"
-        if out.dropped or err.dropped:
-            message += f"; output truncated to {cfg.max_output_bytes} bytes per stream"
-        if outside:
-            message += f"; {len(outside)} path(s) written outside the run folder were removed"
+        return reason, message, signame
+
+    def _notes(
+        self, isolated: bool, readonly: bool, uid: int | None, quota: bool, pid_namespace: bool, unix_filtered: bool
+    ) -> list[str]:
+        """Plain statements of what this run did NOT have enforced."""
+        cfg = self.config
         notes = []
         if not cfg.network and not isolated:
             notes.append(
@@ -517,203 +574,4 @@ class Sandbox:
             )
         if not pid_namespace:
             notes.append("the run does NOT have its own PID namespace: it can see the host's processes in /proc")
-        enforced = {
-            "network_isolated": isolated,
-            "unix_sockets_covered": readonly,
-            "unix_sockets_filtered": unix_filtered,
-            "readonly_filesystem": readonly,
-            "pid_namespace": pid_namespace,
-            "disk_quota": quota,
-            "own_user": uid is not None,
-            "rlimits": True,
-            "process_group_killed": True,
-        }
-        return RunResult(
-            run_id=run_id, ok=reason == "completed" and returncode == 0, exit_code=returncode if signame is None else None,
-            signal=signame, reason=reason, message=message, stdout=out.text(), stderr=stderr,
-            stdout_truncated=bool(out.dropped), stderr_truncated=bool(err.dropped), duration_ms=duration,
-            files=files, outside_writes=outside, enforced=enforced, notes=notes,
-        )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------- helpers
-
-
-async def _feed(process: Any, data: bytes) -> None:
-    try:
-        if data:
-            await process.stdin.send(data)
-        await process.stdin.aclose()
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        pass
-
-
-def _kill_everything(pid: int, uid: int | None) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if uid is not None:
-        _kill_uid(uid)
-
-
-def _processes_of(uid: int) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status") as handle:
-                for line in handle:
-                    if line.startswith("State:") and line.split()[1] in ("Z", "X"):
-                        break  # a zombie holds nothing and waits for its new parent to reap it
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid:
-                            found.append(int(entry.name))
-                        break
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def _count_processes(uid: int) -> int:
-    return len(_processes_of(uid)) if os.path.isdir("/proc") else 0
-
-
-def _kill_uid(uid: int) -> None:
-    """Kill every process of the run's own user id, until none is left (a fork bomb races us)."""
-    for _ in range(50):
-        pids = _processes_of(uid)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.01)
-
-
-def _sweep_outside(uid: int, folder: Path) -> list[str]:
-    """Find, report and remove what the run's user id left in world-writable places (the run's
-    user owns nothing else and is in no group, so it can create entries nowhere else)."""
-    found: list[str] = []
-    roots = {*(Path(p) for p in WORLD_WRITABLE), folder.parent}
-    seen = 0
-    for root in roots:
-        if not root.is_dir():
-            continue
-        for current, dirs, names in os.walk(root):
-            here = Path(current)
-            if here == folder:
-                dirs[:] = []
-                continue
-            keep = []
-            for name in [*dirs, *names]:
-                seen += 1
-                path = here / name
-                if path == folder:
-                    continue
-                try:
-                    info = path.lstat()
-                except OSError:
-                    continue
-                if info.st_uid == uid:
-                    found.append(str(path))
-                elif name in dirs and info.st_mode & stat.S_IWOTH:
-                    keep.append(name)  # only a world-writable folder can hold what the run wrote
-            dirs[:] = keep
-            if seen > 50_000:
-                break
-    for leftover in found:
-        _remove_tree(Path(leftover))
-    return sorted(found)
-
-
-def _config_descriptor(data: bytes) -> int:
-    """A readable descriptor holding the launcher's configuration: a memfd (Linux), else a pipe."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("keel-sandbox-config", 0)
-        os.write(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
-        return fd
-    read, write = os.pipe()
-    if len(data) > 60_000:
-        os.close(read)
-        os.close(write)
-        raise keel.KeelError("keel-sandbox: the run's configuration is too large to pass on this platform")
-    os.write(write, data)
-    os.close(write)
-    return read
-
-
-_LIBC: Any = None
-
-
-def _libc_call(name: str, *args: Any) -> None:
-    import ctypes
-
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    if getattr(_LIBC, name)(*args) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{name}: {os.strerror(errno)}")
-
-
-def _mount_quota(folder: Path, size_mb: int, inodes: int) -> None:
-    """Make the run folder a tmpfs of ``size_mb`` and ``inodes``: the run's whole disk."""
-    import ctypes
-
-    options = f"size={size_mb}m,nr_inodes={inodes},mode=0700".encode()
-    _libc_call("mount", b"tmpfs", str(folder).encode(), b"tmpfs", ctypes.c_ulong(2 | 4), options)  # nosuid, nodev
-
-
-def _unmount(folder: Path) -> None:
-    try:
-        _libc_call("umount2", str(folder).encode(), 2)  # MNT_DETACH: nothing of the run still uses it
-    except OSError:
-        pass
-
-
-def _reachable_by_others(folder: Path) -> bool:
-    """Every folder from / down to ``folder`` lets others through (the execute bit)."""
-    current = folder.resolve()
-    return all(part.stat().st_mode & stat.S_IXOTH for part in [current, *current.parents])
-
-
-def _read_nofollow(path: Path, limit: int) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read(limit)
-
-
-def _chown_tree(folder: Path, uid: int) -> None:
-    os.chown(folder, uid, uid)
-    for path in folder.rglob("*"):
-        os.chown(path, uid, uid, follow_symlinks=False)
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-        return
-
-    def unlock(function: Any, name: str, _info: Any) -> None:
-        os.chmod(os.path.dirname(name), 0o700)  # a run may have locked its own directories
-        function(name)
-
-    shutil.rmtree(path, onerror=unlock)
-
-
-def _looks_out_of_memory(stderr: str, signame: str | None) -> bool:
-    markers = ("MemoryError", "Cannot allocate memory", "out of memory", "std::bad_alloc", "allocation failed")
-    return any(m in stderr for m in markers) or signame in ("SIGSEGV", "SIGABRT", "SIGTRAP")
-
-
-def _looks_out_of_processes(stderr: str) -> bool:
-    markers = ("Resource temporarily unavailable", "fork: retry", "Cannot fork", "can't fork")
-    return any(marker in stderr for marker in markers)
+        return notes

@@ -17,7 +17,8 @@ from keel import lazy_exports
 if TYPE_CHECKING:
     from keel_scheduler._db import Database, PostgresDatabase, SqliteDatabase, open_database
     from keel_scheduler.errors import DuplicateJob, JobNotFound, SchedulerError, ScheduleSpecError
-    from keel_scheduler.queue import Job, JobStatus, Queue, delivery_hash
+    from keel_scheduler.jobs import Job, JobStatus, delivery_hash
+    from keel_scheduler.queue import Queue
     from keel_scheduler.schedules import Schedule, Scheduler, Schedules, ScheduleState, parse_schedule
     from keel_scheduler.tasks import FunctionRunnable, JobContext, current_job, task
     from keel_scheduler.worker import Worker, WorkerEvent
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "Database": "_db", "PostgresDatabase": "_db", "SqliteDatabase": "_db", "open_database": "_db",
     "DuplicateJob": "errors", "JobNotFound": "errors", "SchedulerError": "errors", "ScheduleSpecError": "errors",
-    "Job": "queue", "JobStatus": "queue", "Queue": "queue", "delivery_hash": "queue",
+    "Job": "jobs", "JobStatus": "jobs", "Queue": "queue", "delivery_hash": "jobs",
     "Schedule": "schedules", "Scheduler": "schedules", "Schedules": "schedules", "ScheduleState": "schedules",
     "parse_schedule": "schedules",
     "FunctionRunnable": "tasks", "JobContext": "tasks", "current_job": "tasks", "task": "tasks",

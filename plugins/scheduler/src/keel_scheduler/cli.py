@@ -14,7 +14,8 @@ import anyio
 import click
 
 import keel
-from keel_scheduler.queue import FINISHED, Job, Queue
+from keel_scheduler.jobs import FINISHED, Job
+from keel_scheduler.queue import Queue
 from keel_scheduler.settings import SchedulerSettings, load_settings
 
 __all__ = ["queue_group", "worker_cmd"]

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from keel_scheduler.errors import SchedulerError
-from keel_scheduler.queue import Queue, delivery_hash
+from keel_scheduler.jobs import delivery_hash
+from keel_scheduler.queue import Queue
 from keel_scheduler.settings import SourceSettings
 
 __all__ = ["Intake", "NoTarget", "Reply", "record_delivery", "sign"]

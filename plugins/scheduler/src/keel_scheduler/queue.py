@@ -12,111 +12,17 @@ used all its attempts — with the cause kept in ``errors``.
 from __future__ import annotations
 
 import builtins
-import enum
-import hashlib
 import json
-import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_core import to_jsonable_python
-
 from keel import new_id
 from keel_scheduler._db import Conn, Database, _Unique, open_database
 from keel_scheduler.errors import DuplicateJob, JobNotFound, SchedulerError
+from keel_scheduler.jobs import FINISHED, Job, JobStatus, delay_for, dumps
 
-__all__ = ["Job", "JobStatus", "Queue"]
-
-#: statuses a job can no longer leave on its own
-FINISHED = ("completed", "failed", "cancelled")
-
-
-class JobStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    #: the dead-letter state: every attempt failed (``errors`` keeps each cause)
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self.value in FINISHED
-
-
-class Job(BaseModel):
-    """One unit of work, as stored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    queue: str
-    task: str = Field(description="the runnable's name")
-    input: Any = None
-    tenant: str = "default"
-    status: JobStatus
-    priority: int = 0
-    run_at: float
-    attempts: int = 0
-    max_attempts: int = 3
-    backoff: float = 1.0
-    backoff_max: float = 300.0
-    dedup_key: str | None = None
-    concurrency_key: str | None = None
-    correlation_id: str | None = None
-    schedule_id: str | None = None
-    scheduled_for: float | None = None
-    lease_owner: str | None = None
-    lease_until: float | None = None
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    errors: list[dict[str, Any]] = Field(default_factory=list)
-    result: Any = None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
-        data = dict(row)
-        data["input"] = json.loads(data["input"])
-        data["errors"] = json.loads(data["errors"])
-        data["result"] = None if data.get("result") is None else json.loads(data["result"])
-        return cls.model_validate(data)
-
-    @property
-    def last_error(self) -> str | None:
-        return self.errors[-1]["error"] if self.errors else None
-
-    def summary(self) -> dict[str, Any]:
-        """The row ``keel queue ls --json`` prints."""
-        return {
-            "id": self.id,
-            "queue": self.queue,
-            "task": self.task,
-            "status": self.status.value,
-            "attempts": self.attempts,
-            "max_attempts": self.max_attempts,
-            "priority": self.priority,
-            "run_at": self.run_at,
-            "last_error": self.last_error,
-        }
-
-
-def _dumps(value: Any) -> str:
-    try:
-        return json.dumps(to_jsonable_python(value), ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as err:
-        raise SchedulerError(
-            f"job input/result is not JSON-compatible ({err}); pass plain data or a pydantic model"
-        ) from err
-
-
-def delay_for(job: Job, rng: random.Random | None = None) -> float:
-    """Seconds before the next attempt: exponential from ``backoff``, capped at ``backoff_max``,
-    with "equal jitter" (between half and all of it) so that retries of many jobs spread out."""
-    base = min(job.backoff * (2 ** max(job.attempts - 1, 0)), job.backoff_max)
-    return float(base / 2 + (rng or random).random() * base / 2)
+__all__ = ["Job", "JobStatus", "Queue"]  # Job and JobStatus live in keel_scheduler.jobs
 
 
 class Queue:
@@ -218,7 +124,7 @@ class Queue:
                    created_at, errors)
                VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, $16, '[]')
                ON CONFLICT DO NOTHING RETURNING *""",
-            job_id, queue, task, _dumps(input), tenant, priority, run_at if run_at is not None else now + delay,
+            job_id, queue, task, dumps(input), tenant, priority, run_at if run_at is not None else now + delay,
             max_attempts, float(backoff), float(backoff_max), dedup_key, concurrency_key,
             correlation_id or job_id, schedule_id, scheduled_for, now,
         )  # fmt: skip
@@ -232,7 +138,7 @@ class Queue:
         if debounce is not None and existing.status == JobStatus.QUEUED and existing.attempts == 0:
             moved = await conn.fetch(
                 "UPDATE {jobs} SET run_at = $2, input = $3 WHERE id = $1 AND status = 'queued' RETURNING *",
-                existing.id, now + debounce, _dumps(input),
+                existing.id, now + debounce, dumps(input),
             )  # fmt: skip
             if moved:
                 existing = Job.from_row(moved[0])
@@ -358,7 +264,7 @@ class Queue:
         await conn.execute(
             """INSERT INTO {signals} (id, correlation_id, name, payload, request_id, created_at)
                VALUES ($1, $2, $3, $4, $5, $6)""",
-            signal_id, correlation_id, name, _dumps(payload), request_id or signal_id, time.time(),
+            signal_id, correlation_id, name, dumps(payload), request_id or signal_id, time.time(),
         )  # fmt: skip
         return signal_id
 
@@ -496,7 +402,7 @@ class Queue:
         now = time.time()
         ids, owners, attempts, results = (
             [j.id for j, _, _ in items], [o for _, o, _ in items], [j.attempts for j, _, _ in items],
-            [_dumps(r) for _, _, r in items],
+            [dumps(r) for _, _, r in items],
         )  # fmt: skip
         async with self.db.transaction() as conn:
             if self.db.dialect == "postgres":
@@ -553,7 +459,7 @@ class Queue:
             f"""UPDATE {{jobs}} SET status = $2, run_at = $3, finished_at = $4, lease_owner = NULL,
                    lease_until = NULL, errors = $5
                 WHERE id = $1 AND status = 'running'{fence_sql} RETURNING id""",
-            *args, _dumps([*job.errors, entry]), *([owner, job.attempts] if fence else []),
+            *args, dumps([*job.errors, entry]), *([owner, job.attempts] if fence else []),
         )  # fmt: skip
         if not rows:
             return None
@@ -575,7 +481,7 @@ class Queue:
 
     async def _append_error(self, conn: Conn, job: Job, error: str, who: str) -> None:
         entry = {"attempt": job.attempts, "error": error, "at": time.time(), "worker": who}
-        await conn.execute("UPDATE {jobs} SET errors = $2 WHERE id = $1", job.id, _dumps([*job.errors, entry]))
+        await conn.execute("UPDATE {jobs} SET errors = $2 WHERE id = $1", job.id, dumps([*job.errors, entry]))
 
     async def release_expired(self) -> int:
         """Put the jobs whose lease expired (their worker died) back in the queue, or dead-letter
@@ -613,12 +519,3 @@ class Queue:
     async def mark_delivered(self, signal_id: str) -> None:
         async with self.db.transaction() as conn:
             await conn.execute("UPDATE {signals} SET delivered_at = $2 WHERE id = $1", signal_id, time.time())
-
-
-def delivery_hash(*parts: str | bytes) -> str:
-    """A stable id for a delivery whose sender gives none: SHA-256 of its parts."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode() if isinstance(part, str) else part)
-        digest.update(b"\0")
-    return digest.hexdigest()

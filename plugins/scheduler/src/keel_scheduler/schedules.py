@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from keel import new_id
 from keel_scheduler._db import Conn
 from keel_scheduler.errors import JobNotFound, SchedulerError, ScheduleSpecError
-from keel_scheduler.queue import Job, Queue
+from keel_scheduler.jobs import Job
+from keel_scheduler.queue import Queue
 
 __all__ = ["OVERLAP", "Schedule", "ScheduleState", "Scheduler", "Schedules", "parse_schedule"]
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from keel import Channel, Execution, ExecutionStatus, KeelError, NotFoundError, ProductEvent, RuntimeEvent, new_id
-from keel_scheduler.queue import Job, JobStatus, Queue
+from keel_scheduler.jobs import Job, JobStatus
+from keel_scheduler.queue import Queue
 from keel_scheduler.tasks import JobContext, _current
 
 if TYPE_CHECKING:

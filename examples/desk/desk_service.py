@@ -440,6 +440,7 @@ start = "eager"
 command = ["{python}", "{HERE / "kb_server.py"}"]
 prefix = "kb_"
 risk = "read"
+actions = {{ kb_lookup_order = "read", kb_search_articles = "read" }}  # what doctor knows unstarted
 tags = ["kb"]
 timeout = 20
 health_interval = 10
@@ -453,6 +454,7 @@ memory_mb = 256
 cpu_seconds = 5
 wall_seconds = 20
 languages = ["python"]
+actions = {{ run_python = "write" }}
 health_interval = 30
 owner = "support-platform team"
 

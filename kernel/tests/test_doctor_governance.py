@@ -190,3 +190,32 @@ def test_updates_fail_for_a_version_with_no_release_notes(
     assert got == status, evidence
     if status == "fail":
         assert "keel-kernel 0.2.0 (last released: 0.1.0): not in CHANGELOG.md and no fragment" in evidence[0]
+
+
+# ------------------------------------------------------------- actions an environment will offer
+
+ENV_STACK = (
+    "[budgets]\ntokens = 1000\nwall_time = 60\n[calls.runnables.triage]\ntimeout = 60\n"
+    '[environments.kb]\ndriver = "folder"\nactions = { kb_lookup = "read", kb_write = "write" }\n'
+)
+
+
+def test_governance_warns_on_a_calls_action_nothing_declares(tmp_path: Path) -> None:
+    from test_doctor import Envs
+
+    toml = ENV_STACK + "[calls.actions.kb_lokup]\nretries = 2\n"  # a typo
+    status, evidence, _ = row(with_agent(runtime_for(tmp_path, toml, Envs())), "governance", "keel.governance")
+    assert status == "warn"
+    assert "[calls.actions.kb_lokup] names no registered action (nor one an environment declares)" in evidence
+
+
+def test_governance_knows_the_actions_an_environment_declares_without_starting_it(tmp_path: Path) -> None:
+    from test_doctor import Envs  # its environment raises if started: doctor starts nothing
+
+    toml = ENV_STACK + "[calls.actions.kb_lookup]\nretries = 2\n"
+    status, evidence, _ = row(with_agent(runtime_for(tmp_path, toml, Envs())), "governance", "keel.governance")
+    assert status == "pass", evidence
+    assert "[calls.actions.kb_lookup]: a read action [environments.kb] declares it will offer" in evidence
+    toml = ENV_STACK + "[calls.actions.kb_write]\nretries = 2\n"  # a write is not retried: declared risk counts
+    status, evidence, _ = row(with_agent(runtime_for(tmp_path, toml, Envs())), "governance", "keel.governance")
+    assert status == "fail" and "retries = 2 on write action 'kb_write' (declared by [environments.kb])" in evidence[0]

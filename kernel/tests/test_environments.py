@@ -251,3 +251,25 @@ async def test_a_health_check_that_fails_says_why(tmp_path: Path) -> None:
         assert hung.detail == "health check failed: TimeoutError: no answer within 1.0s"
         env.health = bare  # type: ignore[method-assign]
         assert (await rt.environments.check("worker")).detail == "health check failed: RuntimeError: RuntimeError()"
+
+
+async def test_declared_actions_are_a_contract_checked_at_start(tmp_path: Path) -> None:
+    good = EAGER + 'actions = { whoami = "read" }\n'
+    async with runtime(tmp_path, good) as rt:
+        assert rt.environments.status_of("worker").status == "ready"
+        assert rt.environments.declared_actions() == {"whoami": ("read", "worker")}
+        assert rt.actions.get("whoami").risk == "read"
+    bad = EAGER.replace("health_interval", 'restart = { mode = "never" }\nhealth_interval') + (
+        'actions = { whoami = "write", lookup = "read" }\n'
+    )
+    async with runtime(tmp_path, bad) as rt:
+        state = rt.environments.status_of("worker")
+        assert state.status == "failed"
+        assert "lookup (declared, not offered)" in state.error
+        assert "whoami (risk 'read', declared 'write')" in state.error
+
+
+def test_a_declared_action_with_no_risk_is_refused_at_once(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, EAGER + 'actions = { whoami = "safe" }\n')
+    with pytest.raises(keel.StackError, match=r"\[environments.worker\] actions: whoami = 'safe' is not a risk"):
+        rt.environments.names()

@@ -53,10 +53,18 @@ def check_governance(context: DoctorContext) -> DoctorResult:
     warned: list[str] = []
     good: list[str] = []
     declared = calls.declared()
+    offered = _environment_actions(runtime)
     for name, policy in declared["actions"].items():
         spec = context.actions.get(name)
-        if spec is None:
-            warned.append(f"[calls.actions.{name}] names no registered action")
+        if spec is None and name in offered:  # declared by an environment: known without starting it
+            risk, env = offered[name]
+            if policy.retries and risk != "read":
+                failed.append(f"[calls.actions.{name}] retries = {policy.retries} on {risk} action {name!r} "
+                              f"(declared by [environments.{env}]): a retry could repeat its effect")  # fmt: skip
+            else:
+                good.append(f"[calls.actions.{name}]: a {risk} action [environments.{env}] declares it will offer")
+        elif spec is None:
+            warned.append(f"[calls.actions.{name}] names no registered action (nor one an environment declares)")
         elif policy.retries and not retry_safe(spec):
             failed.append(
                 f"[calls.actions.{name}] retries = {policy.retries} on {spec.risk} action {name!r} with no "
@@ -87,12 +95,25 @@ def check_governance(context: DoctorContext) -> DoctorResult:
     if not budgets.is_set():
         warned.insert(0, "budgets unset: no [budgets] table in the stack and none declared in code")
     good.append("audit: every action call leaves action.* events; retries only for actions safe to repeat")
-    fix = "declare [budgets] (and [budgets.runnables.<name>]) and [calls] in keel.toml; see docs/budgets.md"
+    fix = (
+        "declare [budgets] (and [budgets.runnables.<name>]) and [calls] in keel.toml; an environment's actions "
+        "in its table (actions = { name = risk }); see docs/budgets.md"
+    )
     if failed:
         return _result("fail", failed + warned + good, fix)
     if warned or not context.runnables:
         return _result("warn", (warned or ["no runnables registered: nothing to govern"]) + good, fix)
     return _result("pass", good)
+
+
+def _environment_actions(runtime: Runtime) -> dict[str, tuple[str, str]]:
+    """The actions the stack's environments declare (``actions = {...}``), read without starting them."""
+    from keel.errors import KeelError
+
+    try:
+        return runtime.environments.declared_actions()
+    except KeelError:  # an unknown driver or a bad table: the environment-boundary row says so
+        return {}
 
 
 def _unpriced(context: DoctorContext, budgets: Any) -> list[str]:

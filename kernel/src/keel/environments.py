@@ -8,6 +8,12 @@ An environment is declared in the stack::
     start = "eager"                # or "lazy" (the default): started on first use
     health_interval = 5.0          # seconds between health checks
     command = ["mcp-server-time"]  # everything else goes to the driver's factory
+    actions = { time_now = "read" }  # optional: the actions it will offer, each with its risk
+
+``actions`` lets ``keel doctor`` know, without starting anything, which actions an environment will
+add (its ``[calls.actions.<name>]`` are then not typos). Declared, it is a contract checked at each
+start: an offered action that is not declared, or has another risk, or a declared one that is not
+offered, fails the start, naming it.
 
 The manager starts it (at runtime start-up or on first use), checks its health on an interval,
 restarts it by its restart policy with exponential backoff, gives up after the maximum and says so,
@@ -38,7 +44,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EnvironmentManager", "EnvironmentState"]
 
-MANAGER_KEYS = {"driver", "start", "health_interval", "restart", "owner"}  # owner: who answers for it (doctor)
+MANAGER_KEYS = {"driver", "start", "health_interval", "restart", "owner", "actions"}  # owner: who answers (doctor)
+RISKS = ("read", "write", "irreversible")
 
 
 @dataclass
@@ -77,11 +84,25 @@ class _Managed:
         self.eager = config.get("start", "lazy") == "eager"
         self.health_interval = float(config.get("health_interval", 5.0))
         self.restart = RestartPolicy.model_validate({**spec.restart.model_dump(), **dict(config.get("restart", {}))})
+        self.declared = _declared_actions(name, config.get("actions"))
         self.env: Environment | None = None
         self.state = EnvironmentState(name, spec.name, spec.kind)
         self.lock = anyio.Lock()
         self.supervised = False
         self.scope: anyio.CancelScope | None = None
+
+
+def _declared_actions(name: str, table: Any) -> dict[str, str]:
+    """``actions = { <action> = "<risk>", ... }`` of ``[environments.<name>]``, checked."""
+    if table is None:
+        return {}
+    where = f"[environments.{name}] actions"
+    if not isinstance(table, Mapping):
+        raise StackError(f'{where} must be a table of action = risk, e.g. actions = {{ lookup = "read" }}')
+    for action, risk in table.items():
+        if risk not in RISKS:
+            raise StackError(f"{where}: {action} = {risk!r} is not a risk; use one of {', '.join(RISKS)}")
+    return {str(k): str(v) for k, v in table.items()}
 
 
 Emit = Callable[[str, dict[str, Any]], Any]
@@ -114,6 +135,10 @@ class EnvironmentManager:
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def declared_actions(self) -> dict[str, tuple[str, str]]:
+        """Each action the environments declare they will offer: name -> (risk, environment)."""
+        return {a: (risk, n) for n in self.names() for a, risk in self._items[n].declared.items()}
 
     def status(self) -> list[EnvironmentState]:
         return [self._items[n].state for n in self.names()]
@@ -202,6 +227,8 @@ class EnvironmentManager:
         if self._actions is None or provider is None:
             return
         specs = await provider()
+        if item.declared:
+            _check_offered(item, {spec.name: spec.risk for spec in specs})
         source = f"environment:{item.name}"
         self._actions.remove_source(source)  # a tool the restarted server no longer has is gone
         item.state.actions = [spec.name for spec in specs]
@@ -290,3 +317,19 @@ class EnvironmentManager:
                 await env.stop()
         except Exception as err:
             item.state.error = f"stop failed: {type(err).__name__}: {err}"
+
+
+def _check_offered(item: _Managed, offered: Mapping[str, str]) -> None:
+    """What the environment offers must be what its ``actions`` table declares (fail closed)."""
+    wrong = [f"{a} (offered, not declared)" for a in sorted(set(offered) - set(item.declared))]
+    wrong += [f"{a} (declared, not offered)" for a in sorted(set(item.declared) - set(offered))]
+    wrong += [
+        f"{a} (risk {offered[a]!r}, declared {item.declared[a]!r})"
+        for a in sorted(set(offered) & set(item.declared))
+        if offered[a] != item.declared[a]
+    ]
+    if wrong:
+        raise StackError(
+            f"[environments.{item.name}] actions does not match what it offers: {'; '.join(wrong)}; "
+            "fix the actions table (or the environment)"
+        )

@@ -494,7 +494,10 @@ def keel_commands(cli: KeelGroup) -> None:
         reference with ``cli.add_lazy_command(name, "package.module:command", help="...")``: it is
         imported only when it runs, so every other command starts without it (the entry module
         stays cheap). ``cli.add_command(...)`` and ``@cli.command()`` work too, for a small command
-        defined in the entry module. Inside a command, ``click.get_current_context().find_root().obj``
+        defined in the entry module. Two plugins adding one name is a conflict (``keel plugins``
+        lists it, ``KEEL_STRICT_PLUGINS=1`` makes it an error, the command refuses to run) unless
+        each adds a distinct ``kind=``: then ``keel NAME --runner KIND`` picks one, and the one added
+        with ``default=True`` runs without ``--runner``. Inside a command, ``click.get_current_context().find_root().obj``
         is a :class:`keel.cli.CliState`: ``.host``, ``.stack`` and ``.runtime()``.
 
     Example::

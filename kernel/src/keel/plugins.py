@@ -106,6 +106,7 @@ class PluginHost:
         self._fatal: list[KeelError] = []
         self._infos: dict[str, PluginInfo] = {}
         self._conflicting: list[PluginInfo] = []  # two distributions, one entry-point name
+        self._command_conflicts: list[PluginConflictError] = []  # two plugins, one `keel` command name
         self._entry_points: dict[str, importlib.metadata.EntryPoint] = {}
         self._ranges: dict[str, str] = {}  # plugin name -> the keel-kernel range it declares
         self._cache: dict[str, tuple[dict[str, Registered[Any]], list[Registered[Any]], list[PluginConflictError]]] = {}
@@ -507,6 +508,21 @@ class PluginHost:
                 caller(cli=cli)
             except Exception as err:
                 self._fail(impl.plugin_name, err, during="add its commands")
+        if hasattr(cli, "adding_plugin"):
+            cli.adding_plugin = ""
+        for name, plugins in (cli.conflicts() if hasattr(cli, "conflicts") else {}).items():
+            for other in plugins[1:]:
+                conflict = PluginConflictError(
+                    "command",
+                    name,
+                    plugins[0],
+                    other,
+                    origins=(self.origin(plugins[0]), self.origin(other)),
+                    fix=f"Running `keel {name}` fails until one is disabled: KEEL_DISABLE_PLUGINS={other} "
+                    f"(or {plugins[0]}), or uninstall its distribution.",
+                )
+                self._command_conflicts.append(conflict)
+                self._problem(conflict)
 
     # ------------------------------------------------------------------------------- listing
 
@@ -521,6 +537,9 @@ class PluginHost:
             for conflict in conflicts:
                 for plugin in conflict.plugins:
                     problems.setdefault(plugin, []).append(str(conflict))
+        for conflict in self._command_conflicts:
+            for plugin in conflict.plugins:
+                problems.setdefault(plugin, []).append(str(conflict))
         out = []
         for name, info in self._infos.items():
             registered_plugin = self.pm.get_plugin(name)

@@ -64,6 +64,10 @@ async def keel_adopt_executions(runtime: Any) -> None:
 
 @keel.hookimpl
 def keel_commands(cli: Any) -> None:
+    # a kind of `keel worker`, beside keel-scheduler's job worker: `keel worker --runner temporal`
     cli.add_lazy_command(
-        "worker", "keel_runner_temporal.cli:worker", help="Run a Temporal worker for the stack's flows."
+        "worker",
+        "keel_runner_temporal.cli:worker",
+        help="Run a Temporal worker for the stack's flows.",
+        kind="temporal",
     )

@@ -13,8 +13,14 @@ def keel_commands(cli: Any) -> None:
     cli.add_lazy_command(
         "queue", "keel_scheduler.cli:queue_group", help="The durable queue: list, retry, cancel, purge jobs."
     )
+    # one kind of `keel worker` (another plugin may add its own, e.g. `keel worker --runner temporal`);
+    # the job worker is what `keel worker` runs without --runner
     cli.add_lazy_command(
-        "worker", "keel_scheduler.cli:worker_cmd", help="Claim and run jobs with the stack's runnables."
+        "worker",
+        "keel_scheduler.cli:worker_cmd",
+        help="Claim and run jobs with the stack's runnables.",
+        kind="jobs",
+        default=True,
     )
     cli.add_lazy_command(
         "schedule", "keel_scheduler.schedules_cli:schedule_group", help="Schedules: cron, intervals and calendars."

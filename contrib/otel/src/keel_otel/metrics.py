@@ -19,7 +19,7 @@ from opentelemetry.metrics import Meter
 
 import keel
 from keel_otel import semconv as sc
-from keel_otel.spans import _error_type, _split_model
+from keel_otel.spanbook import _error_type, _split_model
 
 __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "MetricsMapper"]
 

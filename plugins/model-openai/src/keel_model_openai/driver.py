@@ -205,39 +205,16 @@ class OpenAIModel:
         self.last_timing = timing = Timing()
         wants_json = request.output_schema is not None
         mode = self.json_mode if wants_json else "text"
-        client = self.client()
         if self.check_model and not self._model_checked:
             await self._check_model_name()
-        try:
-            while True:
-                try:
-                    response = await client.chat.completions.create(**self.body(request, mode))
-                    break
-                except openai.APIStatusError as err:
-                    if not (wants_json and self.structured == "auto" and _refuses_format(err)):
-                        raise
-                    if mode == STRUCTURED_MODES[-1]:
-                        raise
-                    # the endpoint refused this response_format: step down, and remember
-                    self.json_mode = mode = STRUCTURED_MODES[STRUCTURED_MODES.index(mode) + 1]
-        except openai.OpenAIError as err:
-            raise await self._translate(err) from err
+        response, mode = await self._create(request, mode, wants_json)
 
         if not self.streaming:
             async for event in self._whole(response, mode, timing, started):
                 yield event
             return
 
-        content_type = response.response.headers.get("content-type", "")
-        if "event-stream" not in content_type:
-            await response.close()
-            raise ModelConnectionError(
-                self.alias,
-                self.base_url,
-                f"the server answered with {content_type or 'no content type'}, not a server-sent event stream, "
-                "so it is not an OpenAI-compatible chat endpoint",
-                "check base_url: OpenAI-compatible servers usually serve under /v1 (e.g. http://host:port/v1)",
-            )
+        await self._require_event_stream(response)
 
         buffer = mode == "prompt"
         parts: list[str] = []
@@ -271,20 +248,8 @@ class OpenAIModel:
                             yield keel.TextDelta(text=delta.content)
                     for piece in delta.tool_calls or []:
                         _merge_tool_call(calls, piece)
-        except openai.APITimeoutError as err:
-            raise ModelTimeoutError(
-                self.alias,
-                self.base_url,
-                f"the stream stalled for more than {self.timeout:g}s after {chunks} chunks",
-                "raise options.timeout, or check the server's load",
-            ) from err
         except openai.OpenAIError as err:
-            raise ModelStreamError(
-                self.alias,
-                self.base_url,
-                f"the answer's stream broke off after {chunks} chunks ({_describe(err)})",
-                "retry the request; if it keeps happening, check the server's logs and any proxy in between",
-            ) from err
+            raise self._stream_broke(err, chunks) from err
         finally:
             with anyio.CancelScope(shield=True):
                 await response.close()
@@ -304,6 +269,57 @@ class OpenAIModel:
         timing.total_s = time.perf_counter() - started
         # usage is None when the server reports none (llama.cpp's Python server ignores stream_options)
         yield keel.ModelDone(finish_reason=finish, usage=usage, model=served_by or self.model)
+
+    async def _create(self, request: keel.ModelRequest, mode: str, wants_json: bool) -> tuple[Any, str]:
+        """Send the request; when the endpoint refuses a structured ``response_format``, step down
+        through :data:`STRUCTURED_MODES` and remember the one that worked. Returns the response and that mode."""
+        import openai
+
+        client = self.client()
+        try:
+            while True:
+                try:
+                    return await client.chat.completions.create(**self.body(request, mode)), mode
+                except openai.APIStatusError as err:
+                    if not (wants_json and self.structured == "auto" and _refuses_format(err)):
+                        raise
+                    if mode == STRUCTURED_MODES[-1]:
+                        raise
+                    # the endpoint refused this response_format: step down, and remember
+                    self.json_mode = mode = STRUCTURED_MODES[STRUCTURED_MODES.index(mode) + 1]
+        except openai.OpenAIError as err:
+            raise await self._translate(err) from err
+
+    async def _require_event_stream(self, response: Any) -> None:
+        """A streamed answer that is not server-sent events is not an OpenAI-compatible endpoint."""
+        content_type = response.response.headers.get("content-type", "")
+        if "event-stream" not in content_type:
+            await response.close()
+            raise ModelConnectionError(
+                self.alias,
+                self.base_url,
+                f"the server answered with {content_type or 'no content type'}, not a server-sent event stream, "
+                "so it is not an OpenAI-compatible chat endpoint",
+                "check base_url: OpenAI-compatible servers usually serve under /v1 (e.g. http://host:port/v1)",
+            )
+
+    def _stream_broke(self, err: Exception, chunks: int) -> keel.KeelError:
+        """The error for a stream that stalled (timeout) or broke off after ``chunks`` chunks."""
+        import openai
+
+        if isinstance(err, openai.APITimeoutError):
+            return ModelTimeoutError(
+                self.alias,
+                self.base_url,
+                f"the stream stalled for more than {self.timeout:g}s after {chunks} chunks",
+                "raise options.timeout, or check the server's load",
+            )
+        return ModelStreamError(
+            self.alias,
+            self.base_url,
+            f"the answer's stream broke off after {chunks} chunks ({_describe(err)})",
+            "retry the request; if it keeps happening, check the server's logs and any proxy in between",
+        )
 
     async def _whole(self, response: Any, mode: str, timing: Timing, started: float) -> AsyncIterator[keel.ModelEvent]:
         """The events of a non-streamed answer (``stream = false``): the same shapes, all at once."""

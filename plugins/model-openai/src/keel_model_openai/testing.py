@@ -123,117 +123,119 @@ class FakeOpenAI:
     # -------------------------------------------------------------------------------- handler
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
+        return type("Handler", (_Handler,), {"fake": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
+class _Handler(BaseHTTPRequestHandler):
+    """The fake's HTTP handler; :meth:`FakeOpenAI._handler` binds ``fake`` (the running fake) on a subclass."""
 
-            def setup(self) -> None:
-                super().setup()
-                # small event writes must not wait for delayed ACKs (Nagle): ~40 ms a request otherwise
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    fake: FakeOpenAI
+    protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:
-                if self.path.split("?")[0].rstrip("/") == "/v1/models":
-                    data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in server.models]
-                    self._json(200, {"object": "list", "data": data})
-                else:
-                    self._json(404, {"detail": "Not Found"})
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
 
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                server.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                        "time": time.time(),
-                    }
-                )
-                if self.path.split("?")[0] != "/v1/chat/completions":
-                    self._json(404, {"detail": "Not Found"})
+    def setup(self) -> None:
+        super().setup()
+        # small event writes must not wait for delayed ACKs (Nagle): ~40 ms a request otherwise
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0].rstrip("/") == "/v1/models":
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.fake.models]
+            self._json(200, {"object": "list", "data": data})
+        else:
+            self._json(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.fake.requests.append(
+            {
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body,
+                "time": time.time(),
+            }
+        )
+        if self.path.split("?")[0] != "/v1/chat/completions":
+            self._json(404, {"detail": "Not Found"})
+            return
+        behaviour = self.fake.script.popleft() if self.fake.script else self.fake.default
+        model = str(body.get("model", "fake-model"))
+        if isinstance(behaviour, Status):
+            error = {"message": behaviour.message, "type": "fault", "code": behaviour.error_code}
+            self._json(behaviour.code, {"error": error}, behaviour.headers)
+        elif isinstance(behaviour, Hang):
+            self.fake._stopping.wait(behaviour.seconds)
+            self.close_connection = True
+        elif isinstance(behaviour, RejectResponseFormat):
+            kind = (body.get("response_format") or {}).get("type")
+            if kind in behaviour.types:
+                message = f"response_format type {kind!r} is not supported"
+                self._json(behaviour.status, {"error": {"message": message, "type": "invalid"}})
+            else:
+                self._stream(model, behaviour.reply)
+        elif isinstance(behaviour, Cut):
+            self._stream(model, behaviour.reply, cut_after=behaviour.after)
+        elif isinstance(behaviour, Slow):
+            self._slow(model, behaviour)
+        else:
+            self._stream(model, behaviour)
+
+    # ---------------------------------------------------------------------- writing
+
+    def _json(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+
+    def _event(self, payload: Any) -> None:
+        data = f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _end(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _stream(self, model: str, reply: Reply, cut_after: int | None = None) -> None:
+        events = list(_events(model, reply))
+        self._start_stream()
+        for n, event in enumerate(events):
+            if cut_after is not None and n >= cut_after:
+                self.wfile.write(b'ff\r\ndata: {"trunc')  # half a chunk, then the connection drops
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self._event(event)
+        self._end()
+
+    def _slow(self, model: str, slow: Slow) -> None:
+        self._start_stream()
+        try:
+            for n in range(slow.chunks):
+                self._event(_chunk(model, {"content": f"w{n} "}))
+                if self.fake._stopping.wait(slow.delay):
                     return
-                behaviour = server.script.popleft() if server.script else server.default
-                model = str(body.get("model", "fake-model"))
-                if isinstance(behaviour, Status):
-                    error = {"message": behaviour.message, "type": "fault", "code": behaviour.error_code}
-                    self._json(behaviour.code, {"error": error}, behaviour.headers)
-                elif isinstance(behaviour, Hang):
-                    server._stopping.wait(behaviour.seconds)
-                    self.close_connection = True
-                elif isinstance(behaviour, RejectResponseFormat):
-                    kind = (body.get("response_format") or {}).get("type")
-                    if kind in behaviour.types:
-                        message = f"response_format type {kind!r} is not supported"
-                        self._json(behaviour.status, {"error": {"message": message, "type": "invalid"}})
-                    else:
-                        self._stream(model, behaviour.reply)
-                elif isinstance(behaviour, Cut):
-                    self._stream(model, behaviour.reply, cut_after=behaviour.after)
-                elif isinstance(behaviour, Slow):
-                    self._slow(model, behaviour)
-                else:
-                    self._stream(model, behaviour)
-
-            # ---------------------------------------------------------------------- writing
-
-            def _json(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _start_stream(self) -> None:
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.send_header("transfer-encoding", "chunked")
-                self.end_headers()
-
-            def _event(self, payload: Any) -> None:
-                data = f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-
-            def _end(self) -> None:
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
-
-            def _stream(self, model: str, reply: Reply, cut_after: int | None = None) -> None:
-                events = list(_events(model, reply))
-                self._start_stream()
-                for n, event in enumerate(events):
-                    if cut_after is not None and n >= cut_after:
-                        self.wfile.write(b'ff\r\ndata: {"trunc')  # half a chunk, then the connection drops
-                        self.wfile.flush()
-                        self.close_connection = True
-                        return
-                    self._event(event)
-                self._end()
-
-            def _slow(self, model: str, slow: Slow) -> None:
-                self._start_stream()
-                try:
-                    for n in range(slow.chunks):
-                        self._event(_chunk(model, {"content": f"w{n} "}))
-                        if server._stopping.wait(slow.delay):
-                            return
-                    self._event(_chunk(model, {}, "stop"))
-                    self._event("[DONE]")
-                    self._end()
-                except (BrokenPipeError, ConnectionResetError):
-                    server.disconnects += 1
-                    server.disconnected.set()
-                    self.close_connection = True
-
-        return Handler
+            self._event(_chunk(model, {}, "stop"))
+            self._event("[DONE]")
+            self._end()
+        except (BrokenPipeError, ConnectionResetError):
+            self.fake.disconnects += 1
+            self.fake.disconnected.set()
+            self.close_connection = True
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

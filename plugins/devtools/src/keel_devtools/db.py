@@ -308,6 +308,13 @@ class RecordingDB:
             rows.append((execution_id, seq, step, kind, event["time"], tokens_in, tokens_out, cost, data))
         for execution_id, count in (drops or {}).items():
             summaries.setdefault(execution_id, _Summary()).dropped += count
+        self._commit(rows, summaries, drops)
+
+    def _commit(
+        self, rows: list[tuple[Any, ...]], summaries: dict[str, _Summary], drops: dict[str, int] | None
+    ) -> None:
+        """One transaction: the event rows, the executions' summaries, the drop counter.
+        (Kept out of :meth:`ingest`'s per-event loop, which stays inline: it is the recorder's hot path.)"""
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN")

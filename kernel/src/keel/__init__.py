@@ -37,7 +37,7 @@ from keel.errors import (
     UnknownPluginError,
     error_code,
 )
-from keel.events import EventBus, RuntimeEvent, TraceParent, continuing_trace, current_trace
+from keel.events import EventBus, RuntimeEvent, TraceParent, continuing_trace, current_trace, inline_observer
 from keel.execution import EventLog, Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.hookspecs import hookimpl
 from keel.options import parse_options, validation_problems
@@ -223,6 +223,7 @@ __all__ = [
     "Versioned",
     "action",
     "hookimpl",
+    "inline_observer",
     "invoke_action",
     "lazy_exports",
     "load_ref",

@@ -31,6 +31,7 @@ __all__ = [
     "TraceParent",
     "continuing_trace",
     "current_trace",
+    "inline_observer",
     "new_span_id",
     "new_trace_id",
 ]
@@ -139,6 +140,32 @@ _setattr = object.__setattr__
 Observer = Callable[[RuntimeEvent], Any]
 
 
+def inline_observer(function: Any) -> Any:
+    """Mark a ``keel_on_runtime_event`` implementation as *inline*: the bus calls it from
+    :meth:`EventBus.publish`, on the execution's own path, in publish order, instead of from the
+    dispatcher task one loop turn later. Saves the per-event hop through a queue and the event loop
+    (about 3 us an event on the bench's workload), for an observer that only hands the event on.
+
+    The contract: it must not block, must not await (it returns ``None``), and should cost well
+    under a microsecond (append to a bounded queue, and return). One that raises or returns
+    anything but ``None`` is disabled for that runtime's bus, logged and counted in
+    :attr:`EventBus.dropped` (``observer:<plugin>``) and :attr:`EventBus.disabled`; the execution
+    goes on. Put ``@keel.inline_observer`` under ``@keel.hookimpl``::
+
+        @keel.hookimpl
+        @keel.inline_observer
+        def keel_on_runtime_event(event):
+            QUEUE.append(event)
+    """
+    function.keel_inline = True
+    return function
+
+
+def is_inline(observer: Any) -> bool:
+    """Whether ``observer`` was marked with :func:`inline_observer`."""
+    return getattr(observer, "keel_inline", False) is True
+
+
 class Subscription:
     """An async iterator over the events published after it was opened."""
 
@@ -179,12 +206,15 @@ class EventBus:
     """Fan-out of RuntimeEvents to subscribers (memory streams) and observers (one dispatcher task).
 
     :param observers: callables invoked, one by one, by :meth:`run_observers`; each is isolated
-        from the others' failures.
+        from the others' failures. Those marked with :func:`inline_observer` are called from
+        :meth:`publish` instead, in order; one that fails is disabled (:attr:`disabled`).
     :param buffer: how many events each subscriber and the dispatcher may hold before dropping.
     """
 
     def __init__(self, observers: list[tuple[str, Observer]] | None = None, buffer: int = 1024):
-        self._observers = list(observers or [])
+        every = list(observers or [])
+        self._inline = [(plugin, observer) for plugin, observer in every if is_inline(observer)]
+        self._observers = [(plugin, observer) for plugin, observer in every if not is_inline(observer)]
         self._buffer = buffer
         self._subs: dict[str, MemoryObjectSendStream[RuntimeEvent]] = {}
         self._observer_send: MemoryObjectSendStream[RuntimeEvent] | None = None
@@ -192,20 +222,47 @@ class EventBus:
         if self._observers:
             self._observer_send, self._observer_receive = anyio.create_memory_object_stream[RuntimeEvent](buffer)
         self.dropped: dict[str, int] = {}
+        #: inline observers turned off because they raised or returned something: plugin -> why
+        self.disabled: dict[str, str] = {}
         self.published = 0
 
     @property
     def has_listeners(self) -> bool:
         """Whether anything would receive an event: producers may skip building costly ones."""
-        return bool(self._subs) or self._observer_send is not None
+        return bool(self._subs) or self._observer_send is not None or bool(self._inline)
 
     def publish(self, event: RuntimeEvent) -> None:
-        """Hand an event to every subscriber and to the observers; never blocks."""
+        """Hand an event to the inline observers, every subscriber and the dispatcher; never blocks."""
         self.published += 1
+        for plugin, observer in self._inline:
+            try:
+                result = observer(event)
+            except Exception as err:  # an observer must never break the runtime
+                self._disable(plugin, observer, event, f"raised {type(err).__name__}: {err}")
+                continue
+            if result is not None:
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited: say why, not "coroutine was never awaited"
+                self._disable(
+                    plugin, observer, event, f"returned {type(result).__name__}, not None (it must not await)"
+                )
         for name, send in list(self._subs.items()):
             self._offer(name, send, event)
         if self._observer_send is not None:
             self._offer("observers", self._observer_send, event)
+
+    def _disable(self, plugin: str, observer: Observer, event: RuntimeEvent, why: str) -> None:
+        self._inline = [pair for pair in self._inline if pair[1] is not observer]
+        self.disabled[plugin] = why
+        self.dropped[f"observer:{plugin}"] = self.dropped.get(f"observer:{plugin}", 0) + 1
+        log.error(
+            "inline runtime-event observer %r %s on %s; it is disabled for this runtime (an inline "
+            "observer must only enqueue: see keel.inline_observer)",
+            plugin,
+            why,
+            event.kind,
+            exc_info=why.startswith("raised"),
+        )
 
     def _offer(self, name: str, send: MemoryObjectSendStream[RuntimeEvent], event: RuntimeEvent) -> None:
         try:

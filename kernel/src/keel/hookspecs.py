@@ -303,6 +303,12 @@ def keel_on_runtime_event(event: RuntimeEvent, runtime: Runtime) -> None:
     fills its buffer and events are dropped (and counted), an observer that raises is logged and
     skipped. Neither ever stalls or fails an execution. May return an awaitable, which is awaited.
 
+    An observer that only hands the event on (appends it to a bounded queue that a thread of its
+    own drains) may be marked ``@keel.inline_observer`` (under ``@keel.hookimpl``): the bus then
+    calls it from ``publish``, in order, without the dispatcher's per-event hop. It must not
+    block or await; one that raises or returns anything but ``None`` is disabled for that
+    runtime, logged and counted (``runtime.bus.disabled``, ``runtime.bus.dropped``).
+
     :param event: the event; treat it as read-only.
     :param runtime: the runtime whose bus carries the event; take only what you need (most often
         ``runtime.stack.settings("<plugin>")``). Leave the parameter out if you need nothing.

@@ -558,9 +558,13 @@ def _bind_event(function: Any, argnames: tuple[str, ...], runtime: Any) -> Any:
         def observer_with_runtime(event: Any) -> Any:
             return function(event=event, runtime=runtime)
 
-        return observer_with_runtime
+        bound = observer_with_runtime
+    else:
 
-    def observer(event: Any) -> Any:
-        return function(event=event)
+        def observer(event: Any) -> Any:
+            return function(event=event)
 
-    return observer
+        bound = observer
+    if getattr(function, "keel_inline", False) is True:  # keel.inline_observer: the bus calls it from publish
+        bound.keel_inline = True  # type: ignore[attr-defined]
+    return bound

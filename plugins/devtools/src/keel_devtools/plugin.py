@@ -17,7 +17,10 @@ _observers: weakref.WeakKeyDictionary[keel.Runtime, Any] = weakref.WeakKeyDictio
 _last: tuple[Any, Any] = (lambda: None, None)
 
 
+# inline (keel.inline_observer): the bus calls it from publish, without the dispatcher's per-event
+# hop through a queue and the event loop; all it does per event is one deque append (Recorder.observe)
 @keel.hookimpl
+@keel.inline_observer
 def keel_on_runtime_event(event: keel.RuntimeEvent, runtime: keel.Runtime) -> None:
     global _last
     last_runtime, observe = _last

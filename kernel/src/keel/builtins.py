@@ -3,7 +3,7 @@
 - store ``memory``: complete store semantics, nothing kept across restarts;
 - model ``scripted``: :class:`keel.testing.ScriptedModel`, a test double that answers from a script
   (priced at zero, so cost budgets work with it);
-- the kernel's ``keel doctor`` checks (:func:`keel.doctor.kernel_checks`);
+- the kernel's ``keel doctor`` checks (:func:`keel.doctor_rows.kernel_checks`);
 - the kernel's own sub-commands (``version``, ``plugins``, ``stacks``, ``stack``, ``env``,
   ``actions``, ``doctor``), added by reference as any plugin adds its own.
 """
@@ -65,8 +65,8 @@ def keel_model_prices() -> dict[str, dict[str, float]]:
 
 @hookimpl
 def keel_doctor_checks() -> list[DoctorCheck]:
-    from keel.doctor import kernel_checks  # imported when doctor runs, not at discovery
-    from keel.doctor_checks import governance_checks
+    from keel.doctor_checks import governance_checks  # imported when doctor runs, not at discovery
+    from keel.doctor_rows import kernel_checks
 
     return kernel_checks() + governance_checks()
 

@@ -1,5 +1,5 @@
 """The kernel's doctor checks for governance, approvers and environment owners (the first nine rows'
-checks are in :mod:`keel.doctor`). Registered by ``keel.builtins`` through ``keel_doctor_checks``.
+checks are in :mod:`keel.doctor_rows`). Registered by ``keel.builtins`` through ``keel_doctor_checks``.
 
 - ``keel.governance`` (row ``governance``): every runnable has a budget and a time limit, retries
   are declared only for actions safe to repeat, cost limits have prices, and the declarations name

@@ -174,8 +174,6 @@ class PluginHost:
     ) -> list[PluginInfo]:
         """Import and register the selected entry points; problems go to :attr:`problems` (and are
         warnings, or errors for :meth:`raise_problems` in strict mode)."""
-        from stevedore import NamedExtensionManager
-
         if strict is not None:
             self.strict = strict
         load = list(load) if load is not None else env_list("KEEL_LOAD_PLUGINS")
@@ -184,7 +182,24 @@ class PluginHost:
         elif not isinstance(disable, Mapping):
             disable = dict.fromkeys(disable, "the disable list")
         blocked = set(disable)
+        selected = self._select(load, disable, blocked, load_source)
+        if not selected:
+            return []
+        loaded = self._import_selected(selected)
+        # only now, with every plugin's own hookspecs added (keel_addhooks), can unknown hooks be told
+        for name, unknown_hook in self._unknown_hooks().items():
+            if name in self._entry_points:
+                self._fail(name, unknown_hook)
+        # call every registration hook now, so that a misbehaving one is reported here, by plugin
+        for hook_name in FAMILIES:
+            self._collect(hook_name)
+        return [info for info in loaded if info.status == "loaded"]
 
+    def _select(
+        self, load: list[str] | None, disable: Mapping[str, str], blocked: set[str], load_source: str
+    ) -> list[str]:
+        """The entry points to import: listed, not disabled, not in conflict, compatible. Unknown
+        names in the load or disable lists are problems; every other plugin is listed with its status."""
         all_eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))  # lists, imports nothing
         by_name: dict[str, list[importlib.metadata.EntryPoint]] = defaultdict(list)
         for ep in all_eps:
@@ -216,8 +231,11 @@ class PluginHost:
                 )
         for name in blocked:
             self.pm.set_blocked(name)
-        if not selected:
-            return []
+        return selected
+
+    def _import_selected(self, selected: list[str]) -> list[PluginInfo]:
+        """Import the selected entry points (stevedore) and register each; failures become problems."""
+        from stevedore import NamedExtensionManager
 
         def on_failure(_manager: object, ep: importlib.metadata.EntryPoint, err: BaseException) -> None:
             self._fail(ep.name, err, target=ep.value, entry_point=ep)
@@ -240,14 +258,7 @@ class PluginHost:
                 self._fail(ext.name, err, target=ext.entry_point.value, entry_point=ext.entry_point)
                 continue
             loaded.append(info)
-        # only now, with every plugin's own hookspecs added (keel_addhooks), can unknown hooks be told
-        for name, unknown_hook in self._unknown_hooks().items():
-            if name in self._entry_points:
-                self._fail(name, unknown_hook)
-        # call every registration hook now, so that a misbehaving one is reported here, by plugin
-        for hook_name in FAMILIES:
-            self._collect(hook_name)
-        return [info for info in loaded if info.status == "loaded"]
+        return loaded
 
     def _compatible(self, name: str, ep: importlib.metadata.EntryPoint) -> bool:
         """Whether the plugin's distribution declares a kernel range the installed kernel is in; an

@@ -155,22 +155,28 @@ def scripted_answer(request: keel.ModelRequest) -> str:
 
 
 # -------------------------------------------------------------------------------------- actions
-def bind_refunds(runtime: keel.Runtime) -> keel.ActionSpec:
-    """The irreversible ``issue_refund`` action over this runtime's store (a stand-in for a payments
-    provider): one ledger row per idempotency key, so a retried step refunds nothing twice."""
+_LEDGER: list[keel.Runtime] = []  # the runtime whose store keeps the refund ledger (bind_refunds)
 
-    @keel.action(name="issue_refund", risk="irreversible", timeout=30, tags=["payments"])
-    async def issue_refund(ticket: str, order: str, amount_eur: float, key: str) -> dict[str, Any]:
-        """Refund an order through the payments provider."""
-        row = {"ticket": ticket, "order": order, "amount_eur": amount_eur}
-        try:  # expected_version=0: only if no refund has this key yet, even with two racing attempts
-            await runtime.store().put("default", "desk.ledger", key, row, expected_version=0)
-            again = False
-        except keel.ConflictError:
-            again = True
-        return {"refunded": amount_eur, "order": order, "key": key, "again": again}
 
-    return issue_refund
+def bind_refunds(runtime: keel.Runtime) -> None:
+    """Keep ``issue_refund``'s ledger in this runtime's store (the service calls it at start-up)."""
+    _LEDGER[:] = [runtime]
+
+
+@keel.action(name="issue_refund", risk="irreversible", timeout=30, tags=["payments"])
+async def issue_refund(ticket: str, order: str, amount_eur: float, key: str) -> dict[str, Any]:
+    """Refund an order through the payments provider (a stand-in: one ledger row per idempotency key,
+    so a retried step refunds nothing twice). The stack names it (``actions = [...]``), so doctor
+    sees it without starting the service."""
+    if not _LEDGER:  # fail closed: never report a refund nobody recorded
+        raise keel.KeelError("issue_refund has no ledger: call desk_service.bind_refunds(runtime) at start-up")
+    row = {"ticket": ticket, "order": order, "amount_eur": amount_eur}
+    try:  # expected_version=0: only if no refund has this key yet, even with two racing attempts
+        await _LEDGER[0].store().put("default", "desk.ledger", key, row, expected_version=0)
+        again = False
+    except keel.ConflictError:
+        again = True
+    return {"refunded": amount_eur, "order": order, "key": key, "again": again}
 
 
 def as_data(value: Any) -> Any:
@@ -429,6 +435,7 @@ model = "local"
 runner = "local"
 channels = ["sse", "webhook"]
 runnables = ["desk_service:desk", "desk_service:classifier"]
+actions = ["desk_service:issue_refund"]  # the refund; the MCP tools and run_python: [environments.*]
 
 [store]
 driver = "sqlite"

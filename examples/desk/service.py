@@ -208,7 +208,7 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
     runtime = keel.Runtime.from_stack(state / "keel.toml")
     if scripted:
         runtime.use_model(ScriptedModel(scripted_answer, chunks=6))
-    runtime.actions.add(bind_refunds(runtime))
+    bind_refunds(runtime)  # issue_refund (the stack's actions entry) keeps its ledger in this store
     runtime.approver = DeskApprover(runtime)
     # the worker sends tickets' product events through the stack's webhook channel, as the gateway does
     webhook = runtime.host.channels()["webhook"].spec.factory(runtime.stack.settings("gateway")["channels"]["webhook"])

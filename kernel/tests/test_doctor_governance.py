@@ -219,3 +219,14 @@ def test_governance_knows_the_actions_an_environment_declares_without_starting_i
     toml = ENV_STACK + "[calls.actions.kb_write]\nretries = 2\n"  # a write is not retried: declared risk counts
     status, evidence, _ = row(with_agent(runtime_for(tmp_path, toml, Envs())), "governance", "keel.governance")
     assert status == "fail" and "retries = 2 on write action 'kb_write' (declared by [environments.kb])" in evidence[0]
+
+
+def test_the_stacks_actions_entries_are_registered_and_seen_by_doctor(tmp_path: Path) -> None:
+    toml = 'actions = ["test_doctor_governance:refund"]\n[budgets]\ntokens = 1000\nwall_time = 60\n'
+    runtime = with_agent(runtime_for(tmp_path, toml + "[calls.actions.refund]\nretries = 2\n"))
+    assert runtime.actions.source("refund") == "the stack's actions (test_doctor_governance:refund)"
+    status, evidence, _ = row(runtime, "governance", "keel.governance")
+    assert status == "fail" and "retries = 2 on write action 'refund' with no idempotency key" in evidence[0]
+    wrong = runtime_for(tmp_path, 'actions = ["test_doctor_governance:Ticket"]\n')
+    with pytest.raises(keel.StackError, match="is a ModelMetaclass, not an action: name a function decorated"):
+        list(wrong.actions)

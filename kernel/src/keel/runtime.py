@@ -34,7 +34,7 @@ from keel.policy import Approver
 from keel.refs import load_ref
 from keel.stack import Stack, load_stack
 from keel.store import Store
-from keel.types import ActionCall, ActionContext, Model, PolicyDecision
+from keel.types import ActionCall, ActionContext, ActionSpec, Model, PolicyDecision
 
 __all__ = ["Runtime", "discover_for"]
 
@@ -341,9 +341,19 @@ class Runtime:
 
     @property
     def actions(self) -> ActionRegistry:
-        """Every action: the plugins' (``keel_actions``) and the ones the application adds."""
+        """Every action: the plugins' (``keel_actions``), the stack's ``actions = [...]`` and the ones the
+        application adds in code."""
         if self._actions is None:
-            self._actions = ActionRegistry(self.host.actions())
+            registry = ActionRegistry(self.host.actions())
+            for target in self.stack.config.actions:  # read without starting anything: doctor sees them
+                spec = load_ref(target, what="actions entry", error=StackError)
+                if not isinstance(spec, ActionSpec):
+                    raise StackError(
+                        f"actions entry {target!r} is a {type(spec).__name__}, not an action: "
+                        "name a function decorated with @keel.action (or a keel.ActionSpec)"
+                    )
+                registry.add(spec, source=f"the stack's actions ({target})")
+            self._actions = registry
         return self._actions
 
     async def call_action(

@@ -91,6 +91,9 @@ class StackConfig(BaseModel):
         description="[environments.<name>] tables: driver, start, health_interval, restart, options",
     )
     runnables: list[str] = Field(default_factory=list, description="'module:attribute' of agents and flows to serve")
+    actions: list[str] = Field(
+        default_factory=list, description="'module:attribute' of actions (@keel.action) the application adds"
+    )
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings tables")
     budgets: BudgetsConfig | None = Field(default=None, description="[budgets]: limits per execution, runnable, tenant")
     calls: CallsConfig | None = Field(default=None, description="[calls]: timeouts and retries per runnable, action")

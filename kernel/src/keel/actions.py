@@ -294,10 +294,7 @@ async def call_action(
             await _budget_room(meter, name, trail)
         trail.stage = "running"
         trail.emit("action.started", {**trail.base, "idempotency_key": key})
-        ran = await _run_handler(trail, spec, arguments, meter, policy)
-        if isinstance(ran, ActionOutcome):
-            return ran
-        result, duration = ran
+        return await _run_handler(trail, spec, arguments, meter, policy, decision)
     except anyio.get_cancelled_exc_class():
         # the caller went away (a client disconnected, an execution was cancelled): still one outcome
         trail.emit("action.cancelled", {**trail.base, "stage": trail.stage, "duration_ms": _ms(trail.started)})
@@ -309,20 +306,6 @@ async def call_action(
             "policy_error", f"action {name!r} is denied: the policy check failed ({type(err).__name__})",
             verdict="deny", policy=None, approver=None, reason=str(err)[:300],
         )  # fmt: skip
-    content = result if isinstance(result, str) else json.dumps(result, default=str)
-    trail.emit(
-        "action.completed",
-        {
-            **trail.base,
-            "result": _summary(content),
-            "content": content,
-            "duration_ms": duration,
-            "policy": decision.policy,
-        },
-    )
-    return ActionOutcome(
-        call_id=trail.call_id, action=name, ok=True, result=result, duration_ms=duration, verdict=decision.verdict
-    )
 
 
 class _Trail:
@@ -350,6 +333,27 @@ class _Trail:
             {**self.base, "error": outcome.error, "verdict": verdict, **fields},
         )
         return outcome
+
+    def completed(self, result: Any, duration: float, decision: PolicyDecision) -> ActionOutcome:
+        content = result if isinstance(result, str) else json.dumps(result, default=str)
+        self.emit(
+            "action.completed",
+            {
+                **self.base,
+                "result": _summary(content),
+                "content": content,
+                "duration_ms": duration,
+                "policy": decision.policy,
+            },
+        )
+        return ActionOutcome(
+            call_id=self.call_id,
+            action=self.name,
+            ok=True,
+            result=result,
+            duration_ms=duration,
+            verdict=decision.verdict,
+        )
 
 
 def _no_emit(kind: str, payload: dict[str, Any]) -> None:
@@ -403,10 +407,15 @@ async def _budget_room(meter: Meter, name: str, trail: _Trail) -> None:
 
 
 async def _run_handler(
-    trail: _Trail, spec: ActionSpec, arguments: dict[str, Any], meter: Meter | None, policy: CallPolicy | None
-) -> tuple[Any, float] | ActionOutcome:
-    """Run the handler with the policy's timeout and retries: ``(result, duration_ms)``, or the
-    failure's outcome (the handler's own failure goes back to the model, not up the stack)."""
+    trail: _Trail,
+    spec: ActionSpec,
+    arguments: dict[str, Any],
+    meter: Meter | None,
+    policy: CallPolicy | None,
+    decision: PolicyDecision,
+) -> ActionOutcome:
+    """Run the handler with the policy's timeout and retries: the outcome, success or failure (the
+    handler's own failure goes back to the model, not up the stack)."""
     name = trail.name
     timeout, retries, backoff = _attempts(spec, policy, trail.emit, trail.base)
     trail.started, attempt = time.perf_counter(), 0
@@ -430,7 +439,7 @@ async def _run_handler(
         await anyio.sleep(backoff * 2 ** (attempt - 1))
         if meter is not None:  # a retry is another call of the handler: it needs room in the budget
             await _budget_room(meter, name, trail)
-    return result, _ms(trail.started)
+    return trail.completed(result, _ms(trail.started), decision)
 
 
 def _attempts(spec: ActionSpec, policy: CallPolicy | None, emit: Emit, base: dict[str, Any]) -> tuple[Any, int, float]:

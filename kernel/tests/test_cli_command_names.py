@@ -138,3 +138,21 @@ def test_one_kind_twice_or_two_defaults_is_a_conflict() -> None:
     assert "'a', 'b'" in str(run(defaults, "worker").exception)
     mixed = host_with(("a", Adds("jobs_worker")), ("b", Adds("temporal_worker", kind="temporal")))
     assert "'a', 'b'" in str(run(mixed, "worker").exception)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"kind": "jobs", "default": True}])
+def test_one_plugin_adding_its_commands_twice_is_no_conflict(kwargs: dict[str, Any]) -> None:
+    class Eager:
+        @keel.hookimpl
+        def keel_commands(self, cli: Any) -> None:
+            cli.add_command(temporal_worker, "eager-worker")
+
+    # build_cli adds every plugin's commands; a caller that adds them again (tests do) replaces them
+    host = host_with(("scheduler", Adds("jobs_worker", **kwargs)), ("eager", Eager()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        cli = build_cli(host, Stack())
+        host.add_commands(cli)
+    assert not [p for p in host.problems if isinstance(p, keel.PluginConflictError)]
+    assert CliRunner().invoke(cli, ["worker", "--queue", "q"]).output == "jobs worker on q\n"
+    assert CliRunner().invoke(cli, ["eager-worker"]).exit_code == 0

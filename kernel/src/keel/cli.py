@@ -66,6 +66,12 @@ class KeelGroup(click.Group):
         :param default: with ``kind``, the one ``keel NAME`` runs without ``--runner`` (one plugin's
             at most: two defaults are a conflict). A lone kind is the default anyway.
         """
+        # one plugin adding its own command again (``add_commands`` run twice on one group) replaces it
+        if not kind and name in self._lazy and self._lazy[name][2] == self.adding_plugin:
+            del self._lazy[name]
+        previous = self._kinds.get(name, {}).get(kind) if kind else None
+        if previous is not None and previous[2] == self.adding_plugin:
+            del self._kinds[name][kind]
         if not kind:
             if name in self._lazy or name in self._kinds or name in self._owners:
                 self._conflict(name, self._owner(name))
@@ -81,7 +87,7 @@ class KeelGroup(click.Group):
             return
         kinds[kind] = (target, help, self.adding_plugin)
         if default:
-            if name in self._default_kind:
+            if self._default_kind.get(name, kind) != kind:
                 self._conflict(name, kinds[self._default_kind[name]][2])
                 return
             self._default_kind[name] = kind
@@ -89,6 +95,8 @@ class KeelGroup(click.Group):
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         name = name or cmd.name or ""
         if self.adding_plugin:  # a plugin's keel_commands adding a command eagerly
+            if self._owners.get(name) == self.adding_plugin:  # the same plugin again: replaces it
+                del self._owners[name]
             if name in self._lazy or name in self._kinds or name in self._owners:
                 self._conflict(name, self._owner(name))
                 return

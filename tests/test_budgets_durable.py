@@ -60,6 +60,8 @@ async def main():
                 break
             except LeaseError:
                 await anyio.sleep(0.05)
+        else:
+            raise SystemExit("the killed owner's lease never expired: 200 tries over at least 10 s")
         (here / "outcome.json").write_text(json.dumps({"status": snapshot.status, "error": snapshot.error}))
 
 anyio.run(main)

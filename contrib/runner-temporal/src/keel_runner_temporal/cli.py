@@ -8,6 +8,7 @@ to one of them, and hands a dead worker's work to another.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -62,6 +63,13 @@ def worker(ctx: click.Context, runner_name: str | None) -> None:
             '(runnables = ["myapp.flows:orders"]): TriggerFlow flows, built in Python or loaded from data'
         )
     anyio.run(_serve, runtime, choice.options, flows)
+    # The worker is shut down and every chunk it held is handed back. Leave without interpreter
+    # teardown: temporalio's Rust threads can still take the GIL while CPython finalizes, which
+    # aborts the process (SIGABRT, "PyGILState_Release ... finalizing"; temporalio/sdk-python#300),
+    # turning a clean stop into exit -6. Nothing is left to flush but stdio.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 async def _serve(runtime: Runtime, options: dict[str, Any], flows: list[Any]) -> None:

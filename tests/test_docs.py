@@ -141,7 +141,22 @@ def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env()
     )
-    assert result.returncode == 0, f"{page.name}: a python block failed\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"{page.relative_to(ROOT)}: a python block failed\n{result.stdout}\n{result.stderr}"
+
+
+README_PAGES = sorted(
+    [ROOT / "kernel" / "README.md", *ROOT.glob("plugins/*/README.md"), *ROOT.glob("contrib/*/README.md")]
+)
+
+
+@pytest.mark.parametrize(
+    "readme",
+    [p for p in README_PAGES if BLOCK.search(p.read_text())],
+    ids=lambda p: str(p.parent.relative_to(ROOT)),
+)
+def test_readme_python_blocks_run(readme: Path, tmp_path: Path) -> None:
+    """A package README's minimal example runs as written, like a docs page's blocks (issue 17)."""
+    test_python_blocks_run(readme, tmp_path)
 
 
 def test_index_links_resolve() -> None:

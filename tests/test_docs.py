@@ -132,16 +132,20 @@ async def test_hook_examples_run(name: str, capsys: pytest.CaptureFixture[str], 
     await _exercise(name, host, capsys, tmp_path)
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if BLOCK.search(p.read_text())], ids=lambda p: p.name)
-def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
-    """A page's python blocks run in order, as one script, in an empty folder."""
+def _run_blocks(page: Path, tmp_path: Path, **env: str) -> None:
     code = "\n\n".join(BLOCK.findall(page.read_text()))
     script = tmp_path / f"{page.stem}.py"
     script.write_text(code)
     result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env()
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=clean_env(**env)
     )
     assert result.returncode == 0, f"{page.relative_to(ROOT)}: a python block failed\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if BLOCK.search(p.read_text())], ids=lambda p: p.name)
+def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
+    """A page's python blocks run in order, as one script, in an empty folder."""
+    _run_blocks(page, tmp_path)
 
 
 README_PAGES = sorted(
@@ -155,8 +159,16 @@ README_PAGES = sorted(
     ids=lambda p: str(p.parent.relative_to(ROOT)),
 )
 def test_readme_python_blocks_run(readme: Path, tmp_path: Path) -> None:
-    """A package README's minimal example runs as written, like a docs page's blocks (issue 17)."""
-    test_python_blocks_run(readme, tmp_path)
+    """A package README's minimal example runs as written, like a docs page's blocks (issue 17).
+    Examples that need a server use the machine's own on 127.0.0.1 (NATS on 4222; PostgreSQL
+    through KEEL_POSTGRES_DSN, a database of this test's own)."""
+    if "KEEL_POSTGRES_DSN" not in readme.read_text():
+        _run_blocks(readme, tmp_path)
+        return
+    from keel.testing.postgres import local_postgres, temporary_database
+
+    with temporary_database(local_postgres()) as dsn:
+        _run_blocks(readme, tmp_path, KEEL_POSTGRES_DSN=dsn)
 
 
 def test_index_links_resolve() -> None:

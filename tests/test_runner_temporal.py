@@ -13,7 +13,7 @@ import pytest
 
 from keel import Runtime, load_stack
 from keel.testing import make_host
-from keel_runner_temporal import DevServer, TemporalRunnerError
+from keel_runner_temporal import DevServer
 from keel_runner_temporal import plugin as temporal_plugin
 from keel_triggerflow import TriggerFlow
 from keel_triggerflow import plugin as triggerflow_plugin
@@ -66,18 +66,6 @@ async def test_one_stack_line_moves_the_same_flow_from_local_to_temporal(tempora
     )
     async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
         assert await run_on(runtime, flow, "ada") == ("temporal", "ADA! (True)")
-
-
-async def test_what_a_python_built_flow_does_not_run_on_temporal_is_refused_naming_it(
-    temporal_address: str, tmp_path: Path
-) -> None:
-    flow = TriggerFlow("python-events")
-    flow.to(fetch).emit("fetched")
-    flow.when("fetched").to(shout)
-    on_temporal = stack(tmp_path, f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n')
-    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
-        with pytest.raises(TemporalRunnerError, match=r"'when' chains.*node 1: a 'emit' node does not run"):
-            await get_runner(runtime).start(flow, "ada")
 
 
 async def answered(runtime: Runtime, flow: Any) -> tuple[Any, Any]:
@@ -405,3 +393,78 @@ async def test_a_python_flow_waits_and_is_answered_the_same_on_both_runners(
     async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
         assert await answered(runtime, flow) == on_local
     assert on_local[1] == "approved" and on_local[0][0]["payload"] == "ok for ada?"
+
+
+# ------------------------------------------------------------- events: emit, when (or/and), collect
+def python_events() -> TriggerFlow:
+    """Chains started by events, joined by an ``and`` when and by a collect: the same threads (so
+    the same step paths and idempotency keys) and the same result on both runners."""
+
+    def chunk(name: str, out: Any) -> Any:
+        async def run(ctx: Any) -> Any:
+            seen(ctx, name)
+            return out(ctx)
+
+        run.__name__ = name
+        return run
+
+    def left(ctx: Any) -> Any:
+        ctx.emit("l", {"left": ctx.value})  # an emit from inside a chunk
+        return "left done"
+
+    flow = TriggerFlow("python-events")
+    flow.to(chunk("begin", lambda ctx: ctx.value * 2)).emit("go").to(chunk("main_tail", lambda ctx: ctx.value + 1))
+    flow.when("go").to(chunk("left", left))
+    flow.when("go").to(chunk("right", lambda ctx: {"right": ctx.value})).emit("r")  # "go"'s second chain
+    flow.when(["l", "r"], mode="and").to(chunk("pair", lambda ctx: sorted(ctx.value)))
+    flow.when("l").to(chunk("x", lambda ctx: ctx.value["left"])).collect("both", "x")
+    flow.when("r").to(chunk("y", lambda ctx: ctx.value["right"])).collect("both", "y").to(
+        chunk("merge", lambda ctx: {"sum": ctx.value["x"] + ctx.value["y"]})
+    ).end()
+    return flow
+
+
+async def test_events_and_collects_run_on_temporal_as_on_the_local_runner(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    on_local, on_temporal = await both(temporal_address, tmp_path, python_events(), 5)
+    assert on_temporal == on_local
+    assert on_local[0] == {"sum": 20}
+    steps = [name for name, _ in on_local[1]]
+    assert sorted(steps) == ["begin", "left", "main_tail", "merge", "pair", "right", "x", "y"]
+
+
+async def test_a_failing_event_chain_fails_the_flow_the_same_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    async def explode(ctx: Any) -> Any:
+        raise RuntimeError(f"chain got {ctx.value}")
+
+    flow = TriggerFlow("python-event-fails")
+    flow.to(lambda ctx: ctx.value).emit("go")
+    flow.when("go").to(explode)
+    on_local, on_temporal = await both(temporal_address, tmp_path, flow, 7)
+    assert on_temporal[0] == on_local[0]
+    assert "RuntimeError: chain got 7" in on_local[0], on_local
+
+
+async def test_a_data_flow_with_on_chains_runs_on_temporal_as_its_plan(temporal_address: str, tmp_path: Path) -> None:
+    events = Registry()
+
+    @events.chunk()
+    async def ping(ctx: Any) -> Any:
+        seen(ctx, "ping")
+        return {"n": ctx.value}
+
+    @events.chunk()
+    async def pong(ctx: Any) -> Any:
+        seen(ctx, "pong")
+        return ctx.value["n"] + 1
+
+    flow = events.load(
+        {"name": "ping-pong", "steps": [{"to": "ping"}, {"emit": "pinged"}],
+         "on": [{"when": "pinged", "steps": [{"to": "pong"}, {"end": True}]}]}
+    )  # fmt: skip
+    on_local, on_temporal = await both(temporal_address, tmp_path, flow, 1)
+    assert on_temporal == on_local
+    assert on_local[0] == 2

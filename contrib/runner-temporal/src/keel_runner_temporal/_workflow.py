@@ -24,7 +24,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
-from keel_runner_temporal._plan import PlanInterpreter
+from keel_runner_temporal._plan import EVENTS, STOP, PlanInterpreter, PlanScope
+from keel_runner_temporal._plan import Scope as _Scope
 
 WORKFLOW = "keel.flow"
 CHUNK_ACTIVITY = "keel.chunk"
@@ -81,36 +82,6 @@ def _error_info(err: BaseException) -> dict[str, str]:
     return {"type": type(err).__name__, "message": str(err)}
 
 
-class _Scope:
-    """A flow's run: the root flow or one sub-flow instance, with its own state."""
-
-    def __init__(self, flow: str, definition: dict[str, Any], prefix: str):
-        self.flow = flow
-        self.definition = definition
-        self.reducers: dict[str, str] = dict(definition.get("reducers") or {})
-        self.prefix = prefix
-        self.state: dict[str, Any] = {}
-        self.result: Any = None
-        self.has_result = False
-
-    def set(self, key: str, value: Any) -> None:
-        reducer = self.reducers.get(key, "last")
-        if reducer == "list":
-            self.state.setdefault(key, []).append(value)
-        elif reducer == "dict":
-            self.state.setdefault(key, {}).update(value)
-        else:
-            self.state[key] = value
-
-    def apply(self, sets: list[list[Any]]) -> None:
-        """A chunk's state writes, in order: ``[key, value]``, or ``[key]`` for a deletion."""
-        for write in sets:
-            if len(write) == 1:
-                self.state.pop(write[0], None)
-            else:
-                self.set(write[0], write[1])
-
-
 @workflow.defn(name=WORKFLOW, sandboxed=True)
 class FlowWorkflow(PlanInterpreter):
     def __init__(self) -> None:
@@ -133,21 +104,40 @@ class FlowWorkflow(PlanInterpreter):
         self._requests = {**(carried.get("requests") or {}), **self._requests}
         self._waited = int(carried.get("waited", 0))
         plan = job.get("plan")  # a flow built in Python, as TriggerFlow's runner contract gives it
-        root = _Scope(job["flow"], plan or job["definition"], "")
+        root = PlanScope(job["flow"], plan, "") if plan else _Scope(job["flow"], job["definition"], "")
         root.state = dict(carried.get("state") or {})
         root.result, root.has_result = carried.get("result"), bool(carried.get("has_result"))
         steps: list[dict[str, Any]] = list(plan["main"] if plan else job["definition"].get("steps", []))
         self._steps = len(steps)
+        evented = isinstance(root, PlanScope) and root.evented and workflow.patched(EVENTS)
+        if evented:
+            assert isinstance(root, PlanScope)
+            root.collections, root.rounds = dict(carried.get("collections") or {}), dict(carried.get("rounds") or {})
+            value = await self._scoped(root, self._main(root, steps, evented))
+        else:
+            value = await self._main(root, steps, evented)
+        self._step = self._steps
+        return root.result if root.has_result else None if value is STOP else value
+
+    async def _main(self, root: _Scope, steps: list[dict[str, Any]], evented: bool) -> Any:
+        """The main chain, from where the run before stopped; continues-as-new at a step boundary
+        (not while event chains run: they are not data to carry)."""
+        job = self._job
+        carried = job.get("carried") or {}
         start = int(carried.get("at", 0))
         value = carried["value"] if "value" in carried else job["input"]
         for index in range(start, len(steps)):
             self._step = index
-            if plan:
+            if job.get("plan"):
                 value = await self._plan_op(root, steps[index], "", value)
+                if value is STOP:
+                    return STOP
             else:
                 value = await self._op(root, steps[index], str(index), "", value)
-            if index + 1 < len(steps) and self._time_to_continue(index + 1 - start):
+            quiet = not evented or not getattr(root, "tasks", None)
+            if index + 1 < len(steps) and quiet and self._time_to_continue(index + 1 - start):
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                more = {"collections": root.collections, "rounds": root.rounds} if isinstance(root, PlanScope) else {}
                 workflow.continue_as_new(
                     {
                         **job,
@@ -160,11 +150,11 @@ class FlowWorkflow(PlanInterpreter):
                             "signals": self._signals,
                             "requests": self._requests,
                             "waited": self._waited,
+                            **more,
                         },
                     }
                 )
-        self._step = self._steps
-        return root.result if root.has_result else value
+        return value
 
     def _time_to_continue(self, done: int) -> bool:
         """At a step boundary of the main chain: when Temporal suggests it (the history is long),
@@ -383,9 +373,11 @@ class FlowWorkflow(PlanInterpreter):
                 kind = cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
                 raise _failed(path, kind, getattr(cause, "message", None) or str(cause or err), attempt) from None
             if with_state:
-                scope.apply(out["s"])
+                await self._write(scope, out["s"], ref or "")
                 if out.get("r") is not None:  # the chunk called ctx.set_result
                     scope.result, scope.has_result = out["r"]["result"], True
+                for k, (event, sent) in enumerate(out.get("e") or (), start=1):  # its ctx.emit calls
+                    self._fire(scope, str(event), sent, path, k)
                 return out["o"]
             return out
 

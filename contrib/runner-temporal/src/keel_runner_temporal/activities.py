@@ -124,7 +124,14 @@ def frozen(flow: Any) -> dict[str, Any]:
     registry = getattr(flow, "registry", None)
     name = getattr(flow, "name", repr(flow))
     problems: list[str] = []
-    if isinstance(definition, dict) and registry is not None:
+    evented = isinstance(definition, dict) and any(
+        _has_events(getattr(f, "definition", None)) for f in [flow, *subflows(flow)]
+    )
+    if (
+        isinstance(definition, dict)
+        and registry is not None
+        and not (evented and callable(getattr(flow, "plan", None)))
+    ):
         flows: dict[str, dict[str, Any]] = {}
         _check_flow(flow, definition, registry, problems, flows, "")
         frozen_form: dict[str, Any] = {"definition": dict(definition), "flows": flows}
@@ -132,6 +139,8 @@ def frozen(flow: Any) -> dict[str, Any]:
         plan = flow.plan().model_dump(mode="json")
         _check_plan(plan, problems, "")
         frozen_form = {"plan": plan}
+        if isinstance(definition, dict):  # a data flow with events runs as its plan; find() rebuilds it from this
+            frozen_form["definition"] = dict(definition)
     else:
         raise TemporalRunnerError(
             f"flow {name!r} is neither a flow built from data (Registry.load) nor one that offers TriggerFlow's "
@@ -147,13 +156,12 @@ def _check_plan(plan: dict[str, Any], problems: list[str], at: str) -> None:
 
     if plan.get("format") != 1:
         problems.append(f"{at}plan format {plan.get('format')!r} is not one this runner knows (1): upgrade it")
-    if plan.get("whens"):
-        problems.append(f"{at}'when' chains (events) do not run on the temporal runner yet")
     custom = sorted(k for k, v in (plan.get("reducers") or {}).items() if v not in ("last", "list", "dict"))
     if custom:
         problems.append(f"{at}state keys {custom} have reducer functions, which the workflow cannot run")
 
     def walk(nodes: list[dict[str, Any]]) -> None:
+        # a plan node kind added to TriggerFlow after this runner (PLAN_KINDS is what it interprets)
         for node in nodes or ():
             if node["kind"] not in PLAN_KINDS:
                 problems.append(
@@ -167,6 +175,18 @@ def _check_plan(plan: dict[str, Any], problems: list[str], at: str) -> None:
                 _check_plan(node["flow"], problems, f"{at}sub-flow {node['flow']['name']!r}: ")
 
     walk(plan.get("main") or [])
+    for when in plan.get("whens") or ():
+        walk(when["ops"])
+
+
+def _has_events(definition: Any) -> bool:
+    """Whether a data flow's definition has ``on`` chains, ``emit`` or ``collect`` steps: such a
+    flow runs as its plan (the interpreter of data nodes has no events)."""
+    if isinstance(definition, dict):
+        return any(k in ("on", "emit", "collect") for k in definition) or any(map(_has_events, definition.values()))
+    if isinstance(definition, list):
+        return any(map(_has_events, definition))
+    return False
 
 
 def is_flow(runnable: Any) -> bool:
@@ -364,16 +384,9 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
         finally:
             beating.cancel()
-        if outcome.emits:
-            raise ApplicationError(
-                f"step {call['path']} ({call['chunk']}) emitted {[e[0] for e in outcome.emits]}: events do not run on "
-                f"the temporal runner yet ({_DOCS})",
-                type="TemporalRunnerError",
-                non_retryable=True,
-            )
         where = f"step {call['path']} ({call['chunk']})"
         output = await spill(runtime, tenant, outcome.output, runner.options.inline_limit, where)
-        return {"o": output, "s": outcome.state_writes, "r": outcome.result}
+        return {"o": output, "s": outcome.state_writes, "r": outcome.result, "e": outcome.emits}
 
     @activity.defn(name=DECIDE_ACTIVITY)
     async def decide(call: dict[str, Any]) -> Any:

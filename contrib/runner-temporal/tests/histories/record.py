@@ -55,12 +55,48 @@ FLOWS = {
 }
 
 
+def python_flow() -> Any:
+    """A flow built in Python (TriggerFlow's runner contract): if, for_each, batch, state, a wait."""
+    from keel_triggerflow import TriggerFlow
+
+    flow = TriggerFlow("python", reducers={"seen": "list"})
+    flow.to(double).set_state("seen").if_condition(lambda v: v > 4).to(double).else_condition().end_condition()
+    flow.to(lambda ctx: [ctx.value, ctx.value + 1]).for_each().to(double).end_for_each()
+    flow.batch(("a", lambda ctx: ctx.value[0]), ("b", lambda ctx: ctx.value[1]))
+    flow.pause_for("approve", lambda v: f"ok {v}?").to(lambda ctx: {"answer": ctx.value, "state": ctx.state.to_dict()})
+    return flow
+
+
+def events_flow() -> Any:
+    """Event chains: an emit node, ctx.emit, an ``and`` join and a collect with steps after it."""
+    from keel_triggerflow import TriggerFlow
+
+    def left(ctx: Any) -> Any:
+        ctx.emit("l", ctx.value)
+        return ctx.value
+
+    flow = TriggerFlow("events")
+    flow.to(double).emit("go").to(double)
+    flow.when("go").to(left)
+    flow.when("go").to(double).emit("r")
+    flow.when(["l", "r"], mode="and").to(lambda ctx: sorted(ctx.value))
+    flow.when("l").to(double).collect("both", "x")
+    flow.when("r").to(double).collect("both", "y").to(lambda ctx: ctx.value["x"] + ctx.value["y"]).end()
+    return flow
+
+
 async def record(prefix: str) -> None:
     async with dev_server() as address, Runtime(make_host()) as runtime:
         runner = TemporalRunner(runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}"})
-        for name, (flow, value) in FLOWS.items():
+        flows = dict(FLOWS)
+        try:
+            flows["python"] = (python_flow(), 3)
+            flows["events"] = (events_flow(), 3)
+        except ImportError:  # keel-triggerflow is not installed: data flows only
+            pass
+        for name, (flow, value) in flows.items():
             execution = await runner.start(flow, value, execution_id=f"flow_{prefix}_{name}")
-            if name == "wait":
+            if name in ("wait", "python"):
                 await execution.signal("approve", 21, request_id="r1")
             with anyio.fail_after(60):
                 print(name, await execution.result())

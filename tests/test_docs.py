@@ -159,16 +159,18 @@ README_PAGES = sorted(
     ids=lambda p: str(p.parent.relative_to(ROOT)),
 )
 def test_readme_python_blocks_run(readme: Path, tmp_path: Path) -> None:
-    """A package README's minimal example runs as written, like a docs page's blocks (issue 17).
+    """A package README's minimal example runs as written, like a docs page's blocks (issue 17),
+    with the package's own src on the path (the plugin template is not installed in the workspace).
     Examples that need a server use the machine's own on 127.0.0.1 (NATS on 4222; PostgreSQL
     through KEEL_POSTGRES_DSN, a database of this test's own)."""
+    env = {"PYTHONPATH": str(readme.parent / "src")}
     if "KEEL_POSTGRES_DSN" not in readme.read_text():
-        _run_blocks(readme, tmp_path)
+        _run_blocks(readme, tmp_path, **env)
         return
     from keel.testing.postgres import local_postgres, temporary_database
 
     with temporary_database(local_postgres()) as dsn:
-        _run_blocks(readme, tmp_path, KEEL_POSTGRES_DSN=dsn)
+        _run_blocks(readme, tmp_path, KEEL_POSTGRES_DSN=dsn, **env)
 
 
 def test_index_links_resolve() -> None:

@@ -468,3 +468,33 @@ async def test_a_data_flow_with_on_chains_runs_on_temporal_as_its_plan(temporal_
     on_local, on_temporal = await both(temporal_address, tmp_path, flow, 1)
     assert on_temporal == on_local
     assert on_local[0] == 2
+
+
+# ------------------------------------------------------------- reducer functions
+async def test_reducer_functions_merge_concurrent_writes_the_same_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    """Every branch of a for_each adds to one key through a reducer function: none is lost."""
+
+    def add(old: Any, new: Any) -> Any:
+        return (old or 0) + new
+
+    def longest(old: Any, new: Any) -> Any:
+        return new if old is None or len(new) > len(old) else old
+
+    async def count(ctx: Any) -> Any:
+        ctx.state["total"] = ctx.value
+        ctx.state["names"] = f"item{ctx.value}"
+        return ctx.value
+
+    async def report(ctx: Any) -> Any:
+        return {"total": ctx.state["total"], "names": ctx.state["names"], "from_inner": ctx.value}
+
+    inner = TriggerFlow("inner", reducers={"best": longest})
+    inner.to(lambda ctx: "x" * ctx.value).set_state("best").to(lambda ctx: ctx.state["best"])
+    flow = TriggerFlow("python-reducers", reducers={"total": add, "names": longest})
+    flow.for_each().to(count).end_for_each().to(lambda ctx: 100).set_state("total").to(lambda ctx: 3)
+    flow.to(inner).to(report)
+    on_local, on_temporal = await both(temporal_address, tmp_path, flow, [1, 2, 3, 4, 5, 10])
+    assert on_temporal == on_local
+    assert on_local[0] == {"total": 125, "names": "item10", "from_inner": "xxx"}

@@ -321,3 +321,23 @@ async def test_the_calls_are_reachable_from_the_flow_itself() -> None:
     assert (outcome.output, outcome.state_writes) == (6, [["seen", 2]])
     assert await flow.decide(branch.ref, outcome.output, {}) == 0
     assert flow.pause_payload(wait.ref, 6) == {"v": 6}
+
+
+def test_a_reducer_function_is_applied_by_the_flow_that_owns_the_node() -> None:
+    """A runner cannot run a reducer function itself (``custom`` in the plan): it asks the flow."""
+
+    def longest(old: Any, new: Any) -> Any:
+        return new if old is None or len(new) > len(old) else old
+
+    inner = TriggerFlow("inner", reducers={"best": longest})
+    inner.to(double).set_state("best")
+    flow = TriggerFlow("outer", reducers={"total": lambda old, new: (old or 0) + new})
+    flow.to(double).set_state("total").to(inner)
+    plan = flow.plan()
+    assert plan.reducers == {"total": "custom"} and plan.main[2].flow.reducers == {"best": "custom"}
+    assert flow.reduce_state("1", "total", None, 2) == 2
+    assert flow.reduce_state("1", "total", 2, 3) == 5
+    assert flow.reduce_state("2>1", "best", "ab", "abc") == "abc"  # the sub-flow's own reducer
+    assert flow.reduce_state("2>1", "best", "abc", "x") == "abc"
+    with pytest.raises(FlowError, match="no node '9'"):
+        flow.reduce_state("9", "total", None, 1)

@@ -156,9 +156,6 @@ def _check_plan(plan: dict[str, Any], problems: list[str], at: str) -> None:
 
     if plan.get("format") != 1:
         problems.append(f"{at}plan format {plan.get('format')!r} is not one this runner knows (1): upgrade it")
-    custom = sorted(k for k, v in (plan.get("reducers") or {}).items() if v not in ("last", "list", "dict"))
-    if custom:
-        problems.append(f"{at}state keys {custom} have reducer functions, which the workflow cannot run")
 
     def walk(nodes: list[dict[str, Any]]) -> None:
         # a plan node kind added to TriggerFlow after this runner (PLAN_KINDS is what it interprets)
@@ -324,7 +321,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
     from temporalio import activity
     from temporalio.exceptions import ApplicationError
 
-    from keel_runner_temporal._plan import DECIDE_ACTIVITY, PAYLOAD_ACTIVITY
+    from keel_runner_temporal._plan import DECIDE_ACTIVITY, PAYLOAD_ACTIVITY, REDUCE_ACTIVITY
     from keel_runner_temporal._workflow import CHUNK_ACTIVITY, CHUNK_FAILED, CONDITION_ACTIVITY, WAITING_ACTIVITY
     from keel_runner_temporal.runner import TemporalRunnerError
 
@@ -397,6 +394,12 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
     async def pause_payload(call: dict[str, Any]) -> Any:
         return to_jsonable_python(served(call["flow"]).pause_payload(call["ref"], call["value"]))
 
+    @activity.defn(name=REDUCE_ACTIVITY)
+    async def reduce_state(call: dict[str, Any]) -> Any:
+        """A reducer function (only the Python definition has it), for a write the workflow applies."""
+        flow = served(call["flow"])
+        return flow.reduce_state(call["ref"], call["key"], call["current"], call["value"])
+
     @activity.defn(name=CONDITION_ACTIVITY)
     async def condition(call: dict[str, Any]) -> bool:
         fn = served(call["flow"]).registry.conditions[call["name"]]
@@ -412,4 +415,4 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         if execution is not None:
             execution._now_waiting({k: v for k, v in call.items() if k != "execution_id"})
 
-    return [run_chunk, decide, pause_payload, condition, waiting]
+    return [run_chunk, decide, pause_payload, reduce_state, condition, waiting]

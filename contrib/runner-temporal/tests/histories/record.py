@@ -85,6 +85,20 @@ def events_flow() -> Any:
     return flow
 
 
+def reducers_flow() -> Any:
+    """Reducer functions: concurrent writes from a for_each, and a set_state, merged by a worker."""
+    from keel_triggerflow import TriggerFlow
+
+    def count(ctx: Any) -> Any:
+        ctx.state["total"] = ctx.value
+        return ctx.value
+
+    flow = TriggerFlow("reducers", reducers={"total": lambda old, new: (old or 0) + new})
+    flow.to(lambda ctx: [1, 2, 3]).for_each().to(count).end_for_each().to(lambda ctx: 10).set_state("total")
+    flow.to(lambda ctx: ctx.state["total"])
+    return flow
+
+
 async def record(prefix: str) -> None:
     async with dev_server() as address, Runtime(make_host()) as runtime:
         runner = TemporalRunner(runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}"})
@@ -92,6 +106,7 @@ async def record(prefix: str) -> None:
         try:
             flows["python"] = (python_flow(), 3)
             flows["events"] = (events_flow(), 3)
+            flows["reducers"] = (reducers_flow(), 0)
         except ImportError:  # keel-triggerflow is not installed: data flows only
             pass
         for name, (flow, value) in flows.items():

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         call_chunk,
         decide,
         pause_payload,
+        reduce_state,
         run_step,
     )
     from keel_triggerflow.types import (
@@ -55,7 +56,16 @@ _WHERE = {
     "PlanNode": "plan",
     **{
         name: "steps"
-        for name in ("ChunkContext", "StepContext", "StepOutcome", "call_chunk", "decide", "pause_payload", "run_step")
+        for name in (
+            "ChunkContext",
+            "StepContext",
+            "StepOutcome",
+            "call_chunk",
+            "decide",
+            "pause_payload",
+            "reduce_state",
+            "run_step",
+        )
     },
     **{
         name: "types"
@@ -101,6 +111,7 @@ __all__ = [
     "parse_age",
     "pause_payload",
     "purge_executions",
+    "reduce_state",
     "run_step",
 ]
 

@@ -332,6 +332,12 @@ class TriggerFlow:
 
         return pause_payload(self, ref, value)
 
+    def reduce_state(self, ref: str, key: str, current: Any, value: Any) -> Any:
+        """:func:`keel_triggerflow.steps.reduce_state`: ``state[key]`` after writing ``value`` at node ``ref``."""
+        from keel_triggerflow.steps import reduce_state
+
+        return reduce_state(self, ref, key, current, value)
+
     def to_mermaid(self) -> str:
         """The definition as a Mermaid flowchart (see :mod:`keel_triggerflow.draw`)."""
         from keel_triggerflow.draw import to_mermaid

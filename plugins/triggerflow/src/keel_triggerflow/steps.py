@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from keel import Runtime
     from keel_triggerflow.flow import TriggerFlow
 
-__all__ = ["ChunkContext", "Pauser", "StepContext", "StepOutcome", "call_chunk", "decide", "pause_payload", "run_step"]
+__all__ = [
+    "ChunkContext", "Pauser", "StepContext", "StepOutcome", "call_chunk", "decide", "pause_payload", "reduce_state",
+    "run_step",
+]  # fmt: skip
 
 
 @runtime_checkable
@@ -300,3 +303,14 @@ def pause_payload(flow: TriggerFlow, ref: str, value: Any) -> Any:
     if not isinstance(op, Pause):
         raise FlowError(f"node {ref!r} of flow {flow.name!r} is a {type(op).__name__}, not a pause_for")
     return jsonable(op.payload_for(value))
+
+
+def reduce_state(flow: TriggerFlow, ref: str, key: str, current: Any, value: Any) -> Any:
+    """``state[key]`` after ``value`` is written into it through its reducer, when it was ``current``
+    (``None``: not set), in the flow that owns the node ``ref`` (a step or a ``set_state``; inside a
+    sub-flow, the sub-flow's reducers). What a runner calls for a reducer function, which only the
+    Python definition has (``custom`` in ``plan.reducers``); the answer is JSON-compatible data."""
+    owner = _resolve(flow, ref)[1]
+    state: dict[str, Any] = {} if current is None else {key: current}
+    set_state(state, owner.reducers, key, value)
+    return jsonable(state[key])

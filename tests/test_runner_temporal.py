@@ -498,3 +498,34 @@ async def test_reducer_functions_merge_concurrent_writes_the_same_on_both_runner
     on_local, on_temporal = await both(temporal_address, tmp_path, flow, [1, 2, 3, 4, 5, 10])
     assert on_temporal == on_local
     assert on_local[0] == {"total": 125, "names": "item10", "from_inner": "xxx"}
+
+
+# ------------------------------------------------------------- the stream
+async def streamed_on(runtime: Runtime, flow: Any, value: Any) -> tuple[Any, list[Any], list[str]]:
+    execution = await get_runner(runtime).start(flow, value)
+    with anyio.fail_after(60):
+        result = await execution.result()
+        items = [item async for item in execution.stream()]
+        paths = [e.payload["path"] async for e in execution.events() if e.kind == "flow.stream"]
+    return result, items, paths
+
+
+async def test_stream_items_reach_the_executions_readers_on_both_runners(temporal_address: str, tmp_path: Path) -> None:
+    async def tokens(ctx: Any) -> Any:
+        for word in ctx.value.split():
+            await ctx.async_put_into_stream({"token": word})
+        return len(ctx.value.split())
+
+    python_flow = TriggerFlow("python-stream")
+    python_flow.to(tokens).to(lambda ctx: ctx.put_into_stream("done") or ctx.value)
+    streams = Registry()
+    streams.add_chunk("tokens", tokens)
+    data_flow = streams.load({"name": "data-stream", "steps": [{"to": "tokens"}]})
+    for flow in (python_flow, data_flow):
+        (tmp_path / "local").mkdir(exist_ok=True)
+        async with Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(tmp_path / "local", "")) as runtime:
+            on_local = await streamed_on(runtime, flow, "to be or not")
+        on_temporal = stack(tmp_path, f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n')
+        async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
+            assert await streamed_on(runtime, flow, "to be or not") == on_local
+        assert on_local[1][:4] == [{"token": w} for w in ("to", "be", "or", "not")] and on_local[0] == 4

@@ -67,8 +67,8 @@ class ChunkState:
 class ChunkContext:
     """What a chunk receives as ``ctx`` in a Temporal activity: the local runner's surface
     (``value``, ``input``, ``execution_id``, ``tenant``, ``runtime``, ``path``, ``attempt``,
-    ``idempotency_key``, ``state``, ``resource(name)``); ``emit`` and ``pause_for`` are refused by
-    name (a wait is a ``pause_for`` step in the definition)."""
+    ``idempotency_key``, ``state``, ``resource(name)``, ``put_into_stream``); ``emit`` and
+    ``pause_for`` are refused by name (a wait is a ``pause_for`` step in the definition)."""
 
     def __init__(self, runtime: Runtime, call: Mapping[str, Any], value: Any, sets: list[list[Any]]):
         self.value = value
@@ -79,6 +79,14 @@ class ChunkContext:
         self.path = str(call["path"])
         self.attempt = int(call["attempt"])  # 1, 2, ...: a failure of the chunk counts, a lost worker does not
         self.state = ChunkState(dict(call.get("state") or {}), sets)
+        self.streamed: list[Any] = []
+
+    def put_into_stream(self, item: Any) -> None:
+        """An item for the execution's stream (``execution.stream()``), delivered when the step ends."""
+        self.streamed.append(to_jsonable_python(item))
+
+    async def async_put_into_stream(self, item: Any) -> None:
+        self.put_into_stream(item)
 
     @property
     def idempotency_key(self) -> str:
@@ -104,7 +112,8 @@ class ChunkContext:
 
         raise TemporalRunnerError(
             f"ctx.{name} is not available to a chunk on the temporal runner (it has value, input, execution_id, "
-            f"tenant, runtime, path, attempt, idempotency_key, state, resource); see {_DOCS}, or run this flow "
+            f"tenant, runtime, path, attempt, idempotency_key, state, resource, put_into_stream); see {_DOCS}, or "
+            "run this flow "
             'with runner = "local"'
         )
 
@@ -337,6 +346,12 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             )
         return flow
 
+    def streamed(call: dict[str, Any], items: list[Any]) -> None:
+        """A step's stream items, to the execution object this process follows (where readers are)."""
+        execution = runner.followed.get(call["execution_id"]) if items else None
+        if execution is not None:
+            execution._streamed(str(call["path"]), items)
+
     @activity.defn(name=CHUNK_ACTIVITY)
     async def run_chunk(call: dict[str, Any]) -> Any:
         if "ref" in call:
@@ -360,6 +375,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
         finally:
             beating.cancel()
+        streamed(call, ctx.streamed)
         where = f"step {call['path']} ({call['chunk']})"
         value = await spill(runtime, tenant, to_jsonable_python(out), runner.options.inline_limit, where)
         if "state" not in call:
@@ -381,6 +397,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
         finally:
             beating.cancel()
+        streamed(call, outcome.stream)
         where = f"step {call['path']} ({call['chunk']})"
         output = await spill(runtime, tenant, outcome.output, runner.options.inline_limit, where)
         return {"o": output, "s": outcome.state_writes, "r": outcome.result, "e": outcome.emits}

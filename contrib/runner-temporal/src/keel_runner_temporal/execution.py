@@ -107,6 +107,17 @@ class TemporalExecution:
     def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
         return self._log.follow(since, lambda: self._done.is_set())
 
+    async def stream(self, since: int = 0) -> AsyncIterator[Any]:
+        """The items chunks put with ``ctx.put_into_stream`` (events of kind ``flow.stream``), as on
+        the local runner; they reach the execution object of the process whose worker ran the step."""
+        async for event in self.events(since):
+            if event.kind == "flow.stream":
+                yield event.payload["item"]
+
+    def _streamed(self, path: str, items: list[Any]) -> None:
+        for item in items:
+            self._event("flow.stream", {"path": path, "item": item})
+
     async def position(self) -> dict[str, Any]:
         """The workflow's own answer to where it is (a Temporal query): ``step``, ``steps``, ``chunk``."""
         answer: dict[str, Any] = await self._handle.query("keel.position")

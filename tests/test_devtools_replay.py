@@ -20,8 +20,8 @@ import pytest
 from conftest import ROOT, clean_env
 
 import keel
-from keel.testing import make_host
-from keel_devtools import ExecutionFilter, Recording, RecordingDB, replay
+from keel.testing import Reply, ScriptedModel, make_host
+from keel_devtools import ExecutionFilter, Recording, RecordingDB, export_execution, read_execution, replay
 
 
 def run_example(name: str, cwd: Path, db: Path) -> None:
@@ -179,3 +179,117 @@ async def test_a_flow_replays_with_its_waits_answered_and_its_draws_served_from_
         else:  # today's code waits for a signal the recording never answered: stopped there
             assert not result.ok
             assert result.divergence is not None and result.divergence.step_path == "wait/sign-off"
+
+
+SENT: list[Path] = []  # where the inner agent's action writes (the test's own file)
+
+
+@keel.action(risk="write")
+def notify_owner(email: str) -> str:
+    """Notify the ticket's owner (a side effect: one line in a file per call)."""
+    with SENT[0].open("a", encoding="utf-8") as file:
+        file.write(email + "\n")
+    return f"notified {email}"
+
+
+def notify_flow(instructions: str = "Notify the owner of the ticket.") -> keel.Runnable:
+    """A flow with an agent step: the agent calls a side-effecting action, then answers."""
+    from keel_triggerflow import TriggerFlow
+
+    notifier = keel.Agent("notifier", instructions, output={"done": bool}, actions=["notify_owner"])
+    flow = TriggerFlow("notify")
+    flow.to(lambda ctx: f"ticket {ctx.value['ticket']} for {ctx.value['email']}").to(notifier)
+    flow.to(lambda ctx: {"notified": ctx.value.done})
+    return flow  # type: ignore[return-value]
+
+
+async def record_notify(db: Path) -> str:
+    from keel_devtools import configure, plugin
+    from keel_triggerflow import plugin as triggerflow_plugin
+
+    recorder = configure(db)
+    try:
+        async with keel.Runtime(make_host(plugin, triggerflow_plugin), keel.Stack()) as runtime:
+            runtime.actions.add(notify_owner)
+            call = keel.ToolCall(id="n1", name="notify_owner", arguments={"email": "ada@example.com"})
+            runtime.use_model(ScriptedModel([Reply(tool_calls=[call]), json.dumps({"done": True})]))
+            execution = await notify_flow().start({"ticket": 7, "email": "ada@example.com"}, runtime=runtime)
+            with anyio.fail_after(30):
+                assert await execution.result() == {"notified": True}
+        assert recorder.flush()
+        return execution.id
+    finally:
+        recorder.close()
+
+
+async def replay_notify(recording: Recording, flow: keel.Runnable) -> object:
+    from keel_triggerflow import plugin as triggerflow_plugin
+
+    async with keel.Runtime(make_host(triggerflow_plugin), keel.Stack()) as runtime:
+        runtime.actions.add(notify_owner)
+        runtime.add(flow)  # no model: anything asked of one that the recording does not serve fails
+        with anyio.fail_after(60):
+            return await replay(recording, runtime=runtime, timeout=30)
+
+
+async def test_a_flows_agent_step_is_served_its_recorded_answers_and_its_action_never_runs_again(
+    tmp_path: Path,
+) -> None:
+
+    SENT[:] = [tmp_path / "sent.txt"]
+    execution_id = await record_notify(tmp_path / "flows.db")
+    assert SENT[0].read_text().splitlines() == ["ada@example.com"]
+    db = RecordingDB(tmp_path / "flows.db")
+    recording = Recording.from_db(db, execution_id)
+    [inner] = recording.inner  # the agent the flow ran as its step: an execution of its own
+    assert inner.header["runnable"] == "notifier"
+    assert [e["kind"] for e in inner.events].count("model.request") == 2
+    # exported as one file, the agent's events travel with the flow's
+    exported = read_execution(export_execution(db, execution_id, tmp_path))
+    assert exported.header["version"] == 2 and [r.execution_id for r in exported.inner] == [inner.execution_id]
+
+    for source in (recording, exported):
+        result = await replay_notify(source, notify_flow())
+        assert result.ok, result.divergence  # type: ignore[attr-defined]
+        assert result.output == {"notified": True}  # type: ignore[attr-defined]
+    assert SENT[0].read_text().splitlines() == ["ada@example.com"]  # the inner action ran only when recorded
+
+    changed = await replay_notify(recording, notify_flow("Notify the owner of the ticket at once."))
+    divergence = changed.divergence  # type: ignore[attr-defined]
+    assert divergence is not None and divergence.step_path == "flow/@1/model-1"
+    assert divergence.where == "messages[0].content" and "at once" in divergence.got
+    assert SENT[0].read_text().splitlines() == ["ada@example.com"]
+
+
+async def test_the_research_teams_flow_replays_its_five_agents_three_of_them_concurrent(tmp_path: Path) -> None:
+    """examples/research_team.py, recorded: the planner, three researchers (agent steps of sub-flows
+    run in parallel) and the reviewer are each served their own recorded answers."""
+    from keel_devtools import configure, plugin
+    from keel_triggerflow import plugin as triggerflow_plugin
+
+    team = load("research_team.py")
+    recorder = configure(tmp_path / "team.db")
+    try:
+        async with keel.Runtime(make_host(plugin, triggerflow_plugin), keel.Stack()) as runtime:
+            runtime.use_model(ScriptedModel(team.answer))
+            execution = await team.team.start(None, runtime=runtime)
+            with anyio.fail_after(30):
+                async for event in execution.events():
+                    if event.kind == "execution.waiting":
+                        await execution.signal("publish_approval", {"approved": True})
+                        break
+                recorded = await execution.result()
+        assert recorder.flush()
+        recording = Recording.from_db(recorder.db, execution.id)
+    finally:
+        recorder.close()
+    agents = [r.header["runnable"] for r in recording.inner]
+    assert agents[0] == "planner" and agents[-1] == "reviewer"
+    assert sorted(agents[1:4]) == ["ecologist", "economist", "engineer"]
+    async with keel.Runtime(make_host(triggerflow_plugin), keel.Stack()) as runtime:
+        runtime.add(team.team)
+        with anyio.fail_after(60):
+            result = await replay(recording, runtime=runtime, timeout=30)
+    assert result.ok, result.divergence
+    # the same output; its idempotency key holds the flow's id, the replayed one's own
+    assert {**result.output, "key": None} == {**recorded, "key": None}

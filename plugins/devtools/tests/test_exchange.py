@@ -178,3 +178,38 @@ def test_events_written_by_any_json_writer_are_summarized_alike(tmp_path: Path) 
     summary = db.execution("exe_s")
     assert summary is not None
     assert (summary["runnable"], summary["status"], summary["error"]) == ("a", "failed", "E: no")
+
+
+def test_the_executions_run_inside_one_travel_in_its_file(tmp_path: Path) -> None:
+    """An agent a flow ran as a step (started under the step's span, in the flow's trace) is read,
+    exported and imported with the flow; another execution of the same trace is not."""
+    db = RecordingDB(tmp_path / "trace.db")
+    trace = "ab" * 16
+
+    def event(execution_id: str, seq: int, kind: str, span: str, parent: str | None, **payload: object) -> str:
+        return json.dumps({"id": f"{execution_id}.{seq}", "kind": kind, "time": seq / 10, "execution_id": execution_id,
+                           "seq": seq, "trace_id": trace, "span_id": span, "parent_span_id": parent,
+                           "source": "keel", "tenant": "default", "payload": payload})  # fmt: skip
+
+    db.ingest([
+        event("flow_1", 1, "execution.started", "f0", None, flow="triage", input="x"),
+        event("flow_1", 2, "flow.step.started", "f1", "f0", path="@0", step="classifier"),
+        event("exe_a", 1, "execution.started", "a0", "f1", agent="classifier", input="x"),
+        event("exe_a", 2, "execution.completed", "a0", "f1", output="bug"),
+        event("flow_1", 3, "flow.step.completed", "f1", "f0", path="@0", step="classifier"),
+        event("flow_1", 4, "execution.completed", "f0", None, output="bug"),
+        event("exe_other", 1, "execution.started", "o0", "elsewhere", agent="classifier", input="y"),
+    ])  # fmt: skip
+    file = export_execution(db, "flow_1", tmp_path)
+    lines = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+    assert lines[0]["version"] == 2 and [h["execution_id"] for h in lines[0]["inner"]] == ["exe_a"]
+    assert [e["execution_id"] for e in lines[1:]] == ["flow_1"] * 4 + ["exe_a"] * 2
+    read = read_execution(file)
+    assert [r.execution_id for r in read.inner] == ["exe_a"] and len(read.inner[0].events) == 2
+    other = RecordingDB(tmp_path / "other.db")
+    assert import_execution(other, file) == "flow_1"
+    assert sorted(r["id"] for r in other.page(None, limit=10)[0]) == ["exe_a", "flow_1"]
+    # an event of an execution the header does not list is still refused
+    file.write_text(file.read_text(encoding="utf-8") + event("exe_other", 1, "execution.started", "o0", None) + "\n")
+    with pytest.raises(RecordingError, match="nor to one inside it"):
+        read_execution(file)

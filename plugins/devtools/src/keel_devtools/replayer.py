@@ -9,6 +9,10 @@ and what today's code did.
 
 With ``live_model=True`` the model is asked again (tool results are still served from the
 recording, matched by action and arguments) and each answer is compared with the recorded one.
+
+The executions recorded inside the replayed one (the agents a flow ran as its steps) are served
+their own recorded answers and results, matched by place (:class:`~keel_devtools.replay_session.Router`),
+and compared step by step too: a divergence inside one names ``<the flow's step>/<its step>``.
 """
 
 from __future__ import annotations
@@ -22,10 +26,20 @@ from typing import Any
 import anyio
 
 import keel
+from keel.events import Subscription
 from keel.policy import ApprovalDecision, ApprovalRequest
 from keel_devtools.exchange import Recording
-from keel_devtools.redact import DEFAULT_SECRET_KEYS, mask_keys
-from keel_devtools.steps import StepPaths
+from keel_devtools.replay_session import (
+    ModelComparison,
+    ReplayDivergence,
+    ReplayError,
+    Router,
+    _first_difference,
+    _masked,
+    _Session,
+    _short,
+    _steps,
+)
 
 __all__ = [
     "ModelComparison",
@@ -59,259 +73,24 @@ _COMPARED = {
 _LIVE_SKIPPED = {"model.request", "model.tool_call", "model.response", "output.parsed", "output.retry"}
 
 
-class ReplayError(keel.KeelError):
-    """A replay that cannot start: the runnable is not registered, the recording is unusable."""
-
-    code = "devtools.replay_failed"
-
-
-class ReplayDivergence(keel.KeelError):
-    """Today's code did something else than the recording at ``step_path``.
-
-    :ivar step_path: where (``model-2``, ``flow/review``, ...).
-    :ivar expected: what the recording holds there.
-    :ivar got: what today's code did (``None``: nothing).
-    :ivar where: inside the step, which part differs (``messages[0].content``).
-    """
-
-    code = "devtools.replay_diverged"
-
-    def __init__(self, step_path: str, expected: Any, got: Any, *, where: str = "", source: str = ""):
-        self.step_path = step_path
-        self.expected = expected
-        self.got = got
-        self.where = where
-        self.source = source
-        at = f"{step_path} ({where})" if where else step_path
-        super().__init__(
-            f"replay{f' of {source}' if source else ''} diverged at {at}: expected {_short(expected)}, "
-            f"got {_short(got)}"
-        )
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
-
-
-def _first_difference(expected: Any, got: Any, where: str = "") -> tuple[str, Any, Any] | None:
-    """The first place two JSON values differ: (path, expected part, got part), or ``None``."""
-    if isinstance(expected, dict) and isinstance(got, dict):
-        for key in [*expected, *(k for k in got if k not in expected)]:
-            found = _first_difference(expected.get(key), got.get(key), f"{where}.{key}" if where else str(key))
-            if found:
-                return found
-        return None
-    if isinstance(expected, list) and isinstance(got, list):
-        for i in range(max(len(expected), len(got))):
-            a = expected[i] if i < len(expected) else None
-            b = got[i] if i < len(got) else None
-            found = _first_difference(a, b, f"{where}[{i}]")
-            if found:
-                return found
-        return None
-    return None if expected == got else (where, expected, got)
-
-
-def _masked(value: Any) -> Any:
-    return mask_keys(json.loads(json.dumps(value, default=str)), DEFAULT_SECRET_KEYS)
-
-
-# ------------------------------------------------------------------------------ the recording
-
-
-@dataclass
-class _ModelCall:
-    step: str
-    request: dict[str, Any] | None
-    deltas: list[str] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    finish_reason: str = "stop"
-    usage: dict[str, Any] | None = None
-    model: str | None = None
-    text: str = ""
-    used: bool = False
-
-
-@dataclass
-class _ActionResult:
-    action: str
-    arguments: Any
-    ok: bool
-    content: str = ""
-    error: dict[str, Any] = field(default_factory=dict)
-    approval: dict[str, Any] | None = None
-    used: bool = False
-
-
-def _steps(events: Iterable[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    paths = StepPaths()
-    return [(paths.path(e.get("execution_id"), e["kind"], e.get("payload") or {}), e) for e in events]
-
-
-class _Session:
-    """What a recording can serve: model answers and action results, each used at most once."""
-
-    def __init__(self, recording: Recording, live: bool):
-        self.recording = recording
-        self.live = live
-        self.divergence: ReplayDivergence | None = None
-        self.model_calls: list[_ModelCall] = []
-        self.results: list[_ActionResult] = []
-        self.native_schema = False
-        self.comparisons: list[ModelComparison] = []
-        self.tools: dict[str, dict[str, Any]] = {}  # name -> the tool schema the model was shown
-        self.draws: dict[str, list[Any]] = {}  # kind -> the values drawn, in order
-        self.answers: dict[str, list[Any]] = {}  # a flow's wait name -> the answers it got, in order
-        waits: dict[str, str] = {}  # interrupt id -> its name
-        by_span: dict[str, _ModelCall] = {}
-        by_call: dict[str, _ActionResult] = {}
-        for step, event in _steps(recording.events):
-            kind, payload, span = event["kind"], event.get("payload") or {}, event.get("span_id") or ""
-            if kind == "execution.started":
-                self.native_schema = bool(payload.get("native_schema"))
-            elif kind == "draw":
-                self.draws.setdefault(str(payload.get("kind")), []).append(payload.get("value"))
-            elif kind == "execution.waiting":
-                for wait in payload.get("interrupts") or []:
-                    if isinstance(wait, dict):
-                        waits[str(wait.get("id"))] = str(wait.get("name"))
-            elif kind == "flow.signal" and "value" in payload:
-                name = waits.get(str(payload.get("interrupt")), "")
-                self.answers.setdefault(name, []).append(payload["value"])
-            elif kind == "model.request":
-                request = payload.get("request")
-                for tool in (request or {}).get("tools") or []:
-                    self.tools.setdefault(tool.get("name"), tool)
-                call = by_span[span] = _ModelCall(step, request)
-                self.model_calls.append(call)
-            elif kind in ("model.delta", "model.tool_call", "model.response") and span in by_span:
-                call = by_span[span]
-                if kind == "model.delta":
-                    call.deltas.append(payload.get("text", ""))
-                elif kind == "model.tool_call":
-                    call.calls.append(
-                        {"id": payload.get("id"), "name": payload.get("name"), "arguments": payload.get("arguments")}
-                    )
-                else:
-                    call.finish_reason = payload.get("finish_reason") or "stop"
-                    call.usage = payload.get("usage")
-                    call.model = payload.get("model")
-                    call.text = payload.get("text") or "".join(call.deltas)
-            elif kind.startswith("action."):
-                call_id = str(payload.get("call_id"))
-                result = by_call.get(call_id)
-                if result is None:
-                    result = by_call[call_id] = _ActionResult(
-                        payload.get("action", ""), payload.get("arguments"), False
-                    )
-                    self.results.append(result)
-                if kind == "action.completed":
-                    result.ok, result.content = True, payload.get("content", payload.get("result", ""))
-                elif kind in ("action.failed", "action.denied"):
-                    result.ok, result.error = False, payload.get("error") or {}
-                    if kind == "action.denied":
-                        result.approval = {"approved": False, "by": "recording", "reason": str(result.error)}
-                elif kind == "action.approved":
-                    result.approval = {"approved": True, "by": payload.get("by") or "recording"}
-        self.actions = sorted({r.action for r in self.results if r.action})
-
-    def diverge(self, divergence: ReplayDivergence) -> ReplayDivergence:
-        if self.divergence is None:
-            self.divergence = divergence
-        return self.divergence
-
-    def answer_for(self, request: keel.ModelRequest) -> _ModelCall:
-        """The recorded answer to a request: the first unused recorded call with the same request."""
-        got = _masked(request.model_dump(mode="json"))
-        unused = [c for c in self.model_calls if not c.used]
-        for call in unused:
-            if call.request == got:
-                call.used = True
-                return call
-        if not unused:
-            raise self.diverge(ReplayDivergence("model", None, got.get("messages", got), source=self.recording.source))
-        first = unused[0]
-        found = _first_difference(first.request, got) or ("request", first.request, got)
-        raise self.diverge(
-            ReplayDivergence(first.step, found[1], found[2], where=found[0], source=self.recording.source)
-        )
-
-    def serve_draw(self, execution: Any, kind: str) -> Any:
-        """The next recorded clock reading, random number or id (``keel.draws``). Draws made by
-        an action are not made again (the action's result is served), so only code outside
-        actions asks here."""
-        recorded = self.draws.get(kind)
-        if not recorded:
-            raise self.diverge(
-                ReplayDivergence(f"draw/{kind}", None, f"a {kind} draw the recording does not hold",
-                                 source=self.recording.source)
-            )  # fmt: skip
-        return recorded.pop(0)
-
-    def answer(self, name: str) -> Any:
-        """The next recorded answer to a flow's wait named ``name``."""
-        recorded = self.answers.get(name)
-        if not recorded:
-            raise self.diverge(
-                ReplayDivergence(f"wait/{name}", None, f"a wait for {name!r} the recording never answered",
-                                 source=self.recording.source)
-            )  # fmt: skip
-        return recorded.pop(0)
-
-    def next_call(self) -> _ModelCall | None:
-        for call in self.model_calls:
-            if not call.used:
-                call.used = True
-                return call
-        return None
-
-    def result_for(self, action: str, arguments: dict[str, Any]) -> _ActionResult:
-        masked = _masked(arguments)
-        candidates = [r for r in self.results if r.action == action and not r.used]
-        for result in candidates:
-            if result.arguments is None or _masked(result.arguments) == masked:
-                result.used = True
-                return result
-        expected = candidates[0].arguments if candidates else None
-        raise self.diverge(
-            ReplayDivergence(
-                f"action/{action}", expected, masked, where="arguments" if candidates else "no recorded call",
-                source=self.recording.source,
-            )
-        )  # fmt: skip
-
-
 # -------------------------------------------------------------------------- serving the recording
-
-
-@dataclass
-class ModelComparison:
-    """A live model's answer beside the recorded one (``replay(..., live_model=True)``)."""
-
-    step: str
-    recorded: str
-    live: str
-
-    @property
-    def same(self) -> bool:
-        return self.recorded == self.live
 
 
 class _ReplayModel:
     """A model that serves the recorded answers (or asks a live model, and compares)."""
 
-    def __init__(self, session: _Session, live: keel.Model | None = None):
-        self._session = session
+    def __init__(self, router: Router, live: keel.Model | None = None):
+        self._router = router
         self._live = live
         self.name = "replay"
-        self.capabilities = keel.ModelCapabilities(streaming=True, tools=True, json_schema=session.native_schema)
+        native = any(s.native_schema for s in router.every)
+        self.capabilities = keel.ModelCapabilities(streaming=True, tools=True, json_schema=native)
         if live is not None:
             self.name = live.name
             self.capabilities = live.capabilities
 
     async def stream(self, request: keel.ModelRequest) -> AsyncIterator[Any]:
-        session = self._session
+        session = await self._router.session()
         if self._live is not None:
             recorded = session.next_call()
             parts: list[str] = []
@@ -320,7 +99,8 @@ class _ReplayModel:
                     parts.append(event.text)
                 yield event
             if recorded is not None:
-                session.comparisons.append(ModelComparison(recorded.step, recorded.text, "".join(parts)))
+                step = session.prefix + recorded.step
+                session.root.comparisons.append(ModelComparison(step, recorded.text, "".join(parts)))
             return
         call = session.answer_for(request)
         for piece in call.deltas:
@@ -340,9 +120,9 @@ class _RecordedFailure(Exception):
     """Raised by a replayed action whose recorded call failed, with the recorded message."""
 
 
-def _served(session: _Session, spec: keel.ActionSpec | None, name: str) -> keel.ActionSpec:
+def _served(router: Router, spec: keel.ActionSpec | None, name: str) -> keel.ActionSpec:
     async def handler(**arguments: Any) -> Any:
-        result = session.result_for(name, arguments)
+        result = (await router.session()).result_for(name, arguments)
         if result.ok:
             return result.content
         error = result.error or {}
@@ -358,7 +138,7 @@ def _served(session: _Session, spec: keel.ActionSpec | None, name: str) -> keel.
         return spec.model_copy(update={"handler": handler, "timeout": None})
     # an action today's runtime does not register (the application added it in code): shown to
     # the model as the recording shows it, served from the recording
-    shown = session.tools.get(name) or {}
+    shown = router.tool(name)
     return keel.ActionSpec(
         name=name,
         description=shown.get("description", ""),
@@ -368,11 +148,11 @@ def _served(session: _Session, spec: keel.ActionSpec | None, name: str) -> keel.
 
 
 class _ReplayApprover:
-    def __init__(self, session: _Session):
-        self._session = session
+    def __init__(self, router: Router):
+        self._router = router
 
     async def decide(self, request: ApprovalRequest) -> ApprovalDecision:
-        for result in self._session.results:
+        for result in (await self._router.session()).results:
             if result.action == request.action and result.approval is not None and not result.used:
                 return ApprovalDecision(**result.approval)
         return ApprovalDecision(approved=False, by="replay", reason="the recording holds no approval for this call")
@@ -457,48 +237,101 @@ async def replay(
     :param live_model: ask the runtime's model again instead of serving the recorded answers.
     """
     header = recording.header
-    if isinstance(runnable, str) or runnable is None:
-        name = runnable or header.get("runnable")
-        if not name:
-            raise ReplayError(f"{recording.source}: the recording names no runnable; pass runnable=")
-        try:
-            target = runtime.runnables.get(name)
-        except keel.NotFoundError as err:
-            raise ReplayError(
-                f"cannot replay {recording.execution_id}: {err}. Register it (the stack's runnables = [...] "
-                "or runtime.add(...)) or pass --runnable"
-            ) from err
-    else:
-        target = runnable
-    session = _Session(recording, live_model)
-    aliases = [None, *runtime.stack.config.models]
-    for alias in aliases:
+    target = _target(recording, runtime, runnable)
+    router = Router(recording, live_model)
+    _install(router, runtime, live_model)
+    session = router.top
+    output: Any = None
+    async with runtime.bus.subscribe(buffer=1_000_000) as followed:  # every event: where each execution runs
+        execution = await target.start(header.get("input"), runtime=runtime, tenant=header.get("tenant") or "default")
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as group:
+                group.start_soon(_answer_waits, execution, session)
+                group.start_soon(_follow, followed, router)
+                try:
+                    output = await execution.result()
+                except Exception:  # the replayed execution's own failure is compared like any outcome
+                    pass
+                group.cancel_scope.cancel()
+        for event in followed.drain():
+            router.seen(event)
+    replayed = [e async for e in _events_now(execution)]
+    events = [_masked(e.model_dump(mode="json")) for e in replayed]
+    as_recorded = [_as_recorded(e, execution.id, recording) for e in replayed]
+    divergence = (
+        session.divergence
+        or _compare_inner(router, live_model)
+        or compare(recording.events, as_recorded, live=live_model, source=recording.source)
+    )
+    return ReplayResult(
+        recording, execution.id, execution.status.value, output, divergence, session.comparisons, events
+    )
+
+
+def _target(recording: Recording, runtime: keel.Runtime, runnable: str | keel.Runnable | None) -> keel.Runnable:
+    if not (isinstance(runnable, str) or runnable is None):
+        return runnable
+    name = runnable or recording.header.get("runnable")
+    if not name:
+        raise ReplayError(f"{recording.source}: the recording names no runnable; pass runnable=")
+    try:
+        return runtime.runnables.get(name)
+    except keel.NotFoundError as err:
+        raise ReplayError(
+            f"cannot replay {recording.execution_id}: {err}. Register it (the stack's runnables = [...] "
+            "or runtime.add(...)) or pass --runnable"
+        ) from err
+
+
+def _install(router: Router, runtime: keel.Runtime, live_model: bool) -> None:
+    """Replace the runtime's models, the recorded actions, its approver and its draws by the recording's."""
+    for alias in [None, *runtime.stack.config.models]:
         live = runtime.model(alias) if live_model else None
-        runtime.use_model(_ReplayModel(session, live), alias)  # type: ignore[arg-type]
-    for name in session.actions:
+        runtime.use_model(_ReplayModel(router, live), alias)  # type: ignore[arg-type]
+    for name in router.actions:
         spec = runtime.actions.get(name) if name in runtime.actions else None
-        replacement = _served(session, spec, name)
+        replacement = _served(router, spec, name)
         if spec is None:
             runtime.actions.add(replacement, source="replay")
         else:
             runtime.actions.replace(replacement, runtime.actions.source(name))
-    runtime.approver = _ReplayApprover(session)
-    runtime.draw_source = session.serve_draw
-    execution = await target.start(header.get("input"), runtime=runtime, tenant=header.get("tenant") or "default")
-    output: Any = None
-    with anyio.move_on_after(timeout):
-        async with anyio.create_task_group() as group:
-            group.start_soon(_answer_waits, execution, session)
-            try:
-                output = await execution.result()
-            except Exception:  # the replayed execution's own failure is compared like any outcome
-                pass
-            group.cancel_scope.cancel()
-    events = [_masked(e.model_dump(mode="json")) async for e in _events_now(execution)]
-    divergence = session.divergence or compare(recording.events, events, live=live_model, source=recording.source)
-    return ReplayResult(
-        recording, execution.id, execution.status.value, output, divergence, session.comparisons, events
-    )
+    runtime.approver = _ReplayApprover(router)
+    runtime.draw_source = lambda execution, kind: router.session_of(execution.id).serve_draw(execution, kind)
+
+
+async def _follow(followed: Subscription, router: Router) -> None:
+    async for event in followed:
+        router.seen(event)
+
+
+def _as_recorded(event: keel.RuntimeEvent, execution_id: str, recording: Recording) -> Any:
+    """A replayed event's JSON form, masked as recorded, its execution's new id put back to the
+    recorded one wherever it shows (an idempotency key made of it, a flow's output that holds it)."""
+    text = json.dumps(_masked(event.model_dump(mode="json")), ensure_ascii=False)
+    return json.loads(text.replace(execution_id, recording.execution_id))
+
+
+def _compare_inner(router: Router, live: bool) -> ReplayDivergence | None:
+    """The first difference in the executions recorded inside the replayed one (in start order):
+    one that did not run again, one that did something else, or one the recording does not hold."""
+    source = router.top.recording.source
+    ran = {place: execution_id for execution_id, place in router.places.items() if place}
+    for place, session in router.sessions.items():
+        execution_id = ran.get(place)
+        runnable = session.recording.header.get("runnable")
+        if execution_id is None:
+            return ReplayDivergence(place.rstrip("/"), runnable, None, where="an execution recorded here",
+                                    source=source)  # fmt: skip
+        got = [_as_recorded(e, execution_id, session.recording) for e in router.events.get(execution_id, [])]
+        found = compare(session.recording.events, got, live=live)
+        if found is not None:
+            return ReplayDivergence(place + found.step_path, found.expected, found.got, where=found.where,
+                                    source=source)  # fmt: skip
+    for place in ran:
+        if place not in router.sessions:
+            return ReplayDivergence(place.rstrip("/"), None, "an execution the recording does not hold here",
+                                    source=source)  # fmt: skip
+    return None
 
 
 async def _answer_waits(execution: keel.Execution, session: _Session) -> None:

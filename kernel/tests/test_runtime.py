@@ -146,7 +146,7 @@ def test_a_registry_full_of_running_executions_is_not_scanned_on_every_add() -> 
 
 
 async def test_find_execution_refreshes_a_parked_copy_before_handing_it_out() -> None:
-    runtime = keel.Runtime(make_host(), keel.StackConfig())
+    runtime = keel.Runtime(make_host(), keel.Stack())
     parked, here = _Parked(1), _Parked(2, here=True)
     runtime.executions.add(parked)  # type: ignore[arg-type]
     runtime.executions.add(here)  # type: ignore[arg-type]

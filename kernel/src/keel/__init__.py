@@ -42,7 +42,14 @@ from keel.execution import EventLog, Execution, ExecutionRegistry, ExecutionStat
 from keel.hookspecs import hookimpl
 from keel.options import parse_options, validation_problems
 from keel.plugins import PluginHost, PluginInfo
-from keel.policy import ApprovalDecision, ApprovalRequest, Approver, CallbackApprover, ConsoleApprover
+from keel.policy import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Approver,
+    CallbackApprover,
+    ConsoleApprover,
+    load_approver,
+)
 from keel.refs import lazy_exports, load_ref
 from keel.runtime import Runtime
 from keel.stack import Stack, StackConfig, load_stack
@@ -226,6 +233,7 @@ __all__ = [
     "inline_observer",
     "invoke_action",
     "lazy_exports",
+    "load_approver",
     "load_ref",
     "load_stack",
     "continuing_trace",

@@ -92,8 +92,10 @@ def stack(state: CliState, as_json: bool) -> None:
 
     report = state.stack.check(state.host)
     governance = governance_rows(state.stack)
+    approver = _approver_row(state)
     if as_json:
-        click.echo(json.dumps({"layers": state.stack.name, "slots": report, "governance": governance}, indent=2))
+        shown = {"layers": state.stack.name, "slots": report, "approver": approver, "governance": governance}
+        click.echo(json.dumps(shown, indent=2))
         return
     click.echo(f"stack: {state.stack.name}")
     for row in report:
@@ -101,6 +103,11 @@ def stack(state: CliState, as_json: bool) -> None:
         click.echo(f"  {row['slot']:<9} {row['name']:<12} {row['status']:<9} from {row['source']}{plugin}")
         if (row["note"] and row["status"] != "ok") or row["source"] == "built-in fallback":
             click.echo(f"            {row['note']}")
+    if approver is None:
+        click.echo("  approver  none         actions that need approval are denied (fail closed)")
+    else:
+        click.echo(f"  approver  {approver['ref']:<12} {approver['status']:<9} from {approver['source']}")
+        click.echo(f"            {approver['note']}")
     click.echo("governance (budgets, timeouts, retries):" if governance else "governance: no [budgets], no [calls]")
     for row in governance:
         values = ", ".join(f"{k} = {v}" for k, v in row["values"].items())
@@ -144,6 +151,21 @@ def actions(state: CliState, as_json: bool, agent: str | None, start_lazy: bool)
     for row in rows:
         scope = row["scope"] if isinstance(row["scope"], str) else ", ".join(row["scope"])
         click.echo(f"{row['name']:<32} {row['risk']:<12} {scope:<16} {row['source']}")
+
+
+def _approver_row(state: CliState) -> dict[str, Any] | None:
+    """The stack's ``approver``: its ref, where it was set, and whether it loads (``None``: none named)."""
+    from keel.policy import load_approver
+
+    ref = state.stack.config.approver
+    if not ref:
+        return None
+    row = {"ref": ref, "source": state.stack.sources.get("approver", ""), "status": "ok", "note": ""}
+    try:
+        row["note"] = f"asked for actions that need approval: {type(load_approver(ref, what='approver')).__name__}"
+    except KeelError as err:
+        row.update(status="error", note=str(err))
+    return row
 
 
 def _named_stack_rows() -> list[dict[str, Any]]:

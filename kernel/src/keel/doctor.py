@@ -123,7 +123,7 @@ class DoctorContext:
     :ivar action_sources: where each action comes from (``plugin:<name>``, ``application``...).
     :ivar environments: the stack's ``[environments.<name>]`` tables, as declared.
     :ivar store: the store spec the stack resolves to, or ``None`` (``problems`` says why).
-    :ivar approver: the approver the runtime was given, or ``None``.
+    :ivar approver: the runtime's approver (given in code, or the stack's ``approver``), or ``None``.
     :ivar problems: registries that could not be read (a conflict), by family.
     :ivar runtime: the runtime read (``None`` when built by hand): its ``budgets`` and ``calls``.
     """

@@ -134,9 +134,16 @@ def check_permissions(context: DoctorContext) -> DoctorResult:
         return _result(
             "warn",
             [*gated, "no approver is configured: these calls are denied (fail closed) and can never run", *denied],
-            "give the runtime an approver (Runtime(approver=...)), or deny these actions outright",
+            'name an approver in the stack (approver = "module:attribute") or give the runtime one '
+            "(Runtime(approver=...)), or deny these actions outright",
         )
-    return _result("pass", gated + denied + ([f"approver: {type(context.approver).__name__}"] if gated else []))
+    return _result("pass", gated + denied + ([_approver_line(context)] if gated else []))
+
+
+def _approver_line(context: DoctorContext) -> str:
+    """Which approver is asked, and the stack's ``approver`` when it names one (code may override it)."""
+    ref = context.stack.config.approver
+    return f"approver: {type(context.approver).__name__}" + (f" (the stack names approver = {ref!r})" if ref else "")
 
 
 def _store_label(context: DoctorContext) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "ConsoleApprover",
     "ask",
     "check_approval_timeout",
+    "load_approver",
 ]
 
 
@@ -122,6 +123,44 @@ def check_approval_timeout(timeout: float | None) -> None:
         raise KeelError(
             f"approval_timeout must be a positive number of seconds, or None to wait without limit; got {timeout!r}"
         )
+
+
+def load_approver(ref: str, *, what: str = "approver", error: type[KeelError] = KeelError) -> Approver:
+    """The approver a ``"package.module:attribute"`` string names (the stack's ``approver = ...``).
+
+    The attribute may be an :class:`Approver` (an object with ``async def decide(request)``), a class
+    of one (made with no arguments), or a function ``(request) -> bool | ApprovalDecision`` (sync or
+    async, wrapped in a :class:`CallbackApprover`).
+
+    :param what: what the string is, for the message (``"the stack's approver"``).
+    :param error: the :class:`keel.KeelError` subclass to raise (``StackError`` for a stack's).
+    :raises KeelError: (``error``) the string cannot be loaded, the class cannot be made with no
+        arguments, or the attribute is none of the three; the message names the cause and the fix.
+    """
+    from keel.refs import load_ref
+
+    found: Any = load_ref(ref, what=what, error=error)
+    if isinstance(found, type):
+        try:
+            found = found()
+        except Exception as err:
+            raise error(
+                f"{what} {ref!r} is a class that could not be made with no arguments ({type(err).__name__}: {err}). "
+                "Fix: name an instance of it (a module-level object) instead of the class"
+            ) from err
+    if isinstance(found, Approver):
+        return found
+    if callable(found):
+        return CallbackApprover(found)
+    raise error(
+        f"{what} {ref!r} is not an approver: it names {_short(found)} ({type(found).__name__}). Fix: name an object with "
+        "'async def decide(request)', a class of one, or a function (request) -> bool"
+    )
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:60] + "..."
 
 
 def approver_name(approver: Approver | None) -> str | None:

@@ -30,7 +30,7 @@ from keel.errors import DriverNotFoundError, KeelError, NotFoundError, StackErro
 from keel.events import EventBus, RuntimeEvent
 from keel.execution import Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
 from keel.plugins import PluginHost, env_list
-from keel.policy import Approver
+from keel.policy import Approver, load_approver
 from keel.refs import load_ref
 from keel.stack import Stack, load_stack
 from keel.store import Store
@@ -60,12 +60,15 @@ class Runtime:
         shutdown_grace: float = 10.0,
     ):
         self.host = host or PluginHost()
-        #: who approves actions that policy says need approval; ``None`` = deny them (fail closed)
+        self.stack = stack or Stack()
+        if approver is None and self.stack.config.approver:  # code wins over the stack
+            approver = load_approver(self.stack.config.approver, what="the stack's approver", error=StackError)
+        #: who approves actions that policy says need approval: the one given here, else the stack's
+        #: ``approver = "module:attribute"``; ``None`` = deny them (fail closed)
         self.approver = approver
         #: ``source(execution, kind)`` serves the clock, random and id draws of executions
         #: (``keel.draws``) instead of drawing them: a replay sets it; ``None`` = draw for real
         self.draw_source: Callable[[Any, str], Any] | None = None
-        self.stack = stack or Stack()
         self.bus = EventBus(self.host.observers(self), buffer=buffer)
         self.runnables = RunnableRegistry()
         self.executions = ExecutionRegistry()

@@ -94,6 +94,11 @@ class StackConfig(BaseModel):
     actions: list[str] = Field(
         default_factory=list, description="'module:attribute' of actions (@keel.action) the application adds"
     )
+    approver: str | None = Field(
+        default=None,
+        description="'module:attribute' of the approver asked when policy says an action needs approval "
+        "(an Approver, a class of one, or a function); a runtime given one in code uses that instead",
+    )
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-plugin settings tables")
     budgets: BudgetsConfig | None = Field(default=None, description="[budgets]: limits per execution, runnable, tenant")
     calls: CallsConfig | None = Field(default=None, description="[calls]: timeouts and retries per runnable, action")

@@ -84,6 +84,30 @@ def assert_walked(output: str, approved_by: str) -> dict[str, object]:
     return dict(result)
 
 
+def doctor_from_the_command_line(state: Path) -> dict[str, str]:
+    """`keel doctor --json` on the stack the desk wrote, as its README runs it: every row's status."""
+    done = subprocess.run(
+        [sys.executable, "-m", "keel.cli", "--stack-file", str(state / "keel.toml"), "doctor", "--json"],
+        capture_output=True, text=True, cwd=state, env=clean_env(PYTHONPATH=str(DESK)), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout, done.stdout + done.stderr
+    rows = json.loads(done.stdout)["rows"]
+    statuses = {row["row"]: row["status"] for row in rows}
+    assert len(statuses) == 15 and set(statuses.values()) == {"pass"}, json.dumps(rows, indent=1)
+    return statuses
+
+
+def test_doctor_passes_every_row_on_the_desks_stack_from_the_command_line(tmp_path: Path) -> None:
+    # the stack alone (nothing started): the approver is the stack's, so the refund can be approved
+    sys.path.insert(0, str(DESK))
+    try:
+        from desk_service import stack_toml
+    finally:
+        sys.path.remove(str(DESK))
+    (tmp_path / "keel.toml").write_text(stack_toml(tmp_path), encoding="utf-8")
+    doctor_from_the_command_line(tmp_path)
+
+
 def test_the_desk_walks_a_ticket_with_its_approval_answered_from_the_page(
     tmp_path: Path, running: list[Running]
 ) -> None:
@@ -135,6 +159,7 @@ def test_the_desk_walks_a_ticket_with_its_approval_answered_from_the_page(
     ):
         assert f"eval {dataset} cases pass" in output, output
     assert "waiting for the page's answer" in output
+    doctor_from_the_command_line(tmp_path / "state")  # with the eval reports the walk saved
 
 
 def test_make_demo_walks_a_ticket_on_the_real_local_model(tmp_path: Path, running: list[Running]) -> None:

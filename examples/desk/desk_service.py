@@ -155,11 +155,12 @@ def scripted_answer(request: keel.ModelRequest) -> str:
 
 
 # -------------------------------------------------------------------------------------- actions
-_LEDGER: list[keel.Runtime] = []  # the runtime whose store keeps the refund ledger (bind_refunds)
+_LEDGER: list[keel.Runtime] = []  # the runtime whose store keeps the refund ledger and tickets (bind_refunds)
 
 
 def bind_refunds(runtime: keel.Runtime) -> None:
-    """Keep ``issue_refund``'s ledger in this runtime's store (the service calls it at start-up)."""
+    """Keep ``issue_refund``'s ledger in this runtime's store, and let the approver read the tickets
+    there (each process of the service calls it at start-up)."""
     _LEDGER[:] = [runtime]
 
 
@@ -185,19 +186,23 @@ def as_data(value: Any) -> Any:
 
 
 class DeskApprover:
-    """The runtime's approver (fail closed): ``issue_refund`` goes through only for the amount a
-    person approved on the ticket (recorded by the flow), or under the threshold by policy."""
-
-    def __init__(self, runtime: keel.Runtime):
-        self.runtime = runtime
+    """The desk's approver, named by the stack (``approver = "desk_service:approver"``), so every
+    process built from the stack asks it and ``keel doctor`` sees and probes it. Fail closed:
+    ``issue_refund`` goes through only for the amount a person approved on the ticket (recorded by
+    the flow), or under the threshold by policy; anything else, or a process that never called
+    :func:`bind_refunds`, is refused."""
 
     async def decide(self, request: Any) -> Any:
         from keel.policy import ApprovalDecision
 
         if request.action != "issue_refund":
             return ApprovalDecision(approved=False, by="desk", reason=f"no approval rule for {request.action}")
+        if not _LEDGER:
+            return ApprovalDecision(
+                approved=False, by="desk", reason="the desk's approver has no store: call bind_refunds(runtime)"
+            )
         args = request.arguments
-        record = await self.runtime.store().get(request.tenant, TICKETS, str(args.get("ticket")))
+        record = await _LEDGER[0].store().get(request.tenant, TICKETS, str(args.get("ticket")))
         answer = (record.value if record else {}).get("approval") or {}
         amount = float(args.get("amount_eur", 0))
         if amount <= REFUND_APPROVAL_EUR and answer.get("by") == "policy":
@@ -207,6 +212,9 @@ class DeskApprover:
                 approved=True, by=str(answer.get("by") or "a person"), reason="approved on the desk"
             )
         return ApprovalDecision(approved=False, by="desk", reason="no matching approval recorded for this refund")
+
+
+approver = DeskApprover()
 
 
 # -------------------------------------------------------------------------------- the flow parts
@@ -436,6 +444,7 @@ runner = "local"
 channels = ["sse", "webhook"]
 runnables = ["desk_service:desk", "desk_service:classifier"]
 actions = ["desk_service:issue_refund"]  # the refund; the MCP tools and run_python: [environments.*]
+approver = "desk_service:approver"      # asked before the irreversible refund; refuses anything else
 
 [store]
 driver = "sqlite"

@@ -29,7 +29,6 @@ import uvicorn
 from desk_service import (
     SLA_SECONDS,
     TICKETS,
-    DeskApprover,
     bind_refunds,
     scripted_answer,
     stack_toml,
@@ -208,8 +207,7 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
     runtime = keel.Runtime.from_stack(state / "keel.toml")
     if scripted:
         runtime.use_model(ScriptedModel(scripted_answer, chunks=6))
-    bind_refunds(runtime)  # issue_refund (the stack's actions entry) keeps its ledger in this store
-    runtime.approver = DeskApprover(runtime)
+    bind_refunds(runtime)  # issue_refund and the stack's approver (desk_service:approver) use this store
     # the worker sends tickets' product events through the stack's webhook channel, as the gateway does
     webhook = runtime.host.channels()["webhook"].spec.factory(runtime.stack.settings("gateway")["channels"]["webhook"])
     box: list[Desk] = []

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
 from keel import Runtime, load_stack
 from keel.testing import make_host
@@ -529,3 +530,34 @@ async def test_stream_items_reach_the_executions_readers_on_both_runners(tempora
         async with Runtime(make_host(triggerflow_plugin, temporal_plugin), on_temporal) as runtime:
             assert await streamed_on(runtime, flow, "to be or not") == on_local
         assert on_local[1][:4] == [{"token": w} for w in ("to", "be", "or", "not")] and on_local[0] == 4
+
+
+# ------------------------------------------------------------- pydantic outputs
+class Summary(BaseModel):
+    text: str
+    n: int
+
+
+async def summarize(ctx: Any) -> Summary:
+    return Summary(text=ctx.value, n=len(ctx.value.split()))
+
+
+async def test_a_pydantic_output_reaches_the_next_step_and_the_result_as_the_model_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    async def check(ctx: Any) -> Any:
+        assert isinstance(ctx.value, Summary), type(ctx.value)
+        return Summary(text=ctx.value.text.upper(), n=ctx.value.n)
+
+    flow = TriggerFlow("python-models")
+    flow.to(summarize).if_condition(lambda v: isinstance(v, Summary) and v.n > 1).to(check).end_condition()
+    flow.set_state("summary").emit("summed").to(lambda ctx: ctx.value)
+    flow.when("summed").to(check)
+    models = Registry()
+    models.add_chunk("summarize", summarize)
+    models.add_chunk("check", check)
+    data_flow = models.load({"name": "data-models", "steps": [{"to": "summarize"}, {"to": "check"}]})
+    for each in (flow, data_flow):
+        on_local, on_temporal = await both(temporal_address, tmp_path / each.name, each, "to be or not")
+        assert on_temporal == on_local
+        assert on_local[0] == {"text": "TO BE OR NOT", "n": 4}  # a result is data, as the history keeps it

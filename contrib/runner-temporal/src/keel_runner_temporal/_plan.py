@@ -30,6 +30,7 @@ REDUCE_ACTIVITY = "keel.reduce"
 PLAN_KINDS = (
     "step", "pause_for", "subflow", "if", "match", "batch", "for_each", "end", "set_state", "emit", "collect",
 )  # fmt: skip
+MODEL = "$keel_model"  # a pydantic output: {"$keel_model": "module:qualname", "v": its data}
 STOP: Any = object()  # a chain ends here (a collect that is not yet full), as the local engine's STOP
 #: a patch: event chains (``when``, ``emit``, ``collect``) and reducer functions; plans that have
 #: them were refused before it, so no history from before it reaches this code (the marker says when)
@@ -40,6 +41,13 @@ def thread_hash(*parts: object) -> str:
     """The id of an event-started chain, as TriggerFlow names it (``emit_thread``, ``join_thread``,
     ``collect_thread`` in ``keel_triggerflow.plan``): blake2b of the parts joined by ``|``."""
     return "t" + hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=6).hexdigest()
+
+
+def unwrapped(value: Any) -> Any:
+    """A pydantic output's data (what the local engine's state and comparisons see); else ``value``."""
+    if isinstance(value, dict) and MODEL in value and set(value) == {MODEL, "v"}:
+        return value["v"]
+    return value
 
 
 class Scope:
@@ -165,7 +173,7 @@ class PlanInterpreter:
             scope.result, scope.has_result = value, True
             return value
         if kind == "set_state":
-            await self._write(scope, [[str(node["key"]), value]], node["ref"])
+            await self._write(scope, [[str(node["key"]), unwrapped(value)]], node["ref"])
             return value
         if kind == "pause_for":
             payload = (
@@ -190,6 +198,7 @@ class PlanInterpreter:
                 for branch, out in zip(node["branches"], results, strict=True)
             }
         if kind == "for_each":
+            value = unwrapped(value)
             if not isinstance(value, (list, dict)):
                 raise TypeError(f"for_each needs a list or an object, got {type(value).__name__}")
             items = [list(pair) for pair in value.items()] if isinstance(value, dict) else list(value)

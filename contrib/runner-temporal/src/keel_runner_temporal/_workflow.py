@@ -24,7 +24,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
-from keel_runner_temporal._plan import EVENTS, STOP, PlanInterpreter, PlanScope
+from keel_runner_temporal._plan import EVENTS, STOP, PlanInterpreter, PlanScope, unwrapped
 from keel_runner_temporal._plan import Scope as _Scope
 
 WORKFLOW = "keel.flow"
@@ -178,7 +178,7 @@ class FlowWorkflow(PlanInterpreter):
                 scope.result, scope.has_result = value, True
                 return value
             if "set_state" in node:
-                scope.set(str(node["set_state"]), value)
+                scope.set(str(node["set_state"]), unwrapped(value))
                 return value
             if "pause_for" in node:
                 return await self._wait(node, key)
@@ -313,7 +313,7 @@ class FlowWorkflow(PlanInterpreter):
                 type="ValueByReference",
                 non_retryable=True,
             )
-        return value
+        return unwrapped(value)  # a pydantic output is looked into as its data
 
     # ----------------------------------------------------------------------------- steps
     async def _call(

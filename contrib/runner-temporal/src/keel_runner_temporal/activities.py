@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from keel import Runtime
@@ -291,13 +293,44 @@ def is_ref(value: Any) -> bool:
     return isinstance(value, dict) and REF in value and set(value) <= {REF, "size"}
 
 
-async def resolve(runtime: Runtime, tenant: str, value: Any) -> Any:
-    """A value passed by reference, read back from the stack's store (other values as they are)."""
+async def resolve(runtime: Runtime, tenant: str, value: Any, *, models: bool = True) -> Any:
+    """A value passed by reference, read back from the stack's store, with its pydantic outputs
+    revived (other values as they are); ``models=False``: as their data (an execution's result is
+    data on the local runner too)."""
     from keel_runner_temporal._workflow import REF
 
-    if not is_ref(value):
+    if is_ref(value):
+        value = json.loads(await runtime.store().get_blob(tenant, str(value[REF])))
+    return revived(value, models)
+
+
+def wrapped(model: str | None, data: Any) -> Any:
+    """A step's output as the workflow carries it: a pydantic model's data with its class's name
+    (``module:qualname``), so that the next step and the result get the model back, as on the
+    local runner; any other output as it is."""
+    from keel_runner_temporal._plan import MODEL
+
+    return data if model is None else {MODEL: model, "v": data}
+
+
+def revived(value: Any, models: bool = True) -> Any:
+    """``value`` with every pydantic output in it rebuilt from its data (``models=False``: left as
+    its data); a class this process has not imported leaves the data (no module is imported for a
+    name found in a value)."""
+    from keel_runner_temporal._plan import MODEL
+
+    if isinstance(value, list):
+        return [revived(v, models) for v in value]
+    if not isinstance(value, dict):
         return value
-    return json.loads(await runtime.store().get_blob(tenant, str(value[REF])))
+    if MODEL in value and set(value) == {MODEL, "v"}:
+        data = revived(value["v"], models)
+        module, _, qualname = str(value[MODEL]).partition(":")
+        target: Any = sys.modules.get(module) if models else None
+        for part in qualname.split(".") if models else ():
+            target = getattr(target, part, None)
+        return target.model_validate(data) if isinstance(target, type) and issubclass(target, BaseModel) else data
+    return {k: revived(v, models) for k, v in value.items()}
 
 
 async def spill(runtime: Runtime, tenant: str, value: Any, limit: int, where: str) -> Any:
@@ -377,7 +410,9 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             beating.cancel()
         streamed(call, ctx.streamed)
         where = f"step {call['path']} ({call['chunk']})"
-        value = await spill(runtime, tenant, to_jsonable_python(out), runner.options.inline_limit, where)
+        model = f"{type(out).__module__}:{type(out).__qualname__}" if isinstance(out, BaseModel) else None
+        data = wrapped(model, to_jsonable_python(out))
+        value = await spill(runtime, tenant, data, runner.options.inline_limit, where)
         if "state" not in call:
             return value  # a history from before chunks had state (see _STATE_IN_CHUNKS)
         return {"o": value, "s": sets}
@@ -399,7 +434,9 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             beating.cancel()
         streamed(call, outcome.stream)
         where = f"step {call['path']} ({call['chunk']})"
-        output = await spill(runtime, tenant, outcome.output, runner.options.inline_limit, where)
+        output = await spill(
+            runtime, tenant, wrapped(outcome.model, outcome.output), runner.options.inline_limit, where
+        )
         return {"o": output, "s": outcome.state_writes, "r": outcome.result, "e": outcome.emits}
 
     @activity.defn(name=DECIDE_ACTIVITY)
@@ -409,7 +446,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
 
     @activity.defn(name=PAYLOAD_ACTIVITY)
     async def pause_payload(call: dict[str, Any]) -> Any:
-        return to_jsonable_python(served(call["flow"]).pause_payload(call["ref"], call["value"]))
+        return to_jsonable_python(served(call["flow"]).pause_payload(call["ref"], revived(call["value"])))
 
     @activity.defn(name=REDUCE_ACTIVITY)
     async def reduce_state(call: dict[str, Any]) -> Any:

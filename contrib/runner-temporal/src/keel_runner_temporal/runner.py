@@ -375,7 +375,9 @@ class TemporalRunner:
         return None
 
     def _follow(self, handle: Any, flow: str, tenant: str, **seen: Any) -> TemporalExecution:
-        execution = TemporalExecution(handle, flow, tenant, resolve=lambda v: resolve(self.runtime, tenant, v), **seen)
+        execution = TemporalExecution(
+            handle, flow, tenant, resolve=lambda v: resolve(self.runtime, tenant, v, models=False), **seen
+        )
         execution.served_here = self.options.worker and flow in self.flows
         self.followed[execution.id] = execution
         self.runtime.task_group.start_soon(self._watch, execution)

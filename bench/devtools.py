@@ -79,7 +79,7 @@ async def block(host, n):
         for _ in range(n):
             execution = await agent.start(ARGS["prompt"], runtime=rt)
             await execution.result()
-            events += len(execution._events)
+            events += len([e async for e in execution.events()])
         return events
 
 def timed(host, n, recorder=None):

@@ -64,7 +64,7 @@ async def main() -> None:
             await greedy.result()
         except keel.BudgetExceeded as err:
             print(f"refused: {err.budget} limit {err.limit}, used {err.usage} ({err.scope})")
-        exceeded = [e.payload for e in greedy._events if e.kind == "budget.exceeded"]  # type: ignore[attr-defined]
+        exceeded = [e.payload async for e in greedy.events() if e.kind == "budget.exceeded"]
         assert exceeded and exceeded[0]["budget"] == "action_calls", exceeded
 
         for n in range(2):  # each takes two model requests: the tenant's day allows three

@@ -59,10 +59,11 @@ async def test_a_tool_result_goes_back_and_the_answer_is_validated(keel_runtime:
     assistant, tool = second.messages[-2:]
     assert assistant.tool_calls[0].name == "lookup_vendor"
     assert tool.role == "tool" and tool.tool_call_id == "c1" and json.loads(tool.content)["country"] == "NO"
-    kinds = [e.kind for e in execution._events]
+    events = [e async for e in execution.events()]
+    kinds = [e.kind for e in events]
     for kind in ("model.tool_call", "action.requested", "action.approved", "action.started", "action.completed"):
         assert kind in kinds
-    audit = next(e for e in execution._events if e.kind == "action.completed")
+    audit = next(e for e in events if e.kind == "action.completed")
     assert audit.execution_id == execution.id and audit.payload["caller"]["agent"] == "vendor"
 
 
@@ -74,7 +75,7 @@ async def test_an_irreversible_action_without_approver_is_denied_and_never_runs(
     assert deleted == []
     error = json.loads(model.requests[1].messages[-1].content)["error"]
     assert error["type"] == "denied" and "fail closed" in error["message"]
-    assert "action.denied" in [e.kind for e in execution._events]
+    assert "action.denied" in [e.kind async for e in execution.events()]
 
 
 async def test_the_runtime_approver_can_approve(keel_runtime: keel.Runtime) -> None:
@@ -140,7 +141,7 @@ async def test_events_carry_what_a_replay_needs(keel_runtime: keel.Runtime) -> N
     execution = await agent().start("Invoice from Nordlys AS", runtime=keel_runtime)
     data = await execution.get_data()
     by_kind: dict[str, list[keel.RuntimeEvent]] = {}
-    for event in execution._events:
+    async for event in execution.events():
         by_kind.setdefault(event.kind, []).append(event)
     assert by_kind["execution.started"][0].payload["input"] == "Invoice from Nordlys AS"
     first, second = (e.payload["request"] for e in by_kind["model.request"])
@@ -169,16 +170,18 @@ async def test_clock_random_and_id_draws_inside_an_execution_are_recorded(keel_r
         "go", runtime=keel_runtime
     )
     await execution.get_data()
-    drawn = [e.payload for e in execution._events if e.kind == "draw"]
+    events = [e async for e in execution.events()]
+    drawn = [e.payload for e in events if e.kind == "draw"]
     assert [d["kind"] for d in drawn] == ["clock", "random", "id"]
-    result = json.loads(next(e for e in execution._events if e.kind == "action.completed").payload["content"])
+    result = json.loads(next(e for e in events if e.kind == "action.completed").payload["content"])
     assert [result["at"], result["lot"], result["id"]] == [d["value"] for d in drawn]
     # a replay serves them instead
     keel_runtime.draw_source = lambda execution, kind: {"clock": 1.5, "random": 0.25, "id": "fixed"}[kind]
     keel_runtime.use_model(ScriptedModel([Reply(tool_calls=[call("stamp", label="y")]), FINAL]))
     again = await keel.Agent("stamper", "Stamp.", output=VENDOR, actions=["stamp"]).start("go", runtime=keel_runtime)
     await again.get_data()
-    served = json.loads(next(e for e in again._events if e.kind == "action.completed").payload["content"])
+    completed = [e async for e in again.events() if e.kind == "action.completed"]
+    served = json.loads(completed[0].payload["content"])
     assert (served["at"], served["lot"], served["id"]) == (1.5, 0.25, "fixed")
     # outside an execution, a draw is a plain one and records nothing
     assert isinstance(draws.now(), float) and len(draws.uuid()) == 32

@@ -48,8 +48,8 @@ async def refused(execution: keel.Execution) -> keel.BudgetExceeded:
     return caught.value
 
 
-def kinds(execution: Any) -> list[str]:
-    return [e.kind for e in execution._events]
+async def kinds(execution: keel.Execution) -> list[str]:
+    return [e.kind async for e in execution.events()]
 
 
 async def test_model_requests_stop_before_the_request_past_the_limit(keel_runtime: keel.Runtime) -> None:
@@ -60,8 +60,8 @@ async def test_model_requests_stop_before_the_request_past_the_limit(keel_runtim
     assert (error.budget, error.limit, error.usage) == ("model_requests", 1, 1)
     assert len(model.requests) == 1  # the second request was never sent
     assert ran == ["x"]  # the tool call of the first answer ran
-    assert kinds(execution).count("model.request") == 1
-    event = next(e for e in execution._events if e.kind == "budget.exceeded")
+    assert (await kinds(execution)).count("model.request") == 1
+    (event,) = [e async for e in execution.events() if e.kind == "budget.exceeded"]
     assert event.payload["budget"] == "model_requests" and event.payload["scope"] == "execution"
     assert "runtime.budgets.limit()" in str(error)
 
@@ -106,7 +106,7 @@ async def test_action_calls_stop_before_the_call_past_the_limit(keel_runtime: ke
     assert (error.budget, error.usage) == ("action_calls", 1)
     assert ran == ["x"]  # the second call never ran
     assert len(model.requests) == 2
-    denied = [e for e in execution._events if e.kind == "action.denied"]
+    denied = [e async for e in execution.events() if e.kind == "action.denied"]
     assert len(denied) == 1 and denied[0].payload["policy"] == "budget"
 
 

@@ -63,7 +63,7 @@ async def test_an_action_policy_retries_a_safe_action(keel_runtime: keel.Runtime
     execution = await keel_runtime.start(keel.Agent("a", "Help.", actions=["flaky"]), "go")
     assert await execution.result() == "done"
     assert attempts == ["x", "x", "x"] and tool_result(model) == {"result": "ok"}
-    retries = [e for e in execution._events if e.kind == "action.retry"]  # type: ignore[attr-defined]
+    retries = [e async for e in execution.events() if e.kind == "action.retry"]
     assert [e.payload["attempt"] for e in retries] == [1, 2]
 
 
@@ -79,7 +79,7 @@ async def test_a_write_without_an_idempotency_key_is_never_retried(keel_runtime:
     execution = await keel_runtime.start(keel.Agent("a", "Help.", actions=["charge"]), "go")
     await execution.result()
     assert attempts == ["5"] and tool_result(model)["error"]["type"] == "ConnectionError"
-    refused = [e for e in execution._events if e.kind == "action.retry_refused"]  # type: ignore[attr-defined]
+    refused = [e async for e in execution.events() if e.kind == "action.retry_refused"]
     assert len(refused) == 1 and "idempotency key" in refused[0].payload["reason"]
 
 

@@ -178,3 +178,34 @@ async def test_event_log_replays_then_follows_until_finished() -> None:
             log.append(3)  # the last item wakes the reader, which then ends
     assert seen == [1, 2, 3]
     assert [i async for i in log.follow(2, lambda: True)] == [3], "a late reader starts where it asks"
+
+
+async def test_event_log_replace_leaves_a_following_reader_on_its_items() -> None:
+    """An execution that coalesces its events once finished: a reader that started before goes
+    on over the full items; one that starts after reads the coalesced ones."""
+    import anyio
+
+    log: keel.EventLog[int] = keel.EventLog()
+    log.extend([1, 2, 3])
+    assert (len(log), log[0], log[-1], log[1:], list(log)) == (3, 1, 3, [2, 3], [1, 2, 3])
+    finished = False
+    early = log.follow(0, lambda: finished)
+    assert [await early.__anext__(), await early.__anext__()] == [1, 2]
+    log.replace([13])
+    finished = True
+    assert [i async for i in early] == [3], "the reader that started before keeps its items"
+    assert [i async for i in log.follow(0, lambda: True)] == [13] and list(log) == [13]
+
+    woken: list[int] = []
+
+    async def wait() -> None:
+        await log.changed()
+        woken.append(len(log))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            assert woken == [], "changed() waits for the next append"
+            log.extend([14, 15])
+    assert woken == [3]

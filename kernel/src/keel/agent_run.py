@@ -26,7 +26,7 @@ from keel.errors import (
     error_code,
 )
 from keel.events import RuntimeEvent, current_trace, new_span_id, new_trace_id
-from keel.execution import ExecutionStatus
+from keel.execution import EventLog, ExecutionStatus
 from keel.instant import InstantEvent, InstantParser, reset_event
 from keel.output import OutputContract
 from keel.types import ActionContext, Message, Model, ModelRequest, ToolCall, ToolSchema, Usage, new_id
@@ -85,9 +85,9 @@ class AgentExecution:
         self.messages: list[Message] = []
         self._tokens = [0, 0]  # input, output: summed over attempts
         self._status = ExecutionStatus.PENDING
-        self._events: list[RuntimeEvent] = []
-        self._instant: list[InstantEvent] = []
-        self._wake: anyio.Event | None = None
+        self._log: EventLog[RuntimeEvent] = EventLog()
+        self._instant: EventLog[InstantEvent] = EventLog()
+        self._append = self._log.append
         self._done = anyio.Event()
         self._data: Any = None
         self._error: BaseException | None = None
@@ -132,7 +132,7 @@ class AgentExecution:
 
     def instant(self, since: int = 0) -> AsyncIterator[InstantEvent]:
         """Instant events from position ``since``, live until the execution finishes."""
-        return self._follow(self._instant, since)
+        return self._instant.follow(since, self._finished)
 
     def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
         """RuntimeEvents with ``seq > since``, live until the execution finishes.
@@ -141,23 +141,15 @@ class AgentExecution:
         (one per model turn), so ``seq`` numbers may skip; every other event is kept as it was."""
         if self._status.finished:
             return self._finished_events(since)
-        return self._follow(self._events, since)
+        return self._log.follow(since, self._finished)  # seq = position while it runs
+
+    def _finished(self) -> bool:
+        return self._status.finished
 
     async def _finished_events(self, since: int) -> AsyncIterator[RuntimeEvent]:
-        events = self._events
-        for i in range(bisect.bisect_right([e.seq or 0 for e in events], since), len(events)):
+        events = self._log[:]  # coalesced, maybe: seq skips, so find since by seq
+        for i in range(bisect.bisect_right(events, since, key=lambda e: e.seq or 0), len(events)):
             yield events[i]
-
-    async def _follow(self, items: list[Any], since: int) -> AsyncIterator[Any]:
-        """Yield ``items`` from ``since`` on, then each new one as it is appended, until the end."""
-        i = max(since, 0)  # a position, not an index: a negative one reads from the start
-        while True:
-            while i < len(items):
-                yield items[i]
-                i += 1
-            if self._status.finished:
-                return
-            await self._changed()
 
     async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
         raise KeelError(
@@ -172,17 +164,6 @@ class AgentExecution:
         self._cancel_reason = reason
         self._scope.cancel()
         await self._done.wait()
-
-    async def _changed(self) -> None:
-        if self._wake is None:
-            self._wake = anyio.Event()
-        await self._wake.wait()
-
-    def _notify(self) -> None:
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            wake.set()
 
     # -------------------------------------------------------------------------------- events
 
@@ -208,9 +189,8 @@ class AgentExecution:
                 "payload": payload,
             }
         )
-        self._events.append(event)
+        self._append(event)
         self.runtime.publish(event)
-        self._notify()
         return event
 
     def _draw(self, kind: str, real: Callable[[], Any]) -> Any:
@@ -297,7 +277,8 @@ class AgentExecution:
             else ("warning" if status is ExecutionStatus.CANCELLED else "error")
         )
         self.emit(f"execution.{status.value}", payload, level=level)
-        if len(self._events) + len(self._instant) > _COMPACT_IN_THREAD:
+        self._instant.notify()  # its readers end too
+        if len(self._log) + len(self._instant) > _COMPACT_IN_THREAD:
             self._settling = True  # _run compacts in a worker thread, then sets _done
             return
         self._compact()
@@ -320,13 +301,13 @@ class AgentExecution:
         longer one (past ``_COMPACT_AFTER`` events) keeps one coalesced ``model.delta`` per model
         turn (its text cut at ``_DELTA_KEEP_CHARS``) and one instant event per string field and
         attempt. Readers already following hold the full lists and finish on them."""
-        if len(self._events) > _COMPACT_AFTER or len(self._instant) > _COMPACT_AFTER:
-            events, instant = _coalesce_deltas(self._events), _coalesce_instant(self._instant)
-            self._events, self._instant = events, instant
+        if len(self._log) > _COMPACT_AFTER or len(self._instant) > _COMPACT_AFTER:
+            self._log.replace(_coalesce_deltas(self._log[:]))
+            self._instant.replace(_coalesce_instant(self._instant[:]))
         # calibrated with tracemalloc (kernel/tests/test_adversarial.py checks it stays an upper
         # bound): ~1.3 kB a RuntimeEvent, ~160 bytes an instant event, plus the texts kept
-        size = 6_000 + 1_300 * len(self._events) + 160 * len(self._instant)
-        size += sum(len(e.payload.get("text", "")) for e in self._events if e.kind == "model.delta")
+        size = 6_000 + 1_300 * len(self._log) + 160 * len(self._instant)
+        size += sum(len(e.payload.get("text", "")) for e in self._log if e.kind == "model.delta")
         size += sum(len(a.get("text", "")) for a in self.attempts)
         size += sum(len(m.content or "") for m in self.messages[1:])  # the system prompt is the agent's
         size += sum(len(e.delta) for e in self._instant)
@@ -499,7 +480,6 @@ class AgentExecution:
             if found:
                 self._instant.extend(found)
                 self._attempt_has_instant = True
-                self._notify()
             await anyio.lowlevel.checkpoint()
 
     # --------------------------------------------------------------------------- the tool loop

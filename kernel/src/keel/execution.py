@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 import anyio
 
@@ -139,6 +139,7 @@ class EventLog(Generic[T]):
     What an :class:`Execution` needs for ``events(since)``: a reader that starts late replays
     from ``since``, then waits for each new item, and stops once the log has nothing more and
     ``finished()`` is true (call :meth:`notify` when an execution finishes without a last event).
+    Read the items themselves with ``len``, indexing (slices too) and iteration.
     """
 
     def __init__(self) -> None:
@@ -148,9 +149,34 @@ class EventLog(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items)
+
     def append(self, item: T) -> None:
         self._items.append(item)
-        self.notify()
+        if self._wake is not None:
+            self.notify()
+
+    def extend(self, items: Iterable[T]) -> None:
+        """Append every one of ``items``, waking the readers once."""
+        self._items.extend(items)
+        if self._wake is not None:
+            self.notify()
+
+    def replace(self, items: Iterable[T]) -> None:
+        """Put ``items`` in place of the log's (a finished execution keeping fewer, coalesced):
+        readers that start from now on read these; a reader already following goes on over the
+        items it started with. Wakes nobody."""
+        self._items = list(items)
 
     def notify(self) -> None:
         """Wake every waiting reader."""
@@ -158,17 +184,23 @@ class EventLog(Generic[T]):
             wake, self._wake = self._wake, None
             wake.set()
 
+    async def changed(self) -> None:
+        """Wait for the next :meth:`append`, :meth:`extend` or :meth:`notify`: for a reader that
+        waits for something else than the next item (a status), or takes what is new in batches."""
+        if self._wake is None:
+            self._wake = anyio.Event()
+        await self._wake.wait()
+
     async def follow(self, since: int, finished: Callable[[], bool]) -> AsyncIterator[T]:
+        items = self._items  # held: a replace() while this reader follows does not move it
         i = max(since, 0)  # a position, not an index: a negative one reads from the start
         while True:
-            while i < len(self._items):
-                yield self._items[i]
+            while i < len(items):
+                yield items[i]
                 i += 1
             if finished():
                 return
-            if self._wake is None:
-                self._wake = anyio.Event()
-            await self._wake.wait()
+            await self.changed()
 
 
 class RunnableRegistry:

@@ -29,7 +29,7 @@ async def main():
         runtime.use_model(scripted(tool_reply(), FINAL))
         execution = await invoice_agent().start("Invoice from Nordlys AS", runtime=runtime)
         await execution.result()
-        print(execution.id, len(execution._events), flush=True)
+        print(execution.id, len([e async for e in execution.events()]), flush=True)
 
 anyio.run(main)
 if {crash!r}:
@@ -91,7 +91,7 @@ async def test_a_dead_writer_process_is_replaced_by_a_thread_and_its_loss_counte
                 runtime.use_model(scripted(tool_reply(), FINAL))
                 execution = await invoice_agent().start("Invoice from Nordlys AS", runtime=runtime)
                 await execution.result()
-                ids.append((execution.id, len(execution._events)))  # type: ignore[attr-defined]
+                ids.append((execution.id, len([e async for e in execution.events()])))
             assert rec.flush()
         assert rec._channel.cpu is None  # the thread writer took over
         # the first execution was confirmed before the kill; the second batch hit the dead pipe

@@ -30,7 +30,7 @@ async def follow(script: list[str | Reply]) -> list[keel.ProductEvent]:
         with anyio.fail_after(10):
             async for _ in log.follow():
                 pass
-        return log.events
+        return [frame.event for frame in log.frames]
 
 
 async def test_an_agent_run_projects_to_product_events() -> None:
@@ -117,10 +117,10 @@ def test_a_restored_log_keeps_its_seqs_and_fills_what_was_not_kept() -> None:
 
     log = ProductLog("acme", "e")
     log.restore([event("task.started", 1), event("task.waiting", 4)])  # 2 and 3 were partials
-    assert [(e.seq, e.type) for e in log.events] == [
+    assert [(f.event.seq, f.event.type) for f in log.frames] == [
         (1, "task.started"), (2, "task.progress"), (3, "task.progress"), (4, "task.waiting"),
     ]  # fmt: skip
-    assert log.stored == 2 and log.frames[3].startswith(b"id: 4\n")
+    assert log.stored == 2 and log.frames[3].sse.startswith(b"id: 4\n") and len(log) == 4
     assert log.append(event("task.completed", 0)).seq == 5
 
 
@@ -137,10 +137,11 @@ async def test_a_hub_with_state_continues_a_kept_log_and_keeps_what_it_adds() ->
         with anyio.fail_after(10):
             async for _ in log.follow():
                 pass
-        seqs = [e.seq for e in log.events]
-        assert seqs == list(range(1, len(seqs) + 1)) and log.events[0].type == "task.progress"
+        events = [frame.event for frame in log.frames]
+        seqs = [e.seq for e in events]
+        assert seqs == list(range(1, len(seqs) + 1)) and events[0].type == "task.progress"
         stored = await state.product_events(execution.tenant, execution.id)
-        assert [e.seq for e in stored] == [e.seq for e in log.events if e.type != "task.partial"]
+        assert [e.seq for e in stored] == [e.seq for e in events if e.type != "task.partial"]
         assert stored[-1].type == "task.completed"
 
 

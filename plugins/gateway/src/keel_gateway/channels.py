@@ -320,8 +320,8 @@ class ChannelDispatcher:
         if resumed:
             await product.ready.wait()
             since = product.restored
-        async for i in product.follow(since):
-            event = product.events[i]
+        async for frame in product.follow(since):
+            event = frame.event
             try:
                 await channel.send(event)
                 self.delivered += 1

@@ -26,18 +26,28 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 from pydantic_core import to_jsonable_python
 
-from keel import ConflictError, Execution, ExecutionStatus, KeelError, ProductEvent, Progress, RuntimeEvent, error_code
+from keel import (
+    ConflictError,
+    EventLog,
+    Execution,
+    ExecutionStatus,
+    KeelError,
+    ProductEvent,
+    Progress,
+    RuntimeEvent,
+    error_code,
+)
 
 if TYPE_CHECKING:
     from keel import Runtime
     from keel_gateway.state import GatewayState
 
-__all__ = ["FAILURE_TEXT", "TERMINAL", "ProductHub", "ProductLog", "Projection", "jsonable"]
+__all__ = ["FAILURE_TEXT", "TERMINAL", "Frame", "ProductHub", "ProductLog", "Projection", "jsonable"]
 
 log = logging.getLogger("keel_gateway.product")
 
@@ -241,77 +251,70 @@ class Projection:
         return _event("task.partial", eid, data={"field": key, "delta": "", "value": snapshot, "complete": False})
 
 
+class Frame(NamedTuple):
+    """One product event, encoded once for every reader."""
+
+    event: ProductEvent
+    json: str  #: the event as JSON: a WebSocket message
+    sse: bytes  #: the event as an SSE frame (``id``, ``event``, ``data``)
+
+
 class ProductLog:
-    """One execution's product events, numbered from 1, each encoded once for every reader."""
+    """One execution's product events, numbered from 1, each encoded once for every reader: a
+    :class:`keel.EventLog` of :class:`Frame` (``frames``), finished when the execution is."""
 
     def __init__(self, tenant: str, execution_id: str):
         self.tenant = tenant
         self.execution_id = execution_id
-        self.events: list[ProductEvent] = []
-        self.json: list[str] = []
-        self.frames: list[bytes] = []
+        self.frames: EventLog[Frame] = EventLog()
         self.finished = False
         self.waiting_for: dict[str, Any] | None = None
         self.finished_at: float | None = None
-        self._wake: anyio.Event | None = None
         self.ready = anyio.Event()  # set once the events a previous process kept are restored
         self.stored = 0  # records in the store's product stream (the next append expects this)
         self.restored = 0  # events put back from the store (a previous process's)
         self.persisting = True  # False once another process writes the stream, or the store failed
 
+    def __len__(self) -> int:
+        return len(self.frames)
+
     def restore(self, events: list[ProductEvent]) -> None:
         """Put back the events kept in the store, with their seqs. A seq that was not kept (a
         ``task.partial``: agents' answers, which no restart continues) becomes a placeholder."""
         for event in sorted(events, key=lambda e: e.seq or 0):
-            while event.seq is not None and len(self.events) + 1 < event.seq:
+            while event.seq is not None and len(self.frames) + 1 < event.seq:
                 self.append(_event("task.progress", self.execution_id, message="(not kept)"))
             self.append(event)
         self.stored = len(events)
-        self.restored = len(self.events)
+        self.restored = len(self.frames)
 
     def append(self, event: ProductEvent) -> ProductEvent:
-        event.seq = len(self.events) + 1
+        event.seq = len(self.frames) + 1
         text = event.model_dump_json()
-        self.events.append(event)
-        self.json.append(text)
-        self.frames.append(f"id: {event.seq}\nevent: {event.type}\ndata: {text}\n\n".encode())
         if event.type == "task.waiting":
             self.waiting_for = event.waiting_for
         elif event.type != "task.partial":
             self.waiting_for = None
-        self._notify()
+        self.frames.append(Frame(event, text, f"id: {event.seq}\nevent: {event.type}\ndata: {text}\n\n".encode()))
         return event
 
     def close(self) -> None:
         self.finished = True
         self.finished_at = time.monotonic()
-        self._notify()
-
-    def _notify(self) -> None:
-        wake, self._wake = self._wake, None
-        if wake is not None:
-            wake.set()
+        self.frames.notify()
 
     def wake(self) -> None:
         """Wake every reader waiting in :meth:`changed` (to look at something else, e.g. a shutdown)."""
-        self._notify()
+        self.frames.notify()
 
     async def changed(self) -> None:
-        if self._wake is None:
-            self._wake = anyio.Event()
-        await self._wake.wait()
+        """Wait for the next event, :meth:`close` or :meth:`wake`."""
+        await self.frames.changed()
 
-    async def follow(self, since: int = 0, *, stop: Callable[[], bool] | None = None) -> AsyncIterator[int]:
-        """Indices (0-based) of events with ``seq > since``, live until the log is finished, or until
+    def follow(self, since: int = 0, *, stop: Callable[[], bool] | None = None) -> AsyncIterator[Frame]:
+        """The frames of the events with ``seq > since``, live until the log is finished, or until
         ``stop()`` says so once the events so far are out (checked on every :meth:`wake`)."""
-        i = max(0, since)
-        while True:
-            while i < len(self.events):
-                yield i
-                i += 1
-            if self.finished or (stop is not None and stop()):
-                return
-            await self.changed()
+        return self.frames.follow(since, lambda: self.finished or (stop is not None and stop()))
 
     async def settled(self) -> None:
         """Wait until the execution has finished or is waiting for a signal."""
@@ -320,7 +323,7 @@ class ProductLog:
 
     @property
     def last(self) -> ProductEvent | None:
-        return self.events[-1] if self.events else None
+        return self.frames[-1].event if self.frames else None
 
 
 class ProductHub:

@@ -226,9 +226,9 @@ async def _sse(gateway: Gateway, product: ProductLog, since: int) -> AsyncIterat
         while True:
             frames = product.frames
             if i < len(frames):
-                end = len(frames)
-                yield b"".join(frames[i:end])
-                i = end
+                batch = frames[i:]
+                yield b"".join([frame.sse for frame in batch])
+                i += len(batch)
                 continue
             if product.finished:
                 return

@@ -188,7 +188,7 @@ class Gateway:
             output=output,
             error=error,
             waiting_for=product.waiting_for if status is ExecutionStatus.WAITING else None,
-            last_seq=len(product.events),
+            last_seq=len(product),
             usage=await self.runtime.budgets.usage(execution.id, execution.tenant),
             links=Links(
                 self=base, events=f"{base}/events", ws=f"{base}/ws", signals=f"{base}/signals", cancel=f"{base}/cancel"

@@ -78,9 +78,9 @@ async def follow(gateway: Gateway, websocket: WebSocket, execution_id: str) -> N
         try:
             with gateway.following():
                 sent = since
-                async for i in product.follow(since, stop=lambda: gateway.draining):
-                    await send(product.json[i])
-                    sent = i + 1
+                async for frame in product.follow(since, stop=lambda: gateway.draining):
+                    await send(frame.json)
+                    sent += 1
                 if product.finished:
                     await websocket.close(code=1000)
                 else:  # shutting down: say so, then 1012 (service restart)

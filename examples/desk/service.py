@@ -74,7 +74,6 @@ class Desk:
     api_key: str = ""  # the gateway's API key ([settings.gateway.api_keys], key_env DESK_API_KEY)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     worker_log: list[str] = field(default_factory=list)
-    reminded: anyio.Event = field(default_factory=anyio.Event)
 
     @property
     def page(self) -> str:
@@ -87,14 +86,18 @@ class Desk:
         return {"Authorization": f"Bearer {self.api_key}"}
 
     async def tickets(self) -> list[dict[str, Any]]:
-        store = self.runtime.store()
-        keys = await store.list_keys("default", TICKETS)
-        found = [await store.get("default", TICKETS, key) for key in keys]
-        return sorted((f.value for f in found if f is not None), key=lambda t: t.get("opened_at", 0), reverse=True)
+        return await list_tickets(self.runtime.store())
 
     async def ticket(self, ticket_id: str) -> dict[str, Any] | None:
         found = await self.runtime.store().get("default", TICKETS, ticket_id)
         return found.value if found else None
+
+
+async def list_tickets(store: keel.Store) -> list[dict[str, Any]]:
+    """Every ticket's record in the store, newest first (what the page lists)."""
+    keys = await store.list_keys("default", TICKETS)
+    found = [await store.get("default", TICKETS, key) for key in keys]
+    return sorted((f.value for f in found if f is not None), key=lambda t: t.get("opened_at", 0), reverse=True)
 
 
 class Reminders(BaseModel):
@@ -103,15 +106,15 @@ class Reminders(BaseModel):
     reminded: list[str]
 
 
-def sla_reminder(desk_box: list[Desk], channel: Any) -> Any:
+def sla_reminder(runtime: keel.Runtime, channel: Any) -> Any:
     """The scheduled SLA check: each ticket waiting longer than SLA_SECONDS gets one reminder,
-    through the webhook channel (a chat message in production)."""
+    through the webhook channel (a chat message in production). It keeps nothing in memory: what it
+    reads and marks (``reminded``) is in the store, so any worker process can run it."""
 
     async def check(input: Any) -> Reminders:
-        desk = desk_box[0]
-        store = desk.runtime.store()
+        store = runtime.store()
         sent = []
-        for ticket in await desk.tickets():
+        for ticket in await list_tickets(store):
             waited = draw_now() - float(ticket.get("waiting_since") or 0)
             if ticket.get("status") != "waiting" or ticket.get("reminded") or waited < SLA_SECONDS:
                 continue
@@ -134,8 +137,6 @@ def sla_reminder(desk_box: list[Desk], channel: Any) -> Any:
                 except keel.ConflictError:
                     continue  # the flow moved on meanwhile; the next tick decides again
             sent.append(ticket["id"])
-        if sent:
-            desk.reminded.set()
         return Reminders(reminded=sent)
 
     return task(check, name="sla_reminder")
@@ -211,7 +212,7 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
     # the worker sends tickets' product events through the stack's webhook channel, as the gateway does
     webhook = runtime.host.channels()["webhook"].spec.factory(runtime.stack.settings("gateway")["channels"]["webhook"])
     box: list[Desk] = []
-    runtime.add(sla_reminder(box, webhook))
+    runtime.add(sla_reminder(runtime, webhook))
     gateway = create_app(runtime)  # [settings.gateway]: the page, the API key, the webhook channel
     _add_desk_routes(gateway, box)
     try:

@@ -85,7 +85,7 @@ async def walk(desk: Desk, *, answer: str = "auto", say: Callable[[str], None] =
             answered = True
             [interrupt] = event.payload["interrupts"]
             question = interrupt["payload"]["message"]
-            await _answer(desk, execution_id, question, answer, say)
+            await _answer(desk, ticket["id"], execution_id, question, answer, say)
         elif event.kind in ("execution.completed", "execution.failed", "execution.cancelled"):
             break
     outcome = await execution.result()
@@ -122,9 +122,12 @@ def _amount(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-async def _answer(desk: Desk, execution_id: str, question: str, how: str, say: Callable[[str], None]) -> None:
-    with anyio.fail_after(60):  # the scheduled SLA check notices the wait first (stage 9)
-        await desk.reminded.wait()
+async def _answer(
+    desk: Desk, ticket_id: str, execution_id: str, question: str, how: str, say: Callable[[str], None]
+) -> None:
+    with anyio.fail_after(60):  # the scheduled SLA check notices the wait first (stage 9); it marks the ticket
+        while not ((await desk.ticket(ticket_id)) or {}).get("reminded"):
+            await anyio.sleep(0.05)
     say("stage 9    the scheduled SLA check sent a reminder through the webhook channel")
     if how == "auto":
         say(f"stage 6    {question} -> approved by this script through the page's HTTP route (no one is at a terminal)")

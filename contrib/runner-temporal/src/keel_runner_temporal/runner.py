@@ -71,6 +71,12 @@ class TemporalRunnerOptions(BaseModel):
         description="chunks (by name; a Python flow's steps by step name) that run as local activities: cheap, "
         "pure ones, run by the worker that runs the workflow task, with no task-queue round trip",
     )
+    max_concurrent_chunks: int | None = Field(
+        None,
+        ge=1,
+        description="chunk attempts one worker runs at once (temporalio's max_concurrent_activities; default 100): "
+        "more wait in the task queue for a worker with room, so workers on one queue share the load",
+    )
     continue_after: int | None = Field(
         None,
         ge=1,
@@ -143,6 +149,7 @@ class TemporalRunner:
             workflows=[FlowWorkflow],
             activities=activities(self),
             workflow_runner=workflow_runner,
+            max_concurrent_activities=self.options.max_concurrent_chunks,  # None: temporalio's default
         )
         # its own asyncio task (temporalio is asyncio-only): a cancelled runtime asks it to shut down
         # and waits for that, instead of cancelling it halfway through its own shutdown

@@ -1,5 +1,9 @@
 """``TemporalExecution``: a flow execution Temporal runs, seen through :class:`keel.Execution`,
-from the process that started it or from any other (``runner.find``)."""
+from the process that started it or from any other (``runner.find``).
+
+Its RuntimeEvents (started, waiting, stream items, the end) are also published on the bus of the
+runtime that follows it (``publish``), as a local execution's are: ``keel_on_runtime_event``
+observers (DevTools' recorder, keel-otel) see a Temporal execution like any other."""
 
 from __future__ import annotations
 
@@ -36,7 +40,12 @@ class TemporalExecution:
         status: ExecutionStatus = ExecutionStatus.RUNNING,
         waiting: list[dict[str, Any]] | None = None,
         resolve: Callable[[Any], Awaitable[Any]] | None = None,
+        publish: Callable[[RuntimeEvent], Any] | None = None,
+        started: dict[str, Any] | None = None,
     ):
+        """:param publish: where each event goes besides :meth:`events` (the runtime's bus).
+        :param started: more of the ``execution.started`` payload (the ``input``, when this
+            process started it; ``followed: true`` when it only follows one started elsewhere)."""
         self.id: str = handle.id
         self.flow = flow
         self.tenant = tenant
@@ -50,7 +59,8 @@ class TemporalExecution:
         self._error: BaseException | None = None
         self._cancel_reason: str | None = None
         self._sent: dict[str, dict[str, Any]] = {}  # request id -> the signal this object delivered
-        self._event("execution.started", {"flow": flow, "runner": "temporal"})
+        self._publish = publish
+        self._event("execution.started", {"flow": flow, "runner": "temporal", **(started or {})})
         for interrupt in waiting or ():  # found waiting: what a follower of the live execution saw last
             self._now_waiting(interrupt)
 
@@ -59,16 +69,13 @@ class TemporalExecution:
         return self._status
 
     def _event(self, kind: str, payload: dict[str, Any]) -> None:
-        self._log.append(
-            RuntimeEvent(
-                kind=kind,
-                execution_id=self.id,
-                seq=len(self._log) + 1,
-                tenant=self.tenant,
-                source="temporal",
-                payload=payload,
-            )
-        )
+        event = RuntimeEvent(
+            kind=kind, execution_id=self.id, seq=len(self._log) + 1, tenant=self.tenant, source="temporal",
+            payload=payload,
+        )  # fmt: skip
+        self._log.append(event)
+        if self._publish is not None:
+            self._publish(event)  # never blocks: a full bus drops and counts
 
     async def _watch(self) -> None:
         from temporalio.client import WorkflowFailureError
@@ -78,7 +85,7 @@ class TemporalExecution:
             result = await self._handle.result()
             self._result = result if self._resolve is None else await self._resolve(result)
             self._status = ExecutionStatus.COMPLETED
-            self._event("execution.completed", {})
+            self._event("execution.completed", {"output": to_jsonable_python(self._result, fallback=repr)})
         except WorkflowFailureError as err:
             cause: Any = err.cause
             while getattr(cause, "cause", None) is not None:

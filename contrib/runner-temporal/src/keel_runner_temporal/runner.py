@@ -198,7 +198,7 @@ class TemporalRunner:
                 f"execution {execution_id!r} already exists on Temporal (the workflow id is the execution id); "
                 "follow it with runner.resume(flow, execution_id), or start with another id"
             ) from None
-        return self._follow(handle, flow.name, tenant)
+        return self._follow(handle, flow.name, tenant, started={"input": job["input"]})
 
     async def schedule(
         self,
@@ -274,7 +274,7 @@ class TemporalRunner:
             raise TemporalRunnerError(f"the temporal runner's resume does not take {', '.join(sorted(options))}")
         await self.serve([flow])
         client = await self.client()
-        return self._follow(client.get_workflow_handle(execution_id), flow.name, tenant)
+        return self._follow(client.get_workflow_handle(execution_id), flow.name, tenant, started={"followed": True})
 
     async def recover(
         self,
@@ -325,7 +325,7 @@ class TemporalRunner:
         status = _STATUS.get(described.status.name if described.status else "RUNNING", ExecutionStatus.FAILED)
         waiting = memo.get(WAITING_MEMO) if status is ExecutionStatus.RUNNING else None
         waiting = [waiting] if isinstance(waiting, dict) else waiting  # one wait, as memos before lists had it
-        return self._follow(handle, name, tenant, status=status, waiting=waiting)
+        return self._follow(handle, name, tenant, status=status, waiting=waiting, started={"followed": True})
 
     async def list_executions(self, tenant: str = "default") -> list[dict[str, Any]]:
         """This stack's executions of ``tenant`` on Temporal (its task queue), oldest first, as
@@ -382,9 +382,13 @@ class TemporalRunner:
         return None
 
     def _follow(self, handle: Any, flow: str, tenant: str, **seen: Any) -> TemporalExecution:
+        # its events go to this runtime's bus too (DevTools, keel-otel), unless it had ended before it
+        # was found here: the process that followed it then has published them already
+        running = seen.get("status", ExecutionStatus.RUNNING) is ExecutionStatus.RUNNING
         execution = TemporalExecution(
-            handle, flow, tenant, resolve=lambda v: resolve(self.runtime, tenant, v, models=False), **seen
-        )
+            handle, flow, tenant, resolve=lambda v: resolve(self.runtime, tenant, v, models=False),
+            publish=self.runtime.publish if running else None, **seen,
+        )  # fmt: skip
         execution.served_here = self.options.worker and flow in self.flows
         self.followed[execution.id] = execution
         self.runtime.task_group.start_soon(self._watch, execution)

@@ -1,0 +1,107 @@
+"""DevTools records a TriggerFlow execution that Temporal runs, as it records a local one.
+
+A real Temporal dev server (the suite starts it; never mocked). The flow's events reach the
+recorder through the bus of the runtime that started and follows the execution (the
+``keel_on_runtime_event`` observers), the agent its step ran through the worker's runtime (here
+the same process), each an execution of its own in the recording.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import keel
+from keel import Runtime, load_stack
+from keel.testing import ScriptedModel, make_host
+from keel_devtools import ExecutionFilter, RecordingDB, configure
+from keel_devtools import plugin as devtools_plugin
+from keel_runner_temporal import DevServer, TemporalExecution
+from keel_runner_temporal import plugin as temporal_plugin
+from keel_triggerflow import TriggerFlow
+from keel_triggerflow import plugin as triggerflow_plugin
+from keel_triggerflow.runners import get_runner
+
+
+@pytest.fixture(scope="module")
+def temporal_address() -> Iterator[str]:
+    with DevServer(start_timeout=90) as address:
+        yield address
+
+
+classifier = keel.Agent("classifier", "Classify the ticket.", output={"kind": str})
+
+
+async def verdict(ctx: Any) -> dict[str, Any]:
+    return {"approved": ctx.value["ok"], "by": ctx.execution_id}
+
+
+def refund_flow() -> TriggerFlow:
+    flow = TriggerFlow("refund-on-temporal")
+    flow.to(classifier).to(lambda ctx: dict(ctx.value)["kind"])  # the answer, as its model or its data
+    flow.pause_for("approve", lambda kind: {"kind": kind}).to(verdict)
+    return flow
+
+
+async def followed_elsewhere(address: str, queue: str, execution_id: str) -> list[tuple[str, Any]]:
+    """What a runtime that only follows the execution (no worker) publishes when it finds it waiting."""
+    from keel_runner_temporal import TemporalRunner
+
+    async with Runtime(make_host()) as other, other.bus.subscribe() as seen:
+        runner = TemporalRunner(other, {"address": address, "task_queue": f"dt-{queue}", "worker": False})
+        found = await runner.find(execution_id, "default")
+        assert found is not None and found.status is keel.ExecutionStatus.WAITING
+        return [(e.kind, e.payload.get("followed")) for e in seen.drain()]
+
+
+async def test_a_temporal_execution_is_recorded_like_a_local_one(temporal_address: str, tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text(
+        f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "dt-{tmp_path.name}"\n'
+    )
+    recorder = configure(tmp_path / "devtools.db")
+    try:
+        host = make_host(devtools_plugin, triggerflow_plugin, temporal_plugin)
+        async with Runtime(host, load_stack(tmp_path / "keel.toml")) as runtime:
+            runtime.use_model(ScriptedModel([json.dumps({"kind": "refund"})]))
+            execution = await refund_flow().start({"ticket": "T-1"}, runtime=runtime)
+            assert isinstance(execution, TemporalExecution)
+            with anyio.fail_after(60):
+                async for event in execution.events():
+                    if event.kind == "execution.waiting":
+                        break
+                assert await followed_elsewhere(temporal_address, tmp_path.name, execution.id) == [
+                    ("execution.started", True), ("execution.waiting", None),
+                ]  # fmt: skip
+                await execution.signal("approve", {"ok": True})
+                result = await execution.result()
+        assert result == {"approved": True, "by": execution.id}
+        assert recorder.flush()
+    finally:
+        recorder.close()
+    db = RecordingDB(tmp_path / "devtools.db")
+    summary = db.execution(execution.id)
+    assert summary is not None
+    assert (summary["kind"], summary["runnable"], summary["status"]) == ("flow", "refund-on-temporal", "completed")
+    assert summary["input"] == {"ticket": "T-1"} and summary["output"] == result
+    kinds = [row["kind"] for row in db.events(execution.id)]
+    assert kinds == ["execution.started", "execution.waiting", "execution.completed"]
+    waiting = next(row for row in db.events(execution.id) if row["kind"] == "execution.waiting")
+    assert waiting["step"] == "execution" and waiting["event"]["payload"]["interrupts"][0]["name"] == "approve"
+    # the agent the step ran, in the worker's runtime: recorded with its model answer
+    [agent] = db.page(ExecutionFilter(runnable="classifier"), limit=10)[0]
+    assert agent["status"] == "completed" and agent["output"] == {"kind": "refund"}
+    assert "model.response" in [row["kind"] for row in db.events(agent["id"])]
+
+    # a runtime that finds it after its end publishes nothing of it (the one that followed it did)
+    other = Runtime(make_host(triggerflow_plugin, temporal_plugin), load_stack(tmp_path / "keel.toml"))
+    async with other, other.bus.subscribe() as seen:
+        found = await get_runner(other).find(execution.id, "default")
+        assert found is not None and found.status is keel.ExecutionStatus.COMPLETED
+        with anyio.fail_after(30):
+            assert await found.result() == result
+        assert seen.drain() == []

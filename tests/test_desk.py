@@ -77,9 +77,11 @@ def assert_walked(output: str, approved_by: str) -> dict[str, object]:
     assert "intake: 202" in output and "again: 200, the same job" in output  # one delivery, one job
     assert "the scheduled SLA check sent a reminder" in output
     assert "task.waiting" in output and "task.completed" in output  # through the signed webhook channel
-    assert "no divergence" in output and ", 0 fail" in output
-    for row in ("streaming-boundary", "long-workflow", "multi-role", "interaction-layer"):  # issue 22's rows
-        assert f" warn {row}:" not in output and f" fail {row}:" not in output, output
+    assert "no divergence" in output
+    # doctor on the live runtime: every row passes but `proactive`, which warns truly while the desk's
+    # worker runs in the gateway's process (its flows' events do not yet reach another process)
+    assert "doctor     14 pass, 1 warn, 0 fail" in output, output
+    assert " warn proactive: [\"a scheduler worker runs in the gateway's process" in output, output
     assert "action_calls 4/8" in output  # the ticket's budgets: kb lookup, kb search, policy script, refund
     return dict(result)
 

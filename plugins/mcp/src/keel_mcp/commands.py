@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import click
 
@@ -120,15 +118,9 @@ def serve_cmd(
 
 
 def load_approver(ref: str) -> keel.Approver:
-    """``module:attr`` naming an :class:`keel.Approver` (or a class of one) or a callback."""
+    """``module:attr`` naming an :class:`keel.Approver` (or a class of one) or a callback: loaded as
+    the stack's ``approver`` is (:func:`keel.load_approver`), a bad one a usage error of ``--approver``."""
     try:
-        obj: Any = keel.load_ref(ref)
+        return keel.load_approver(ref, what="--approver")
     except keel.KeelError as err:
         raise click.BadParameter(str(err), param_hint="--approver") from err
-    if isinstance(obj, type):
-        obj = obj()
-    if isinstance(obj, keel.Approver):
-        return obj
-    if callable(obj):
-        return keel.CallbackApprover(obj)
-    raise click.BadParameter(f"{ref!r} is neither an Approver nor a function", param_hint="--approver")

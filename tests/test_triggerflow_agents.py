@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ class Outline(BaseModel):
     points: list[str]
 
 
-def sqlite_runtime(folder: Path, model: ScriptedModel) -> Runtime:
-    (folder / "keel.toml").write_text(f'[store]\ndriver = "sqlite"\npath = "{folder / "keel.db"}"\n')
+def sqlite_runtime(folder: Path, model: ScriptedModel, runner: str = "") -> Runtime:
+    stack = f'[store]\ndriver = "sqlite"\npath = "{folder / "keel.db"}"\n'
+    (folder / "keel.toml").write_text(stack + (f'[runner]\ndriver = "local"\n{runner}\n' if runner else ""))
     runtime = Runtime(make_host(sqlite_plugin, triggerflow_plugin), load_stack(folder / "keel.toml"))
     runtime.use_model(model)
     return runtime
@@ -67,9 +69,14 @@ async def test_an_agent_is_a_chunk_and_is_not_asked_again_on_resume(tmp_path: Pa
     assert second_model.requests == []
 
 
+def two_hours_later() -> float:
+    """The clock of the second runtime below (``[runner] clock``): no test waits for a deadline."""
+    return time.time() + 7200
+
+
 async def test_runner_recovers_unfinished_executions_on_start(tmp_path: Path) -> None:
     flow = TriggerFlow("recoverable")
-    flow.to(lambda ctx: ctx.value + 1).pause_for("go", timeout=0.05, on_timeout="continue", default="late").to(
+    flow.to(lambda ctx: ctx.value + 1).pause_for("go", timeout=3600, on_timeout="continue", default="late").to(
         lambda ctx: ctx.value
     )
     async with sqlite_runtime(tmp_path, ScriptedModel([])) as runtime:
@@ -78,11 +85,14 @@ async def test_runner_recovers_unfinished_executions_on_start(tmp_path: Path) ->
             execution = flow.create_execution(runtime)
             assert (await execution.run(i)).status == "waiting"
             ids.append(execution.id)
-    await anyio.sleep(0.1)
-    async with sqlite_runtime(tmp_path, ScriptedModel([])) as runtime:
-        recovered = await get_runner(runtime).recover([flow])
-        assert sorted(e.id for e in recovered) == sorted(ids)
-        assert [await e.result() for e in recovered] == ["late"] * 3
+        assert await get_runner(runtime).recover([flow]) == [], "an hour to go: nothing is due yet"
+    # the deadlines pass while no process runs the flow: on the clock the stack names, not by sleeping
+    later = f'clock = "{__name__}:two_hours_later"'
+    async with sqlite_runtime(tmp_path, ScriptedModel([]), runner=later) as runtime:
+        with anyio.fail_after(30):
+            recovered = await get_runner(runtime).recover([flow])
+            assert sorted(e.id for e in recovered) == sorted(ids)
+            assert [await e.result() for e in recovered] == ["late"] * 3
 
 
 def test_research_team_example_runs_offline(tmp_path: Path) -> None:

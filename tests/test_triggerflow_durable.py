@@ -200,11 +200,21 @@ flow.to(draft).to(gate).to(publish)
 """
 
 
+SKEWED_CLOCK = """
+import time
+from pathlib import Path
+
+def now():
+    skew = Path(__file__).with_name("skew")  # seconds the test moved this clock on
+    return time.time() + (float(skew.read_text()) if skew.exists() else 0.0)
+"""
+
+
 def _keel(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).parent / "keel"), "flow", *args, "--json"],
         cwd=folder,
-        env=_env(),
+        env={**_env(), "PYTHONPATH": str(folder)},  # the stack's own modules (its clock), as a user installs them
         capture_output=True,
         text=True,
         timeout=120,
@@ -216,12 +226,13 @@ def _keel(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     [
         ('{"approved": true}', "None", "completed", {"published": True}),
         ('{"approved": false}', "None", "completed", {"published": False}),
-        (None, "0.2", "failed", None),
+        (None, "3600", "failed", None),
     ],
     ids=["approve", "reject", "timeout"],
 )
 def test_approval_across_processes(tmp_path: Path, answer: str | None, timeout: str, status: str, result: Any) -> None:
-    (tmp_path / "keel.toml").write_text('store = "sqlite"\n')
+    (tmp_path / "keel.toml").write_text('store = "sqlite"\n[runner]\ndriver = "local"\nclock = "skewed:now"\n')
+    (tmp_path / "skewed.py").write_text(SKEWED_CLOCK)
     (tmp_path / "approve.py").write_text(APPROVAL_FLOW.replace("TIMEOUT", timeout))
     started = _keel(tmp_path, "run", "approve.py", "--input", '{"topic": "tides"}')
     assert started.returncode == 0, started.stderr
@@ -233,7 +244,8 @@ def test_approval_across_processes(tmp_path: Path, answer: str | None, timeout: 
     listed = json.loads(_keel(tmp_path, "ls").stdout)
     assert [row["status"] for row in listed if row["id"] == execution_id] == ["waiting"]
     if answer is None:
-        time.sleep(0.3)  # the deadline passes while no process runs the flow
+        # the hour passes while no process runs the flow: on the clock the stack names, not by sleeping
+        (tmp_path / "skew").write_text("7200")
         done = _keel(tmp_path, "resume", execution_id)
     else:
         done = _keel(tmp_path, "signal", execution_id, "approval", answer, "--request-id", "r1")

@@ -179,6 +179,36 @@ def test_runner_retention_comes_from_the_stack_and_a_typo_is_an_error(tmp_path: 
         LocalRunner(Runtime(make_host(plugin)), {"retention": "soon"})
 
 
+def an_hour_on() -> float:
+    """A clock an hour ahead, named by the stack below."""
+    import time
+
+    return time.time() + 3600
+
+
+async def test_runner_clock_comes_from_the_stack_and_a_bad_one_is_an_error(tmp_path: Path) -> None:
+    """A wait's deadline is set on the stack's clock (default ``time.time``)."""
+    import time
+
+    from keel import load_stack
+    from keel_triggerflow import TriggerFlow
+
+    flow = TriggerFlow("minute")
+    flow.to(lambda ctx: ctx.value).pause_for("go", timeout=60)
+    (tmp_path / "keel.toml").write_text(f'[runner]\ndriver = "local"\nclock = "{__name__}:an_hour_on"\n')
+    async with Runtime(make_host(plugin), load_stack(tmp_path / "keel.toml")) as runtime:
+        execution = flow.create_execution(runtime)
+        assert execution.clock is an_hour_on
+        assert (await execution.run(None)).status == "waiting"
+        [interrupt] = execution.get_pending_interrupts()
+        assert interrupt.deadline is not None and interrupt.deadline > time.time() + 3600, "a minute on that clock"
+    async with Runtime(make_host(plugin)) as runtime:
+        assert flow.create_execution(runtime).clock is time.time
+    for bad, why in (("nowhere:now", "there is no module 'nowhere'"), ("time:timezone", "names .*, not a function")):
+        with pytest.raises(keel.StackError, match=rf"runner 'local': invalid options \(clock: .*{why}"):
+            LocalRunner(Runtime(make_host(plugin)), {"clock": bad})
+
+
 async def _two_executions(runtime: Runtime) -> tuple[str, str]:
     """One finished execution and one waiting for a signal, both in the runtime's store."""
     from keel_triggerflow import TriggerFlow

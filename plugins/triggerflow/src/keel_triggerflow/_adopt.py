@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from keel import KeelError, NotFoundError, Runtime
+from keel_triggerflow._clock import clock_of
 from keel_triggerflow._history import (
     NAMESPACE,
     due_waits,
@@ -200,7 +201,7 @@ async def _fire_timers(runtime: Runtime, timers: list[tuple[float, str, str]]) -
     """One task sleeping until the nearest deadline of the waiting executions found at start-up."""
     while timers:
         deadline, tenant, execution_id = heapq.heappop(timers)
-        delay = deadline - time.time()
+        delay = deadline - clock_of(runtime)()
         if delay > 0:
             await anyio.sleep(delay)
         await _adopt_one(runtime, execution_id, tenant)

@@ -24,6 +24,7 @@ import anyio
 import keel.budgets
 import keel.draws
 from keel import ConflictError, ExecutionStatus, KeelError, Runtime, RuntimeEvent, new_id
+from keel_triggerflow._clock import clock_of
 from keel_triggerflow._context import Context, Scope
 from keel_triggerflow._events import FlowEvents
 from keel_triggerflow._history import stream_name
@@ -86,6 +87,7 @@ class FlowExecution:
         self._journal = Journal(self, lease_ttl)
         self._waits = Waits(self)
         self._events = FlowEvents(self.id, tenant, self.runtime.bus)
+        self.clock = clock_of(self.runtime)  # what wait deadlines are measured against
         self._interp: Interpreter | None = None  # while a drive runs (or ran last)
         self._missing = [r for r in flow.resources if r not in self._resources]
         self._adopted = False  # found through keel_find_execution: a signal or cancel continues it here

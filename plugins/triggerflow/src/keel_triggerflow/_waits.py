@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -62,7 +61,8 @@ class Waits:
         x = self.x
         journal, replay = x._journal, x._replay
         recorded = replay.waits.get(iid)
-        deadline = recorded.get("deadline") if recorded else (time.time() + timeout if timeout is not None else None)
+        now = x.clock
+        deadline = recorded.get("deadline") if recorded else (now() + timeout if timeout is not None else None)
         interrupt = Interrupt(id=iid, name=name, payload=payload, path=path, deadline=deadline)
         waiting = self.waiting[iid] = Waiting(interrupt)
         journal.start_inbox()
@@ -71,13 +71,13 @@ class Waits:
             replay.waits[iid] = record
             if journal.history is not None:
                 await journal.history.commit(record, force=True)
-        if deadline is None or deadline > time.time():
+        if deadline is None or deadline > now():
             self.set_waiting()
         try:
             if deadline is None:
                 await waiting.event.wait()
             else:
-                with anyio.move_on_after(max(0.0, deadline - time.time())):
+                with anyio.move_on_after(max(0.0, deadline - now())):
                     await waiting.event.wait()
                 if not waiting.event.is_set():
                     answer: Answer = {"t": "sig", "i": iid, "r": f"timeout:{iid}", "to": True}
@@ -129,7 +129,7 @@ class Waits:
         return live
 
     def has_expired(self) -> bool:
-        now = time.time()
+        now = self.x.clock()
         return any(i.deadline is not None and i.deadline <= now for i in self.pending())
 
     async def settle_untimed(self) -> None:
@@ -145,4 +145,4 @@ class Waits:
             if not pending or None in deadlines:
                 return
             nearest = min(d for d in deadlines if d is not None)
-            await anyio.sleep(max(0.0, nearest - time.time()) + 0.005)
+            await anyio.sleep(max(0.0, nearest - x.clock()) + 0.005)

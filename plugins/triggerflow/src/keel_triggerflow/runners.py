@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from keel import DriverNotFoundError, Execution, PluginConflictError, PluginHost, Runtime, parse_options
 from keel.stack import SlotChoice
 from keel_triggerflow import hookspecs
+from keel_triggerflow._clock import clock_of, load_clock
 from keel_triggerflow._history import (
     NAMESPACE,
     due_waits,
@@ -78,6 +78,23 @@ class LocalRunnerOptions(BaseModel):
         "(seconds, or '12h', '30d'); applied by recover() and `keel flow purge`",
     )
 
+    clock: str | None = Field(
+        default=None,
+        description="'module:attr' of a function returning seconds since the epoch (default time.time): the "
+        "clock that flows' wait deadlines and timers are measured against, for a test or a simulation that "
+        "lets time pass without waiting for it",
+    )
+
+    @field_validator("clock")
+    @classmethod
+    def _clock(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                load_clock(value)
+            except FlowError as err:
+                raise ValueError(str(err)) from None  # reported by parse_options with where it was set
+        return value
+
     @field_validator("retention", mode="before")
     @classmethod
     def _age(cls, value: Any) -> float | None:
@@ -142,7 +159,7 @@ class LocalRunner:
         given = dict(self.runtime.resources if resources is None else resources)
         store = self.runtime.store()
         resumed: list[Execution] = []
-        now = time.time()
+        now = clock_of(self.runtime)()
         await ensure_index(store, tenant)
         due = [  # waiting ones whose timeout passed while no process ran them: their timer fires now
             item.value

@@ -561,3 +561,43 @@ async def test_a_pydantic_output_reaches_the_next_step_and_the_result_as_the_mod
         on_local, on_temporal = await both(temporal_address, tmp_path / each.name, each, "to be or not")
         assert on_temporal == on_local
         assert on_local[0] == {"text": "TO BE OR NOT", "n": 4}  # a result is data, as the history keeps it
+
+
+# ------------------------------------------------------------- events from outside
+async def test_an_event_from_outside_starts_its_chains_the_same_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    got: list[Any] = []
+
+    async def echo(ctx: Any) -> Any:
+        seen(ctx, "echo")
+        got.append(ctx.value)
+        return ctx.value
+
+    flow = TriggerFlow("python-external")
+    flow.to(lambda ctx: ctx.value).pause_for("done").to(lambda ctx: {"done": ctx.value})
+    flow.when("ping").to(echo)
+    out = []
+    for name in ("local", "temporal"):
+        folder = tmp_path / name
+        folder.mkdir()
+        text = f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n' if name == "temporal" else ""
+        calls.clear()
+        got.clear()
+        async with Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(folder, text)) as runtime:
+            execution = await runtime.start(flow, 1)
+            with anyio.fail_after(60):
+                async for event in execution.events():
+                    if event.kind == "execution.waiting":
+                        break
+                await execution.emit("ping", {"n": 1})  # type: ignore[attr-defined]
+                await execution.emit("ping", {"n": 2})  # type: ignore[attr-defined]
+                while len(got) < 2:  # the chains ran (not a timing: bounded by fail_after)
+                    await anyio.sleep(0.05)
+                await execution.signal("done", "yes")
+                result = await execution.result()
+                with pytest.raises(Exception, match="running execution"):
+                    await execution.emit("ping", {"n": 3})  # type: ignore[attr-defined]
+        out.append((result, sorted(calls), sorted(g["n"] for g in got)))
+    assert out[0] == out[1]
+    assert out[0][0] == {"done": "yes"} and out[0][2] == [1, 2] and len({p for _, p in out[0][1]}) == 2

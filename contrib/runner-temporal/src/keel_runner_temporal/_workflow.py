@@ -32,6 +32,7 @@ CHUNK_ACTIVITY = "keel.chunk"
 CONDITION_ACTIVITY = "keel.condition"
 WAITING_ACTIVITY = "keel.waiting"
 SIGNAL_UPDATE = "keel.signal"
+EMIT_UPDATE = "keel.emit"
 CHUNK_FAILED = "ChunkFailed"  # the error type of an activity whose chunk raised (not a lost worker)
 MEMO_KEY = "keel"  # the start's memo: {"flow": name, "tenant": tenant}
 WAITING_MEMO = "keel_waiting"  # the waits the workflow is in (a memo: Temporal answers it with no worker)
@@ -93,6 +94,9 @@ class FlowWorkflow(PlanInterpreter):
         self._requests: dict[str, list[Any]] = {}  # request id -> [name, payload]
         self._waits: dict[str, dict[str, Any]] = {}  # interrupt id -> the interrupt
         self._waited = 0  # waits so far: each interrupt id is new
+        self._root: PlanScope | None = None  # the flow's scope, once run() made it (events reach it)
+        self._external: list[list[Any]] = []  # events from outside that came before run() made it
+        self._emitted = 0  # events from outside fired so far: the k of each one's thread
 
     @workflow.run
     async def run(self, job: dict[str, Any]) -> Any:
@@ -103,6 +107,7 @@ class FlowWorkflow(PlanInterpreter):
             self._signals[name] = [*answers, *self._signals.get(name, [])]
         self._requests = {**(carried.get("requests") or {}), **self._requests}
         self._waited = int(carried.get("waited", 0))
+        self._emitted = int(carried.get("emitted", 0))
         plan = job.get("plan")  # a flow built in Python, as TriggerFlow's runner contract gives it
         root = PlanScope(job["flow"], plan, "") if plan else _Scope(job["flow"], job["definition"], "")
         root.state = dict(carried.get("state") or {})
@@ -113,7 +118,13 @@ class FlowWorkflow(PlanInterpreter):
         if evented:
             assert isinstance(root, PlanScope)
             root.collections, root.rounds = dict(carried.get("collections") or {}), dict(carried.get("rounds") or {})
+            self._root = root
+            for event, sent in self._external:  # delivered with the workflow's first task
+                self._emitted += 1
+                self._fire(root, event, sent, "ext", self._emitted)
+            self._external.clear()
             value = await self._scoped(root, self._main(root, steps, evented))
+            self._root = None  # ended: a later event starts nothing
         else:
             value = await self._main(root, steps, evented)
         self._step = self._steps
@@ -150,6 +161,7 @@ class FlowWorkflow(PlanInterpreter):
                             "signals": self._signals,
                             "requests": self._requests,
                             "waited": self._waited,
+                            "emitted": self._emitted,
                             **more,
                         },
                     }
@@ -436,6 +448,16 @@ class FlowWorkflow(PlanInterpreter):
         seen = self._requests.get(request_id) if request_id is not None else None
         if seen is not None and seen != [call["name"], call.get("payload")]:
             raise ApplicationError(f"request id {request_id!r} was already used for another signal", type="Conflict")
+
+    @workflow.update(name=EMIT_UPDATE)
+    def emit(self, call: dict[str, Any]) -> None:
+        """An event from outside (``execution.emit``): starts the flow's ``when`` chains of it in
+        the thread ``thread_hash("ext", event, k)``, as the local engine's external events."""
+        if self._root is None:  # before run() made the scope (or a flow with no event chains)
+            self._external.append([str(call["event"]), call.get("value")])
+        else:
+            self._emitted += 1
+            self._fire(self._root, str(call["event"]), call.get("value"), "ext", self._emitted)
 
     @workflow.query(name="keel.position")
     def position(self) -> dict[str, Any]:

@@ -197,6 +197,21 @@ class TemporalExecution:
         if self._status is ExecutionStatus.WAITING and not self._pending:
             self._status = ExecutionStatus.RUNNING
 
+    async def emit(self, event: str, value: Any = None) -> None:
+        """Deliver an external event to the running execution's ``when(event)`` chains (a Temporal
+        workflow update), as the local runner's ``execution.emit``."""
+        from temporalio.client import WorkflowUpdateFailedError
+        from temporalio.service import RPCError
+
+        from keel_runner_temporal._workflow import EMIT_UPDATE
+
+        if self._done.is_set():
+            raise TemporalRunnerError(f"execution {self.id!r} has ended; events can only reach a running execution")
+        try:
+            await self._handle.execute_update(EMIT_UPDATE, {"event": event, "value": to_jsonable_python(value)})
+        except (RPCError, WorkflowUpdateFailedError) as err:
+            raise TemporalRunnerError(f"execution {self.id!r} did not take event {event!r}: {err}") from None
+
     async def cancel(self, reason: str = "cancelled") -> None:
         """Ask Temporal to cancel the workflow and return once it has ended (cancelled, or finished
         first); after the end it changes nothing. A chunk running then is abandoned by the workflow."""

@@ -99,6 +99,16 @@ def reducers_flow() -> Any:
     return flow
 
 
+def external_flow() -> Any:
+    """Events from outside (``execution.emit``, a workflow update) while the main chain waits."""
+    from keel_triggerflow import TriggerFlow
+
+    flow = TriggerFlow("external")
+    flow.to(double).pause_for("approve").to(double)
+    flow.when("ping").to(double)
+    return flow
+
+
 async def record(prefix: str) -> None:
     async with dev_server() as address, Runtime(make_host()) as runtime:
         runner = TemporalRunner(runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}"})
@@ -107,11 +117,14 @@ async def record(prefix: str) -> None:
             flows["python"] = (python_flow(), 3)
             flows["events"] = (events_flow(), 3)
             flows["reducers"] = (reducers_flow(), 0)
+            flows["external"] = (external_flow(), 1)
         except ImportError:  # keel-triggerflow is not installed: data flows only
             pass
         for name, (flow, value) in flows.items():
             execution = await runner.start(flow, value, execution_id=f"flow_{prefix}_{name}")
-            if name in ("wait", "python"):
+            if name == "external":
+                await execution.emit("ping", 5)
+            if name in ("wait", "python", "external"):
                 await execution.signal("approve", 21, request_id="r1")
             with anyio.fail_after(60):
                 print(name, await execution.result())

@@ -214,3 +214,27 @@ def test_prices_match_by_prefix_and_say_when_a_model_is_unknown() -> None:
 def test_prices_changed_after_the_writer_started_are_refused_naming_the_fix(recorder: Recorder) -> None:
     with pytest.raises(keel.KeelError, match=r"prices=PriceTable"):
         recorder.db.prices.add("my-finetune", {"input": 1, "output": 1})
+
+
+@pytest.mark.parametrize("process", [True, False], ids=["writer-process", "writer-thread"])
+def test_a_value_json_cannot_hold_is_recorded_as_its_repr_and_the_rest_of_the_batch_goes_on(
+    tmp_path: Path, process: bool
+) -> None:
+    # the shipper serializes a batch in one pass; one event it cannot serialize sends the whole
+    # batch through the per-event path, where that event's odd value is recorded as its repr
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque handle>"
+
+    rec = configure(tmp_path / "r.db", process=process, interval=5)  # one batch: no burst before the flush
+    try:
+        for seq, value in enumerate([1, Opaque(), 3], start=1):
+            rec.observe(
+                keel.RuntimeEvent(kind="custom.note", execution_id="exe_odd", seq=seq, payload={"value": value})
+            )
+        assert rec.flush()
+        rows = rec.db.events("exe_odd")
+        assert [r["event"]["payload"]["value"] for r in rows] == [1, "<opaque handle>", 3]
+        assert rec.written == 3 and rec.failed == 0
+    finally:
+        rec.close()

@@ -601,3 +601,42 @@ async def test_an_event_from_outside_starts_its_chains_the_same_on_both_runners(
         out.append((result, sorted(calls), sorted(g["n"] for g in got)))
     assert out[0] == out[1]
     assert out[0][0] == {"done": "yes"} and out[0][2] == [1, 2] and len({p for _, p in out[0][1]}) == 2
+
+
+# ------------------------------------------------------------- an event loop continues as new
+async def test_an_event_loop_continues_as_new_between_its_chains(temporal_address: str, tmp_path: Path) -> None:
+    """A loop of events (each tick emits the next) has no main chain to continue at: the workflow
+    continues as new between two chains, carrying the next one as data; the same steps and result
+    as on the local runner."""
+
+    async def tick(ctx: Any) -> Any:
+        seen(ctx, "tick")
+        ctx.state["ticks"] = ctx.value
+        if ctx.value < 30:
+            ctx.emit("tick", ctx.value + 1)
+        else:
+            ctx.set_result({"last": ctx.value, "ticks": len(ctx.state["ticks"])})
+        return ctx.value
+
+    flow = TriggerFlow("python-loop", reducers={"ticks": "list"})
+    flow.to(lambda ctx: 1).emit("tick")
+    flow.when("tick").to(tick)
+    out = []
+    for name in ("local", "temporal"):
+        folder = tmp_path / name
+        folder.mkdir()
+        text = f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ncontinue_after = 5\n'
+        calls.clear()
+        async with Runtime(
+            make_host(triggerflow_plugin, temporal_plugin), stack(folder, text if name == "temporal" else "")
+        ) as runtime:
+            execution = await runtime.start(flow, None)
+            with anyio.fail_after(120):
+                out.append((await execution.result(), sorted(calls)))
+            if name == "temporal":
+                runner = get_runner(runtime)
+                history = await (await runner.client()).get_workflow_handle(execution.id).fetch_history()  # type: ignore[attr-defined]
+                started = history.events[0].workflow_execution_started_event_attributes
+                assert started.continued_execution_run_id, "the last run came from a continue-as-new"
+    assert out[0] == out[1]
+    assert out[0][0] == {"last": 30, "ticks": 30} and len(out[0][1]) == 30

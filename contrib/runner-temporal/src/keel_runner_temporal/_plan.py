@@ -86,10 +86,11 @@ class PlanScope(Scope):
 
     def __init__(self, flow: str, plan: dict[str, Any], prefix: str):
         super().__init__(flow, {"reducers": plan.get("reducers") or {}}, prefix)
-        self.handlers: dict[str, list[tuple[list[dict[str, Any]], str | None]]] = {}
-        for when in plan.get("whens") or ():
+        self.whens: list[dict[str, Any]] = list(plan.get("whens") or ())
+        self.handlers: dict[str, list[tuple[int, str | None]]] = {}  # event -> [(its when's index, join)]
+        for w, when in enumerate(self.whens):
             for event in when["events"]:
-                self.handlers.setdefault(event, []).append((when["ops"], when.get("join")))
+                self.handlers.setdefault(event, []).append((w, when.get("join")))
         self.collect_keys: dict[str, list[str]] = dict(plan.get("collects") or {})
         self.collect_then: dict[str, list[dict[str, Any]]] = {}
         _collect_thens([*plan.get("main", ()), *(n for w in plan.get("whens") or () for n in w["ops"])],
@@ -98,6 +99,7 @@ class PlanScope(Scope):
         self.collections: dict[str, dict[str, Any]] = {}
         self.rounds: dict[str, int] = {}
         self.tasks: dict[int, asyncio.Task[Any]] = {}  # the chains running now (in start order)
+        self.pending: dict[int, list[Any]] = {}  # chains not begun yet: [when index, value, thread] (data)
         self.started = 0
         self.main: asyncio.Task[Any] | None = None
         self.error: BaseException | None = None
@@ -267,26 +269,36 @@ class PlanInterpreter:
             return
         assert isinstance(scope, PlanScope)
         base = thread_hash(origin, event, k)
-        for j, (ops, join) in enumerate(handlers):
+        for j, (w, join) in enumerate(handlers):
             if join is not None:
                 ready = scope.arrive(join, event, value)
                 if ready is not None:
-                    self._spawn(scope, ops, ready[0], thread_hash(scope.prefix, join, ready[1]))
+                    self._spawn(scope, w, ready[0], thread_hash(scope.prefix, join, ready[1]))
             else:
-                self._spawn(scope, ops, value, base if j == 0 else f"{base}.{j}")
+                self._spawn(scope, w, value, base if j == 0 else f"{base}.{j}")
 
-    def _spawn(self, scope: PlanScope, ops: list[dict[str, Any]], value: Any, thread: str) -> None:
+    def _spawn(self, scope: PlanScope, w: int, value: Any, thread: str) -> None:
+        """Start the chain of ``when`` number ``w``; until it begins it is data (``scope.pending``),
+        which a continue-as-new can carry."""
+
         async def chain() -> None:
+            scope.pending.pop(n, None)
             try:
-                await self._plan_ops(scope, ops, thread, value)
+                await self._plan_ops(scope, scope.whens[w]["ops"], thread, value)
             except Exception as err:
                 scope.fail(err)
+            else:
+                self._chain_done(scope)
 
         scope.started += 1
         n = scope.started
+        scope.pending[n] = [w, value, thread]
         task = asyncio.ensure_future(chain())
         scope.tasks[n] = task
-        task.add_done_callback(lambda _: scope.tasks.pop(n, None))
+        task.add_done_callback(lambda _: (scope.tasks.pop(n, None), scope.pending.pop(n, None)))
+
+    def _chain_done(self, scope: PlanScope) -> None:
+        """A chain ended well (the workflow may continue as new here)."""
 
     async def _collect(self, scope: Scope, node: dict[str, Any], value: Any) -> Any:
         assert isinstance(scope, PlanScope)

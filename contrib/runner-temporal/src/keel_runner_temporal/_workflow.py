@@ -42,6 +42,8 @@ DEFAULT_CONCURRENCY = 256  # branches at once when batch/for_each name none, as 
 
 #: a patch: chunks get the flow's state and write it back (histories before it sent no state)
 _STATE_IN_CHUNKS = "keel-state-in-chunks"
+#: a patch: a flow whose main chain is done continues as new between event chains (an event loop)
+_EVENTS_CONTINUE = "keel-events-continue"
 #: a patch: a wait is announced to the worker's process only once its memo is stored (a 1 ms timer
 #: ends the workflow task that wrote it), so any process that sees it waiting can find the wait
 _MEMO_BEFORE_NOTICE = "keel-memo-before-notice"
@@ -97,6 +99,9 @@ class FlowWorkflow(PlanInterpreter):
         self._root: PlanScope | None = None  # the flow's scope, once run() made it (events reach it)
         self._external: list[list[Any]] = []  # events from outside that came before run() made it
         self._emitted = 0  # events from outside fired so far: the k of each one's thread
+        self._calls = 0  # steps called in this run (an event loop continues as new after continue_after)
+        self._main_done = False
+        self._carry: list[list[Any]] | None = None  # the chains a continue-as-new between chains carries
 
     @workflow.run
     async def run(self, job: dict[str, Any]) -> Any:
@@ -119,12 +124,17 @@ class FlowWorkflow(PlanInterpreter):
             assert isinstance(root, PlanScope)
             root.collections, root.rounds = dict(carried.get("collections") or {}), dict(carried.get("rounds") or {})
             self._root = root
-            for event, sent in self._external:  # delivered with the workflow's first task
+            for w, sent, thread in carried.get("chains") or ():  # carried by a continue-as-new between chains
+                self._spawn(root, int(w), sent, str(thread))
+            # events from outside that came while the run before ended, then with this run's first task
+            for event, sent in [*(carried.get("queued") or ()), *self._external]:
                 self._emitted += 1
                 self._fire(root, event, sent, "ext", self._emitted)
             self._external.clear()
             value = await self._scoped(root, self._main(root, steps, evented))
             self._root = None  # ended: a later event starts nothing
+            if self._carry is not None:
+                await self._continue_between_chains(root, value, len(steps))
         else:
             value = await self._main(root, steps, evented)
         self._step = self._steps
@@ -133,8 +143,16 @@ class FlowWorkflow(PlanInterpreter):
     async def _main(self, root: _Scope, steps: list[dict[str, Any]], evented: bool) -> Any:
         """The main chain, from where the run before stopped; continues-as-new at a step boundary
         (not while event chains run: they are not data to carry)."""
+        try:
+            return await self._main_chain(root, steps, evented)
+        finally:
+            self._main_done = True
+
+    async def _main_chain(self, root: _Scope, steps: list[dict[str, Any]], evented: bool) -> Any:
         job = self._job
         carried = job.get("carried") or {}
+        if carried.get("stopped"):
+            return STOP  # the main chain ended in a collect, in a run before
         start = int(carried.get("at", 0))
         value = carried["value"] if "value" in carried else job["input"]
         for index in range(start, len(steps)):
@@ -167,6 +185,35 @@ class FlowWorkflow(PlanInterpreter):
                     }
                 )
         return value
+
+    def _chain_done(self, scope: PlanScope) -> None:
+        """An event loop continues as new here: the main chain is done, every other chain of the
+        flow has not begun (so it is data: its when, value and thread), and it is time."""
+        if scope is not self._root or not self._main_done or not scope.pending:
+            return
+        me = asyncio.current_task()
+        if any(n not in scope.pending and task is not me for n, task in scope.tasks.items()):
+            return  # a chain is under way: a coroutine, not data
+        if not (self._time_to_continue(self._calls) and workflow.patched(_EVENTS_CONTINUE)):
+            return
+        self._carry = [scope.pending[n] for n in scope.tasks if n in scope.pending]
+        self._root = None  # events from outside wait in _external for the next run
+        scope.cancel_all()  # none of them has begun: nothing is lost
+
+    async def _continue_between_chains(self, root: PlanScope, value: Any, at: int) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            {
+                **self._job,
+                "carried": {
+                    "at": at, "value": None if value is STOP else value, "stopped": value is STOP,
+                    "state": root.state, "result": root.result, "has_result": root.has_result,
+                    "signals": self._signals, "requests": self._requests, "waited": self._waited,
+                    "emitted": self._emitted, "collections": root.collections, "rounds": root.rounds,
+                    "chains": self._carry, "queued": self._external,
+                },
+            }
+        )  # fmt: skip
 
     def _time_to_continue(self, done: int) -> bool:
         """At a step boundary of the main chain: when Temporal suggests it (the history is long),
@@ -336,6 +383,7 @@ class FlowWorkflow(PlanInterpreter):
         the worker (killed, timed out) is redelivered by Temporal with the same attempt number, so
         ``ctx.idempotency_key`` is the same and a keyed effect happens once."""
         job = self._job
+        self._calls += 1
         heartbeat = job.get("heartbeat_timeout")
         with_state = workflow.patched(_STATE_IN_CHUNKS)
         attempt = 1

@@ -109,6 +109,21 @@ def external_flow() -> Any:
     return flow
 
 
+def loop_flow() -> Any:
+    """An event loop: each tick emits the next; it continues as new between chains (continue_after)."""
+    from keel_triggerflow import TriggerFlow
+
+    def tick(ctx: Any) -> Any:
+        if ctx.value < 8:
+            ctx.emit("tick", ctx.value + 1)
+        return ctx.value
+
+    flow = TriggerFlow("loop")
+    flow.to(lambda ctx: 1).emit("tick")
+    flow.when("tick").to(tick)
+    return flow
+
+
 async def record(prefix: str) -> None:
     async with dev_server() as address, Runtime(make_host()) as runtime:
         runner = TemporalRunner(runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}"})
@@ -118,17 +133,22 @@ async def record(prefix: str) -> None:
             flows["events"] = (events_flow(), 3)
             flows["reducers"] = (reducers_flow(), 0)
             flows["external"] = (external_flow(), 1)
+            flows["loop"] = (loop_flow(), 0)
         except ImportError:  # keel-triggerflow is not installed: data flows only
             pass
+        looping = TemporalRunner(
+            runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}", "continue_after": 3}
+        )
         for name, (flow, value) in flows.items():
-            execution = await runner.start(flow, value, execution_id=f"flow_{prefix}_{name}")
+            starter = looping if name == "loop" else runner
+            execution = await starter.start(flow, value, execution_id=f"flow_{prefix}_{name}")
             if name == "external":
                 await execution.emit("ping", 5)
             if name in ("wait", "python", "external"):
                 await execution.signal("approve", 21, request_id="r1")
             with anyio.fail_after(60):
                 print(name, await execution.result())
-            history = await (await runner.client()).get_workflow_handle(execution.id).fetch_history()
+            history = await (await starter.client()).get_workflow_handle(execution.id).fetch_history()
             (HERE / f"{prefix}-{name}.json").write_text(history.to_json())
 
 

@@ -640,3 +640,35 @@ async def test_an_event_loop_continues_as_new_between_its_chains(temporal_addres
                 assert started.continued_execution_run_id, "the last run came from a continue-as-new"
     assert out[0] == out[1]
     assert out[0][0] == {"last": 30, "ticks": 30} and len(out[0][1]) == 30
+
+
+async def test_a_data_flow_chunk_sets_the_result_and_emits_to_no_chain_the_same_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    results = Registry()
+
+    @results.chunk()
+    async def decide_result(ctx: Any) -> Any:
+        ctx.emit("nobody-listens", ctx.value)  # no `on` chain: nothing starts, on either runner
+        ctx.set_result({"chosen": ctx.value})
+        return "not the result"
+
+    flow = results.load({"name": "sets-result", "steps": [{"to": "decide_result"}, {"to": "decide_result"}]})
+    on_local, on_temporal = await both(temporal_address, tmp_path, flow, 3)
+    assert on_temporal == on_local
+    assert on_local[0] == {"chosen": "not the result"}
+
+
+async def test_a_decision_on_a_value_passed_by_reference_reads_it_from_its_tenant(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    """A condition that is a function decides in a worker on the value by reference: read back from
+    the execution's tenant in the stack's store (it was read from "default")."""
+    flow = TriggerFlow("python-big-branch")
+    flow.to(lambda ctx: list(range(ctx.value))).if_condition(lambda v: len(v) > 500).to(lambda ctx: "big")
+    flow.else_condition().to(lambda ctx: "small").end_condition()
+    text = f'store = "memory"\n[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ninline_limit = 1024\n'
+    async with Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(tmp_path, text)) as runtime:
+        execution = await get_runner(runtime).start(flow, 1000, tenant="acme")
+        with anyio.fail_after(60):
+            assert await execution.result() == "big"

@@ -337,7 +337,13 @@ class PlanInterpreter:
         """The flow's code a decision or a payload needs, run by a worker (recorded in history)."""
         return await workflow.execute_local_activity(
             activity,
-            {"flow": self._job["flow"], "ref": node["ref"], "value": value, "state": state or {}},
+            {
+                "flow": self._job["flow"],
+                "ref": node["ref"],
+                "value": value,
+                "state": state or {},
+                "tenant": self._job["tenant"],
+            },
             start_to_close_timeout=timedelta(seconds=float(self._job["activity_timeout"])),
             retry_policy=RetryPolicy(maximum_attempts=1),
         )

@@ -69,8 +69,8 @@ class ChunkState:
 class ChunkContext:
     """What a chunk receives as ``ctx`` in a Temporal activity: the local runner's surface
     (``value``, ``input``, ``execution_id``, ``tenant``, ``runtime``, ``path``, ``attempt``,
-    ``idempotency_key``, ``state``, ``resource(name)``, ``put_into_stream``); ``emit`` and
-    ``pause_for`` are refused by name (a wait is a ``pause_for`` step in the definition)."""
+    ``idempotency_key``, ``state``, ``resource(name)``, ``put_into_stream``, ``emit``,
+    ``set_result``); ``pause_for`` is refused by name (a wait is a ``pause_for`` step)."""
 
     def __init__(self, runtime: Runtime, call: Mapping[str, Any], value: Any, sets: list[list[Any]]):
         self.value = value
@@ -82,6 +82,18 @@ class ChunkContext:
         self.attempt = int(call["attempt"])  # 1, 2, ...: a failure of the chunk counts, a lost worker does not
         self.state = ChunkState(dict(call.get("state") or {}), sets)
         self.streamed: list[Any] = []
+        self.result: dict[str, Any] | None = None
+
+    def emit(self, event: str, value: Any = None) -> None:
+        """Starts nothing, as on the local runner for an event no chain handles: a flow with ``on``
+        chains runs as its plan, where events run; this one (and its sub-flows) has none."""
+
+    async def async_emit(self, event: str, value: Any = None) -> None:
+        self.emit(event, value)
+
+    def set_result(self, value: Any) -> None:
+        """Make ``value`` the flow's result (as ``end`` does), applied by the workflow with the output."""
+        self.result = {"result": to_jsonable_python(value)}
 
     def put_into_stream(self, item: Any) -> None:
         """An item for the execution's stream (``execution.stream()``), delivered when the step ends."""
@@ -114,7 +126,8 @@ class ChunkContext:
 
         raise TemporalRunnerError(
             f"ctx.{name} is not available to a chunk on the temporal runner (it has value, input, execution_id, "
-            f"tenant, runtime, path, attempt, idempotency_key, state, resource, put_into_stream); see {_DOCS}, or "
+            f"tenant, runtime, path, attempt, idempotency_key, state, resource, put_into_stream, emit, set_result); "
+            f"see {_DOCS}, or "
             "run this flow "
             'with runner = "local"'
         )
@@ -415,7 +428,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         value = await spill(runtime, tenant, data, runner.options.inline_limit, where)
         if "state" not in call:
             return value  # a history from before chunks had state (see _STATE_IN_CHUNKS)
-        return {"o": value, "s": sets}
+        return {"o": value, "s": sets, "r": ctx.result}
 
     async def run_planned(call: dict[str, Any]) -> Any:
         """A step of a flow built in Python: ``flow.run_step`` (TriggerFlow's runner contract)."""
@@ -442,11 +455,13 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
     @activity.defn(name=DECIDE_ACTIVITY)
     async def decide(call: dict[str, Any]) -> Any:
         flow = served(call["flow"])
-        return await flow.decide(call["ref"], await resolve(runtime, "default", call["value"]), call["state"])
+        value = await resolve(runtime, str(call.get("tenant", "default")), call["value"])  # by reference: its tenant's
+        return await flow.decide(call["ref"], value, call["state"])
 
     @activity.defn(name=PAYLOAD_ACTIVITY)
     async def pause_payload(call: dict[str, Any]) -> Any:
-        return to_jsonable_python(served(call["flow"]).pause_payload(call["ref"], revived(call["value"])))
+        value = await resolve(runtime, str(call.get("tenant", "default")), call["value"])
+        return to_jsonable_python(served(call["flow"]).pause_payload(call["ref"], value))
 
     @activity.defn(name=REDUCE_ACTIVITY)
     async def reduce_state(call: dict[str, Any]) -> Any:

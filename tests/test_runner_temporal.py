@@ -672,3 +672,37 @@ async def test_a_decision_on_a_value_passed_by_reference_reads_it_from_its_tenan
         execution = await get_runner(runtime).start(flow, 1000, tenant="acme")
         with anyio.fail_after(60):
             assert await execution.result() == "big"
+
+
+async def test_stream_items_reach_a_process_that_runs_no_worker(temporal_address: str, tmp_path: Path) -> None:
+    """The starter runs no worker (a gateway, say): the worker puts the items in the stack's store,
+    and the starter relays them to its readers, before the end event."""
+    from keel import MemoryStore
+
+    async def tokens(ctx: Any) -> Any:
+        for word in ctx.value.split():
+            ctx.put_into_stream(word)
+        return "said"
+
+    flow = TriggerFlow("python-stream-across")
+    flow.to(tokens).to(lambda ctx: ctx.put_into_stream("end") or ctx.value)
+    store = MemoryStore()  # the store both "processes" share (PostgreSQL across machines)
+    runner = f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "{tmp_path.name}"\n'
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "starter").mkdir()
+    worker = Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(tmp_path / "worker", runner))
+    starter = Runtime(
+        make_host(triggerflow_plugin, temporal_plugin), stack(tmp_path / "starter", runner + "worker = false\n")
+    )
+    worker.use_store(store)
+    starter.use_store(store)
+    async with worker, starter:
+        await get_runner(worker).serve([flow])  # type: ignore[attr-defined]
+        execution = await get_runner(starter).start(flow, "to be or not")
+        assert not execution.served_here  # type: ignore[attr-defined]
+        with anyio.fail_after(60):
+            assert await execution.result() == "said"
+            events = [e async for e in execution.events()]
+    kinds = [e.kind for e in events]
+    assert [e.payload["item"] for e in events if e.kind == "flow.stream"] == ["to", "be", "or", "not", "end"]
+    assert kinds[-1] == "execution.completed", kinds  # every item before the end

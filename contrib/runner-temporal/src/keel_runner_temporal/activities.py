@@ -300,6 +300,11 @@ def _beating(every: float) -> asyncio.Future[None]:
     return asyncio.ensure_future(_heartbeat(every))
 
 
+def stream_name(execution_id: str) -> str:
+    """The store stream of an execution's ``ctx.put_into_stream`` items (``{"path", "item"}``)."""
+    return f"temporal-stream/{execution_id}"
+
+
 def is_ref(value: Any) -> bool:
     from keel_runner_temporal._workflow import REF
 
@@ -392,11 +397,19 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             )
         return flow
 
-    def streamed(call: dict[str, Any], items: list[Any]) -> None:
-        """A step's stream items, to the execution object this process follows (where readers are)."""
-        execution = runner.followed.get(call["execution_id"]) if items else None
-        if execution is not None:
-            execution._streamed(str(call["path"]), items)
+    async def streamed(call: dict[str, Any], items: list[Any]) -> None:
+        """A step's stream items, into the stack's store (``stream_name``), which every process that
+        follows the execution relays to its readers. The step is done by then: a store that fails
+        costs the items (logged), not a second run of the step."""
+        if not items:
+            return
+        path = str(call["path"])
+        try:
+            await runtime.store().append(
+                str(call["tenant"]), stream_name(str(call["execution_id"])), [{"path": path, "item": i} for i in items]
+            )
+        except Exception as err:
+            activity.logger.warning("step %s: its %d stream item(s) were not stored: %s", path, len(items), err)
 
     @activity.defn(name=CHUNK_ACTIVITY)
     async def run_chunk(call: dict[str, Any]) -> Any:
@@ -421,7 +434,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
         finally:
             beating.cancel()
-        streamed(call, ctx.streamed)
+        await streamed(call, ctx.streamed)
         where = f"step {call['path']} ({call['chunk']})"
         model = f"{type(out).__module__}:{type(out).__qualname__}" if isinstance(out, BaseModel) else None
         data = wrapped(model, to_jsonable_python(out))
@@ -445,7 +458,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
         finally:
             beating.cancel()
-        streamed(call, outcome.stream)
+        await streamed(call, outcome.stream)
         where = f"step {call['path']} ({call['chunk']})"
         output = await spill(
             runtime, tenant, wrapped(outcome.model, outcome.output), runner.options.inline_limit, where

@@ -60,6 +60,8 @@ class TemporalExecution:
         self._cancel_reason: str | None = None
         self._sent: dict[str, dict[str, Any]] = {}  # request id -> the signal this object delivered
         self._publish = publish
+        self._stream_seq = 0  # the last stream item relayed from the stack's store (the runner relays them)
+        self._drain: Callable[[], Awaitable[None]] | None = None  # relays the rest, before the end event
         self._event("execution.started", {"flow": flow, "runner": "temporal", **(started or {})})
         for interrupt in waiting or ():  # found waiting: what a follower of the live execution saw last
             self._now_waiting(interrupt)
@@ -83,10 +85,12 @@ class TemporalExecution:
 
         try:
             result = await self._handle.result()
+            await self._drained()
             self._result = result if self._resolve is None else await self._resolve(result)
             self._status = ExecutionStatus.COMPLETED
             self._event("execution.completed", {"output": to_jsonable_python(self._result, fallback=repr)})
         except WorkflowFailureError as err:
+            await self._drained()
             cause: Any = err.cause
             while getattr(cause, "cause", None) is not None:
                 cause = cause.cause
@@ -105,6 +109,11 @@ class TemporalExecution:
             self._done.set()
             self._log.notify()
 
+    async def _drained(self) -> None:
+        """The stream items its steps stored and this object has not shown yet: before the end."""
+        if self._drain is not None:
+            await self._drain()
+
     async def result(self) -> Any:
         await self._done.wait()
         if self._error is not None:
@@ -116,7 +125,7 @@ class TemporalExecution:
 
     async def stream(self, since: int = 0) -> AsyncIterator[Any]:
         """The items chunks put with ``ctx.put_into_stream`` (events of kind ``flow.stream``), as on
-        the local runner; they reach the execution object of the process whose worker ran the step."""
+        the local runner, in any process that follows the execution (relayed from the stack's store)."""
         async for event in self.events(since):
             if event.kind == "flow.stream":
                 yield event.payload["item"]

@@ -12,6 +12,7 @@ before anything starts, naming the node and docs/scale-out.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -21,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
 from keel import ConflictError, ExecutionStatus, KeelError, Runtime, new_id, parse_options
-from keel_runner_temporal.activities import ChunkContext, activities, frozen, resolve, subflows
+from keel_runner_temporal.activities import ChunkContext, activities, frozen, resolve, stream_name, subflows
 from keel_runner_temporal.errors import TemporalExecutionFailed, TemporalRunnerError, TemporalUnavailableError
 from keel_runner_temporal.execution import _STATUS, TemporalExecution
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ChunkContext",
@@ -395,7 +398,31 @@ class TemporalRunner:
         return execution
 
     async def _watch(self, execution: TemporalExecution) -> None:
+        relay = anyio.CancelScope()
+        execution._drain = lambda: self._relay(execution, relay, follow=False)
         try:
-            await execution._watch()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._relay, execution, relay)
+                await execution._watch()
+                relay.cancel()
         finally:
             self.followed.pop(execution.id, None)
+
+    async def _relay(self, execution: TemporalExecution, relay: anyio.CancelScope, *, follow: bool = True) -> None:
+        """The execution's stream items, from the stack's store (where the worker that ran the step put
+        them) to its readers here: followed live, then (``follow=False``, before the end event) the
+        rest, once the live relay has stopped, so none is shown twice."""
+        store, stream = self.runtime.store(), stream_name(execution.id)
+        try:
+            if follow:
+                with relay:
+                    async for record in store.subscribe(execution.tenant, stream, after=execution._stream_seq):
+                        execution._stream_seq = record.seq
+                        execution._streamed(record.data["path"], [record.data["item"]])
+                return
+            relay.cancel()
+            for record in await store.read(execution.tenant, stream, after=execution._stream_seq):
+                execution._stream_seq = record.seq
+                execution._streamed(record.data["path"], [record.data["item"]])
+        except Exception as err:  # a store that fails costs the items, not the execution
+            log.warning("execution %s: its stream items were not read from the store: %s", execution.id, err)

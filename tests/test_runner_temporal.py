@@ -706,3 +706,47 @@ async def test_stream_items_reach_a_process_that_runs_no_worker(temporal_address
     kinds = [e.kind for e in events]
     assert [e.payload["item"] for e in events if e.kind == "flow.stream"] == ["to", "be", "or", "not", "end"]
     assert kinds[-1] == "execution.completed", kinds  # every item before the end
+
+
+# ------------------------------------------------------------- ctx.pause_for inside a chunk
+async def test_a_chunk_that_waits_inside_is_answered_the_same_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    """``ctx.pause_for`` in a chunk: the attempt stops there, the workflow waits, and the chunk runs
+    again with the answer (its code before the wait runs again, keyed by the same idempotency key)."""
+    keys: list[str] = []
+
+    async def interview(ctx: Any) -> Any:
+        keys.append(ctx.idempotency_key)
+        name = await ctx.pause_for("name", {"ask": "your name?"})
+        age = await ctx.pause_for("age", {"ask": f"{name}, your age?"})
+        return {"name": name, "age": age}
+
+    python_flow = TriggerFlow("python-interview")
+    python_flow.to(interview)
+    interviews = Registry()
+    interviews.add_chunk("interview", interview)
+    data_flow = interviews.load({"name": "data-interview", "steps": [{"to": "interview"}]})
+    for flow in (python_flow, data_flow):
+        out = []
+        for name in ("local", "temporal"):
+            folder = tmp_path / flow.name / name
+            folder.mkdir(parents=True)
+            text = f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\n' if name == "temporal" else ""
+            keys.clear()
+            async with Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(folder, text)) as runtime:
+                execution = await runtime.start(flow, None)
+                shown = []
+                with anyio.fail_after(60):
+                    for signal, answer in (("name", "ada"), ("age", 36)):
+                        async for event in execution.events():
+                            if event.kind == "execution.waiting":
+                                waits = event.payload["interrupts"]
+                                if waits[0]["name"] == signal:
+                                    break
+                        shown.append([(w["name"], w["payload"]) for w in waits])
+                        await execution.signal(signal, answer)
+                    result = await execution.result()
+            out.append((result, shown, len(set(keys))))
+        assert out[0] == out[1]
+        assert out[0][0] == {"name": "ada", "age": 36} and out[0][2] == 1  # one idempotency key throughout

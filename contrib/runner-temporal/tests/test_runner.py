@@ -109,14 +109,14 @@ async def test_a_failing_chunk_retries_as_declared_then_fails_the_execution(temp
 async def test_a_ctx_feature_not_on_temporal_fails_at_once_naming_it(temporal_address: str) -> None:
     attempts: list[int] = []
 
-    async def waiting(ctx: Any) -> Any:
+    async def tracing(ctx: Any) -> Any:
         attempts.append(ctx.attempt)
-        return await ctx.pause_for("done")
+        return ctx.span_id
 
-    flow = data_flow("waiting", [{"to": "waiting", "retries": 5}], waiting=waiting)
+    flow = data_flow("tracing", [{"to": "tracing", "retries": 5}], tracing=tracing)
     async with Runtime(make_host()) as runtime:
         execution = await runner_for(runtime, temporal_address).start(flow)
-        with anyio.fail_after(60), pytest.raises(TemporalExecutionFailed, match=r"ctx\.pause_for is not available"):
+        with anyio.fail_after(60), pytest.raises(TemporalExecutionFailed, match=r"ctx\.span_id is not available"):
             await execution.result()
         assert attempts == [1]  # not retried: retrying cannot help
 

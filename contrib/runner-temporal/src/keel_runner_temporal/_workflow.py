@@ -34,6 +34,7 @@ WAITING_ACTIVITY = "keel.waiting"
 SIGNAL_UPDATE = "keel.signal"
 EMIT_UPDATE = "keel.emit"
 CHUNK_FAILED = "ChunkFailed"  # the error type of an activity whose chunk raised (not a lost worker)
+WAIT_REQUESTED = "WaitRequested"  # an attempt stopped at ctx.pause_for: wait, then run it again
 MEMO_KEY = "keel"  # the start's memo: {"flow": name, "tenant": tenant}
 WAITING_MEMO = "keel_waiting"  # the waits the workflow is in (a memo: Temporal answers it with no worker)
 REF = "$keel_ref"  # a value a worker put in the stack's store: {"$keel_ref": sha256, "size": bytes}
@@ -387,6 +388,7 @@ class FlowWorkflow(PlanInterpreter):
         heartbeat = job.get("heartbeat_timeout")
         with_state = workflow.patched(_STATE_IN_CHUNKS)
         attempt = 1
+        answers: list[Any] = []  # to its ctx.pause_for calls, in order (kept across attempts)
         while True:
             call = {
                 "flow": scope.flow,
@@ -402,6 +404,8 @@ class FlowWorkflow(PlanInterpreter):
                 call["state"] = scope.state
             if ref is not None:  # a plan's step: the worker calls flow.run_step(ref, ...)
                 call["ref"] = ref
+            if answers:
+                call["answers"] = answers
             retry = RetryPolicy(
                 maximum_attempts=int(job.get("redeliveries", 20)) + 1,
                 non_retryable_error_types=[CHUNK_FAILED, "TemporalRunnerError", "PayloadTooLarge"],
@@ -424,6 +428,9 @@ class FlowWorkflow(PlanInterpreter):
                 cause = err.cause if isinstance(err, ActivityError) else err
                 if isinstance(cause, CancelledError):
                     raise  # the execution was cancelled: it ends cancelled, not failed
+                if isinstance(cause, ApplicationError) and cause.type == WAIT_REQUESTED and cause.details:
+                    answers.append(await self._wait(dict(cause.details[0]), path))  # the same attempt again
+                    continue
                 if isinstance(cause, ApplicationError) and cause.type == CHUNK_FAILED and attempt <= retries:
                     attempt += 1
                     continue

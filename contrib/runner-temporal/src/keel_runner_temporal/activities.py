@@ -33,6 +33,34 @@ _DOCS = "docs/scale-out.md"
 PAYLOAD_LIMIT = 2 * 1024 * 1024
 
 
+class WaitRequested(BaseException):
+    """``ctx.pause_for`` in a chunk with no answer yet: the attempt stops here and the workflow
+    waits (a BaseException, so that a chunk's ``except Exception`` does not take it for an error)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__(spec["pause_for"])
+        self.spec = spec
+
+
+def pauser(call: Mapping[str, Any]) -> Callable[..., Any]:
+    """``ctx.pause_for`` on Temporal: the answers the workflow already has, in order; past them the
+    attempt stops and the workflow waits, then runs the chunk again with one answer more (the code
+    before a wait runs again, as on the local runner after a restart: key its effects)."""
+    answers = list(call.get("answers") or ())
+    asked = [0]
+
+    async def on_pause(name: str, payload: Any, timeout: float | None, on_timeout: str, default: Any) -> Any:
+        k = asked[0]
+        asked[0] += 1
+        if k < len(answers):
+            return answers[k]
+        raise WaitRequested(
+            {"pause_for": name, "payload": payload, "timeout": timeout, "on_timeout": on_timeout, "default": default}
+        )
+
+    return on_pause
+
+
 class ChunkState:
     """``ctx.state`` in a Temporal activity: the flow's state when the step started; writes go back
     to the workflow with the step's output and merge through the flow's reducers there."""
@@ -70,7 +98,7 @@ class ChunkContext:
     """What a chunk receives as ``ctx`` in a Temporal activity: the local runner's surface
     (``value``, ``input``, ``execution_id``, ``tenant``, ``runtime``, ``path``, ``attempt``,
     ``idempotency_key``, ``state``, ``resource(name)``, ``put_into_stream``, ``emit``,
-    ``set_result``); ``pause_for`` is refused by name (a wait is a ``pause_for`` step)."""
+    ``set_result``, ``pause_for``); anything else is refused by name."""
 
     def __init__(self, runtime: Runtime, call: Mapping[str, Any], value: Any, sets: list[list[Any]]):
         self.value = value
@@ -83,6 +111,19 @@ class ChunkContext:
         self.state = ChunkState(dict(call.get("state") or {}), sets)
         self.streamed: list[Any] = []
         self.result: dict[str, Any] | None = None
+        self._on_pause = pauser(call)
+
+    async def pause_for(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        on_timeout: str = "fail",
+        default: Any = None,
+    ) -> Any:
+        """Wait for the signal ``name`` and return its payload (see :func:`pauser`)."""
+        return await self._on_pause(name, to_jsonable_python(payload), timeout, on_timeout, default)
 
     def emit(self, event: str, value: Any = None) -> None:
         """Starts nothing, as on the local runner for an event no chain handles: a flow with ``on``
@@ -126,7 +167,8 @@ class ChunkContext:
 
         raise TemporalRunnerError(
             f"ctx.{name} is not available to a chunk on the temporal runner (it has value, input, execution_id, "
-            f"tenant, runtime, path, attempt, idempotency_key, state, resource, put_into_stream, emit, set_result); "
+            f"tenant, runtime, path, attempt, idempotency_key, state, resource, put_into_stream, emit, set_result, "
+            "pause_for); "
             f"see {_DOCS}, or "
             "run this flow "
             'with runner = "local"'
@@ -382,10 +424,22 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
     from temporalio.exceptions import ApplicationError
 
     from keel_runner_temporal._plan import DECIDE_ACTIVITY, PAYLOAD_ACTIVITY, REDUCE_ACTIVITY
-    from keel_runner_temporal._workflow import CHUNK_ACTIVITY, CHUNK_FAILED, CONDITION_ACTIVITY, WAITING_ACTIVITY
+    from keel_runner_temporal._workflow import (
+        CHUNK_ACTIVITY,
+        CHUNK_FAILED,
+        CONDITION_ACTIVITY,
+        WAIT_REQUESTED,
+        WAITING_ACTIVITY,
+    )
     from keel_runner_temporal.runner import TemporalRunnerError
 
     runtime = runner.runtime
+
+    def waits(wait: WaitRequested) -> ApplicationError:
+        """The attempt stopped at ``ctx.pause_for``: the workflow waits, then runs it again (not retried)."""
+        return ApplicationError(
+            f"waits for {wait.spec['pause_for']!r}", wait.spec, type=WAIT_REQUESTED, non_retryable=True
+        )
 
     def served(name: str) -> Any:
         flow = runner.flows.get(name)
@@ -427,6 +481,10 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
                 out = await anyio.to_thread.run_sync(fn, ctx)
                 if inspect.isawaitable(out):
                     out = await out
+        except WaitRequested as wait:
+            raise ApplicationError(
+                f"waits for {wait.spec['pause_for']!r}", wait.spec, type=WAIT_REQUESTED, non_retryable=True
+            ) from None
         except TemporalRunnerError as err:  # an unsupported ctx feature, a missing resource: retrying cannot help
             raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from None
         except Exception as err:  # the chunk failed: the workflow counts it as an attempt
@@ -452,8 +510,13 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             outcome = await flow.run_step(
                 call["ref"], value, execution_id=call["execution_id"], path=call["path"], attempt=int(call["attempt"]),
                 state=call.get("state") or {}, tenant=tenant, resources=runtime.resources, runtime=runtime,
+                on_pause=pauser(call),
             )  # fmt: skip
-        except Exception as err:  # the chunk failed (ctx.pause_for in a chunk too): counted as an attempt
+        except WaitRequested as wait:  # the workflow waits, then runs the chunk again with the answer
+            raise ApplicationError(
+                f"waits for {wait.spec['pause_for']!r}", wait.spec, type=WAIT_REQUESTED, non_retryable=True
+            ) from None
+        except Exception as err:  # the chunk failed: counted as an attempt
             info = {"type": type(err).__name__, "message": str(err)}
             raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
         finally:

@@ -437,9 +437,12 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
 
     def waits(wait: WaitRequested) -> ApplicationError:
         """The attempt stopped at ``ctx.pause_for``: the workflow waits, then runs it again (not retried)."""
-        return ApplicationError(
-            f"waits for {wait.spec['pause_for']!r}", wait.spec, type=WAIT_REQUESTED, non_retryable=True
-        )
+        from temporalio.exceptions import ApplicationErrorCategory
+
+        return ApplicationError(  # benign: temporalio does not log it as a failure
+            f"waits for {wait.spec['pause_for']!r}", wait.spec, type=WAIT_REQUESTED, non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
+        )  # fmt: skip
 
     def served(name: str) -> Any:
         flow = runner.flows.get(name)
@@ -482,9 +485,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
                 if inspect.isawaitable(out):
                     out = await out
         except WaitRequested as wait:
-            raise ApplicationError(
-                f"waits for {wait.spec['pause_for']!r}", wait.spec, type=WAIT_REQUESTED, non_retryable=True
-            ) from None
+            raise waits(wait) from None
         except TemporalRunnerError as err:  # an unsupported ctx feature, a missing resource: retrying cannot help
             raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from None
         except Exception as err:  # the chunk failed: the workflow counts it as an attempt
@@ -513,9 +514,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
                 on_pause=pauser(call),
             )  # fmt: skip
         except WaitRequested as wait:  # the workflow waits, then runs the chunk again with the answer
-            raise ApplicationError(
-                f"waits for {wait.spec['pause_for']!r}", wait.spec, type=WAIT_REQUESTED, non_retryable=True
-            ) from None
+            raise waits(wait) from None
         except Exception as err:  # the chunk failed: counted as an attempt
             info = {"type": type(err).__name__, "message": str(err)}
             raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None

@@ -124,6 +124,18 @@ def loop_flow() -> Any:
     return flow
 
 
+def chunk_wait_flow() -> Any:
+    """``ctx.pause_for`` inside a chunk: the attempt stops, the workflow waits, the chunk runs again."""
+    from keel_triggerflow import TriggerFlow
+
+    async def ask(ctx: Any) -> Any:
+        return ctx.value + await ctx.pause_for("approve", "ok?")
+
+    flow = TriggerFlow("chunk-wait")
+    flow.to(double).to(ask)
+    return flow
+
+
 async def record(prefix: str) -> None:
     async with dev_server() as address, Runtime(make_host()) as runtime:
         runner = TemporalRunner(runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}"})
@@ -134,6 +146,7 @@ async def record(prefix: str) -> None:
             flows["reducers"] = (reducers_flow(), 0)
             flows["external"] = (external_flow(), 1)
             flows["loop"] = (loop_flow(), 0)
+            flows["chunk-wait"] = (chunk_wait_flow(), 5)
         except ImportError:  # keel-triggerflow is not installed: data flows only
             pass
         looping = TemporalRunner(
@@ -144,7 +157,7 @@ async def record(prefix: str) -> None:
             execution = await starter.start(flow, value, execution_id=f"flow_{prefix}_{name}")
             if name == "external":
                 await execution.emit("ping", 5)
-            if name in ("wait", "python", "external"):
+            if name in ("wait", "python", "external", "chunk-wait"):
                 await execution.signal("approve", 21, request_id="r1")
             with anyio.fail_after(60):
                 print(name, await execution.result())

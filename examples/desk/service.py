@@ -73,6 +73,7 @@ class Desk:
     intake_url: str
     api_key: str = ""  # the gateway's API key ([settings.gateway.api_keys], key_env DESK_API_KEY)
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    delivered: set[str] = field(default_factory=set)  # X-Keel-Delivery ids seen: a retried delivery counts once
     worker_log: list[str] = field(default_factory=list)
 
     @property
@@ -169,6 +170,12 @@ def _add_desk_routes(app: Any, desk_box: list[Desk]) -> None:
         if not verify(OUT_SECRET, request.headers.get("x-keel-signature", ""), body):
             return JSONResponse({"error": "bad signature"}, status_code=401)
         event = json.loads(body)
+        # deliveries are at least once: a retry (its first attempt timed out on a busy machine, but
+        # arrived) carries the same X-Keel-Delivery, and a receiver keeps one of each
+        delivery = request.headers.get("x-keel-delivery", "")
+        if delivery and delivery in desk_box[0].delivered:
+            return JSONResponse({"ok": True, "duplicate": True})
+        desk_box[0].delivered.add(delivery)
         desk_box[0].notifications.append(
             {"type": event["type"], "message": event.get("message", ""), "task_id": event.get("task_id")}
         )

@@ -181,6 +181,30 @@ async def test_a_signal_by_correlation_id_resumes_a_waiting_job(queue: Queue) ->
     assert types[0] == "task.started" and "task.waiting" in types and types[-1] == "task.completed"
     waiting = next(e for e in channel.events if e.type == "task.waiting")
     assert waiting.waiting_for is not None and waiting.waiting_for["correlation_id"] == "order-42"
+    # each event its own delivery id (<job>.<seq>), which receivers deduplicate by
+    assert len({(e.execution_id, e.seq) for e in channel.events}) == len(channel.events)
+
+
+async def test_a_retried_jobs_product_events_never_share_a_seq(queue: Queue) -> None:
+    channel = _Collect()
+    tries: list[int] = []
+
+    @task
+    async def flaky(input: Any) -> str:
+        tries.append(1)
+        if len(tries) < 3:
+            raise RuntimeError("not yet")
+        return "ok"
+
+    async with _runtime(flaky) as runtime:
+        job = await queue.enqueue("flaky", max_attempts=3, backoff=0.0)
+        with anyio.fail_after(30):
+            await Worker(queue, runtime, poll_interval=0.05, channels=[channel]).run(drain=True)
+    assert (await queue.get(job.id)).status == JobStatus.COMPLETED
+    types = [e.type for e in channel.events]
+    assert types.count("task.started") == 3 and types[-1] == "task.completed", types
+    seqs = [e.seq for e in channel.events]
+    assert len(set(seqs)) == len(seqs) and seqs == sorted(seqs), seqs
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])

@@ -97,6 +97,7 @@ class Worker:
         self._pending: list[tuple[Job, Any]] = []
         self._pending_event = anyio.Event()
         self._refused: set[str] = set()
+        self._sent: dict[tuple[str, int], int] = {}  # (job, attempt) -> product events sent: their seq
 
     # ------------------------------------------------------------------------------------- run
 
@@ -314,8 +315,23 @@ class Worker:
     async def _send(self, job: Job, kind: Any, message: str, **fields: Any) -> None:
         if not self.channels:
             return
+        # each event of a job gets its own seq, so a channel's delivery id (X-Keel-Delivery,
+        # "<job>.<seq>", which receivers deduplicate by) is one per event and the same on its
+        # retries; the attempt is in it, so a later attempt, maybe on another worker, never reuses one
+        attempt = (job.id, job.attempts)
+        sent = self._sent.pop(attempt, 0) + 1
+        if kind not in _LAST_OF_ATTEMPT and "retrying" not in message:
+            if len(self._sent) >= _MAX_SENT:  # attempts lost without a last event: forget the oldest
+                del self._sent[next(iter(self._sent))]
+            self._sent[attempt] = sent
         event = ProductEvent(
-            type=kind, task_id=job.id, execution_id=job.id, tenant=job.tenant, message=message, **fields
+            type=kind,
+            task_id=job.id,
+            execution_id=job.id,
+            tenant=job.tenant,
+            seq=job.attempts * _SEQ_PER_ATTEMPT + sent,
+            message=message,
+            **fields,
         )  # type: ignore[arg-type]
         for channel in self.channels:
             try:
@@ -323,6 +339,12 @@ class Worker:
                     await channel.send(event)
             except Exception as err:  # a channel never fails the task that produced the event
                 self._tell("signal", job, f"channel {channel.name} failed: {err}")
+
+
+#: a job's product event seq is attempt * _SEQ_PER_ATTEMPT + its number within the attempt
+_SEQ_PER_ATTEMPT = 1_000_000
+_LAST_OF_ATTEMPT = ("task.completed", "task.failed")
+_MAX_SENT = 100_000
 
 
 def _describe(err: BaseException) -> str:

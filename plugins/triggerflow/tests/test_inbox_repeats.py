@@ -6,6 +6,7 @@ completes. The same request id with another payload is a ConflictError to its ca
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,40 @@ async def test_a_repeat_another_process_wrote_to_the_inbox_is_applied_once(tmp_p
             assert found._replay.inbox_after == 2  # read past the repeat: nothing left to adopt for
     kinds = [r["t"] for r in history]
     assert kinds.count("sig") == 1 and kinds[-1] == "end", kinds
+
+
+async def test_a_direct_answer_and_its_inbox_copy_at_once_apply_once(tmp_path: Path) -> None:
+    """The owner applies a caller's answer while the same answer (one request id) arrives through
+    its inbox, written earlier by a process that did not own it then: one answer record (the PG
+    serve drill saw two when the inbox copy was read while the direct answer's commit awaited)."""
+    store = sqlite.SqliteStore(str(tmp_path / "flows.db"))
+    flow = approval()
+    async with process(store, tmp_path, flow) as runtime:
+        execution = flow.create_execution(runtime)
+        await execution.start("t")
+        with anyio.fail_after(10):
+            while execution.status is not ExecutionStatus.WAITING:
+                await anyio.sleep(0.01)
+        interrupt = execution.get_pending_interrupts()[0].id
+        inbox_copy_arrived = anyio.Event()
+        answer, commit = execution.continue_with, execution._journal.commit_answer
+
+        async def continue_with(*args: Any, **kwargs: Any) -> None:
+            if kwargs.get("_inbox") is not None:
+                inbox_copy_arrived.set()
+            await answer(*args, **kwargs)
+
+        async def commit_when_the_copy_arrived(record: Any) -> None:
+            await inbox_copy_arrived.wait()  # the direct answer's commit is in flight meanwhile
+            await commit(record)
+
+        execution.continue_with = continue_with  # type: ignore[method-assign]
+        execution._journal.commit_answer = commit_when_the_copy_arrived  # type: ignore[method-assign]
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(execution.signal, "approve", "yes", request_id="r1"))
+                await store.append("default", inbox_name(execution.id), [{"i": interrupt, "r": "r1", "v": "yes"}])
+            assert await execution.result() == "yes"
+        history = [r.data for r in await store.read("default", stream_name(execution.id))]
+    kinds = [r["t"] for r in history]
+    assert kinds.count("sig") == 1 and kinds[-1] == "end", history

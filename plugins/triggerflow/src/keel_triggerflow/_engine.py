@@ -84,6 +84,7 @@ class FlowExecution:
         self.steps_completed = 0
         self._final_state: dict[str, Any] = {}
         self._replay = Replay()  # what the loaded history says (filled by _load)
+        self._answering = anyio.Lock()  # continue_with: one answer applied at a time
         self._journal = Journal(self, lease_ttl)
         self._waits = Waits(self)
         self._events = FlowEvents(self.id, tenant, self.runtime.bus)
@@ -195,6 +196,15 @@ class FlowExecution:
 
         When another live process owns the execution, the answer goes to the execution's inbox in
         the store and that process applies it (with the same checks)."""
+        # one answer at a time: the check for a repeated request id and the commit of the answer
+        # are one step, or a caller's direct answer and its retry through the inbox (applied by
+        # the inbox reader) both pass the check while the first commit awaits, and both apply
+        async with self._answering:
+            await self._continue_with(interrupt_id, value, request_id=request_id, _inbox=_inbox)
+
+    async def _continue_with(
+        self, interrupt_id: str, value: Any, *, request_id: str | None, _inbox: int | None
+    ) -> None:
         replay = self._replay
         if _inbox is not None and _inbox <= replay.inbox_after:
             return  # this inbox record is applied already (a reader started again reads it again)
@@ -220,7 +230,7 @@ class FlowExecution:
             try:
                 if await journal.open(None):
                     # another process moved it on since this object read it: judge the answer again
-                    return await self.continue_with(interrupt_id, value, request_id=request_id, _inbox=_inbox)
+                    return await self._continue_with(interrupt_id, value, request_id=request_id, _inbox=_inbox)
             except LeaseError:
                 await journal.answer_through_inbox(interrupt_id, request_id, value)
                 return

@@ -21,7 +21,6 @@ import httpx
 from pydantic import BaseModel, Field
 
 import keel
-from keel import ExecutionStatus, RuntimeEvent
 from keel.testing import Reply, ScriptedModel, make_host
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -57,109 +56,36 @@ def scripted(delay: float) -> ScriptedModel:
     return ScriptedModel(respond)
 
 
-class ReviewExecution:
-    """Draft with the agent, then wait for a human's ``approve`` signal (implements keel.Execution)."""
+class ReviewExecution(keel.BaseExecution):
+    """Draft with the agent, then wait for a human's ``approve`` signal. keel.BaseExecution keeps the
+    Execution protocol's promises (ordered events for late readers, idempotent signals, cancel)."""
 
     kind = "review"
 
     def __init__(self, topic: str, runtime: keel.Runtime, tenant: str):
-        self.id = keel.new_id("exe")
-        self.topic, self.runtime, self.tenant = topic, runtime, tenant
-        self._status = ExecutionStatus.PENDING
-        self._events: keel.EventLog[RuntimeEvent] = keel.EventLog()
-        self._drafting = anyio.Event()
-        self._answered = anyio.Event()
-        self._done = anyio.Event()
-        self._scope = anyio.CancelScope()
-        self._answers: dict[str, Any] = {}
-        self._answer: Any = None
+        super().__init__(runtime, tenant)
+        self.topic = topic
         self._draft: keel.AgentExecution | None = None
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._reason = ""
-
-    @property
-    def status(self) -> ExecutionStatus:
-        return self._status
-
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
-        event = RuntimeEvent(
-            kind=kind, execution_id=self.id, seq=len(self._events) + 1, tenant=self.tenant, payload=payload
-        )
-        self._events.append(event)
-        self.runtime.publish(event)
-
-    def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
-        return self._events.follow(since, lambda: self._status.finished)
+        self._drafting = anyio.Event()
 
     async def instant(self, since: int = 0) -> AsyncIterator[keel.InstantEvent]:
         """The draft's instant events: the gateway shows them as task.partial."""
-        while self._draft is None and not self._status.finished:
+        while self._draft is None and not self.status.finished:
             await self._drafting.wait()
         if self._draft is not None:
             async for event in self._draft.instant(since):
                 yield event
 
-    async def result(self) -> Any:
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
-        if request_id is not None and request_id in self._answers:
-            if self._answers[request_id] != payload:
-                raise keel.ConflictError(f"request {request_id!r} was already answered with another payload")
-            return
-        if name != "approve" or self._status is not ExecutionStatus.WAITING:
-            raise keel.KeelError(f"review {self.id} is not waiting for {name!r}")
-        self._answers[request_id or keel.new_id("req")] = payload
-        self._answer = payload
-        self._answered.set()
-
-    async def cancel(self, reason: str = "cancelled") -> None:
-        if not self._status.finished:
-            self._reason = reason
-            self._scope.cancel()
-            await self._done.wait()
-
-    def _finish(self, status: ExecutionStatus, error: BaseException | None = None) -> None:
-        self._status, self._error = status, error
-        payload = {}
-        if error is not None:  # the protocol's user-safe reason, and the error for the logs
-            reason = str(error) if status is ExecutionStatus.CANCELLED else f"{type(error).__name__}: {error}"
-            payload = {"reason": reason, "error": f"{type(error).__name__}: {error}"}
-        self._emit(f"execution.{status.value}", payload)
-        self._done.set()
-
-    async def run(self) -> None:
+    async def body(self) -> dict[str, Any]:
         try:
-            with self._scope:
-                self._status = ExecutionStatus.RUNNING
-                self._emit("execution.started", {})
-                self._emit("review.progress", {"message": "drafting", "percent": 10})
-                self._draft = await brief.start(self.topic, runtime=self.runtime, tenant=self.tenant)
-                self._drafting.set()
-                draft = await self._draft.get_data()
-                self._emit("review.progress", {"message": "draft ready", "percent": 60})
-                self._status = ExecutionStatus.WAITING
-                question = {"message": "Publish this brief?", "schema": APPROVE_SCHEMA}
-                self._emit("execution.waiting", {"interrupts": [{"name": "approve", "payload": question}]})
-                await self._answered.wait()
-                self._status = ExecutionStatus.RUNNING
-                answer = self._answer or {}
-                self._result = {
-                    "brief": draft.model_dump(),
-                    "approved": bool(answer.get("approved")),
-                    "note": answer.get("note", ""),
-                }
-                self._finish(ExecutionStatus.COMPLETED)
-        except Exception as err:  # the execution's failure is its result
-            self._finish(ExecutionStatus.FAILED, err)
+            self.emit("review.progress", {"message": "drafting", "percent": 10})
+            self._draft = await brief.start(self.topic, runtime=self.runtime, tenant=self.tenant)
         finally:
             self._drafting.set()
-            if not self._status.finished:
-                self._finish(ExecutionStatus.CANCELLED, keel.ExecutionCancelled(self._reason or "runtime closed"))
+        draft = await self._draft.get_data()
+        self.emit("review.progress", {"message": "draft ready", "percent": 60})
+        answer = await self.wait_for("approve", {"message": "Publish this brief?", "schema": APPROVE_SCHEMA}) or {}
+        return {"brief": draft.model_dump(), "approved": bool(answer.get("approved")), "note": answer.get("note", "")}
 
 
 class Review:
@@ -189,10 +115,7 @@ class Review:
         }
 
     async def start(self, input: Any, *, runtime: keel.Runtime, tenant: str = "default") -> ReviewExecution:
-        execution = ReviewExecution(input["topic"], runtime, tenant)
-        runtime.executions.add(execution)
-        runtime.task_group.start_soon(execution.run)
-        return execution
+        return ReviewExecution(input["topic"], runtime, tenant).launch()
 
 
 def build_app(delay: float = 0.02, *, page: bool = True) -> Any:

@@ -4,16 +4,15 @@ a scripted model, tokens, and a server fixture factory. Real uvicorn on 127.0.0.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import jwt
 
 import keel
-from keel import ConflictError, ExecutionStatus, KeelError, RuntimeEvent, new_id
+from keel import RuntimeEvent
 from keel.testing import Reply, ScriptedModel, make_host
 
 APPROVE_SCHEMA = {
@@ -26,92 +25,29 @@ SECRET = "test-secret-of-at-least-thirty-two-bytes!"
 KEYS = {"acme": "key-acme-0123456789", "globex": "key-globex-0123456789", "reader": "key-reader-0123456789"}
 
 
-class WaitingExecution:
-    """Implements keel.Execution: reports progress, waits for an 'approve' signal, then completes."""
+class WaitingExecution(keel.BaseExecution):
+    """Reports progress, waits for an 'approve' signal, then completes (keel.BaseExecution does the
+    protocol's bookkeeping)."""
 
     kind = "task"
 
     def __init__(self, topic: str, runtime: keel.Runtime, tenant: str):
-        self.id = new_id("exe")
-        self.tenant = tenant
+        super().__init__(runtime, tenant)
         self.topic = topic
-        self.runtime = runtime
         self.delivered: list[Any] = []
-        self._requests: dict[str, Any] = {}
-        self._status = ExecutionStatus.PENDING
-        self._events: keel.EventLog[RuntimeEvent] = keel.EventLog()
-        self._answer = anyio.Event()
-        self._done = anyio.Event()
-        self._scope = anyio.CancelScope()
-        self._result: Any = None
-        self._error: BaseException | None = None
 
-    @property
-    def status(self) -> ExecutionStatus:
-        return self._status
+    def emit(self, kind: str, payload: dict[str, Any] | None = None) -> RuntimeEvent:
+        if kind == "execution.started":  # a payload the product projection must never show
+            payload = {"internal": "never shown"}
+        return super().emit(kind, payload)
 
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
-        event = RuntimeEvent(
-            kind=kind, execution_id=self.id, seq=len(self._events) + 1, tenant=self.tenant, payload=payload
-        )
-        self._events.append(event)
-        self.runtime.publish(event)
-
-    def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
-        return self._events.follow(since, lambda: self._status.finished)
-
-    async def result(self) -> Any:
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
-        if request_id is not None and request_id in self._requests:
-            if self._requests[request_id] != payload:
-                raise ConflictError(f"request {request_id!r} was already used with another payload")
-            return
-        if name != "approve" or self._status is not ExecutionStatus.WAITING:
-            raise KeelError(f"execution {self.id} is not waiting for {name!r}")
-        self._requests[request_id or new_id("req")] = payload
-        self.delivered.append(payload)
-        self._payload = payload
-        self._answer.set()
-
-    async def cancel(self, reason: str = "cancelled") -> None:
-        if self._status.finished:
-            return
-        self._reason = reason
-        self._scope.cancel()
-        await self._done.wait()
-
-    async def run(self) -> None:
-        with self._scope:
-            self._status = ExecutionStatus.RUNNING
-            self._emit("execution.started", {"internal": "never shown"})
-            self._emit("work.progress", {"message": "draft ready", "percent": 50, "secret_path": "step.a.b"})
-            self._status = ExecutionStatus.WAITING
-            question = {"message": f"Publish the note about {self.topic}?", "schema": APPROVE_SCHEMA}
-            self._emit(
-                "execution.waiting",
-                {"interrupts": [{"id": "i1", "name": "approve", "path": "chunk.x", "payload": question}]},
-            )
-            await self._answer.wait()
-            self._status = ExecutionStatus.RUNNING
-            self._emit("work.progress", {"message": "answer received", "percent": 90})
-            self._result = {
-                "topic": self.topic,
-                "approved": bool(self._payload.get("approved")),
-                "note": self._payload.get("note", ""),
-            }
-            self._status = ExecutionStatus.COMPLETED
-            self._emit("execution.completed", {})
-            self._done.set()
-            return
-        self._error = KeelError(f"cancelled: {self._reason}")
-        self._status = ExecutionStatus.CANCELLED
-        self._emit("execution.cancelled", {"reason": self._reason})
-        self._done.set()
+    async def body(self) -> dict[str, Any]:
+        self.emit("work.progress", {"message": "draft ready", "percent": 50, "secret_path": "step.a.b"})
+        question = {"message": f"Publish the note about {self.topic}?", "schema": APPROVE_SCHEMA}
+        answer = await self.wait_for("approve", question, id="i1", path="chunk.x")
+        self.delivered.append(answer)
+        self.emit("work.progress", {"message": "answer received", "percent": 90})
+        return {"topic": self.topic, "approved": bool(answer.get("approved")), "note": answer.get("note", "")}
 
 
 class WaitingTask:
@@ -141,9 +77,7 @@ class WaitingTask:
         }
 
     async def start(self, input: Any, *, runtime: keel.Runtime, tenant: str = "default") -> WaitingExecution:
-        execution = WaitingExecution(input["topic"], runtime, tenant)
-        runtime.executions.add(execution)
-        runtime.task_group.start_soon(execution.run)
+        execution = WaitingExecution(input["topic"], runtime, tenant).launch()
         self.started.append(execution)
         return execution
 

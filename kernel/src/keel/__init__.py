@@ -39,6 +39,7 @@ from keel.errors import (
 )
 from keel.events import EventBus, RuntimeEvent, TraceParent, continuing_trace, current_trace, inline_observer
 from keel.execution import EventLog, Execution, ExecutionRegistry, ExecutionStatus, Runnable, RunnableRegistry
+from keel.handwritten import BaseExecution
 from keel.hookspecs import hookimpl
 from keel.options import parse_options, validation_problems
 from keel.plugins import PluginHost, PluginInfo
@@ -131,6 +132,7 @@ __all__ = [
     "Approver",
     "CallbackApprover",
     "ConsoleApprover",
+    "BaseExecution",
     "ActionCall",
     "ActionContext",
     "ActionDenied",

@@ -273,3 +273,34 @@ def test_a_declared_action_with_no_risk_is_refused_at_once(tmp_path: Path) -> No
     rt = runtime(tmp_path, EAGER + 'actions = { whoami = "safe" }\n')
     with pytest.raises(keel.StackError, match=r"\[environments.worker\] actions: whoami = 'safe' is not a risk"):
         rt.environments.names()
+
+
+async def test_a_lazy_environment_starts_on_the_first_use_of_an_action_it_declares(tmp_path: Path) -> None:
+    lazy = EAGER.replace('start = "eager"', 'start = "lazy"') + 'actions = { whoami = "read" }\n'
+    async with runtime(tmp_path, lazy) as rt:
+        assert rt.environments.status_of("worker").status != "ready"  # nothing asked for it yet
+        outcome = await rt.call_action("whoami", {})
+        assert outcome.ok and outcome.result > 0, outcome
+        assert rt.environments.status_of("worker").status == "ready"
+        # an action no environment declares is still an unknown action, and starts nothing
+        assert not (await rt.call_action("nobody", {})).ok
+    undeclared = EAGER.replace('start = "eager"', 'start = "lazy"')  # offers whoami, declares nothing
+    async with runtime(tmp_path, undeclared) as rt:
+        assert not (await rt.call_action("whoami", {})).ok  # only `keel env start` / ensure() start it
+        assert rt.environments.status_of("worker").status != "ready"
+
+
+async def test_an_agent_starts_the_lazy_environment_that_declares_its_actions(tmp_path: Path) -> None:
+    from keel.testing import Reply, ScriptedModel
+
+    lazy = EAGER.replace('start = "eager"', 'start = "lazy"') + 'actions = { whoami = "read" }\n'
+    async with runtime(tmp_path, lazy) as rt:
+        call = keel.ToolCall(id="c1", name="whoami", arguments={})
+        rt.use_model(ScriptedModel([Reply(tool_calls=[call]), "done"]))
+        agent = keel.Agent("ops", "Say which process serves you.", actions=["whoami"])
+        with anyio.fail_after(30):
+            execution = await agent.start("who?", runtime=rt)
+            assert await execution.get_data() == "done"
+        assert rt.environments.status_of("worker").status == "ready"
+        completed = [e async for e in execution.events() if e.kind == "action.completed"]
+        assert len(completed) == 1, [e.kind async for e in execution.events()]

@@ -333,6 +333,8 @@ class AgentExecution:
     async def _execute(self) -> None:
         agent, contract = self.agent, self.agent.contract
         self._status = ExecutionStatus.RUNNING
+        if agent.actions:  # lazy environments that declare the agent's actions start on this first use
+            await self.runtime.ensure_actions(a for a in agent.actions if not a.startswith("tag:"))
         native = self._started()
         system = agent.system_prompt(native)
         messages = [Message(role="system", content=system)] if system else []

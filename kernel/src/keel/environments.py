@@ -5,7 +5,7 @@ An environment is declared in the stack::
     [environments.time]
     driver = "mcp"                 # an EnvironmentSpec name registered through keel_environments()
                                    # (its factory receives the options below plus "name")
-    start = "eager"                # or "lazy" (the default): started by ensure(name) / keel env start
+    start = "eager"                # or "lazy" (the default): on first use of a declared action
     health_interval = 5.0          # seconds between health checks
     command = ["mcp-server-time"]  # everything else goes to the driver's factory
     actions = { time_now = "read" }  # optional: the actions it will offer, each with its risk
@@ -15,7 +15,7 @@ add (its ``[calls.actions.<name>]`` are then not typos). Declared, it is a contr
 start: an offered action that is not declared, or has another risk, or a declared one that is not
 offered, fails the start, naming it.
 
-The manager starts it (at runtime start-up, or when ``ensure(name)`` asks), checks its health on an interval,
+The manager starts it (at runtime start-up, or on first use: ``Runtime.ensure_actions``), checks its health on an interval,
 restarts it by its restart policy with exponential backoff, gives up after the maximum and says so,
 and stops every environment when the runtime closes — normally, on an exception or on Ctrl-C.
 Each transition is a RuntimeEvent ``environment.starting|ready|unhealthy|restarting|stopped|failed``.

@@ -375,6 +375,7 @@ class Runtime:
         """
         context = context or ActionContext()
         approver = approver or self.approver
+        await self.ensure_actions([name])
 
         def emit(kind: str, payload: dict[str, Any]) -> None:
             self.publish(
@@ -386,6 +387,17 @@ class Runtime:
             approval_timeout=approval_timeout, emit=emit, visible=visible, meter=current_meter(),
             policy=self.calls.for_action(name),
         )  # fmt: skip
+
+    async def ensure_actions(self, names: Iterable[str]) -> None:
+        """Start the lazy environments that declare (``actions = {...}`` in their stack table) any
+        of these actions not registered yet, so their first use starts them. An environment that
+        cannot start raises its :class:`keel.KeelError`, naming it and why."""
+        missing = [n for n in names if n not in self.actions]
+        if not missing:
+            return
+        declared = self.environments.declared_actions()
+        for environment in sorted({declared[n][1] for n in missing if n in declared}):
+            await self.environments.ensure(environment)
 
     def add(self, runnable: Runnable) -> Runnable:
         """Register a runnable (an agent, a flow) so that it can be started by name."""

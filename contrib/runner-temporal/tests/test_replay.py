@@ -4,7 +4,7 @@
 was announced after its memo was stored; ``workflow.patched`` gates both changes, so executions
 that were running when workers were upgraded go on. A change to ``_workflow.py`` that breaks one of
 these fails here: gate it with a new ``workflow.patched`` name, record new histories with
-``histories/record.py``, and keep the old ones."""
+``tools/record_temporal_histories.py``, and keep the old ones."""
 
 from __future__ import annotations
 

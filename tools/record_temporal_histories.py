@@ -3,10 +3,14 @@
 Before changing what ``keel_runner_temporal._workflow`` does, run this with the code as it was
 (the interpreter on main) and keep the files it writes next to it under a new prefix:
 
-    python contrib/runner-temporal/tests/histories/record.py PREFIX
+    python tools/record_temporal_histories.py PREFIX
 
 then gate the change with ``workflow.patched(...)`` until ``test_replay.py`` passes on every file:
 executions that were running when the workers were upgraded replay their own history.
+
+It lives in tools/, not in the package's tests: it records flows built with keel-triggerflow, which
+keel-runner-temporal does not depend on (its own tests run with the kernel alone), and it runs in
+the workspace venv, which holds every package.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from keel import Runtime
 from keel.testing import make_host
 from keel_runner_temporal import TemporalRunner, dev_server
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent.parent / "contrib" / "runner-temporal" / "tests" / "histories"
 
 
 def data_flow(name: str, steps: list[dict[str, Any]], **chunks: Any) -> Any:

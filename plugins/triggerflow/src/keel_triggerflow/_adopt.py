@@ -105,6 +105,9 @@ async def find_execution(runtime: Runtime, execution_id: str, tenant: str) -> Fl
         runtime.executions.add(execution)
     execution._adopted = True
     execution._unresolved = unresolved
+    from keel_triggerflow._follow import start_following
+
+    start_following(execution)  # another process may run it: its events and status, live
     pending = execution.get_pending_interrupts()
     if pending and not execution.status.finished:
         # what a follower of a live execution saw last: the question and how to answer it

@@ -177,7 +177,11 @@ class Context:
 
     def put_into_stream(self, item: Any) -> None:
         """Put an item into the runtime stream (``execution.stream()``; events of kind ``flow.stream``)."""
-        self._x.events.add("flow.stream", {"path": self.path, "item": jsonable(item)})
+        data = jsonable(item)
+        self._x.events.add("flow.stream", {"path": self.path, "item": data})
+        history = self._x.journal.history
+        if history is not None:  # for processes that follow the execution (kept with the step's record)
+            history.add_item(self.path, data)
 
     async def async_put_into_stream(self, item: Any) -> None:
         self.put_into_stream(item)

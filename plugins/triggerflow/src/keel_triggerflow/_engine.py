@@ -93,6 +93,8 @@ class FlowExecution:
         self._missing = [r for r in flow.resources if r not in self._resources]
         self._adopted = False  # found through keel_find_execution: a signal or cancel continues it here
         self._unresolved: str | None = None  # adopted without its definition: why it cannot continue
+        self._following = False  # another process runs it: _follow reads its history as it grows
+        self._items_after = 0  # the last record of its /stream log a follower turned into events
 
     # the parts other modules of this package read (adoption, the CLI)
     @property
@@ -385,11 +387,19 @@ class FlowExecution:
         that a copy (adopted for reading, or released at a wait) shows what the execution's owner
         did: :meth:`keel.Runtime.find_execution` calls this before handing out such a copy. In a
         serving runtime, a copy found orphaned (its owner gone) is continued here, as on adoption.
-        Does nothing while this process runs it."""
+        Does nothing while this process runs it; one that it follows (``_follow``) catches up."""
+        if self._following:
+            from keel_triggerflow._follow import catch_up
+
+            await catch_up(self)
+            return
         if self.running_here or self._status.finished or self.durability == "none" or self._journal.history is not None:
             return
+        from keel_triggerflow._follow import start_following
+
         store = self._journal.store or self.runtime.store()
         if await store.last_seq(self.tenant, stream_name(self.id)) == self._replay.length:
+            start_following(self)
             return
         async with self._journal.opening:  # not while a signal takes the lease for this object
             if self._journal.history is not None or self.running_here:
@@ -401,6 +411,7 @@ class FlowExecution:
             from keel_triggerflow._adopt import continue_if_orphaned
 
             await continue_if_orphaned(self.runtime, self)
+            start_following(self)
 
     def _reset(self) -> None:
         self._started = False

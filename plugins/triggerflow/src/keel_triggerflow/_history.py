@@ -4,6 +4,10 @@ Layout in the store (tenant-scoped like every call):
 
 - log ``triggerflow/<execution id>``: the append-only history, one small record per fact;
 - log ``triggerflow/<execution id>/inbox``: answers sent by processes that do not own it;
+- log ``triggerflow/<execution id>/stream``: the items steps put with ``ctx.put_into_stream``
+  (``{"h": history seq before them, "p": step path, "item": item}``), written in the same
+  transaction as the history records that follow them, for processes that follow the execution
+  (``_follow``); replay never reads it;
 - key ``triggerflow`` / ``exec:<id>``: the index row (flow, status, ref, times, and the history
   ``seq`` it describes, so a late write never overwrites a newer one) for ``ls`` and recovery;
 - key ``triggerflow`` / ``by:<status>:<created>:<id>``: the same row's place in a status, so
@@ -43,6 +47,11 @@ def stream_name(execution_id: str) -> str:
     return f"triggerflow/{execution_id}"
 
 
+def items_name(execution_id: str) -> str:
+    """Stream items of the execution, for followers in other processes (not part of its replay)."""
+    return f"triggerflow/{execution_id}/stream"
+
+
 def inbox_name(execution_id: str) -> str:
     """Answers from processes that do not own the execution; its owner applies them."""
     return f"triggerflow/{execution_id}/inbox"
@@ -64,6 +73,7 @@ class History:
         self.seq = seq
         self.mode = mode
         self._pending: list[Mapping[str, Any]] = []
+        self._items: list[dict[str, Any]] = []  # stream items, written with the next records
         self._done = anyio.Event()
         self._leader = False
         self.error: BaseException | None = None
@@ -72,6 +82,19 @@ class History:
     def add(self, record: Mapping[str, Any]) -> None:
         """Queue a record; it is written with the next commit (its order is kept)."""
         self._pending.append(record)
+
+    def add_item(self, path: str, item: Any) -> None:
+        """Queue a stream item (JSON data) for followers; written with the next commit, before
+        the records that follow it (a step's items go with its completion)."""
+        self._items.append({"p": path, "item": item})
+
+    def _take_items(self) -> list[WriteOp]:
+        if not self._items:
+            return []
+        items, self._items = self._items, []
+        for item in items:
+            item["h"] = self.seq
+        return [Append(items_name(self.stream.removeprefix("triggerflow/")), items)]
 
     async def commit(self, record: Mapping[str, Any] | None = None, *, force: bool = False) -> None:
         """Queue ``record`` and return once it is in the store (``sync``), or once a batch is
@@ -124,7 +147,7 @@ class History:
     async def flush(self) -> None:
         if self.error is not None:
             raise self.error
-        if not self._pending and not self._leader:
+        if not self._pending and not self._items and not self._leader:
             return
         done = self._done
         if self._leader:
@@ -134,16 +157,22 @@ class History:
             return
         self._leader = True
         try:
-            while self._pending:
+            while self._pending or self._items:
                 batch, self._pending = self._pending, []
+                items = self._take_items()
                 done, self._done = self._done, anyio.Event()
                 try:
-                    if self.lease is None:
+                    if self.lease is None and not items:
                         self.seq = await self.store.append(self.tenant, self.stream, batch, expected_seq=self.seq)
+                    elif self.lease is None:
+                        ops_now: list[WriteOp] = [Append(self.stream, batch, expected_seq=self.seq), *items]
+                        self.seq = (await self.store.transact(self.tenant, ops_now))[0]
                     else:
 
-                        async def ops(batch: list[Mapping[str, Any]] = batch) -> list[WriteOp]:
-                            return [Append(self.stream, batch, expected_seq=self.seq)]
+                        async def ops(
+                            batch: list[Mapping[str, Any]] = batch, items: list[WriteOp] = items
+                        ) -> list[WriteOp]:
+                            return [Append(self.stream, batch, expected_seq=self.seq), *items]
 
                         await self._write(ops)
                 except ConflictError as err:
@@ -436,6 +465,7 @@ async def delete_execution(store: Store, tenant: str, execution_id: str) -> None
     """Delete an execution's history, inbox, index row and lease."""
     await store.delete_stream(tenant, stream_name(execution_id))
     await store.delete_stream(tenant, inbox_name(execution_id))
+    await store.delete_stream(tenant, items_name(execution_id))
     row = await store.get(tenant, NAMESPACE, f"exec:{execution_id}")
     if row is not None and row.value.get("status"):
         await store.delete(

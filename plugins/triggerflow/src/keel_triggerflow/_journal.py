@@ -164,6 +164,9 @@ class Journal:
         told to this caller (the owner only logs what it rejects). Another answer to the same
         interrupt, with another request id, is refused too."""
         x = self.x
+        if request_id in x._replay.requests:  # applied by the owner already (a follower read it)
+            x._check_duplicate(request_id, value)
+            return True
         for record in await store.read(x.tenant, inbox_name(x.id), after=x._replay.inbox_after):
             data = record.data
             if data.get("r") == request_id:

@@ -54,27 +54,32 @@ class Replay:
 
     def load(self, records: list[Any]) -> None:
         """Fill the tables from a history's records (the start record included; see ``_records``)."""
-        for data in cast(list[Record], records):
-            if data["t"] == "c":
-                self.done[data["p"]] = data
-            elif data["t"] == "x":
-                self.attempts[data["p"]] = data["a"]
-            elif data["t"] == "f":
-                self.failed[data["p"]] = data
-            elif data["t"] == "d":
-                self.decisions[data["p"]] = data["v"]
-            elif data["t"] == "w":
-                self.waits[data["i"]] = data
-            elif data["t"] == "sig":
-                self.answers[data["i"]] = data
-                self.requests[data["r"]] = data.get("v")
-                self.inbox_after = max(self.inbox_after, data.get("x", 0))
-            elif data["t"] == "ev":
-                self.external.append(data)
-            elif data["t"] == "end":
-                self.end = data
+        for data in records:
+            self.add(data)
         self.length = len(records)
         self.replaying = True
+
+    def add(self, record: Any) -> None:
+        """Take in one more record (a follower reads them as the owner appends them)."""
+        data = cast(Record, record)
+        if data["t"] == "c":
+            self.done[data["p"]] = data
+        elif data["t"] == "x":
+            self.attempts[data["p"]] = data["a"]
+        elif data["t"] == "f":
+            self.failed[data["p"]] = data
+        elif data["t"] == "d":
+            self.decisions[data["p"]] = data["v"]
+        elif data["t"] == "w":
+            self.waits[data["i"]] = data
+        elif data["t"] == "sig":
+            self.answers[data["i"]] = data
+            self.requests[data["r"]] = data.get("v")
+            self.inbox_after = max(self.inbox_after, data.get("x", 0))
+        elif data["t"] == "ev":
+            self.external.append(data)
+        elif data["t"] == "end":
+            self.end = data
 
     def clear(self) -> None:
         """Forget everything (before loading the history again)."""

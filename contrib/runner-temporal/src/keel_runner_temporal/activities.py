@@ -444,6 +444,11 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             category=ApplicationErrorCategory.BENIGN,
         )  # fmt: skip
 
+    def failed(err: Exception) -> ApplicationError:
+        """The chunk raised: an attempt the workflow counts (not retried by Temporal)."""
+        info = {"type": type(err).__name__, "message": str(err)}
+        return ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True)
+
     def served(name: str) -> Any:
         flow = runner.flows.get(name)
         if flow is None:  # retryable: another worker on this queue may serve it
@@ -484,13 +489,14 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
                 out = await anyio.to_thread.run_sync(fn, ctx)
                 if inspect.isawaitable(out):
                     out = await out
-        except WaitRequested as wait:
+        except WaitRequested as wait:  # its items come again with the run that gets the answer
             raise waits(wait) from None
         except TemporalRunnerError as err:  # an unsupported ctx feature, a missing resource: retrying cannot help
+            await streamed(call, ctx.streamed)
             raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from None
         except Exception as err:  # the chunk failed: the workflow counts it as an attempt
-            info = {"type": type(err).__name__, "message": str(err)}
-            raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
+            await streamed(call, ctx.streamed)  # a failed attempt's items are shown, as on the local runner
+            raise failed(err) from None
         finally:
             beating.cancel()
         await streamed(call, ctx.streamed)
@@ -507,25 +513,28 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         flow, tenant = served(call["flow"]), str(call["tenant"])
         value = await resolve(runtime, tenant, call["value"])
         beating = _beating(runner.options.heartbeat_timeout / 3)
+        items: list[Any] = []  # as the chunk puts them: a failed attempt's are shown too
         try:
             outcome = await flow.run_step(
                 call["ref"], value, execution_id=call["execution_id"], path=call["path"], attempt=int(call["attempt"]),
                 state=call.get("state") or {}, tenant=tenant, resources=runtime.resources, runtime=runtime,
-                on_pause=pauser(call),
+                on_pause=pauser(call), on_stream=items.append,
             )  # fmt: skip
         except WaitRequested as wait:  # the workflow waits, then runs the chunk again with the answer
             raise waits(wait) from None
         except Exception as err:  # the chunk failed: counted as an attempt
-            info = {"type": type(err).__name__, "message": str(err)}
-            raise ApplicationError(f"{info['type']}: {err}", info, type=CHUNK_FAILED, non_retryable=True) from None
+            await streamed(call, items)
+            raise failed(err) from None
         finally:
             beating.cancel()
-        await streamed(call, outcome.stream)
+        await streamed(call, items)
         where = f"step {call['path']} ({call['chunk']})"
         output = await spill(
             runtime, tenant, wrapped(outcome.model, outcome.output), runner.options.inline_limit, where
         )
-        return {"o": output, "s": outcome.state_writes, "r": outcome.result, "e": outcome.emits}
+        # a pydantic value of ctx.emit ([event, data, model]) reaches its chains as the model
+        emits = [[e[0], wrapped(e[2] if len(e) > 2 else None, e[1])] for e in outcome.emits]
+        return {"o": output, "s": outcome.state_writes, "r": outcome.result, "e": emits}
 
     @activity.defn(name=DECIDE_ACTIVITY)
     async def decide(call: dict[str, Any]) -> Any:

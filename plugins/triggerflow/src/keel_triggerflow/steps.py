@@ -78,7 +78,10 @@ class StepOutcome(BaseModel):
     output: Any = None
     model: str | None = Field(default=None, description="module:qualname of a pydantic output (output is its data)")
     state_writes: list[list[Any]] = Field(default_factory=list)
-    emits: list[list[Any]] = Field(default_factory=list)
+    emits: list[list[Any]] = Field(
+        default_factory=list,
+        description="[event, value], and a third item, module:qualname, when the value is a pydantic model",
+    )
     stream: list[Any] = Field(default_factory=list)
     result: dict[str, Any] | None = Field(default=None, description='{"result": value} when the step set the result')
 
@@ -120,7 +123,9 @@ Pauser = Callable[[str, Any, float | None, str, Any], Awaitable[Any]]
 class StepContext:
     """A chunk's ``ctx`` outside the local engine: it reads a copy of the state and keeps what the
     chunk does (state writes, emits, stream items, the result) in :attr:`outcome`, for the runner
-    to apply in its own interpreter. ``ctx.pause_for`` inside a chunk needs ``on_pause``."""
+    to apply in its own interpreter. ``ctx.pause_for`` inside a chunk needs ``on_pause``;
+    ``on_stream`` sees each stream item as it is put
+    (so a runner can show the items of an attempt that fails, as the local engine does)."""
 
     def __init__(
         self,
@@ -136,6 +141,7 @@ class StepContext:
         runtime: Runtime | None = None,
         trace_id: str = "",
         on_pause: Pauser | None = None,
+        on_stream: Callable[[Any], None] | None = None,
     ):
         self.value = value
         self.path = path
@@ -149,6 +155,7 @@ class StepContext:
         self.trace_id = trace_id
         self.span_id = os.urandom(8).hex()
         self._on_pause = on_pause
+        self._on_stream = on_stream
         self.outcome = StepOutcome()
 
     @property
@@ -178,13 +185,19 @@ class StepContext:
         return _StepState(self)
 
     def emit(self, event: str, value: Any = None) -> None:
-        self.outcome.emits.append([event, jsonable(value)])
+        emit = [event, jsonable(value)]
+        if isinstance(value, BaseModel):  # the chain gets the model back, as on the local engine
+            emit.append(model_ref(value))
+        self.outcome.emits.append(emit)
 
     async def async_emit(self, event: str, value: Any = None) -> None:
         self.emit(event, value)
 
     def put_into_stream(self, item: Any) -> None:
-        self.outcome.stream.append(jsonable(item))
+        item = jsonable(item)
+        self.outcome.stream.append(item)
+        if self._on_stream is not None:
+            self._on_stream(item)
 
     async def async_put_into_stream(self, item: Any) -> None:
         self.put_into_stream(item)
@@ -268,15 +281,17 @@ async def run_step(
     resources: Mapping[str, Any] | None = None,
     runtime: Runtime | None = None,
     on_pause: Pauser | None = None,
+    on_stream: Callable[[Any], None] | None = None,
 ) -> StepOutcome:
     """Run one attempt of the step ``ref`` on ``value`` with a :class:`StepContext` over a copy of
     ``state``, and return what it did as data (JSON-compatible; a pydantic output is its data plus
-    ``model``). ``path`` is the step key (default ``"@" + ref``, the main chain's). A failure raises."""
+    ``model``). ``path`` is the step key (default ``"@" + ref``, the main chain's). A failure raises
+    (``on_stream`` has seen the attempt's stream items by then)."""
     owner = _step(flow, ref)[1]
     ctx = StepContext(
         value, path=path or step_key("", ref), execution_id=execution_id, state=state,
         reducers=owner.reducers, attempt=attempt, tenant=tenant, resources=resources,
-        runtime=runtime, on_pause=on_pause,
+        runtime=runtime, on_pause=on_pause, on_stream=on_stream,
     )  # fmt: skip
     out = await call_chunk(flow, ref, ctx)
     outcome = ctx.outcome

@@ -23,6 +23,7 @@ FLOW_MODULE = '''
 import time
 from pathlib import Path
 
+from keel_triggerflow import TriggerFlow
 
 def gate(ctx):
     """Hold the run until the test has found the execution (the file ctx.value["go"] exists)."""

@@ -21,6 +21,9 @@ from keel import Runtime, load_stack
 from keel.testing import ScriptedModel, make_host
 from keel_devtools import ExecutionFilter, RecordingDB, configure
 from keel_devtools import plugin as devtools_plugin
+from keel_devtools.exchange import Recording, parent_span
+from keel_devtools.flowgraph import flow_drawing, path_taken
+from keel_devtools.replayer import replay
 from keel_runner_temporal import DevServer, TemporalExecution
 from keel_runner_temporal import plugin as temporal_plugin
 from keel_triggerflow import TriggerFlow
@@ -59,6 +62,34 @@ async def followed_elsewhere(address: str, queue: str, execution_id: str) -> lis
         return [(e.kind, e.payload.get("followed")) for e in seen.drain()]
 
 
+def steps_of(db: RecordingDB, execution_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """Each step event's kind, step path and payload, as the execution page reads them."""
+    return [
+        (row["kind"], row["step"], row["event"]["payload"])
+        for row in db.events(execution_id)
+        if row["kind"].startswith("flow.step.")
+    ]
+
+
+async def recorded_locally(tmp_path: Path) -> tuple[RecordingDB, str]:
+    """The same flow on the local runner, recorded into a file of its own."""
+    recorder = configure(tmp_path / "local.db")
+    try:
+        async with Runtime(make_host(devtools_plugin, triggerflow_plugin), keel.Stack()) as runtime:
+            runtime.use_model(ScriptedModel([json.dumps({"kind": "refund"})]))
+            execution = await refund_flow().start({"ticket": "T-1"}, runtime=runtime)
+            with anyio.fail_after(60):
+                async for event in execution.events():
+                    if event.kind == "execution.waiting":
+                        await execution.signal("approve", {"ok": True})
+                        break
+                await execution.result()
+        assert recorder.flush()
+    finally:
+        recorder.close()
+    return RecordingDB(tmp_path / "local.db"), execution.id
+
+
 async def test_a_temporal_execution_is_recorded_like_a_local_one(temporal_address: str, tmp_path: Path) -> None:
     (tmp_path / "keel.toml").write_text(
         f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "dt-{tmp_path.name}"\n'
@@ -89,13 +120,34 @@ async def test_a_temporal_execution_is_recorded_like_a_local_one(temporal_addres
     assert (summary["kind"], summary["runnable"], summary["status"]) == ("flow", "refund-on-temporal", "completed")
     assert summary["input"] == {"ticket": "T-1"} and summary["output"] == result
     kinds = [row["kind"] for row in db.events(execution.id)]
-    assert kinds == ["execution.started", "execution.waiting", "execution.completed"]
+    assert kinds[0] == "execution.started" and kinds[-1] == "execution.completed"
     waiting = next(row for row in db.events(execution.id) if row["kind"] == "execution.waiting")
     assert waiting["step"] == "execution" and waiting["event"]["payload"]["interrupts"][0]["name"] == "approve"
     # the agent the step ran, in the worker's runtime: recorded with its model answer
     [agent] = db.page(ExecutionFilter(runnable="classifier"), limit=10)[0]
     assert agent["status"] == "completed" and agent["output"] == {"kind": "refund"}
     assert "model.response" in [row["kind"] for row in db.events(agent["id"])]
+    # its steps, the path taken on its drawing, and the agent inside it: as the local runner records them
+    local_db, local_id = await recorded_locally(tmp_path)
+    # (a pause_for node is a step of its own on the local runner; on Temporal its wait shows alone)
+    local_steps = [s for s in steps_of(local_db, local_id) if not s[2]["step"].startswith("pause_for:")]
+    assert steps_of(db, execution.id) == local_steps and len(local_steps) == 6
+    drawing = flow_drawing(db.events(execution.id))
+    assert drawing is not None and drawing["nodes"] == flow_drawing(local_db.events(local_id))["nodes"]
+    assert path_taken(drawing, db.events(execution.id)) == path_taken(drawing, local_db.events(local_id))
+    assert [row["id"] for row in db.same_trace(execution.id)] == [agent["id"]]  # the flow's trace
+    recording = Recording.from_db(db, execution.id)
+    assert [inner.execution_id for inner in recording.inner] == [agent["id"]]  # under the step's span
+    classify_span = next(e["span_id"] for e in recording.events if e["kind"] == "flow.step.started")
+    assert parent_span(recording.inner[0]) == classify_span
+    # a replay of the flow (on Temporal) serves the agent its recorded answer: no model is asked
+    host = make_host(triggerflow_plugin, temporal_plugin)
+    async with Runtime(host, load_stack(tmp_path / "keel.toml")) as replaying:
+        replaying.add(refund_flow())
+        with anyio.fail_after(60):
+            replayed = await replay(recording, runtime=replaying, timeout=30)
+    assert replayed.ok, replayed.divergence
+    assert replayed.output == result | {"by": replayed.execution_id}
 
     # a runtime that finds it after its end publishes nothing of it (the one that followed it did)
     other = Runtime(make_host(triggerflow_plugin, temporal_plugin), load_stack(tmp_path / "keel.toml"))

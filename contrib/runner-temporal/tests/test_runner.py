@@ -64,8 +64,18 @@ async def test_a_linear_flow_is_one_workflow_whose_id_is_the_execution_id(tempor
         assert await execution.describe() is ExecutionStatus.COMPLETED
         # as on the local runner, `end` fixes the result and the steps after it still run
         assert await execution.position() == {"step": 4, "steps": 4, "chunk": "never", "waiting": None, "waits": []}
-        kinds = [event.kind async for event in execution.events()]
-        assert kinds == ["execution.started", "execution.completed"]
+        events = [event async for event in execution.events()]
+        steps = [(e.kind, e.payload["path"], e.payload["step"]) for e in events if e.kind.startswith("flow.step.")]
+        assert steps == [
+            (f"flow.step.{kind}", path, chunk)
+            for path, chunk in (("@0", "fetch"), ("@1", "shout"), ("@3", "never"))
+            for kind in ("started", "completed")
+        ]  # as the local runner reports them
+        assert [events[0].kind, events[-1].kind] == ["execution.started", "execution.completed"]
+        # one trace; each step attempt's events in a span of its own, under the execution's
+        assert {e.trace_id for e in events} == {execution.trace_id} and len(execution.trace_id) == 32
+        assert {e.parent_span_id for e in events if e.kind.startswith("flow.step.")} == {execution.span_id}
+        assert len({e.span_id for e in events if e.kind.startswith("flow.step.")}) == 3
 
 
 async def test_the_same_execution_id_twice_is_a_conflict_and_resume_follows_it(temporal_address: str) -> None:
@@ -104,6 +114,15 @@ async def test_a_failing_chunk_retries_as_declared_then_fails_the_execution(temp
         assert await execution.describe() is ExecutionStatus.FAILED
         events = [event async for event in execution.events()]
         assert events[-1].kind == "execution.failed" and "no luck" in events[-1].payload["reason"]
+        steps = [(e.kind, e.payload.get("attempt"), e.level) for e in events if e.kind.startswith("flow.step.")]
+        assert steps == [  # the local runner's: a retry ends the first attempt, the last one fails the step
+            ("flow.step.started", 1, "info"), ("flow.step.retry", 1, "warning"),
+            ("flow.step.started", 2, "info"), ("flow.step.failed", None, "error"),
+        ]  # fmt: skip
+        assert events[-2].payload["error"] == {
+            "type": "ValueError",
+            "message": f"no luck on attempt 2 ({execution.id}:@0:2)",
+        }
 
 
 async def test_a_ctx_feature_not_on_temporal_fails_at_once_naming_it(temporal_address: str) -> None:
@@ -111,12 +130,12 @@ async def test_a_ctx_feature_not_on_temporal_fails_at_once_naming_it(temporal_ad
 
     async def tracing(ctx: Any) -> Any:
         attempts.append(ctx.attempt)
-        return ctx.span_id
+        return ctx.journal
 
     flow = data_flow("tracing", [{"to": "tracing", "retries": 5}], tracing=tracing)
     async with Runtime(make_host()) as runtime:
         execution = await runner_for(runtime, temporal_address).start(flow)
-        with anyio.fail_after(60), pytest.raises(TemporalExecutionFailed, match=r"ctx\.span_id is not available"):
+        with anyio.fail_after(60), pytest.raises(TemporalExecutionFailed, match=r"ctx\.journal is not available"):
             await execution.result()
         assert attempts == [1]  # not retried: retrying cannot help
 

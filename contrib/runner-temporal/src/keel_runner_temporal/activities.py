@@ -21,7 +21,8 @@ import anyio
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from keel import Runtime
+from keel import Runtime, TraceParent, continuing_trace
+from keel_runner_temporal.stepevents import StepEvents, retries_in_definition, retries_in_plan
 
 if TYPE_CHECKING:
     from keel_runner_temporal.runner import TemporalRunner
@@ -98,9 +99,12 @@ class ChunkContext:
     """What a chunk receives as ``ctx`` in a Temporal activity: the local runner's surface
     (``value``, ``input``, ``execution_id``, ``tenant``, ``runtime``, ``path``, ``attempt``,
     ``idempotency_key``, ``state``, ``resource(name)``, ``put_into_stream``, ``emit``,
-    ``set_result``, ``pause_for``); anything else is refused by name."""
+    ``set_result``, ``pause_for``, ``trace_id``, ``span_id``); anything else is refused by name."""
 
-    def __init__(self, runtime: Runtime, call: Mapping[str, Any], value: Any, sets: list[list[Any]]):
+    def __init__(
+        self, runtime: Runtime, call: Mapping[str, Any], value: Any, sets: list[list[Any]],
+        trace: TraceParent | None = None,
+    ):  # fmt: skip
         self.value = value
         self.input = value  # as on the local runner: the step's input is its value
         self.execution_id = str(call["execution_id"])
@@ -112,6 +116,8 @@ class ChunkContext:
         self.streamed: list[Any] = []
         self.result: dict[str, Any] | None = None
         self._on_pause = pauser(call)
+        self.trace_id = trace.trace_id if trace is not None else ""  # the execution's trace
+        self.span_id = trace.span_id if trace is not None else ""  # this attempt's span in it
 
     async def pause_for(
         self,
@@ -168,7 +174,7 @@ class ChunkContext:
         raise TemporalRunnerError(
             f"ctx.{name} is not available to a chunk on the temporal runner (it has value, input, execution_id, "
             f"tenant, runtime, path, attempt, idempotency_key, state, resource, put_into_stream, emit, set_result, "
-            "pause_for); "
+            "pause_for, trace_id, span_id); "
             f"see {_DOCS}, or "
             "run this flow "
             'with runner = "local"'
@@ -459,47 +465,52 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             )
         return flow
 
-    async def streamed(call: dict[str, Any], items: list[Any]) -> None:
-        """A step's stream items, into the stack's store (``stream_name``), which every process that
-        follows the execution relays to its readers. The step is done by then: a store that fails
-        costs the items (logged), not a second run of the step."""
-        if not items:
-            return
-        path = str(call["path"])
-        try:
-            await runtime.store().append(
-                str(call["tenant"]), stream_name(str(call["execution_id"])), [{"path": path, "item": i} for i in items]
-            )
-        except Exception as err:
-            activity.logger.warning("step %s: its %d stream item(s) were not stored: %s", path, len(items), err)
+    plan_retries: dict[str, dict[str, int]] = {}  # a flow built in Python: each step ref's retries
+
+    def step_events(call: dict[str, Any], flow: Any) -> StepEvents:
+        """The attempt's flow.step.* events (and stream items), into the stack's store, which every
+        process that follows the execution relays (``stepevents``)."""
+        if "ref" in call:
+            if flow.name not in plan_retries:
+                plan_retries[flow.name] = retries_in_plan(flow.plan().model_dump(mode="json"))
+            retries = plan_retries[flow.name].get(str(call["ref"]), 0)
+        else:
+            retries = retries_in_definition(flow.definition, str(call["path"]))
+        return StepEvents(runtime, call, retries, redelivered=activity.info().attempt > 1)
 
     @activity.defn(name=CHUNK_ACTIVITY)
     async def run_chunk(call: dict[str, Any]) -> Any:
         if "ref" in call:
             return await run_planned(call)
-        fn = served(call["flow"]).registry.chunks[call["chunk"]][0]
+        flow = served(call["flow"])
+        fn = flow.registry.chunks[call["chunk"]][0]
         tenant = str(call["tenant"])
         sets: list[list[Any]] = []
-        ctx = ChunkContext(runtime, call, await resolve(runtime, tenant, call["value"]), sets)
+        value = await resolve(runtime, tenant, call["value"])
+        events = step_events(call, flow)
+        ctx = ChunkContext(runtime, call, value, sets, events.trace)
         beating = _beating(runner.options.heartbeat_timeout / 3)
         try:
-            if inspect.iscoroutinefunction(fn):
-                out = await fn(ctx)
-            else:  # a plain chunk may block: in a thread, so that the heartbeat goes on
-                out = await anyio.to_thread.run_sync(fn, ctx)
-                if inspect.isawaitable(out):
-                    out = await out
+            with continuing_trace(events.trace):  # an agent the chunk starts joins the flow's trace
+                if inspect.iscoroutinefunction(fn):
+                    out = await fn(ctx)
+                else:  # a plain chunk may block: in a thread, so that the heartbeat goes on
+                    out = await anyio.to_thread.run_sync(fn, ctx)
+                    if inspect.isawaitable(out):
+                        out = await out
         except WaitRequested as wait:  # its items come again with the run that gets the answer
+            await events.paused()
             raise waits(wait) from None
         except TemporalRunnerError as err:  # an unsupported ctx feature, a missing resource: retrying cannot help
-            await streamed(call, ctx.streamed)
+            await events.failed({"type": type(err).__name__, "message": str(err)}, ctx.streamed, final=True)
             raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from None
         except Exception as err:  # the chunk failed: the workflow counts it as an attempt
-            await streamed(call, ctx.streamed)  # a failed attempt's items are shown, as on the local runner
+            # a failed attempt's items are shown, as on the local runner
+            await events.failed({"type": type(err).__name__, "message": str(err)}, ctx.streamed)
             raise failed(err) from None
         finally:
             beating.cancel()
-        await streamed(call, ctx.streamed)
+        await events.completed(ctx.streamed)
         where = f"step {call['path']} ({call['chunk']})"
         model = f"{type(out).__module__}:{type(out).__qualname__}" if isinstance(out, BaseModel) else None
         data = wrapped(model, to_jsonable_python(out))
@@ -512,22 +523,25 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         """A step of a flow built in Python: ``flow.run_step`` (TriggerFlow's runner contract)."""
         flow, tenant = served(call["flow"]), str(call["tenant"])
         value = await resolve(runtime, tenant, call["value"])
+        events = step_events(call, flow)
         beating = _beating(runner.options.heartbeat_timeout / 3)
         items: list[Any] = []  # as the chunk puts them: a failed attempt's are shown too
         try:
-            outcome = await flow.run_step(
-                call["ref"], value, execution_id=call["execution_id"], path=call["path"], attempt=int(call["attempt"]),
-                state=call.get("state") or {}, tenant=tenant, resources=runtime.resources, runtime=runtime,
-                on_pause=pauser(call), on_stream=items.append,
-            )  # fmt: skip
+            with continuing_trace(events.trace):  # an agent step joins the flow's trace, under this step
+                outcome = await flow.run_step(
+                    call["ref"], value, execution_id=call["execution_id"], path=call["path"],
+                    attempt=int(call["attempt"]), state=call.get("state") or {}, tenant=tenant,
+                    resources=runtime.resources, runtime=runtime, on_pause=pauser(call), on_stream=items.append,
+                )  # fmt: skip
         except WaitRequested as wait:  # the workflow waits, then runs the chunk again with the answer
+            await events.paused()
             raise waits(wait) from None
         except Exception as err:  # the chunk failed: counted as an attempt
-            await streamed(call, items)
+            await events.failed({"type": type(err).__name__, "message": str(err)}, items)
             raise failed(err) from None
         finally:
             beating.cancel()
-        await streamed(call, items)
+        await events.completed(items)
         where = f"step {call['path']} ({call['chunk']})"
         output = await spill(
             runtime, tenant, wrapped(outcome.model, outcome.output), runner.options.inline_limit, where

@@ -1,9 +1,11 @@
 """``TemporalExecution``: a flow execution Temporal runs, seen through :class:`keel.Execution`,
 from the process that started it or from any other (``runner.find``).
 
-Its RuntimeEvents (started, waiting, stream items, the end) are also published on the bus of the
-runtime that follows it (``publish``), as a local execution's are: ``keel_on_runtime_event``
-observers (DevTools' recorder, keel-otel) see a Temporal execution like any other."""
+Its RuntimeEvents (started, waiting, its steps' ``flow.step.*`` events, stream items, the end)
+are also published on the bus of the runtime that follows it (``publish``), as a local
+execution's are: ``keel_on_runtime_event`` observers (DevTools' recorder, keel-otel) see a
+Temporal execution like any other. They carry the execution's trace (``stepevents.trace_of``),
+each step's events its attempt's span, as the local runner's do."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pydantic_core import to_jsonable_python
 
 from keel import ConflictError, EventLog, ExecutionStatus, RuntimeEvent
 from keel_runner_temporal.errors import TemporalExecutionFailed, TemporalRunnerError
+from keel_runner_temporal.stepevents import trace_of
 
 __all__ = ["TemporalExecution"]
 
@@ -22,6 +25,7 @@ __all__ = ["TemporalExecution"]
 _CLOSED = {"COMPLETED": ExecutionStatus.COMPLETED, "CANCELED": ExecutionStatus.CANCELLED}
 #: Temporal's workflow status -> keel's (FAILED, TERMINATED and TIMED_OUT are failures)
 _STATUS = {**_CLOSED, "RUNNING": ExecutionStatus.RUNNING, "CONTINUED_AS_NEW": ExecutionStatus.RUNNING}
+_LEVELS = {"flow.step.failed": "error", "flow.step.retry": "warning"}
 
 
 class TemporalExecution:
@@ -49,6 +53,7 @@ class TemporalExecution:
         self.id: str = handle.id
         self.flow = flow
         self.tenant = tenant
+        self.trace_id, self.span_id = trace_of(self.id)  # the same in every process that follows it
         self._handle = handle
         self._status = status  # what Temporal said when this object was made (found: maybe finished)
         self._pending: dict[str, dict[str, Any]] = {}  # interrupt id -> the wait this object knows of
@@ -70,10 +75,12 @@ class TemporalExecution:
     def status(self) -> ExecutionStatus:
         return self._status
 
-    def _event(self, kind: str, payload: dict[str, Any]) -> None:
+    def _event(self, kind: str, payload: dict[str, Any], *, span: str | None = None, **more: Any) -> None:
+        """:param span: a step attempt's span (a child of the execution's); ``more``: ``time``, ``level``."""
         event = RuntimeEvent(
             kind=kind, execution_id=self.id, seq=len(self._log) + 1, tenant=self.tenant, source="temporal",
-            payload=payload,
+            payload=payload, trace_id=self.trace_id, span_id=span or self.span_id,
+            parent_span_id=self.span_id if span else None, **more,
         )  # fmt: skip
         self._log.append(event)
         if self._publish is not None:
@@ -130,9 +137,17 @@ class TemporalExecution:
             if event.kind == "flow.stream":
                 yield event.payload["item"]
 
-    def _streamed(self, path: str, items: list[Any]) -> None:
-        for item in items:
-            self._event("flow.stream", {"path": path, "item": item})
+    def _stored(self, record: dict[str, Any]) -> None:
+        """One record of the execution's store stream, which a worker wrote: a stream item, or a
+        step's event (``stepevents``), with the time and span the worker gave it."""
+        kind = record.get("event")
+        if kind is None:
+            self._event("flow.stream", {"path": record["path"], "item": record["item"]})
+        elif isinstance(kind, str) and kind.startswith("flow.step."):
+            more: dict[str, Any] = {"level": _LEVELS.get(kind, "info")}
+            if isinstance(record.get("time"), (int, float)):
+                more["time"] = float(record["time"])  # when the worker saw it, for the timeline
+            self._event(kind, dict(record.get("payload") or {}), span=record.get("span") or None, **more)
 
     async def position(self) -> dict[str, Any]:
         """The workflow's own answer to where it is (a Temporal query): ``step``, ``steps``, ``chunk``."""
@@ -203,6 +218,8 @@ class TemporalExecution:
         answered = next((k for k, i in self._pending.items() if i["name"] == name), None)
         if answered is not None:
             del self._pending[answered]
+            # the answer, as the local runner records it (a replay answers the wait with it)
+            self._event("flow.signal", {"interrupt": answered, "request_id": request_id, "value": call["payload"]})
         if self._status is ExecutionStatus.WAITING and not self._pending:
             self._status = ExecutionStatus.RUNNING
 

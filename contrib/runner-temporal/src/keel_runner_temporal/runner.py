@@ -41,6 +41,14 @@ __all__ = [
 _DOCS = "docs/scale-out.md"
 
 
+def _drawing(flow: Any) -> dict[str, Any]:
+    """The flow's drawing (TriggerFlow's ``flow.drawing()``) for the ``execution.started`` event, as
+    the local runner's carries it (DevTools draws the path taken on it); ``{}`` when it has none."""
+    draw = getattr(flow, "drawing", None)
+    drawn = draw() if callable(draw) else None
+    return {"drawing": drawn} if isinstance(drawn, dict) else {}
+
+
 class TemporalRunnerOptions(BaseModel):
     """The options of ``runner = "temporal"`` (the ``[runner]`` table of a stack)."""
 
@@ -201,7 +209,7 @@ class TemporalRunner:
                 f"execution {execution_id!r} already exists on Temporal (the workflow id is the execution id); "
                 "follow it with runner.resume(flow, execution_id), or start with another id"
             ) from None
-        return self._follow(handle, flow.name, tenant, started={"input": job["input"]})
+        return self._follow(handle, flow.name, tenant, started={"input": job["input"], **_drawing(flow)})
 
     async def schedule(
         self,
@@ -277,7 +285,8 @@ class TemporalRunner:
             raise TemporalRunnerError(f"the temporal runner's resume does not take {', '.join(sorted(options))}")
         await self.serve([flow])
         client = await self.client()
-        return self._follow(client.get_workflow_handle(execution_id), flow.name, tenant, started={"followed": True})
+        started = {"followed": True, **_drawing(flow)}
+        return self._follow(client.get_workflow_handle(execution_id), flow.name, tenant, started=started)
 
     async def recover(
         self,
@@ -328,7 +337,8 @@ class TemporalRunner:
         status = _STATUS.get(described.status.name if described.status else "RUNNING", ExecutionStatus.FAILED)
         waiting = memo.get(WAITING_MEMO) if status is ExecutionStatus.RUNNING else None
         waiting = [waiting] if isinstance(waiting, dict) else waiting  # one wait, as memos before lists had it
-        return self._follow(handle, name, tenant, status=status, waiting=waiting, started={"followed": True})
+        started = {"followed": True, **_drawing(flow)}
+        return self._follow(handle, name, tenant, status=status, waiting=waiting, started=started)
 
     async def list_executions(self, tenant: str = "default") -> list[dict[str, Any]]:
         """This stack's executions of ``tenant`` on Temporal (its task queue), oldest first, as
@@ -409,20 +419,20 @@ class TemporalRunner:
             self.followed.pop(execution.id, None)
 
     async def _relay(self, execution: TemporalExecution, relay: anyio.CancelScope, *, follow: bool = True) -> None:
-        """The execution's stream items, from the stack's store (where the worker that ran the step put
-        them) to its readers here: followed live, then (``follow=False``, before the end event) the
-        rest, once the live relay has stopped, so none is shown twice."""
+        """The execution's stream items and step events, from the stack's store (where the worker that
+        ran the step put them) to its readers here: followed live, then (``follow=False``, before the
+        end event) the rest, once the live relay has stopped, so none is shown twice."""
         store, stream = self.runtime.store(), stream_name(execution.id)
         try:
             if follow:
                 with relay:
                     async for record in store.subscribe(execution.tenant, stream, after=execution._stream_seq):
                         execution._stream_seq = record.seq
-                        execution._streamed(record.data["path"], [record.data["item"]])
+                        execution._stored(record.data)
                 return
             relay.cancel()
             for record in await store.read(execution.tenant, stream, after=execution._stream_seq):
                 execution._stream_seq = record.seq
-                execution._streamed(record.data["path"], [record.data["item"]])
+                execution._stored(record.data)
         except Exception as err:  # a store that fails costs the items, not the execution
             log.warning("execution %s: its stream items were not read from the store: %s", execution.id, err)

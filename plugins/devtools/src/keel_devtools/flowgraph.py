@@ -50,6 +50,12 @@ def path_taken(drawing: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) ->
                     state[node] = "failed"
                 else:
                     state.setdefault(node, "ran")
+        elif kind == "execution.waiting":  # a wait reached (on Temporal a pause has no step events)
+            for interrupt in payload.get("interrupts") or ():
+                op = str(interrupt.get("path", "")).rpartition("@")[2] if isinstance(interrupt, dict) else ""
+                for node in by_op.get(op, ()):
+                    state.setdefault(node, "ran")
+            status = kind
         elif kind.startswith("execution.") and kind != "execution.started":
             status = kind
     nodes = {n["id"]: n for n in drawing["nodes"]}

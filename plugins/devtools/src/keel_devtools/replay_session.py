@@ -298,6 +298,7 @@ class Router:
         self._spans: dict[str, tuple[str, str]] = {}  # span -> (execution id, step path)
         self._paths = StepPaths()
         self._counts: dict[str, int] = {}
+        self._unplaced: dict[str, str] = {}  # execution id -> the span it started under, not seen yet
         self._changed = anyio.Event()
 
     @property
@@ -315,23 +316,42 @@ class Router:
             return
         self.events.setdefault(execution_id, []).append(event)
         if event.kind == "execution.started" and execution_id not in self.places:
-            owner = self._spans.get(event.parent_span_id or "")
-            if owner is None:  # started by no execution of this replay: the replayed one
+            parent = event.parent_span_id or ""
+            if parent in self._spans:
+                self._place(execution_id, parent)
+            elif parent and "" in self.places.values():
+                # under a span of the replay not seen yet: a Temporal worker's agent step can start
+                # before the follower relays the step's events; placed when that span shows
+                self._unplaced[execution_id] = parent
+            else:  # started by no execution of this replay: the replayed one
                 self.places[execution_id] = ""
-            else:
-                base = self.places.get(owner[0], "") + owner[1]
-                count = self._counts[base] = self._counts.get(base, 0) + 1
-                self.places[execution_id] = f"{base}{f'#{count}' if count > 1 else ''}/"
-            self._changed.set()
-            self._changed = anyio.Event()
+                self._changed.set()
+                self._changed = anyio.Event()
         step = self._paths.path(execution_id, event.kind, event.payload)
-        if event.span_id:
-            self._spans.setdefault(event.span_id, (execution_id, step))
+        if event.span_id and event.span_id not in self._spans:
+            self._spans[event.span_id] = (execution_id, step)
+            for waiting, parent in list(self._unplaced.items()):
+                if parent == event.span_id:
+                    del self._unplaced[waiting]
+                    self._place(waiting, parent)
+
+    def _place(self, execution_id: str, parent: str) -> None:
+        """An execution started under ``parent``, a span of the replay: at that span's step."""
+        owner = self._spans[parent]
+        base = self.places.get(owner[0], "") + owner[1]
+        count = self._counts[base] = self._counts.get(base, 0) + 1
+        self.places[execution_id] = f"{base}{f'#{count}' if count > 1 else ''}/"
+        self._changed.set()
+        self._changed = anyio.Event()
 
     def _asking(self) -> str | None:
-        """The execution whose task asks: ``None`` for the replayed one (no parent meter)."""
+        """The execution whose task asks: ``None`` for the replayed one. Which one that is shows
+        once its ``execution.started`` is seen (:meth:`session` waits for it): an agent a Temporal
+        worker runs as a flow's step has no parent meter, yet is inside the flow."""
         meter = keel.budgets.current_meter()
-        return meter.execution_id if meter is not None and meter.parent is not None else None
+        if meter is None or self.places.get(meter.execution_id) == "":
+            return None
+        return meter.execution_id
 
     def _session_at(self, place: str) -> _Session:
         if not place:

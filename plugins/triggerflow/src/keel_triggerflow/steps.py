@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keel import current_trace
 from keel_triggerflow._context import WORKSPACE_RESOURCE, scope_name, set_state
 from keel_triggerflow._ops import If, Match, Op, Pause, Step, SubFlow
 from keel_triggerflow._values import jsonable, model_ref
@@ -152,8 +153,11 @@ class StepContext:
         self.reducers = dict(reducers or {})
         self.resources = dict(resources or {})
         self._runtime = runtime
-        self.trace_id = trace_id
-        self.span_id = os.urandom(8).hex()
+        # a runner that runs the step inside a span of the execution's trace makes it the current
+        # trace (keel.continuing_trace): an agent the step starts joins it, under this step's span
+        caller = None if trace_id else current_trace()
+        self.trace_id = trace_id or (caller.trace_id if caller is not None else "")
+        self.span_id = caller.span_id if caller is not None else os.urandom(8).hex()
         self._on_pause = on_pause
         self._on_stream = on_stream
         self.outcome = StepOutcome()

@@ -1,0 +1,141 @@
+"""A Temporal execution's trace and its steps' ``flow.step.*`` events, as the local runner has them.
+
+Every process that takes part in one execution (the one that started it, any that follows it,
+the workers that run its steps) derives the same trace from the execution id (:func:`trace_of`)
+and the same span for each step attempt (:func:`step_span`), with nothing passed between them
+and nothing in the workflow's history. The worker runs each step inside its span
+(``keel.continuing_trace``), so an agent the step starts joins the flow's trace under that
+step, as on the local runner (DevTools finds it inside the flow by that span, and a replay of
+the flow serves it).
+
+The worker writes a step's events (``flow.step.started``, ``.completed``, ``.retry``,
+``.failed``; the local runner's payloads) into the execution's store stream, in order with the
+step's stream items, as ``{"event": kind, "payload": ..., "span": ..., "time": ...}``; each
+process that follows the execution relays them as its own events (``TemporalExecution``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from keel import Runtime, TraceParent
+
+__all__ = ["StepEvents", "step_span", "trace_of"]
+
+log = logging.getLogger(__name__)
+
+
+def trace_of(execution_id: str) -> tuple[str, str]:
+    """The trace id of an execution and its own span id (W3C sizes: 32 and 16 hex digits)."""
+    digest = hashlib.sha256(f"keel.trace:{execution_id}".encode()).hexdigest()
+    return digest[:32], digest[32:48]
+
+
+def step_span(execution_id: str, path: str, attempt: int) -> str:
+    """The span of one attempt of the step at ``path`` (a redelivered attempt keeps it)."""
+    return hashlib.sha256(f"keel.span:{execution_id}:{path}:{attempt}".encode()).hexdigest()[:16]
+
+
+def retries_in_plan(plan: Any) -> dict[str, int]:
+    """Each step node's ``ref`` -> its ``retries``, in a flow's plan and its sub-flows' plans."""
+    found: dict[str, int] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("kind") == "step" and "ref" in value:
+                found[str(value["ref"])] = int(value.get("retries") or 0)
+            for inner in value.values():
+                walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    walk(plan)
+    return found
+
+
+def retries_in_definition(definition: Mapping[str, Any], path: str) -> int:
+    """The ``retries`` of the data node a step key names (``@2.0.1``: steps[2], its branch 0, node
+    1; ``.e.`` an else, ``.f.`` a for_each's body); 0 for a batch branch or a key not found."""
+    sid = path.rpartition("@")[2]
+    parts = sid.split(".")
+    try:
+        node = definition["steps"][int(parts[0])]
+        for branch, index in zip(parts[1::2], parts[2::2], strict=True):
+            if branch == "e":
+                nodes = node["else"]
+            elif branch == "f":
+                nodes = node["for_each"]
+            else:
+                nodes = (node.get("if") or node["match"])[int(branch)]["then"]
+            node = nodes[int(index)]
+        return int(node.get("retries") or 0) if "to" in node else 0
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+class StepEvents:
+    """One step attempt's events, written to the execution's store stream: ``started`` at once
+    (without holding the step up), the rest after it, with its stream items, in one append.
+
+    A redelivered attempt (a worker was lost) and the run again after an answer to
+    ``ctx.pause_for`` do not start the step a second time. A store that fails costs the events
+    (logged), never the step."""
+
+    def __init__(self, runtime: Runtime, call: Mapping[str, Any], retries: int, *, redelivered: bool):
+        from keel_runner_temporal.activities import stream_name
+
+        self.runtime = runtime
+        self.tenant = str(call["tenant"])
+        self.stream = stream_name(str(call["execution_id"]))
+        self.path = str(call["path"])
+        self.step = str(call["chunk"])
+        self.attempt = int(call["attempt"])
+        self.retries = retries
+        execution_id = str(call["execution_id"])
+        self.span = step_span(execution_id, self.path, self.attempt)
+        self.trace = TraceParent(trace_id=trace_of(execution_id)[0], span_id=self.span)
+        self._started: asyncio.Future[None] | None = None
+        if not redelivered and not call.get("answers"):
+            record = self._record("flow.step.started", {"attempt": self.attempt})
+            self._started = asyncio.ensure_future(self._append([record]))
+
+    def _record(self, kind: str, more: dict[str, Any]) -> dict[str, Any]:
+        payload = {"path": self.path, "step": self.step, **more}
+        return {"event": kind, "payload": payload, "span": self.span, "time": time.time()}
+
+    async def _append(self, records: list[dict[str, Any]]) -> None:
+        try:
+            await self.runtime.store().append(self.tenant, self.stream, records)
+        except Exception as err:
+            log.warning("step %s: %d event(s) and stream item(s) were not stored: %s", self.path, len(records), err)
+
+    async def _after_start(self, records: list[dict[str, Any]]) -> None:
+        if self._started is not None:
+            await self._started
+        if records:
+            await self._append(records)
+
+    async def completed(self, items: list[Any]) -> None:
+        """The step's stream items (``ctx.put_into_stream``), then its end."""
+        streamed = [{"path": self.path, "item": item} for item in items]
+        await self._after_start([*streamed, self._record("flow.step.completed", {})])
+
+    async def failed(self, info: Mapping[str, Any], items: list[Any], *, final: bool = False) -> None:
+        """The attempt failed, after putting ``items``: a retry while the step has attempts left,
+        else the step failed."""
+        streamed = [{"path": self.path, "item": item} for item in items]
+        if final or self.attempt > self.retries:
+            end = self._record("flow.step.failed", {"error": dict(info)})
+        else:
+            end = self._record("flow.step.retry", {"attempt": self.attempt, "error": dict(info)})
+        await self._after_start([*streamed, end])
+
+    async def paused(self) -> None:
+        """The attempt stopped at ``ctx.pause_for``: the step goes on when it runs again."""
+        await self._after_start([])

@@ -42,6 +42,20 @@ def ship(ctx):
     return {"answer": ctx.value}
 
 
+def long_step(ctx):
+    ctx.put_into_stream({"message": "half way"})
+    deadline = time.monotonic() + 60
+    while not Path(ctx.value).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "done"
+
+
+def live():
+    flow = TriggerFlow("follow_live")
+    flow.to(long_step)
+    return flow
+
+
 def desk():
     flow = TriggerFlow("follow_desk")
     flow.to(gate).to(research).pause_for("approve", "ship it?").to(ship)
@@ -121,6 +135,23 @@ async def test_status_of_a_found_copy_keeps_up_without_looking_it_up_again(tmp_p
             while found.status is not ExecutionStatus.COMPLETED:
                 await anyio.sleep(0.02)
         assert found.steps_completed == 4 and await found.result() == {"answer": "yes"}
+
+
+async def test_a_stream_item_reaches_a_follower_while_its_step_still_runs(tmp_path: Path) -> None:
+    db, go = tmp_path / "flows.db", tmp_path / "go"
+    flow = _flow_module(tmp_path).live()
+    owner_store, reader_store = sqlite.SqliteStore(str(db)), sqlite.SqliteStore(str(db))
+    async with process(owner_store, tmp_path, flow) as owner_rt, process(reader_store, tmp_path, flow) as reader:
+        owned = await flow.start(str(go), runtime=owner_rt)
+        found = await reader.find_execution(owned.id)
+        with anyio.fail_after(20):
+            async for event in found.events():
+                if event.kind == "flow.stream":
+                    assert event.payload["item"] == {"message": "half way"}
+                    break
+            assert not go.exists() and owned.status is ExecutionStatus.RUNNING  # the step has not ended
+            go.touch()
+            assert await found.result() == "done"
 
 
 OWNER = """

@@ -179,9 +179,8 @@ class Context:
         """Put an item into the runtime stream (``execution.stream()``; events of kind ``flow.stream``)."""
         data = jsonable(item)
         self._x.events.add("flow.stream", {"path": self.path, "item": data})
-        history = self._x.journal.history
-        if history is not None:  # for processes that follow the execution (kept with the step's record)
-            history.add_item(self.path, data)
+        if self._x.journal.history is not None:  # for processes that follow the execution
+            self._x.journal.stream_item(self.path, data)
 
     async def async_put_into_stream(self, item: Any) -> None:
         self.put_into_stream(item)

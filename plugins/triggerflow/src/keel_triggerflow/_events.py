@@ -67,14 +67,18 @@ class FlowEvents:
         """The trace id and this run's span id, which a start record keeps for :meth:`continue_trace`."""
         return self.template.trace_id or "", self.template.span_id or ""
 
-    def add(self, kind: str, payload: dict[str, Any], level: str = "info", span: str | None = None) -> None:
+    def add(
+        self, kind: str, payload: dict[str, Any], level: str = "info", span: str | None = None, publish: bool = True
+    ) -> None:
+        """Append an event; ``publish=False``: only for this execution's readers, not the bus (what a
+        follower re-tells of another process's run: that process's observers record it already)."""
         if get_ident() != self.loop_thread:  # from a plain chunk in its worker thread
-            anyio.from_thread.run_sync(self.add, kind, payload, level, span)
+            anyio.from_thread.run_sync(self.add, kind, payload, level, span, publish)
             return
         self.seq = seq = self.seq + 1
         pending = Pending(kind, payload, seq, level, span)
         bus = self.bus
-        if bus.has_listeners:
+        if publish and bus.has_listeners:
             event = self.build(pending)
             self._append(event)
             bus.publish(event)

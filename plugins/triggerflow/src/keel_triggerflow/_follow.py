@@ -9,13 +9,15 @@ own notification; the SQLite store polls for other processes' appends every ``po
 - a step's completion -> ``flow.step.completed`` (and its ``flow.emit``), a retried or failed
   attempt -> ``flow.step.retry`` / ``flow.step.failed``;
 - the items its steps put with ``ctx.put_into_stream`` -> ``flow.stream`` (read from the
-  execution's ``/stream`` log, which the owner writes in the same transaction as the step's record:
-  so they arrive when the step ends, before its completion);
+  execution's ``/stream`` log, which the owner writes within ~0.05 s of the put, and at the latest
+  in the same transaction as the records after it: so an item never comes after its step's end);
 - a wait -> ``execution.waiting`` (status ``waiting``), an answer -> ``flow.signal`` or
   ``flow.wait.timeout``;
 - the end record -> ``execution.completed`` / ``.failed`` / ``.cancelled``, and ``result()`` returns.
 
-The copy's tables are updated as the records come (a signal sent through it is judged against
+These events are for the copy's readers (``events()``, the gateway): they are not published on
+this process's bus, since the owner's process publishes the run to its own observers. The copy's
+tables are updated as the records come (a signal sent through it is judged against
 what the owner did); the follower stops at the end, when this process takes the execution over
 (its lease is free: a signal, a cancel or an expired owner), or when the runtime stops.
 """
@@ -46,7 +48,7 @@ def start_following(execution: FlowExecution) -> None:
     if x._following or x._status.finished or x.running_here or x.durability == "none" or not x.runtime.started:
         return
     x._following = True
-    x._event("execution.started", {"flow": x.flow.name, "followed": True, "input": x._input})
+    _tell(x, "execution.started", {"flow": x.flow.name, "followed": True, "input": x._input})
     x.runtime.task_group.start_soon(follow, x, name=f"keel triggerflow follow {x.id}")
 
 
@@ -57,11 +59,23 @@ def _owned_here(x: FlowExecution) -> bool:
 async def follow(x: FlowExecution) -> None:
     """Apply the records another process appends to ``x``'s history, as events, until it ends."""
     store = x._journal.store or x.runtime.store()
+    changed = [anyio.Event()]
+
+    async def watch(stream: str, after: int) -> None:
+        # the store's subscription only wakes the loop below; catch_up reads what is new
+        async for _record in store.subscribe(x.tenant, stream, after=after):
+            changed[0].set()
+
     try:
-        # the store's subscription only wakes this task up; catch_up reads what is new
-        async for _record in store.subscribe(x.tenant, stream_name(x.id), after=x._replay.length):
-            if not await catch_up(x):
-                return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch, stream_name(x.id), x._replay.length)
+            tg.start_soon(watch, items_name(x.id), x._items_after)  # items come live, between records
+            while True:
+                await changed[0].wait()
+                changed[0] = anyio.Event()
+                if not await catch_up(x):
+                    tg.cancel_scope.cancel()
+                    return
     except Exception:
         log.exception("following execution %s from the store failed; find it again to see it", x.id)
     finally:
@@ -93,7 +107,7 @@ async def catch_up(x: FlowExecution) -> bool:
 
 
 def _item(x: FlowExecution, item: Any) -> None:
-    x._event("flow.stream", {"path": item.get("p", ""), "item": item.get("item")})
+    _tell(x, "flow.stream", {"path": item.get("p", ""), "item": item.get("item")})
 
 
 def apply(x: FlowExecution, seq: int, data: Any) -> None:
@@ -107,25 +121,25 @@ def apply(x: FlowExecution, seq: int, data: Any) -> None:
         x.steps_completed += 1
         step = _step_name(x, path)
         for event, _value in data.get("e") or []:
-            x._event("flow.emit", {"event": event, "path": path})
-        x._event("flow.step.completed", {"path": path, "step": step})
+            _tell(x, "flow.emit", {"event": event, "path": path})
+        _tell(x, "flow.step.completed", {"path": path, "step": step})
     elif kind == "x":
         info = {"path": path, "step": _step_name(x, path), "attempt": data.get("a"), "error": data.get("err")}
-        x._event("flow.step.retry", info, level="warning")
+        _tell(x, "flow.step.retry", info, level="warning")
     elif kind == "f":
-        x._event("flow.step.failed", {"path": path, "step": _step_name(x, path), "error": data.get("err")}, "error")
+        _tell(x, "flow.step.failed", {"path": path, "step": _step_name(x, path), "error": data.get("err")}, "error")
     elif kind == "w":
         x._status = ExecutionStatus.WAITING
         x._settled.set()
-        x._event("execution.waiting", {"interrupts": [i.model_dump() for i in x.get_pending_interrupts()]})
+        _tell(x, "execution.waiting", {"interrupts": [i.model_dump() for i in x.get_pending_interrupts()]})
     elif kind == "sig":
         iid = data.get("i")
         if data.get("to"):
             wait = replay.waits.get(str(iid))
             name = wait["n"] if wait is not None else None
-            x._event("flow.wait.timeout", {"interrupt": iid, "name": name})
+            _tell(x, "flow.wait.timeout", {"interrupt": iid, "name": name})
         else:
-            x._event("flow.signal", {"interrupt": iid, "request_id": data.get("r"), "value": data.get("v")})
+            _tell(x, "flow.signal", {"interrupt": iid, "request_id": data.get("r"), "value": data.get("v")})
         if not x.get_pending_interrupts() and x._status is ExecutionStatus.WAITING:
             x._status = ExecutionStatus.RUNNING
             x._settled = anyio.Event()
@@ -146,9 +160,15 @@ def _ended(x: FlowExecution, end: dict[str, Any]) -> None:
         x._error = FlowError(end.get("error") or status.value)
         payload["error"] = f"FlowError: {x._error}"
         payload["reason"] = str(x._error)
-    x._event(f"execution.{status.value}", payload, level="error" if x._error else "info")
+    _tell(x, f"execution.{status.value}", payload, level="error" if x._error else "info")
     x._finished.set()
     x._settled.set()
+
+
+def _tell(x: FlowExecution, kind: str, payload: dict[str, Any], level: str = "info") -> None:
+    """An event for this copy's readers only: the owner's process publishes the run to its own
+    observers (DevTools, tracing), so this process's bus does not get it a second time."""
+    x._events.add(kind, payload, level, publish=False)
 
 
 def _step_name(x: FlowExecution, path: str) -> str:

@@ -5,9 +5,9 @@ Layout in the store (tenant-scoped like every call):
 - log ``triggerflow/<execution id>``: the append-only history, one small record per fact;
 - log ``triggerflow/<execution id>/inbox``: answers sent by processes that do not own it;
 - log ``triggerflow/<execution id>/stream``: the items steps put with ``ctx.put_into_stream``
-  (``{"h": history seq before them, "p": step path, "item": item}``), written in the same
-  transaction as the history records that follow them, for processes that follow the execution
-  (``_follow``); replay never reads it;
+  (``{"h": history seq before them, "p": step path, "item": item}``), for processes that follow
+  the execution (``_follow``): written a moment after the put, and at the latest in the same
+  transaction as the history records that follow them; replay never reads it;
 - key ``triggerflow`` / ``exec:<id>``: the index row (flow, status, ref, times, and the history
   ``seq`` it describes, so a late write never overwrites a newer one) for ``ls`` and recovery;
 - key ``triggerflow`` / ``by:<status>:<created>:<id>``: the same row's place in a status, so
@@ -84,9 +84,17 @@ class History:
         self._pending.append(record)
 
     def add_item(self, path: str, item: Any) -> None:
-        """Queue a stream item (JSON data) for followers; written with the next commit, before
-        the records that follow it (a step's items go with its completion)."""
+        """Queue a stream item (JSON data) for followers: written by :meth:`write_items`, or at the
+        latest with the next commit, before the records that follow it."""
         self._items.append({"p": path, "item": item})
+
+    async def write_items(self) -> None:
+        """Write the queued stream items now, on their own (followers see them before the step ends)."""
+        async with self._writing:  # taken inside the lock: never after items a later commit took
+            ops = self._take_items()
+            for op in ops:
+                assert isinstance(op, Append)
+                await self.store.append(self.tenant, op.stream, op.records)
 
     def _take_items(self) -> list[WriteOp]:
         if not self._items:

@@ -4,9 +4,11 @@ the inbox other processes answer through, and the index row (see ``_history`` fo
 from __future__ import annotations
 
 import logging
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
 
 from keel import ConflictError, ExecutionStatus, Store, new_id
 from keel_triggerflow._history import History, Lease, inbox_name, stream_name, write_index
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from keel_triggerflow._engine import FlowExecution
 
 _log = logging.getLogger("keel_triggerflow")
+
+#: seconds a stream item waits before it is written for followers (the items put meanwhile join it)
+ITEMS_DELAY = 0.05
 
 
 class Journal:
@@ -34,6 +39,7 @@ class Journal:
         self.driver_tg: Any = None  # the task group of the heartbeat and the inbox reader
         self.inbox_reading = False
         self.indexed_waiting = False  # what the index row says: waiting
+        self.items_due = False  # a write of the queued stream items is scheduled
 
     # ------------------------------------------------------------------ history and lease
     async def open(self, input: Any) -> bool:
@@ -118,6 +124,32 @@ class Journal:
                     x._cancel_reason = str(err)
                     x._cancel_scope.cancel()
                 return
+
+    # ------------------------------------------------------------------ stream items
+    def stream_item(self, path: str, item: Any) -> None:
+        """Keep a ``ctx.put_into_stream`` item for processes that follow the execution: written
+        within ``ITEMS_DELAY`` seconds (items put meanwhile go in one append), so another process
+        shows a long step's progress while it runs."""
+        if get_ident() != self.x._events.loop_thread:  # from a plain chunk in its worker thread
+            anyio.from_thread.run_sync(self.stream_item, path, item)
+            return
+        history = self.history
+        if history is None:
+            return
+        history.add_item(path, item)
+        if not self.items_due and self.driver_tg is not None:
+            self.items_due = True
+            self.driver_tg.start_soon(self._write_items)
+
+    async def _write_items(self) -> None:
+        try:
+            await anyio.sleep(ITEMS_DELAY)
+            if self.history is not None:
+                await self.history.write_items()
+        except Exception as err:  # they go with the next commit instead
+            _log.warning("execution %s: stream items not written yet (%s: %s)", self.x.id, type(err).__name__, err)
+        finally:
+            self.items_due = False
 
     # ------------------------------------------------------------------ inbox
     def start_inbox(self) -> None:

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from pydantic import BaseModel
-from test_runner_temporal import both, seen, stack, streamed_on
+from test_runner_temporal import both, calls, seen, stack, streamed_on
 
 from keel import Runtime
 from keel.testing import make_host
@@ -19,6 +20,7 @@ from keel_runner_temporal import plugin as temporal_plugin
 from keel_triggerflow import TriggerFlow
 from keel_triggerflow import plugin as triggerflow_plugin
 from keel_triggerflow.definition import Registry
+from keel_triggerflow.runners import get_runner
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,43 @@ def temporal_address() -> Iterator[str]:
 def on_temporal(address: str, **options: Any) -> str:
     extra = "".join(f"{k} = {v}\n" for k, v in options.items())
     return f'[runner]\ndriver = "temporal"\naddress = "{address}"\n{extra}'
+
+
+# ------------------------------------------------------------- a chunk's wait that times out
+async def ask(ctx: Any) -> Any:
+    try:
+        return await ctx.pause_for("approve", "ok?", timeout=0.3)
+    except Exception as err:  # the chunk handles its own timeout (WaitTimeout on both runners)
+        return f"caught {type(err).__name__}: {err}"
+
+
+async def insist(ctx: Any) -> Any:
+    return await ctx.pause_for("approve", "ok?", timeout=0.3)  # not caught: the step fails
+
+
+async def test_a_chunk_wait_that_times_out_raises_inside_the_chunk_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    """``ctx.pause_for(..., timeout=...)`` with ``on_timeout="fail"`` raises WaitTimeout inside the
+    chunk, which can catch it; uncaught, it fails the step as any error does (on Temporal it failed
+    the whole execution, uncatchable)."""
+    waits = Registry()
+    waits.add_chunk("ask", ask)
+    waits.add_chunk("insist", insist)
+    for kind in ("python", "data"):
+        if kind == "python":
+            caught, uncaught = TriggerFlow("py-ask"), TriggerFlow("py-insist")
+            caught.to(ask)
+            uncaught.to(insist)
+        else:
+            caught = waits.load({"name": "data-ask", "steps": [{"to": "ask"}]})
+            uncaught = waits.load({"name": "data-insist", "steps": [{"to": "insist"}]})
+        on_local, on_temporal_ = await both(temporal_address, tmp_path / kind, caught, None)
+        assert on_temporal_ == on_local
+        assert on_local[0] == "caught WaitTimeout: wait 'approve' at @0 timed out", on_local
+        on_local, on_temporal_ = await both(temporal_address, tmp_path / kind / "u", uncaught, None)
+        assert on_temporal_[0] == on_local[0]
+        assert on_local[0] == "step @0 failed after 1 attempt(s): WaitTimeout: wait 'approve' at @0 timed out"
 
 
 # ------------------------------------------------------------- a pydantic value of ctx.emit
@@ -84,3 +123,50 @@ async def test_the_stream_items_of_a_failed_attempt_are_shown_on_both_runners(
         ) as runtime:
             assert await streamed_on(runtime, flow, None) == local
         assert local[:2] == ("ok", ["attempt 1", "attempt 2"]), local
+
+
+# ------------------------------------------------------------- continue-as-new while chains overlap
+async def test_chains_that_always_overlap_continue_as_new_and_finish_as_on_the_local_runner(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    """Each tick emits the next before its last step, so a chain is always under way (never a
+    moment with none, where a continue-as-new used to wait): the workflow drains instead (holds
+    the chains not begun, lets the begun ones end) at a main-chain step boundary and, once the main
+    chain is done, at a chain's end; the same steps, paths and result as on the local runner."""
+
+    async def tick(ctx: Any) -> Any:
+        seen(ctx, "tick")
+        if ctx.value < 12:
+            ctx.emit("tick", ctx.value + 1)
+        return ctx.value
+
+    async def tock(ctx: Any) -> Any:
+        seen(ctx, "tock")
+        if ctx.value == 12:
+            ctx.set_result({"last": ctx.value})
+        return ctx.value
+
+    async def main(ctx: Any) -> Any:
+        seen(ctx, "main")
+        return (ctx.value or 0) + 1
+
+    flow = TriggerFlow("python-overlap")
+    flow.to(main).emit("tick").to(main).to(main).to(main).to(main)
+    flow.when("tick").to(tick).to(tock)
+    out = []
+    for name in ("local", "temporal"):
+        folder = tmp_path / name
+        folder.mkdir()
+        text = on_temporal(temporal_address, continue_after=3) if name == "temporal" else ""
+        calls.clear()
+        async with Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(folder, text)) as runtime:
+            execution = await runtime.start(flow, None)
+            with anyio.fail_after(120):
+                out.append((await execution.result(), sorted(calls)))
+            if name == "temporal":
+                client = await get_runner(runtime).client()  # type: ignore[attr-defined]
+                history = await client.get_workflow_handle(execution.id).fetch_history()
+                started = history.events[0].workflow_execution_started_event_attributes
+                assert started.continued_execution_run_id, "the last run came from a continue-as-new"
+    assert out[0] == out[1]
+    assert out[0][0] == {"last": 12} and len(out[0][1]) == 5 + 12 * 2

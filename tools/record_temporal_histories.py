@@ -3,9 +3,9 @@
 Before changing what ``keel_runner_temporal._workflow`` does, run this with the code as it was
 (the interpreter on main) and keep the files it writes next to it under a new prefix:
 
-    python tools/record_temporal_histories.py PREFIX
+    python tools/record_temporal_histories.py PREFIX [FLOW ...]
 
-then gate the change with ``workflow.patched(...)`` until ``test_replay.py`` passes on every file:
+(naming flows records only those), then gate the change with ``workflow.patched(...)`` until ``test_replay.py`` passes on every file:
 executions that were running when the workers were upgraded replay their own history.
 
 It lives in tools/, not in the package's tests: it records flows built with keel-triggerflow, which
@@ -140,7 +140,38 @@ def chunk_wait_flow() -> Any:
     return flow
 
 
-async def record(prefix: str) -> None:
+def chunk_timeout_flow() -> Any:
+    """A chunk's ``ctx.pause_for`` that times out with ``on_timeout="fail"`` (the chunk catches it)."""
+    from keel_triggerflow import TriggerFlow
+
+    async def ask(ctx: Any) -> Any:
+        try:
+            return await ctx.pause_for("approve", "ok?", timeout=0.2)
+        except Exception as err:
+            return type(err).__name__
+
+    flow = TriggerFlow("chunk-timeout")
+    flow.to(double).to(ask)
+    return flow
+
+
+def overlap_flow() -> Any:
+    """Event chains that always overlap (each emits the next before its last step) beside a main
+    chain of several steps (continue_after)."""
+    from keel_triggerflow import TriggerFlow
+
+    def tick(ctx: Any) -> Any:
+        if ctx.value < 6:
+            ctx.emit("tick", ctx.value + 1)
+        return ctx.value
+
+    flow = TriggerFlow("overlap")
+    flow.to(lambda ctx: 1).emit("tick").to(double).to(double).to(double).to(double)
+    flow.when("tick").to(tick).to(double)
+    return flow
+
+
+async def record(prefix: str, only: list[str]) -> None:
     async with dev_server() as address, Runtime(make_host()) as runtime:
         runner = TemporalRunner(runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}"})
         flows = dict(FLOWS)
@@ -151,23 +182,35 @@ async def record(prefix: str) -> None:
             flows["external"] = (external_flow(), 1)
             flows["loop"] = (loop_flow(), 0)
             flows["chunk-wait"] = (chunk_wait_flow(), 5)
+            flows["chunk-timeout"] = (chunk_timeout_flow(), 5)
+            flows["overlap"] = (overlap_flow(), 1)
         except ImportError:  # keel-triggerflow is not installed: data flows only
             pass
         looping = TemporalRunner(
             runtime, {"address": address, "task_queue": f"rec-{uuid.uuid4().hex[:8]}", "continue_after": 3}
         )
         for name, (flow, value) in flows.items():
-            starter = looping if name == "loop" else runner
+            if only and name not in only:
+                continue
+            starter = looping if name in ("loop", "overlap") else runner
             execution = await starter.start(flow, value, execution_id=f"flow_{prefix}_{name}")
             if name == "external":
                 await execution.emit("ping", 5)
             if name in ("wait", "python", "external", "chunk-wait"):
                 await execution.signal("approve", 21, request_id="r1")
             with anyio.fail_after(60):
-                print(name, await execution.result())
-            history = await (await starter.client()).get_workflow_handle(execution.id).fetch_history()
+                try:
+                    print(name, await execution.result())
+                except Exception as err:  # a history that ends failed replays too
+                    print(name, "failed:", err)
+            client = await starter.client()
+            history = await client.get_workflow_handle(execution.id).fetch_history()
             (HERE / f"{prefix}-{name}.json").write_text(history.to_json())
+            first = history.events[0].workflow_execution_started_event_attributes.first_execution_run_id
+            if name == "overlap" and first:  # its first run too: it continued as new while chains ran
+                history = await client.get_workflow_handle(execution.id, run_id=first).fetch_history()
+                (HERE / f"{prefix}-{name}-first.json").write_text(history.to_json())
 
 
 if __name__ == "__main__":
-    anyio.run(record, sys.argv[1] if len(sys.argv) > 1 else "current")
+    anyio.run(record, sys.argv[1] if len(sys.argv) > 1 else "current", sys.argv[2:])

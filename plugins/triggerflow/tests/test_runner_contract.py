@@ -153,6 +153,37 @@ async def test_run_step_gives_what_the_chunk_did_as_data() -> None:
     assert json.loads(outcome.model_dump_json()) == outcome.model_dump()
 
 
+async def test_run_step_shows_a_failed_attempts_items_names_an_emitted_model_and_raises_a_wait_timeout() -> None:
+    """What a runner needs to match the local engine: the stream items of an attempt that fails
+    (``on_stream``), an emitted model's class (a third item), and ``WaitTimeout`` in the chunk for
+    an ``on_pause`` that raises ``TimeoutError``."""
+    from keel_triggerflow import WaitTimeout
+
+    async def chunk(ctx: Any) -> Any:
+        ctx.put_into_stream("before")
+        ctx.emit("made", Summary(text="x", n=1))
+        try:
+            await ctx.pause_for("approve", timeout=1)
+        except WaitTimeout as err:
+            ctx.put_into_stream(str(err))
+        raise ValueError("fails after")
+
+    async def timed_out(*_: Any) -> Any:
+        raise TimeoutError("wait 'approve' at @0 timed out")
+
+    flow = TriggerFlow("fails")
+    flow.to(chunk)
+    items: list[Any] = []
+    with pytest.raises(ValueError, match="fails after"):
+        await run_step(flow, "0", 1, execution_id="e1", on_pause=timed_out, on_stream=items.append)
+    assert items == ["before", "wait 'approve' at @0 timed out"]
+    ctx = StepContext(None, path="@0", execution_id="e1")
+    ctx.emit("made", Summary(text="x", n=1))
+    ctx.emit("plain", 2)
+    assert ctx.outcome.emits[0][:2] == ["made", {"text": "x", "n": 1}] and ctx.outcome.emits[0][2].endswith(":Summary")
+    assert ctx.outcome.emits[1] == ["plain", 2]
+
+
 async def test_a_chunk_gets_its_resources_and_a_clear_error_for_a_missing_one() -> None:
     async def uses(ctx: Any) -> Any:
         return ctx.resource("client")["name"]

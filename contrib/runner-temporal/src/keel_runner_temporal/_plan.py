@@ -282,6 +282,8 @@ class PlanInterpreter:
         which a continue-as-new can carry."""
 
         async def chain() -> None:
+            if self._holds_chain(scope):  # the workflow drains toward a continue-as-new: stay data
+                await workflow.wait_condition(lambda: not self._holds_chain(scope))
             scope.pending.pop(n, None)
             try:
                 await self._plan_ops(scope, scope.whens[w]["ops"], thread, value)
@@ -299,6 +301,10 @@ class PlanInterpreter:
 
     def _chain_done(self, scope: PlanScope) -> None:
         """A chain ended well (the workflow may continue as new here)."""
+
+    def _holds_chain(self, scope: PlanScope) -> bool:
+        """Whether a chain of ``scope`` that has not begun waits (the workflow drains)."""
+        return False
 
     async def _collect(self, scope: Scope, node: dict[str, Any], value: Any) -> Any:
         assert isinstance(scope, PlanScope)

@@ -45,6 +45,14 @@ DEFAULT_CONCURRENCY = 256  # branches at once when batch/for_each name none, as 
 _STATE_IN_CHUNKS = "keel-state-in-chunks"
 #: a patch: a flow whose main chain is done continues as new between event chains (an event loop)
 _EVENTS_CONTINUE = "keel-events-continue"
+#: a patch: a chunk's own wait (``ctx.pause_for``) that times out with on_timeout="fail" raises
+#: inside the chunk, as on the local runner (before it, it failed the execution)
+_CHUNK_WAIT_TIMEOUT = "keel-chunk-wait-timeout"
+#: a patch: continue-as-new while event chains run: chains not begun are held (data), the main
+#: chain stops at a step boundary, the begun chains finish, then the workflow carries the rest
+_DRAIN = "keel-drain-continue"
+#: an answer to a chunk's wait that timed out: its ctx.pause_for raises WaitTimeout
+TIMED_OUT = "$keel_wait_timed_out"
 #: a patch: a wait is announced to the worker's process only once its memo is stored (a 1 ms timer
 #: ends the workflow task that wrote it), so any process that sees it waiting can find the wait
 _MEMO_BEFORE_NOTICE = "keel-memo-before-notice"
@@ -103,6 +111,7 @@ class FlowWorkflow(PlanInterpreter):
         self._calls = 0  # steps called in this run (an event loop continues as new after continue_after)
         self._main_done = False
         self._carry: list[list[Any]] | None = None  # the chains a continue-as-new between chains carries
+        self._draining = False  # toward a continue-as-new: root chains not begun wait (see _DRAIN)
 
     @workflow.run
     async def run(self, job: dict[str, Any]) -> Any:
@@ -164,10 +173,14 @@ class FlowWorkflow(PlanInterpreter):
                     return STOP
             else:
                 value = await self._op(root, steps[index], str(index), "", value)
-            quiet = not evented or not getattr(root, "tasks", None)
-            if index + 1 < len(steps) and quiet and self._time_to_continue(index + 1 - start):
+            if index + 1 < len(steps) and self._time_to_continue(index + 1 - start):
+                quiet = not evented or not getattr(root, "tasks", None)
+                if not quiet and not await self._drained(root):
+                    continue  # not now: at the next boundary
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 more = {"collections": root.collections, "rounds": root.rounds} if isinstance(root, PlanScope) else {}
+                if isinstance(root, PlanScope) and root.pending:  # the chains the drain held: data
+                    more["chains"] = [root.pending[n] for n in root.tasks if n in root.pending]
                 workflow.continue_as_new(
                     {
                         **job,
@@ -187,15 +200,39 @@ class FlowWorkflow(PlanInterpreter):
                 )
         return value
 
+    async def _drained(self, root: _Scope) -> bool:
+        """At a main-chain step boundary while event chains run, time to continue as new: hold the
+        chains not begun (data), let the begun ones finish, then True. False (go on, try at the
+        next boundary) when a wait is open, or opens meanwhile: its answer may take days, and the
+        held chains would wait as long; and in a history from before the drain (``_DRAIN``)."""
+        if not isinstance(root, PlanScope) or self._waits or not workflow.patched(_DRAIN):
+            return False
+        self._draining = True
+        await workflow.wait_condition(lambda: all(n in root.pending for n in root.tasks) or bool(self._waits))
+        if all(n in root.pending for n in root.tasks):
+            return True  # still draining: a chain an update starts now is held, and carried
+        self._draining = False
+        return False
+
+    def _holds_chain(self, scope: PlanScope) -> bool:
+        return self._draining and scope is self._root and not self._waits
+
     def _chain_done(self, scope: PlanScope) -> None:
         """An event loop continues as new here: the main chain is done, every other chain of the
-        flow has not begun (so it is data: its when, value and thread), and it is time."""
-        if scope is not self._root or not self._main_done or not scope.pending:
+        flow has not begun (so it is data: its when, value and thread), and it is time. While other
+        chains are under way (coroutines, not data), it starts a drain (``_DRAIN``): chains not
+        begun are held, and the last begun one to end carries them."""
+        if scope is not self._root or not self._main_done:
             return
         me = asyncio.current_task()
         if any(n not in scope.pending and task is not me for n, task in scope.tasks.items()):
+            if not self._draining and not self._waits and self._time_to_continue(self._calls):
+                self._draining = workflow.patched(_DRAIN)
             return  # a chain is under way: a coroutine, not data
-        if not (self._time_to_continue(self._calls) and workflow.patched(_EVENTS_CONTINUE)):
+        if not scope.pending:
+            self._draining = False  # nothing left to carry: the flow ends
+            return
+        if not self._draining and not (self._time_to_continue(self._calls) and workflow.patched(_EVENTS_CONTINUE)):
             return
         self._carry = [scope.pending[n] for n in scope.tasks if n in scope.pending]
         self._root = None  # events from outside wait in _external for the next run
@@ -429,7 +466,7 @@ class FlowWorkflow(PlanInterpreter):
                 if isinstance(cause, CancelledError):
                     raise  # the execution was cancelled: it ends cancelled, not failed
                 if isinstance(cause, ApplicationError) and cause.type == WAIT_REQUESTED and cause.details:
-                    answers.append(await self._wait(dict(cause.details[0]), path))  # the same attempt again
+                    answers.append(await self._chunk_wait(dict(cause.details[0]), path))  # the same attempt again
                     continue
                 if isinstance(cause, ApplicationError) and cause.type == CHUNK_FAILED and attempt <= retries:
                     attempt += 1
@@ -482,6 +519,16 @@ class FlowWorkflow(PlanInterpreter):
             ) from None
         self._waited_for(interrupt_id)  # not in a `finally`: an evicted workflow must not touch its memo
         return self._signals[name].pop(0)
+
+    async def _chunk_wait(self, node: dict[str, Any], path: str) -> Any:
+        """A chunk's own wait: its answer; one that timed out with on_timeout="fail" answers
+        ``{TIMED_OUT: name}``, which the chunk's ``ctx.pause_for`` raises as WaitTimeout."""
+        try:
+            return await self._wait(node, path)
+        except ApplicationError as err:
+            if err.type != "WaitTimeout" or not workflow.patched(_CHUNK_WAIT_TIMEOUT):
+                raise
+            return {TIMED_OUT: str(node["pause_for"])}
 
     def _waited_for(self, interrupt_id: str) -> None:
         del self._waits[interrupt_id]

@@ -43,10 +43,20 @@ class WaitRequested(BaseException):
         self.spec = spec
 
 
+class WaitTimeout(TimeoutError):
+    """A chunk's ``ctx.pause_for`` timed out with ``on_timeout="fail"``: raised inside the chunk, as
+    on the local runner (a flow built in Python gets TriggerFlow's ``WaitTimeout``: its
+    ``StepContext`` turns this ``TimeoutError`` into it; a flow built from data gets this one, with
+    the same name and message)."""
+
+
 def pauser(call: Mapping[str, Any]) -> Callable[..., Any]:
     """``ctx.pause_for`` on Temporal: the answers the workflow already has, in order; past them the
     attempt stops and the workflow waits, then runs the chunk again with one answer more (the code
-    before a wait runs again, as on the local runner after a restart: key its effects)."""
+    before a wait runs again, as on the local runner after a restart: key its effects). A wait
+    that timed out answers ``{TIMED_OUT: name}``: the call raises :class:`WaitTimeout` there."""
+    from keel_runner_temporal._workflow import TIMED_OUT
+
     answers = list(call.get("answers") or ())
     asked = [0]
 
@@ -54,7 +64,10 @@ def pauser(call: Mapping[str, Any]) -> Callable[..., Any]:
         k = asked[0]
         asked[0] += 1
         if k < len(answers):
-            return answers[k]
+            answer = answers[k]
+            if isinstance(answer, dict) and set(answer) == {TIMED_OUT}:
+                raise WaitTimeout(f"wait {name!r} at {call['path']} timed out")
+            return answer
         raise WaitRequested(
             {"pause_for": name, "payload": payload, "timeout": timeout, "on_timeout": on_timeout, "default": default}
         )

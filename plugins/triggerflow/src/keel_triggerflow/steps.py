@@ -24,7 +24,7 @@ from keel_triggerflow._context import WORKSPACE_RESOURCE, scope_name, set_state
 from keel_triggerflow._ops import If, Match, Op, Pause, Step, SubFlow
 from keel_triggerflow._values import jsonable, model_ref
 from keel_triggerflow.plan import step_key
-from keel_triggerflow.types import FlowError, MissingResourceError
+from keel_triggerflow.types import FlowError, MissingResourceError, WaitTimeout
 
 if TYPE_CHECKING:
     from keel import Runtime
@@ -124,8 +124,9 @@ Pauser = Callable[[str, Any, float | None, str, Any], Awaitable[Any]]
 class StepContext:
     """A chunk's ``ctx`` outside the local engine: it reads a copy of the state and keeps what the
     chunk does (state writes, emits, stream items, the result) in :attr:`outcome`, for the runner
-    to apply in its own interpreter. ``ctx.pause_for`` inside a chunk needs ``on_pause``;
-    ``on_stream`` sees each stream item as it is put
+    to apply in its own interpreter. ``ctx.pause_for`` inside a chunk needs ``on_pause`` (which
+    raises ``TimeoutError`` for a wait that timed out with ``on_timeout="fail"``: the chunk gets
+    :class:`WaitTimeout`, as on the local engine); ``on_stream`` sees each stream item as it is put
     (so a runner can show the items of an attempt that fails, as the local engine does)."""
 
     def __init__(
@@ -237,7 +238,10 @@ class StepContext:
                 f"step {self.path} calls ctx.pause_for({name!r}) inside its chunk, which this runner does not "
                 "support; put the wait in the chain with .pause_for(name) instead"
             )
-        return await self._on_pause(name, jsonable(payload), timeout, on_timeout, default)
+        try:
+            return await self._on_pause(name, jsonable(payload), timeout, on_timeout, default)
+        except TimeoutError as err:  # the runner's wait timed out (on_timeout="fail"): as on the local engine
+            raise WaitTimeout(str(err) or f"wait {name!r} at {self.path} timed out") from None
 
 
 def _resolve(flow: TriggerFlow, ref: str) -> tuple[Op, TriggerFlow]:

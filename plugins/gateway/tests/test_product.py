@@ -109,6 +109,23 @@ def test_a_flow_stream_item_with_a_message_is_progress_and_other_items_stay_insi
         assert projection.runtime(keel.RuntimeEvent(kind="flow.stream", payload={"path": "p", "item": item})) is None
 
 
+def test_a_flow_stream_item_with_a_partial_is_task_partial() -> None:
+    """A flow step passes on the fields an agent streams (issue 22's desk: the page follows the flow)."""
+    projection = Projection("exe_1")
+
+    def shown(item: object) -> keel.ProductEvent | None:
+        return projection.runtime(keel.RuntimeEvent(kind="flow.stream", payload={"path": "p", "item": item}))
+
+    grew = shown({"partial": {"field": "summary", "delta": "A ", "value": "A ", "complete": False}})
+    assert grew is not None and grew.type == "task.partial"
+    assert grew.data == {"field": "summary", "delta": "A ", "value": "A ", "complete": False}
+    done = shown({"partial": {"field": "category", "value": "refund", "complete": True}})
+    assert done is not None and done.data == {"field": "category", "delta": "", "value": "refund", "complete": True}
+    reset = shown({"partial": {"reset": True}})
+    assert reset is not None and reset.data == {"reset": True}
+    assert shown({"partial": {"value": "no field"}}) is None
+
+
 def test_a_restored_log_keeps_its_seqs_and_fills_what_was_not_kept() -> None:
     from keel_gateway import ProductLog
 

@@ -12,7 +12,8 @@ Schema of ``data`` per type (stable; see docs/interaction.md):
 - ``task.started``: ``null``.
 - ``task.progress``: ``null``; ``message`` is human-readable, ``percent`` is set where known.
 - ``task.partial``: ``{"field": name, "delta": text, "value": so_far, "complete": bool}``, or
-  ``{"reset": true}`` when the answer is being redone and every shown field must be dropped.
+  ``{"reset": true}`` when the answer is being redone and every shown field must be dropped (an
+  agent's own, or a flow chunk's ``ctx.put_into_stream({"partial": {...}})`` with the same keys).
 - ``task.waiting``: ``null``; ``waiting_for`` says what is awaited and how to answer.
 - ``task.completed``: the validated output.
 - ``task.failed``: ``{"code": "timeout" | "invalid_output" | "budget" | "cancelled" | "error"}``; ``message`` is safe.
@@ -152,12 +153,33 @@ class Projection:
             # a flow chunk's ``ctx.put_into_stream({"message": ..., "percent": ...})`` is its progress;
             # any other stream item is the flow's own business and stays inside
             item = payload.get("item")
+            if isinstance(item, dict) and isinstance(item.get("partial"), dict):
+                return self._flow_partial(item["partial"])
             if isinstance(item, dict) and isinstance(item.get("message"), str):
                 return self._progress(item)
             return None
         if kind.endswith(".progress"):
             return self._progress(payload)
         return None
+
+    def _flow_partial(self, partial: dict[str, Any]) -> ProductEvent | None:
+        """``ctx.put_into_stream({"partial": {...}})``: a flow step passing on the fields an agent it
+        runs streams (same ``data`` as an agent's own ``task.partial``), so a page following the
+        flow, also from another process, shows them."""
+        eid = self.execution_id
+        if partial.get("reset") is True:
+            return _event("task.partial", eid, message="redoing the answer", data={"reset": True})
+        field = partial.get("field")
+        if not isinstance(field, str):
+            return None
+        delta = partial.get("delta")
+        data = {
+            "field": field,
+            "delta": delta if isinstance(delta, str) else "",
+            "value": jsonable(partial.get("value")),
+            "complete": bool(partial.get("complete")),
+        }
+        return _event("task.partial", eid, data=data)
 
     def _progress(self, payload: dict[str, Any]) -> ProductEvent:
         progress = Progress.read(payload)  # the kernel's convention: message, percent in 0..100

@@ -2,19 +2,22 @@
 
 ``observe(event)`` is the whole cost an execution pays on the bus's dispatcher: one bounded
 ``deque`` append, no serialization, no redaction. A shipping thread wakes every ``interval``
-seconds and turns the queued events into their JSON text in one burst (pydantic-core's serializer,
-the cheapest we measured that needs no new dependency), runs the user's redactor functions when
-there are any, and ships the batch over a pipe to the writer process (:mod:`keel_devtools.writer`),
-which masks secret keys, prices the answers, keeps the executions' summaries and writes to SQLite:
-that work never competes with the executions for the GIL. With ``process = false`` the writer is
-a thread of this process instead (the same code, sharing the GIL).
+seconds and hands the queued events, in one burst, to the writer process
+(:mod:`keel_devtools.writer`), in a compact form (:mod:`keel_devtools.packing`: the events' fields
+pickled in one C call, the values repeated across the batch sent once); the writer process turns
+them into their JSON text (byte for byte what pydantic-core makes of them here), masks secret
+keys, prices the answers, keeps the executions' summaries and writes to SQLite: that work never
+competes with the executions for the GIL. With redactor functions of the user's, the shipping
+thread serializes each event here and runs them on its JSON form (a Python function cannot
+travel to the writer). With ``process = false`` the writer is a thread of this process instead
+(the same code, sharing the GIL), fed the events' JSON text.
 
 Guarantees: the queue is bounded and a full queue drops the event and counts it, per execution and
 in total (shown by ``keel devtools`` beside the execution); nothing here ever blocks or fails an
-execution; secrets are masked before anything is written; :meth:`Recorder.close` (run at a clean
-exit) writes everything queued. A crash of the execution's process loses what was still queued (at
-most one interval's events); a crash of the writer process loses the batch in flight, and the
-recorder goes on with a writer thread.
+execution; secrets are masked, and the user's redactors run, before anything is written;
+:meth:`Recorder.close` (run at a clean exit) writes everything queued. A crash of the execution's
+process loses what was still queued (at most one interval's events); a crash of the writer
+process loses the batch in flight, and the recorder goes on with a writer thread.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import PydanticSerializationError
 
 import keel
+from keel_devtools import packing
 from keel_devtools.db import RecordingDB
 from keel_devtools.prices import PriceTable
 from keel_devtools.redact import Redactor, mask_keys, secret_keys
@@ -143,6 +147,10 @@ def _widen(pipe: IO[bytes]) -> None:
         pass
 
 
+def _drops_line(drops: dict[str, int]) -> bytes:
+    return b"D" + json.dumps(drops).encode() + b"\n" if drops else b""
+
+
 class _ProcessChannel:
     """The writing side in a process of its own, fed over a pipe (see :mod:`keel_devtools.writer`)."""
 
@@ -188,10 +196,13 @@ class _ProcessChannel:
 
     def send(self, lines: list[bytes], drops: dict[str, int]) -> None:
         data = b"\n".join(lines) + b"\n" if lines else b""
-        if drops:
-            data += b"D" + json.dumps(drops).encode() + b"\n"
-        self._write(data + b"E\n")
+        self._write(data + _drops_line(drops) + b"E\n")
         self.sent += len(lines)
+
+    def send_packed(self, data: bytes, count: int, drops: dict[str, int]) -> None:
+        """A batch of ``count`` events in :mod:`keel_devtools.packing`'s form."""
+        self._write(b"M%d\n" % len(data) + data + _drops_line(drops) + b"E\n")
+        self.sent += count
 
     def sync(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -226,7 +237,8 @@ class Recorder:
 
     :param path: the SQLite file (default :func:`default_path`).
     :param redactors: functions run on each event's JSON form after the secret keys are masked
-        (in this process, by the shipping thread: a Python function cannot travel to the writer).
+        (in this process, by the shipping thread: a Python function cannot travel to the writer;
+        with one, the events' JSON is made here instead of in the writer process).
     :param prices: the price table the cost of each model answer comes from (read when the
         recorder starts: the writer process holds a copy).
     """
@@ -320,24 +332,26 @@ class Recorder:
             data = redactor(data)
         return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
+    def _json_or_lost(self, event: keel.RuntimeEvent) -> bytes | None:
+        """:meth:`_serialize`, or ``None`` (counted, logged) when it fails."""
+        try:
+            return self._serialize(event)
+        except Exception:  # a redactor that fails must not lose the rest of the batch
+            self._lost += 1
+            log.exception("DevTools: an event of %s could not be recorded", event.execution_id)
+            return None
+
     def _lines(self, batch: list[keel.RuntimeEvent]) -> list[bytes]:
-        """The batch's JSON texts. The common case (no redactor of the user's, every value one JSON
-        can hold) is one comprehension over pydantic-core with no Python call per event: 1.8 us an
-        event here, against 2.2 through :meth:`_serialize` (bench/devtools.py, ``serialize_*``)."""
+        """The batch's JSON texts (a writer thread, or a redactor of the user's). With no
+        redactor and every value one JSON can hold, one comprehension over pydantic-core with no
+        Python call per event."""
         if not self.redactors:
             to_json = self._to_json
             try:
                 return [to_json(event) for event in batch]
             except Exception:  # the event that failed takes the slow path below, with the rest
                 pass
-        lines: list[bytes] = []
-        for event in batch:
-            try:
-                lines.append(self._serialize(event))
-            except Exception:  # a redactor that fails must not lose the rest of the batch
-                self._lost += 1
-                log.exception("DevTools: an event of %s could not be recorded", event.execution_id)
-        return lines
+        return [line for event in batch if (line := self._json_or_lost(event)) is not None]
 
     def _run(self) -> None:
         queue = self._queue
@@ -354,16 +368,26 @@ class Recorder:
             batch = [queue.popleft() for _ in range(min(len(queue), self.settings.batch))]
             with self._drop_lock:
                 drops, self._drops = self._drops, {}
-            self._ship(self._lines(batch), drops)
+            self._ship(batch, drops)
             self._shipping = False
 
-    def _ship(self, lines: list[bytes], drops: dict[str, int]) -> None:
+    def _ship(self, batch: list[keel.RuntimeEvent], drops: dict[str, int]) -> None:
+        """Hand a batch to the writing side. To a writer process with no redactor of the user's to
+        run, in :mod:`keel_devtools.packing`'s compact form: the writer makes the JSON, not this
+        process. Otherwise each event's JSON text, made here."""
         channel = self._channel
+        if isinstance(channel, _ProcessChannel) and not self.redactors:
+            data, count = packing.encode(batch, self._json_or_lost)
+            send = lambda: channel.send_packed(data, count, drops)  # noqa: E731
+        else:
+            lines = self._lines(batch)
+            count = len(lines)
+            send = lambda: channel.send(lines, drops)  # noqa: E731
         try:
-            channel.send(lines, drops)
+            send()
         except OSError as err:  # the writer process is gone: go on in this process
             self._retired = (self.written, self._retired[1] + channel.failed + channel.sent - channel.written)
-            self._lost += len(lines)
+            self._lost += count
             log.error("DevTools: the writer process stopped (%s); writing from a thread of this process", err)
             self._channel = _ThreadChannel(Sink(self._config, self.db))
             self._channel.send([], drops)

@@ -7,8 +7,11 @@ competes with the executions for the GIL; the recorder ships it batches over a p
 
 The pipe speaks lines (an event's JSON text has no raw newline):
 
-- ``{...}`` an event, already redacted by the user's redactor functions (those run in the
-  recorder's process: they are Python callables that cannot travel);
+- ``{...}`` an event's JSON text, already redacted by the user's redactor functions (sent when
+  there are some: they run in the recorder's process, Python callables cannot travel);
+- ``M<n>`` followed by ``n`` bytes: a batch of events in :mod:`keel_devtools.packing`'s compact
+  form (what the recorder sends when there is no redactor of the user's): this process makes
+  their JSON text, byte for byte what the recorder's process would have made;
 - ``D{"execution id": n, ...}`` events the recorder dropped, per execution;
 - ``E`` the end of a batch: write what came since the last one;
 - ``F<n>`` write everything received, then answer ``A<n> <written> <failed> <cpu seconds>`` on
@@ -30,6 +33,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from keel_devtools import packing
 from keel_devtools.db import RecordingDB
 from keel_devtools.prices import Price, PriceTable
 from keel_devtools.redact import mask_keys, secret_pattern
@@ -113,10 +117,18 @@ def serve(source: IO[bytes], answer: IO[bytes]) -> None:
     pending: list[bytes] = []
     drops: dict[str, int] = {}
     try:
-        for line in source:
+        while line := source.readline():
             head = line[:1]
             if head == b"{":
                 pending.append(line.rstrip(b"\n"))
+            elif head == b"M":
+                size = int(line[1:])
+                data = source.read(size)
+                if len(data) < size:  # the recorder's process died mid-batch: the batch in flight is lost
+                    break
+                lines, failed = packing.decode(data)
+                pending.extend(lines)
+                sink.failed += failed
             elif head == b"E":
                 sink.write(pending, drops)
                 pending, drops = [], {}

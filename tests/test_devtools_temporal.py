@@ -26,6 +26,7 @@ from keel_devtools.flowgraph import flow_drawing, path_taken
 from keel_devtools.replayer import replay
 from keel_runner_temporal import DevServer, TemporalExecution
 from keel_runner_temporal import plugin as temporal_plugin
+from keel_store_sqlite import plugin as sqlite_plugin
 from keel_triggerflow import TriggerFlow
 from keel_triggerflow import plugin as triggerflow_plugin
 from keel_triggerflow.runners import get_runner
@@ -157,3 +158,50 @@ async def test_a_temporal_execution_is_recorded_like_a_local_one(temporal_addres
         with anyio.fail_after(30):
             assert await found.result() == result
         assert seen.drain() == []
+
+
+gate: dict[str, anyio.Event] = {}
+
+
+async def held(ctx: Any) -> str:
+    await gate[ctx.execution_id].wait()  # until the second process follows it
+    return f"{ctx.value}, held"
+
+
+async def test_two_processes_following_one_execution_record_it_once(temporal_address: str, tmp_path: Path) -> None:
+    stack = (  # one store: followers relay the steps' events from it
+        f'[store]\ndriver = "sqlite"\npath = "{tmp_path / "state.db"}"\n'
+        f'[runner]\ndriver = "temporal"\naddress = "{temporal_address}"\ntask_queue = "dt2-{tmp_path.name}"\n'
+    )
+    (tmp_path / "keel.toml").write_text(stack)
+    (tmp_path / "follower.toml").write_text(stack + "worker = false\n")
+    flow = TriggerFlow("followed-twice")
+    flow.to(held).to(verdict_of)
+    recorder = configure(tmp_path / "devtools.db")  # both runtimes' recorders write this one file
+    try:
+        plugins = (devtools_plugin, triggerflow_plugin, temporal_plugin, sqlite_plugin)
+        async with (
+            Runtime(make_host(*plugins), load_stack(tmp_path / "keel.toml")) as runtime,
+            Runtime(make_host(*plugins), load_stack(tmp_path / "follower.toml")) as follower,
+        ):
+            execution = await flow.start("ada", runtime=runtime)
+            gate[execution.id] = anyio.Event()
+            with anyio.fail_after(60):
+                found = await get_runner(follower).find(execution.id, "default")
+                assert found is not None
+                gate[execution.id].set()
+                assert await execution.result() == await found.result() == "ada, held: ok"
+            seen = [e async for e in execution.events()]
+            assert [(e.seq, e.kind) for e in seen] == [(e.seq, e.kind) async for e in found.events()]
+        assert recorder.flush()
+    finally:
+        recorder.close()
+    db = RecordingDB(tmp_path / "devtools.db")
+    rows = db.events(execution.id)
+    assert [(row["seq"], row["kind"]) for row in rows] == [(e.seq, e.kind) for e in seen]  # each once
+    summary = db.execution(execution.id)
+    assert summary is not None and summary["events"] == len(seen) and summary["status"] == "completed"
+
+
+def verdict_of(ctx: Any) -> str:
+    return f"{ctx.value}: ok"

@@ -4,6 +4,12 @@
 ``events`` holds every recorded event's JSON, keyed by execution id, sequence number and step
 path. The recorder's writer thread is the only writer in a process; readers (the UI, export,
 replay) open their own connections.
+
+Recording is idempotent: an event whose (execution id, seq, span) is recorded already is not
+recorded again, nor counted in its execution's summary. Two processes that follow one execution
+(a Temporal execution's followers publish the same events, with the same seqs and spans) into one
+file record it once; a run of a local flow resumed in another process starts its seqs again, but
+in a span of its own, so it is kept beside the first run's.
 """
 
 from __future__ import annotations
@@ -62,11 +68,31 @@ CREATE TABLE IF NOT EXISTS events (
     input_tokens INTEGER,
     output_tokens INTEGER,
     cost REAL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    span TEXT
 );
 CREATE INDEX IF NOT EXISTS events_execution ON events (execution_id, seq, n);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+#: an event is recorded once (see the module docstring); a NULL seq or span never conflicts
+_ONCE = "CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events (execution_id, seq, span)"
+
+#: files written before events had a span (user_version 0): the column, filled from the events'
+#: JSON, the events recorded twice removed (the first one kept), then the index
+_MIGRATE_SPAN = """
+ALTER TABLE events ADD COLUMN span TEXT;
+UPDATE events SET span = json_extract(data, '$.span_id');
+DELETE FROM events WHERE seq IS NOT NULL AND span IS NOT NULL AND n NOT IN (
+    SELECT MIN(n) FROM events WHERE seq IS NOT NULL AND span IS NOT NULL GROUP BY execution_id, seq, span
+);
+"""
+_SCHEMA_VERSION = 1
+
+_INSERT = (
+    "INSERT OR IGNORE INTO events (execution_id, seq, step, kind, time, input_tokens, output_tokens, cost, data, span)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 _UPSERT = """
 INSERT INTO executions (id, tenant, kind, runnable, status, started_at, ended_at, input, output, error,
@@ -225,6 +251,7 @@ class RecordingDB:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as err:
             raise RecordingError(
                 f"DevTools recording {self.path}: cannot be opened: {err}; set KEEL_DEVTOOLS_DB to a writable file"
@@ -232,6 +259,26 @@ class RecordingDB:
         self._lock = threading.Lock()
         self.prices = prices or PriceTable.from_env()
         self._paths = StepPaths()
+
+    def _migrate(self) -> None:
+        """Bring a recording file written by an earlier version up to this one's schema."""
+        conn = self._conn
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:  # another process did not
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+                if "span" not in columns:
+                    for statement in _MIGRATE_SPAN.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                conn.execute(_ONCE)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -242,12 +289,21 @@ class RecordingDB:
     def ingest(self, events: Sequence[str | tuple[dict[str, Any], str]], drops: dict[str, int] | None = None) -> None:
         """Write events (each one's JSON text, already redacted, or ``(top-level fields, text)``
         when the caller has the fields at hand) and update the executions' summaries, in one
-        transaction."""
+        transaction. An event recorded already (its execution id, seq and span) is left out."""
+        rows, summaries = self._prepare(events)
+        if not self._commit(rows, summaries, drops):
+            self._commit_new(events, rows, drops)
+
+    def _prepare(
+        self, events: Sequence[str | tuple[dict[str, Any], str]], steps: Sequence[str] | None = None
+    ) -> tuple[list[tuple[Any, ...]], dict[str, _Summary]]:
+        """The event rows and the executions' summaries of ``events`` (``steps``: their step
+        paths, known already; else assigned here, in order)."""
         rows: list[tuple[Any, ...]] = []
         summaries: dict[str, _Summary] = {}
         paths = self._paths
         loads = json.loads
-        for item in events:
+        for i, item in enumerate(events):
             if isinstance(item, tuple):
                 event, data = item
             else:
@@ -257,7 +313,7 @@ class RecordingDB:
             if not kind.startswith(_PAYLOAD_NOT_NEEDED):
                 payload = loads(data).get("payload") or {}
             execution_id = event.get("execution_id") or ""
-            step = paths.path(execution_id, kind, payload or {})
+            step = paths.path(execution_id, kind, payload or {}) if steps is None else steps[i]
             tokens_in = tokens_out = None
             cost = None
             summary = summaries.get(execution_id)
@@ -305,32 +361,52 @@ class RecordingDB:
                 summary.seq_events += 1
                 if seq > summary.max_seq:
                     summary.max_seq = seq
-            rows.append((execution_id, seq, step, kind, event["time"], tokens_in, tokens_out, cost, data))
-        for execution_id, count in (drops or {}).items():
-            summaries.setdefault(execution_id, _Summary()).dropped += count
-        self._commit(rows, summaries, drops)
+            rows.append(
+                (execution_id, seq, step, kind, event["time"], tokens_in, tokens_out, cost, data, event.get("span_id"))
+            )
+        return rows, summaries
 
     def _commit(
         self, rows: list[tuple[Any, ...]], summaries: dict[str, _Summary], drops: dict[str, int] | None
-    ) -> None:
-        """One transaction: the event rows, the executions' summaries, the drop counter.
+    ) -> bool:
+        """One transaction: the event rows, the executions' summaries, the drop counter; ``False``
+        (nothing written) when an event was recorded already, so that the summaries count it once.
         (Kept out of :meth:`ingest`'s per-event loop, which stays inline: it is the recorder's hot path.)"""
+        for execution_id, count in (drops or {}).items():
+            summaries.setdefault(execution_id, _Summary()).dropped += count
         with self._lock:
             conn = self._conn
-            conn.execute("BEGIN")
+            conn.execute("BEGIN IMMEDIATE")  # another process's writer may record the same events
             try:
-                conn.executemany(
-                    "INSERT INTO events (execution_id, seq, step, kind, time, input_tokens, output_tokens, cost, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                before = conn.total_changes
+                conn.executemany(_INSERT, rows)
+                if conn.total_changes - before != len(rows):
+                    conn.execute("ROLLBACK")
+                    return False
                 conn.executemany(_UPSERT, [s.row(eid) for eid, s in summaries.items() if eid])
-                if drops:
-                    conn.execute(
-                        "INSERT INTO meta (key, value) VALUES ('dropped', ?) "
-                        "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
-                        (sum(drops.values()),),
-                    )
+                _count_drops(conn, drops)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return True
+
+    def _commit_new(
+        self, events: Sequence[str | tuple[dict[str, Any], str]], rows: list[tuple[Any, ...]],
+        drops: dict[str, int] | None,
+    ) -> None:  # fmt: skip
+        """Write the events of a batch that are not recorded yet, and summaries of those only (the
+        rare path: another process recorded some of them)."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                new = [i for i, row in enumerate(rows) if conn.execute(_INSERT, row).rowcount == 1]
+                summaries = self._prepare([events[i] for i in new], [rows[i][2] for i in new])[1]
+                for execution_id, count in (drops or {}).items():
+                    summaries.setdefault(execution_id, _Summary()).dropped += count
+                conn.executemany(_UPSERT, [s.row(eid) for eid, s in summaries.items() if eid])
+                _count_drops(conn, drops)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -471,6 +547,15 @@ class RecordingDB:
 
     def size(self) -> int:
         return int(self._rows("SELECT COALESCE(SUM(bytes), 0) FROM executions")[0][0])
+
+
+def _count_drops(conn: sqlite3.Connection, drops: dict[str, int] | None) -> None:
+    if drops:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('dropped', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+            (sum(drops.values()),),
+        )
 
 
 def _summary_dict(row: tuple[Any, ...]) -> dict[str, Any]:

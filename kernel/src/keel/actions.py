@@ -426,6 +426,10 @@ async def _run_handler(
         except ActionInputError as err:
             return trail.fail("invalid_arguments", str(err), duration=_ms(trail.started))
         except Exception as err:
+            # the failure becomes an outcome and the exception is dropped: without its traceback, so a
+            # sync handler's error (raised through anyio's worker-thread frame, which holds the future
+            # that holds the error) leaves no reference cycle holding the execution
+            err.__traceback__ = None
             if attempt >= retries:
                 if isinstance(err, TimeoutError):
                     why = f"action {name!r} did not finish within {timeout or spec.timeout}s"

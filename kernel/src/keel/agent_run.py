@@ -277,6 +277,10 @@ class AgentExecution:
             else ("warning" if status is ExecutionStatus.CANCELLED else "error")
         )
         self.emit(f"execution.{status.value}", payload, level=level)
+        # the meter held self.emit (execution -> meter -> emit -> execution): a reference cycle that
+        # kept each finished execution and its events until a full garbage collection. Nothing is
+        # metered after the end, so the meter reports nowhere from here on.
+        self.meter.emit = None
         self._instant.notify()  # its readers end too
         if len(self._log) + len(self._instant) > _COMPACT_IN_THREAD:
             self._settling = True  # _run compacts in a worker thread, then sets _done

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 import keel
 from keel_triggerflow._context import Context, Scope
 from keel_triggerflow._ops import STOP, Op, Step, Tail, emit_thread, thread_hash
+from keel_triggerflow._part import ExecutionPart
 from keel_triggerflow._records import AttemptFailed, Decision, ErrorInfo, StepCompleted, StepFailedRecord
 from keel_triggerflow._values import BLOB_THRESHOLD, jsonable, model_ref, revive
 from keel_triggerflow.types import FlowError, LeaseError, MissingResourceError, StepFailed
@@ -68,11 +69,14 @@ def error_info(err: BaseException) -> ErrorInfo:
     return {"type": type(err).__name__, "message": str(err)}
 
 
-class Interpreter:
-    """Runs one execution's ops in this process (see the module docstring)."""
+class Interpreter(ExecutionPart):
+    """Runs one execution's ops in this process (see the module docstring). The execution keeps its
+    last interpreter (``_interp``); the interpreter holds it weakly (:class:`ExecutionPart`)."""
+
+    execution = ExecutionPart.x
 
     def __init__(self, execution: FlowExecution, root: Scope):
-        self.execution = execution
+        super().__init__(execution)
         self.replay = execution._replay
         self.replaying = self.replay.replaying
         self.journal = execution._journal

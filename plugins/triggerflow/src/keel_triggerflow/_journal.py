@@ -12,6 +12,7 @@ import anyio.from_thread
 
 from keel import ConflictError, ExecutionStatus, Store, new_id
 from keel_triggerflow._history import History, Lease, inbox_name, stream_name, write_index
+from keel_triggerflow._part import ExecutionPart
 from keel_triggerflow._records import HISTORY_FORMAT, Answer, StartRecord
 from keel_triggerflow._values import jsonable
 from keel_triggerflow.types import FlowError, LeaseError
@@ -25,11 +26,11 @@ _log = logging.getLogger("keel_triggerflow")
 ITEMS_DELAY = 0.05
 
 
-class Journal:
+class Journal(ExecutionPart):
     """The store side of one execution: ``history`` and ``lease`` while this process owns it."""
 
     def __init__(self, execution: FlowExecution, lease_ttl: float):
-        self.x = execution
+        super().__init__(execution)
         self.lease_ttl = lease_ttl
         self.store: Store | None = None
         self.history: History | None = None

@@ -8,6 +8,7 @@ import anyio
 
 from keel import ExecutionStatus
 from keel_triggerflow._ops import thread_hash
+from keel_triggerflow._part import ExecutionPart
 from keel_triggerflow._records import Answer, WaitStarted
 from keel_triggerflow.types import Interrupt, WaitTimeout
 
@@ -27,11 +28,11 @@ class Waiting:
         self.timed_out = False
 
 
-class Waits:
+class Waits(ExecutionPart):
     """The waits of one execution: live ones in this process, recorded ones from its history."""
 
     def __init__(self, execution: FlowExecution):
-        self.x = execution
+        super().__init__(execution)
         self.waiting: dict[str, Waiting] = {}  # interrupt id -> live wait
         self.salt = execution.id  # interrupt ids are unique per execution (histories of v1: not salted)
 

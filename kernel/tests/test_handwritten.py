@@ -102,6 +102,7 @@ async def test_a_failing_body_is_the_result_and_a_missing_body_says_what_to_writ
                 await empty.result()
         last = [e async for e in failing.events()][-1]
         assert last.kind == "execution.failed" and last.payload["reason"] == "ValueError: the ledger is closed"
+        assert last.payload["code"] == "internal"  # keel.error_code: not a KeelError, so a bug
 
 
 async def test_cancel_ends_a_waiting_execution_with_its_reason() -> None:
@@ -116,3 +117,36 @@ async def test_cancel_ends_a_waiting_execution_with_its_reason() -> None:
                 await execution.result()
         assert execution.status is keel.ExecutionStatus.CANCELLED
         await execution.cancel("again")  # a finished execution: nothing to do
+
+
+async def test_a_subclass_says_its_started_payload_its_cancel_error_and_whether_it_publishes() -> None:
+    class Quiet(Approval):
+        publishes = False
+
+        def started_payload(self) -> dict[str, Any]:
+            return {"runnable": "quiet"}
+
+        def cancelled_error(self, reason: str) -> BaseException:
+            return keel.ExecutionCancelled(f"quiet was cancelled: {reason}")
+
+    async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+        subscription = runtime.bus.subscribe()
+        loud, quiet = Approval(runtime, "wait").launch(), Quiet(runtime, "wait").launch()
+        with anyio.fail_after(10):
+            for execution in (loud, quiet):
+                async for event in execution.events():
+                    if event.kind == "execution.waiting":
+                        break
+                await execution.cancel("the customer withdrew")
+            with pytest.raises(keel.ExecutionCancelled, match="^quiet was cancelled: the customer withdrew$"):
+                await quiet.result()
+        seen = subscription.drain()  # publish() hands events to a subscription at once
+        subscription.close()
+        events = [e async for e in quiet.events()]
+        assert events[0].payload == {"runnable": "quiet"}
+        assert events[-1].payload == {
+            "reason": "the customer withdrew",
+            "error": "ExecutionCancelled: quiet was cancelled: the customer withdrew",
+            "code": "execution.cancelled",
+        }
+        assert {e.execution_id for e in seen} == {loud.id}  # the quiet one's events stayed with it

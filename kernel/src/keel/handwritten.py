@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
-from keel.errors import ConflictError, ExecutionCancelled, KeelError
+from keel.errors import ConflictError, ExecutionCancelled, KeelError, error_code
 from keel.events import RuntimeEvent
 from keel.execution import EventLog, ExecutionStatus
 from keel.types import new_id
@@ -41,9 +41,12 @@ class BaseExecution:
 
     :ivar kind: the runnable's kind (``"task"`` unless a subclass says otherwise).
     :ivar id: ``exe_...``, fresh per execution.
+    :ivar publishes: whether :meth:`emit` publishes each event on the runtime's bus too (observers,
+        DevTools); ``True`` unless a subclass says otherwise.
     """
 
     kind = "task"
+    publishes = True
 
     def __init__(self, runtime: Runtime, tenant: str = "default") -> None:
         self.id = new_id("exe")
@@ -72,8 +75,17 @@ class BaseExecution:
             kind=kind, execution_id=self.id, seq=len(self._events) + 1, tenant=self.tenant, payload=payload or {}
         )
         self._events.append(event)
-        self.runtime.publish(event)
+        if self.publishes:
+            self.runtime.publish(event)
         return event
+
+    def started_payload(self) -> dict[str, Any]:
+        """The payload of the ``execution.started`` event (empty unless a subclass says more)."""
+        return {}
+
+    def cancelled_error(self, reason: str) -> BaseException:
+        """The error :meth:`result` raises once the execution is cancelled for ``reason``."""
+        return ExecutionCancelled(reason)
 
     async def wait_for(self, name: str, payload: Any = None, **interrupt: Any) -> Any:
         """Wait for the signal ``name``: the status is ``waiting`` and ``execution.waiting`` names it
@@ -134,20 +146,21 @@ class BaseExecution:
         try:
             with self._scope:
                 self._status = ExecutionStatus.RUNNING
-                self.emit("execution.started")
+                self.emit("execution.started", self.started_payload())
                 self._result = await self.body()
                 self._finish(ExecutionStatus.COMPLETED)
         except Exception as err:  # the execution's failure is its result
             self._finish(ExecutionStatus.FAILED, err)
         finally:
             if not self._status.finished:  # cancelled (by cancel() or the runtime closing)
-                self._finish(ExecutionStatus.CANCELLED, ExecutionCancelled(self._reason or "runtime closed"))
+                reason = self._reason or "runtime closed"
+                self._finish(ExecutionStatus.CANCELLED, self.cancelled_error(reason), reason)
 
-    def _finish(self, status: ExecutionStatus, error: BaseException | None = None) -> None:
+    def _finish(self, status: ExecutionStatus, error: BaseException | None = None, reason: str = "") -> None:
         self._status, self._error = status, error
         payload: dict[str, Any] = {}
-        if error is not None:  # the protocol's user-safe reason, and the error for the logs
-            reason = str(error) if status is ExecutionStatus.CANCELLED else f"{type(error).__name__}: {error}"
-            payload = {"reason": reason, "error": f"{type(error).__name__}: {error}"}
+        if error is not None:  # the protocol's user-safe reason, the error for the logs, its stable code
+            reason = reason or f"{type(error).__name__}: {error}"
+            payload = {"reason": reason, "error": f"{type(error).__name__}: {error}", "code": error_code(error)}
         self.emit(f"execution.{status.value}", payload)
         self._done.set()

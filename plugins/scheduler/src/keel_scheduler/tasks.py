@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from keel import EventLog, ExecutionCancelled, ExecutionStatus, KeelError, RuntimeEvent, error_code, new_id
+from keel import BaseExecution, ExecutionCancelled, KeelError
 
 if TYPE_CHECKING:
     from keel import Runtime
@@ -57,88 +55,39 @@ def current_job() -> JobContext | None:
     return _current.get()
 
 
-class _FunctionExecution:
-    """An :class:`keel.Execution` of a function: started, then completed, failed or cancelled."""
+class _FunctionExecution(BaseExecution):
+    """An :class:`keel.Execution` of a function: started, then completed, failed or cancelled.
+
+    The protocol's bookkeeping (events for late readers, result, cancel) is
+    :class:`keel.BaseExecution`'s; what differs is said here: the started event names the
+    runnable, a cancel's error names the task, any signal is taken while it runs (a function waits
+    for none), and its events stay with it (the worker publishes the job's ``task.*`` events)."""
 
     kind = "task"
+    publishes = False
 
-    def __init__(self, runnable: FunctionRunnable, tenant: str):
-        self.id = new_id("exe")
-        self.tenant = tenant
+    def __init__(self, runnable: FunctionRunnable, runtime: Runtime, tenant: str, input: Any):
+        super().__init__(runtime, tenant)
         self.runnable = runnable
-        self._status = ExecutionStatus.PENDING
-        self._log: EventLog[RuntimeEvent] = EventLog()
-        self._done = anyio.Event()
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._scope: anyio.CancelScope | None = None
-        self._cancel_reason: str | None = None  # set by cancel(), also before the task ran
+        self._input = input
         self._signals: dict[str, Any] = {}
 
-    @property
-    def status(self) -> ExecutionStatus:
-        return self._status
+    async def body(self) -> Any:
+        return await self.runnable.fn(self._input)
 
-    def _emit(self, kind: str, payload: dict[str, Any] | None = None) -> None:
-        self._log.append(
-            RuntimeEvent(
-                kind=kind, execution_id=self.id, tenant=self.tenant, seq=len(self._log) + 1, payload=payload or {}
-            )
-        )
+    def started_payload(self) -> dict[str, Any]:
+        return {"runnable": self.runnable.name}
 
-    async def _run(self, input: Any) -> None:
-        self._status = ExecutionStatus.RUNNING
-        self._emit("execution.started", {"runnable": self.runnable.name})
-        try:
-            with anyio.CancelScope() as self._scope:
-                if self._cancel_reason is not None:  # cancelled before it ran
-                    self._scope.cancel()
-                self._result = await self.runnable.fn(input)
-            if self._scope.cancelled_caught:
-                raise anyio.get_cancelled_exc_class()
-            self._status = ExecutionStatus.COMPLETED
-            self._emit("execution.completed")
-        except anyio.get_cancelled_exc_class():
-            reason = self._cancel_reason or "cancelled"
-            self._status = ExecutionStatus.CANCELLED
-            self._error = ExecutionCancelled(
-                f"execution {self.id} of task {self.runnable.name!r} was cancelled: {reason}"
-            )
-            self._emit("execution.cancelled", {"reason": reason, "code": self._error.code})
-        except Exception as err:
-            self._status = ExecutionStatus.FAILED
-            self._error = err
-            self._emit("execution.failed", {"reason": f"{type(err).__name__}: {err}", "code": error_code(err)})
-        finally:
-            self._done.set()
-            self._log.notify()
-
-    def events(self, since: int = 0) -> AsyncIterator[RuntimeEvent]:
-        return self._log.follow(since, lambda: self._done.is_set())
-
-    async def result(self) -> Any:
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._result
+    def cancelled_error(self, reason: str) -> BaseException:
+        return ExecutionCancelled(f"execution {self.id} of task {self.runnable.name!r} was cancelled: {reason}")
 
     async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
-        if self._done.is_set():
+        if self._status.finished:
             raise KeelError(
                 f"execution {self.id} of task {self.runnable.name!r} is {self._status.value}: "
                 f"it takes no more signals (got {name!r})"
             )
         self._signals[name] = payload  # a plain function waits for nothing; kept for inspection
-
-    async def cancel(self, reason: str = "cancelled") -> None:
-        """Stop the function; returns once the execution is ``cancelled`` (a no-op once finished)."""
-        if self._done.is_set():
-            return
-        if self._cancel_reason is None:
-            self._cancel_reason = reason
-        if self._scope is not None:
-            self._scope.cancel()
-        await self._done.wait()
 
 
 class FunctionRunnable:
@@ -176,8 +125,8 @@ class FunctionRunnable:
             return {}
 
     async def start(self, input: Any, *, runtime: Runtime, tenant: str = "default") -> _FunctionExecution:
-        execution = _FunctionExecution(self, tenant)
-        runtime.task_group.start_soon(execution._run, input)
+        execution = _FunctionExecution(self, runtime, tenant, input)
+        runtime.task_group.start_soon(execution.run)  # runtime.start registers it (launch() would too)
         return execution
 
     async def __call__(self, input: Any) -> Any:

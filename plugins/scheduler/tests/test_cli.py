@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from keel import NotFoundError
+from keel import hookimpl as keel_hookimpl
 from keel.cli import build_cli
 from keel.stack import load_stack
 from keel.testing import make_host
@@ -93,3 +95,63 @@ def test_schedule_commands(keel) -> None:  # type: ignore[no-untyped-def]
     assert keel("schedule", "show", "nightly", "--json")["spec"]["timezone"] == "Europe/Berlin"
     keel("schedule", "rm", "nightly")
     assert keel("schedule", "ls", "--json") == []
+
+
+class Kept:
+    """A unit-test engine for keel_scheduler_schedules: schedules kept in a dict (keel-runner-temporal's
+    is the real one, tested against Temporal's dev server in tests/test_scheduler_temporal.py)."""
+
+    where = "the test's dict"
+
+    def __init__(self) -> None:
+        self.specs: dict[str, dict[str, object]] = {}
+
+    @keel_hookimpl(optionalhook=True)
+    def keel_scheduler_schedules(self, runtime: object) -> object:
+        return self
+
+    async def add(self, spec: dict[str, object], *, replace: bool = False) -> dict[str, object]:
+        self.specs[str(spec["id"])] = spec
+        return await self.get(str(spec["id"]))
+
+    async def get(self, schedule_id: str) -> dict[str, object]:
+        if schedule_id not in self.specs:
+            raise NotFoundError(f"no schedule {schedule_id!r} in the dict")
+        return {"schedule": self.specs[schedule_id], "paused": False, "runs": 0, "failures": 0, "skipped": 3,
+                "last_fire": None, "next_fire": None, "created_at": 0.0}  # fmt: skip
+
+    async def list(self) -> list[dict[str, object]]:
+        return [await self.get(i) for i in sorted(self.specs)]
+
+    async def remove(self, schedule_id: str) -> None:
+        await self.get(schedule_id)
+        del self.specs[schedule_id]
+
+    async def trigger(self, schedule_id: str) -> dict[str, object]:
+        return {"schedule": schedule_id, "on": "the dict"}
+
+
+def test_a_plugin_that_keeps_the_schedules_gets_the_schedule_commands(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "cli_tasks.py").write_text(TASKS)
+    (tmp_path / "keel.toml").write_text('runnables = ["cli_tasks:echo"]\n[settings.scheduler]\ndatabase = "jobs.db"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kept = Kept()
+    cli = build_cli(make_host(scheduler_plugin, kept), load_stack(tmp_path / "keel.toml"))
+
+    def run(*args: str) -> object:
+        result = CliRunner().invoke(cli, list(args))
+        return json.loads(result.output) if result.exit_code == 0 and "--json" in args else result
+
+    with pytest.raises(ScheduleSpecError, match="'cron'"):  # keel-scheduler validates before the engine sees it
+        raise run("schedule", "add", "bad", "--task", "echo", "--cron", "99 * * * *").exception  # type: ignore[union-attr]
+    added = run("schedule", "add", "nightly", "--task", "echo", "--every", "60", "--overlap", "skip", "--json")
+    assert added["skipped"] == 3 and kept.specs["nightly"]["overlap"] == "skip"  # type: ignore[index]
+    assert [s["id"] for s in run("schedule", "ls", "--json")] == ["nightly"]  # type: ignore[index, union-attr]
+    assert run("schedule", "trigger", "nightly", "--json") == {"schedule": "nightly", "on": "the dict"}
+    refused = run("scheduler")
+    assert refused.exit_code == 2 and "kept and fired by the test's dict" in refused.output  # type: ignore[union-attr]
+    run("schedule", "rm", "nightly")
+    missing = run("schedule", "show", "nightly")
+    assert "no schedule 'nightly' in the dict" in str(missing.exception)  # type: ignore[union-attr]
+    assert not (tmp_path / "jobs.db").exists()  # nothing went to keel-scheduler's own tables

@@ -1,5 +1,6 @@
-"""The scheduler's own extension point: broker trigger sources. keel-scheduler adds this spec to the
-host through the kernel's ``keel_addhooks`` hook, whichever order plugins load in.
+"""The scheduler's own extension points: broker trigger sources, and who keeps the schedules.
+keel-scheduler adds these specs to the host through the kernel's ``keel_addhooks`` hook, whichever
+order plugins load in.
 
 A source plugin (contrib/source-nats) implements the hook in the module its ``keel`` entry point
 names, with ``optionalhook=True`` so that it loads (and does nothing) where the scheduler is absent.
@@ -35,5 +36,38 @@ def keel_scheduler_sources() -> Iterable[Any]:
         @keel.hookimpl(optionalhook=True)
         def keel_scheduler_sources():
             yield SimpleNamespace(name="nats", factory=lambda options: NatsSource(**options))
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def keel_scheduler_schedules(runtime: Any) -> Any:
+    """Keep the stack's schedules somewhere other than keel-scheduler's database.
+
+    Called by ``keel schedule ...`` and ``keel scheduler`` with the stack's runtime (not opened,
+    its ``runnables`` not loaded yet: be cheap, connect to nothing). Return ``None`` to leave the
+    stack's schedules to keel-scheduler (its tables, fired by ``keel scheduler``), or an engine
+    that keeps and fires them itself (keel-runner-temporal: Temporal Schedules when ``runner =
+    "temporal"``). The engine has ``where`` (a phrase naming where they are kept and what fires
+    them) and these async methods, which take and give plain data:
+
+    - ``add(spec, *, replace)``: ``spec`` is a validated schedule as JSON data
+      (``Schedule.model_dump(mode="json")``); refuse what the engine cannot do as the spec says
+      with a ``KeelError`` naming the field and the fix;
+    - ``get(id)``, ``list()``, ``pause(id)``, ``resume(id)``: the state, ``{"schedule": spec,
+      "paused", "runs", "failures", "last_fire", "next_fire", "created_at"}`` (epoch seconds),
+      and ``"skipped"`` when the engine counts ticks skipped for overlap; an unknown id raises
+      ``keel.NotFoundError``;
+    - ``remove(id)``; ``trigger(id)`` and ``backfill(id, start, end)``: a dict saying what was done.
+
+    :returns: the engine, or ``None``; the first plugin that answers keeps them.
+
+    Example::
+
+        @keel.hookimpl(optionalhook=True)
+        def keel_scheduler_schedules(runtime):
+            if runtime.stack.choice("runner").name == "temporal":
+                return TemporalSchedules(...)
+            return None
     """
     raise NotImplementedError

@@ -154,6 +154,9 @@ class ScheduleState(BaseModel):
     last_fire: float | None
     next_fire: float | None
     created_at: float
+    #: ticks skipped because a run was still going, when the engine that fires them counts them
+    #: (Temporal does; keel-scheduler's own scheduler skips without counting: ``None``)
+    skipped: int | None = None
 
     @property
     def remaining(self) -> int | None:
@@ -166,6 +169,7 @@ class ScheduleState(BaseModel):
             "id": s.id, "task": s.task, "when": when, "timezone": s.timezone, "overlap": s.overlap,
             "paused": self.paused, "runs": self.runs, "remaining": self.remaining, "failures": self.failures,
             "last_fire": self.last_fire, "next_fire": None if self.paused else self.next_fire,
+            **({} if self.skipped is None else {"skipped": self.skipped}),
         }  # fmt: skip
 
     @classmethod

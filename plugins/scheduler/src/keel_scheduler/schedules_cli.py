@@ -5,23 +5,48 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
 import click
 
+import keel
 from keel_scheduler.cli import _Live, emit, open_queue, settings, when
+from keel_scheduler.engines import schedule_engine
 from keel_scheduler.schedules import OVERLAP, Scheduler, Schedules, ScheduleState
 
 __all__ = ["schedule_group", "scheduler_cmd"]
 
 
 def _with_schedules(fn: Any) -> Any:
+    """Run ``fn`` on the stack's schedules: keel-scheduler's tables, or the engine a plugin keeps them
+    in (``keel_scheduler_schedules``: Temporal Schedules on a stack whose runner is temporal)."""
+
     async def run() -> Any:
-        async with open_queue() as queue:
-            return await fn(Schedules(queue))
+        runtime = _stack_runtime()
+        engine = schedule_engine(runtime)
+        if engine is None:
+            async with open_queue() as queue:
+                return await fn(Schedules(queue))
+        for target in runtime.stack.config.runnables:  # the engine starts the runnables it names
+            runtime.runnables.add(_import(target))
+        async with runtime:
+            return await fn(engine)
 
     return anyio.run(run)
+
+
+def _stack_runtime() -> keel.Runtime:
+    state = click.get_current_context().find_root().obj
+    return keel.Runtime(state.host, state.stack)
+
+
+def _import(target: str) -> Any:
+    if str(Path.cwd()) not in sys.path and "" not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # the stack's folder, as `keel serve` run there sees it
+    return keel.load_ref(target, what="runnables entry")
 
 
 def _show(state: ScheduleState, as_json: bool) -> None:
@@ -30,6 +55,7 @@ def _show(state: ScheduleState, as_json: bool) -> None:
         return
     s = state.summary()
     remaining = "" if s["remaining"] is None else f" remaining={s['remaining']}"
+    remaining += f" skipped={s['skipped']}" if "skipped" in s else ""
     status = "paused" if s["paused"] else "active"
     click.echo(
         f"{s['id']:<20} {s['task']:<16} {s['when']:<18} {s['timezone']:<14} {status:<7} runs={s['runs']}{remaining} "
@@ -141,6 +167,9 @@ def schedule_rm(schedule_id: str, as_json: bool) -> None:
 def schedule_trigger(schedule_id: str, as_json: bool) -> None:
     """Enqueue one run now, outside the timetable."""
     job = _with_schedules(lambda s: s.trigger(schedule_id))
+    if isinstance(job, dict):  # an engine that fires the schedule itself: it says what it did
+        emit(job) if as_json else click.echo(f"triggered {schedule_id} ({job.get('on', 'its engine')} starts the run)")
+        return
     emit(job.summary()) if as_json else click.echo(job.id)
 
 
@@ -154,6 +183,9 @@ def schedule_backfill(schedule_id: str, start: str, end: str | None, as_json: bo
     lo = _parse_time(start, "--start")
     hi = _parse_time(end, "--end") if end else dt.datetime.now().timestamp()
     jobs = _with_schedules(lambda s: s.backfill(schedule_id, lo, hi))
+    if isinstance(jobs, dict):  # an engine that fires the schedule itself starts the ticks
+        emit(jobs) if as_json else click.echo(f"backfill of {schedule_id} handed to {jobs.get('on', 'its engine')}")
+        return
     if as_json:
         emit([j.summary() for j in jobs])
     else:
@@ -164,6 +196,12 @@ def schedule_backfill(schedule_id: str, start: str, end: str | None, as_json: bo
 @click.option("--json", "as_json", is_flag=True, help="one JSON line per fired tick")
 def scheduler_cmd(as_json: bool) -> None:
     """Turn schedules into due jobs until Ctrl-C (run several: no tick fires twice)."""
+    engine = schedule_engine(_stack_runtime())
+    if engine is not None:
+        raise click.UsageError(
+            f"this stack's schedules are kept and fired by {engine.where}: there is nothing for keel scheduler "
+            "to tick (keel schedule ls lists them)"
+        )
     options = settings()
     live = _Live(as_json)
 

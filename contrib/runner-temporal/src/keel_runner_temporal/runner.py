@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -261,10 +262,12 @@ class TemporalRunner:
         except ScheduleAlreadyRunningError:
             raise ConflictError(f"schedule {schedule_id!r} already exists on Temporal: delete it first") from None
 
-    async def _job(self, flow: Any, input: Any, tenant: str) -> dict[str, Any]:
-        """The workflow's input: the frozen flow and what the interpreter needs of the options."""
+    async def _job(self, flow: Any, input: Any, tenant: str, *, serve: bool = True) -> dict[str, Any]:
+        """The workflow's input: the frozen flow and what the interpreter needs of the options
+        (``serve=False``: for a schedule made by a command, whose runs the stack's workers take)."""
         form = frozen(flow)  # the definition and its sub-flows', or the plan
-        await self.serve([flow])
+        if serve:
+            await self.serve([flow])
         return {
             "flow": flow.name,
             **form,
@@ -365,6 +368,45 @@ class TemporalRunner:
                  "created": found.start_time.timestamp(), "updated": ended.timestamp()}
             )  # fmt: skip
         return sorted(rows, key=lambda row: row["created"])
+
+    async def purge_executions(
+        self, older_than: float, tenant: str = "default", *, dry_run: bool = False
+    ) -> list[dict[str, Any]]:
+        """Delete from Temporal the finished executions of ``tenant`` on this stack's task queue that
+        ended more than ``older_than`` seconds ago (``keel flow purge``): every run's history (those a
+        continue-as-new ended too), as Temporal's namespace retention would later. Returns them
+        (``id``, ``flow``, ``status``), oldest first; ``dry_run`` deletes nothing."""
+        from temporalio.api.common.v1 import WorkflowExecution
+        from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+
+        from keel_runner_temporal._workflow import MEMO_KEY, WORKFLOW
+
+        client = await self.client()
+        cutoff = time.time() - older_than
+        runs: dict[str, list[Any]] = {}
+        query = f"WorkflowType = '{WORKFLOW}' AND TaskQueue = '{self.options.task_queue}'"
+        async for found in client.list_workflows(query):
+            runs.setdefault(found.id, []).append(found)
+        rows: list[dict[str, Any]] = []
+        for execution_id, each in runs.items():
+            if any(r.status is None or r.status.name == "RUNNING" for r in each):
+                continue  # not finished
+            last = max(each, key=lambda r: r.close_time or r.start_time)
+            keel_memo = (await last.memo()).get(MEMO_KEY) or {}
+            if keel_memo.get("tenant") != tenant or (last.close_time or last.start_time).timestamp() > cutoff:
+                continue
+            status = _STATUS.get(last.status.name, ExecutionStatus.FAILED) if last.status else ExecutionStatus.FAILED
+            rows.append({"id": execution_id, "flow": keel_memo.get("flow", "?"), "status": status.value,
+                         "updated": (last.close_time or last.start_time).timestamp()})  # fmt: skip
+            if not dry_run:
+                for run in each:
+                    await client.workflow_service.delete_workflow_execution(
+                        DeleteWorkflowExecutionRequest(
+                            namespace=self.options.namespace,
+                            workflow_execution=WorkflowExecution(workflow_id=execution_id, run_id=run.run_id),
+                        )
+                    )
+        return sorted(rows, key=lambda row: row["updated"])
 
     async def _flow_for(self, name: str, handle: Any) -> Any:
         """The runtime's runnable called ``name``, or the workflow's frozen definition loaded by a

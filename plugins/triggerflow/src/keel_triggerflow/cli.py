@@ -420,16 +420,30 @@ def purge_cmd(ctx: click.Context, older_than: str | None, dry_run: bool, as_json
     """Delete finished executions (history, inbox, index row, lease) older than AGE."""
 
     async def body(runtime: Runtime) -> tuple[float, list[dict[str, Any]]]:
+        runner = get_runner(runtime)
         if older_than is not None:
             age = parse_age(older_than)
         else:
-            configured = getattr(getattr(get_runner(runtime), "options", None), "retention", None)
+            configured = getattr(getattr(runner, "options", None), "retention", None)
             if configured is None:
                 raise KeelError(
-                    "no age given and no retention configured: pass --older-than 30d, or set "
-                    '[runner] driver = "local", retention = "30d" in keel.toml'
+                    "no age given and no retention configured: pass --older-than 30d"
+                    + (
+                        ', or set [runner] driver = "local", retention = "30d" in keel.toml'
+                        if runner.name == "local"
+                        else ""
+                    )
                 )
             age = float(configured)
+        if runner.name != "local":  # the runner's engine keeps the executions (Temporal), not the store
+            purge = getattr(runner, "purge_executions", None)
+            if purge is None:
+                raise KeelError(
+                    f"runner {runner.name!r} keeps its executions in its own engine and offers no purge, so keel "
+                    "flow purge cannot delete them: use the engine's own retention or tools"
+                )
+            found: list[dict[str, Any]] = await purge(age, tenant, dry_run=dry_run)
+            return age, found
         store = runtime.store()
         rows = await expired_executions(store, older_than=age, tenant=tenant)
         if not dry_run:

@@ -425,3 +425,36 @@ async def test_a_schedule_skips_a_run_while_the_last_one_is_still_going(temporal
                 assert await found.result() == "done report"
         finally:
             await handle.delete()
+
+
+async def test_a_keel_schedule_spec_is_a_temporal_spec_the_server_takes(temporal_address: str) -> None:
+    """keel-scheduler's spec (as data) mapped to Temporal's: six cron fields with seconds first, a
+    time zone, skip dates, an interval counted from its start. The server takes each and computes the
+    times keel would fire at."""
+    import datetime as dt
+    import itertools
+
+    from temporalio.client import Schedule, ScheduleActionStartWorkflow
+
+    from keel_runner_temporal.schedules import _spec
+
+    async with Runtime(make_host()) as runtime:
+        client = await runner_for(runtime, temporal_address).client()
+        skipped = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+        specs = {
+            "cron": {"cron": "*/20 * * * * *", "timezone": "Europe/Oslo", "skip_dates": [skipped]},
+            "every": {"every": 3600, "start": "2026-01-01T00:30:00+00:00"},
+        }
+        for kind, spec in specs.items():
+            schedule_id = f"map-{kind}-{uuid.uuid4().hex[:8]}"
+            action = ScheduleActionStartWorkflow("keel.flow", {}, id=schedule_id, task_queue="nowhere")
+            handle = await client.create_schedule(schedule_id, Schedule(action=action, spec=_spec(spec)))
+            try:
+                times = (await handle.describe()).info.next_action_times
+            finally:
+                await handle.delete()
+            assert times, kind
+            if kind == "cron":
+                assert {(b - a).total_seconds() for a, b in itertools.pairwise(times)} == {20.0}, times
+            else:
+                assert all((t.minute, t.second) == (30, 0) for t in times), times

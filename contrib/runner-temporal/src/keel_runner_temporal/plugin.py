@@ -62,6 +62,19 @@ async def keel_adopt_executions(runtime: Any) -> None:
         await runner.serve([r for r in runtime.runnables if is_flow(r)])
 
 
+@keel.hookimpl(optionalhook=True)
+def keel_scheduler_schedules(runtime: Any) -> Any:
+    """keel-scheduler's own hook: with ``runner = "temporal"``, the stack's schedules are Temporal
+    Schedules (``keel schedule ...`` creates and reads them; Temporal fires them). Other stacks keep
+    keel-scheduler's own (``None``). Connects to nothing until a command asks."""
+    choice = runtime.stack.choice("runner")
+    if choice.name != "temporal":
+        return None
+    from keel_runner_temporal.schedules import TemporalSchedules
+
+    return TemporalSchedules(create_runner(runtime, dict(choice.options)))
+
+
 @keel.hookimpl
 def keel_commands(cli: Any) -> None:
     # a kind of `keel worker`, beside keel-scheduler's job worker: `keel worker --runner temporal`

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from conftest import ROOT, clean_env
 from test_gateway_browser import FLAGS, ensure_chromium
@@ -78,12 +80,78 @@ def assert_walked(output: str, approved_by: str) -> dict[str, object]:
     assert "the scheduled SLA check sent a reminder" in output
     assert "task.waiting" in output and "task.completed" in output  # through the signed webhook channel
     assert "no divergence" in output
-    # doctor on the live runtime: every row passes but `proactive`, which warns truly while the desk's
-    # worker runs in the gateway's process (its flows' events do not yet reach another process)
-    assert "doctor     14 pass, 1 warn, 0 fail" in output, output
-    assert " warn proactive: [\"a scheduler worker runs in the gateway's process" in output, output
+    # doctor on the live runtime: every row passes, `proactive` too: the worker runs in a process of
+    # its own, and the gateway follows its flows there
+    assert "doctor     15 pass, 0 warn, 0 fail" in output, output
+    assert " warn " not in output, output
     assert "action_calls 4/8" in output  # the ticket's budgets: kb lookup, kb search, policy script, refund
     return dict(result)
+
+
+def worker_pid(output: str) -> int:
+    """The desk's worker process, as the desk printed it (``worker:    process N ...``)."""
+    line = next(line for line in output.splitlines() if line.startswith("worker:    process "))
+    return int(line.split()[2])
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie nobody reaped yet has ended: it is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def assert_gone(pid: int, timeout: float = 60) -> None:
+    async def gone() -> None:
+        with anyio.fail_after(timeout):  # a worker that outlives the desk fails here
+            while is_running(pid):
+                await anyio.sleep(0.1)
+
+    anyio.run(gone)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "killed"])
+def test_the_worker_process_stops_with_the_desk(tmp_path: Path, running: list[Running], how: str) -> None:
+    """Ctrl-C (SIGINT) stops the desk, which stops its worker; a desk killed outright (SIGKILL: no
+    code of it runs) closes the worker's stdin by dying, and the worker stops by itself."""
+    desk = Running(tmp_path / "state", "--scripted", "--answer", "page")  # it waits for the page: no end
+    running.append(desk)
+    pid = int(desk.wait_for("worker:    process ").split()[2])
+    desk.wait_for("page:")
+    assert is_running(pid)
+    desk.process.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+    desk.process.wait(timeout=60)
+    assert_gone(pid)
+    if how == "ctrl-c":
+        assert desk.process.returncode == 130, "\n".join(desk.lines)
+
+
+FAILING = """
+import sys, anyio
+sys.path.insert(0, {desk!r})
+from pathlib import Path
+from service import open_desk
+
+async def main():
+    async with open_desk(Path({state!r}), scripted=True) as desk:
+        print("worker:    process", desk.worker_pid, flush=True)
+        raise RuntimeError("the walk failed")
+
+anyio.run(main)
+"""
+
+
+def test_the_worker_process_stops_when_the_service_fails(tmp_path: Path) -> None:
+    """An error inside ``open_desk`` (the walk failing, say) stops the worker process on the way out."""
+    script = FAILING.format(desk=str(DESK), state=str(tmp_path / "state"))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=clean_env(), timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 1 and "RuntimeError: the walk failed" in done.stderr, done.stdout + done.stderr
+    pid = worker_pid(done.stdout)
+    assert not is_running(pid)  # stopped (and reaped) before open_desk returned
 
 
 def doctor_from_the_command_line(state: Path) -> dict[str, str]:
@@ -154,6 +222,7 @@ def test_the_desk_walks_a_ticket_with_its_approval_answered_from_the_page(
             browser.close()
     output = desk.finish()
     assert_walked(output, "Grace (desk lead)")
+    assert_gone(worker_pid(output))  # the desk stopped its worker process on its way out
     for dataset in (
         "evals/desk.yaml: 3 of 3",
         "desk/evals/classifier.yaml: 2 of 2",

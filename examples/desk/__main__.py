@@ -31,6 +31,8 @@ async def main(args: argparse.Namespace) -> int:
         model = desk.runtime.model()
         print(f"model:     {getattr(model, 'name', type(model).__name__)}   store: {type(desk.runtime.store()).__name__}   "
               f"environments: {', '.join(s.name + ' ' + str(s.status) for s in desk.runtime.environments.status())}")  # fmt: skip
+        print(f"worker:    process {desk.worker_pid} (examples/desk/worker.py: the keel-scheduler worker and "
+              "scheduler, apart from the gateway's process)", flush=True)  # fmt: skip
         done = await walk(desk, answer=answer, say=lambda line: print(line, flush=True))
         print(f"\nwalked in {time.monotonic() - began:.1f} s")
         print(devtools_hint(desk.state, done["execution_id"]))

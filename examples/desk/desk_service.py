@@ -250,6 +250,15 @@ async def classify(ctx: Context) -> dict[str, Any]:
     )
     await update_ticket(ctx, classifier_execution=execution.id, status="classifying")
     stage(ctx, "1-3", "the classifier is reading the ticket (its fields stream to the page)", 15)
+    # the agent runs in this (the worker's) process only; its fields go on as the flow's stream
+    # items, which reach the page through the gateway in another process (task.partial)
+    async for event in execution.instant():
+        if event.kind == "reset":
+            ctx.put_into_stream({"partial": {"reset": True}})
+        elif event.path in Triage.model_fields:
+            delta = event.delta if isinstance(event.delta, str) else ""
+            partial = {"field": event.path, "delta": delta, "value": event.value, "complete": event.is_complete}
+            ctx.put_into_stream({"partial": partial})
     triage = await execution.get_data()  # validated: the only thing written on
     stage(ctx, "1-3", f"classified: {triage.category}, {triage.priority} priority", 30)
     await update_ticket(ctx, status="researching", triage=triage.model_dump())

@@ -1,14 +1,16 @@
-"""The desk as a running service, in one process (the seed's "early systems can run these modules in
-one process"; each part is its own command in production: `keel serve`, `keel intake`, `keel worker`,
-`keel scheduler`):
+"""The desk as a running service, in two processes (the seed's early "one process" is what doctor
+warns about: a deploy or a traffic spike of the web tier stops or starves the jobs); each part is its
+own command in production: `keel serve`, `keel intake`, `keel worker`, `keel scheduler`:
 
-- the gateway (HTTP, SSE) serving the page at /ui/, its API behind a key made per run (the page gets
-  it as ``/ui/?token=``), plus two small routes of the desk's own:
+- this process: the gateway (HTTP, SSE) serving the page at /ui/, its API behind a key made per run
+  (the page gets it as ``/ui/?token=``), plus two small routes of the desk's own:
   ``GET /desk/tickets`` (the inbox the page lists) and ``POST /desk/notify`` (a receiver of the signed
   webhook channel, standing in for a chat or IM integration; ``GET /desk/notifications`` shows it);
-- webhook intake on its own port (signed deliveries become jobs, once);
-- a worker running the ``desk`` flow for each job, sending its product events to the webhook channel;
-- the scheduler ticking the SLA reminder.
+  and webhook intake on its own port (signed deliveries become jobs, once);
+- the worker process (``worker.py``, started and stopped by :func:`open_desk`): a worker running the
+  ``desk`` flow for each job, sending its product events to the webhook channel, and the scheduler
+  ticking the SLA reminder. The gateway finds the flows it runs in the shared store and follows them
+  live (TriggerFlow follows an execution another process runs); answers go to the worker's inbox.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import uvicorn
 from desk_service import (
     SLA_SECONDS,
@@ -42,8 +47,18 @@ import keel_devtools
 from keel.draws import now as draw_now
 from keel.testing import ScriptedModel
 from keel_gateway import create_app, verify
-from keel_scheduler import Queue, Scheduler, Schedules, Worker, WorkerEvent, task
+from keel_scheduler import Queue, WorkerEvent, task
 
+HERE = Path(__file__).resolve().parent
+#: the scheduled SLA check: every 2 s on the maintenance queue (the worker process keeps it)
+SLA_SCHEDULE = {
+    "id": "sla-reminder",
+    "task": "sla_reminder",
+    "queue": "maintenance",
+    "every": 2,
+    "overlap": "skip",
+    "catchup_window": 5,
+}
 #: the helpdesk signs its deliveries with this; Keel's webhook channel signs with OUT_SECRET
 IN_SECRET = os.environ.get("DESK_INTAKE_SECRET", "whsec-desk-intake-demo")
 OUT_SECRET = os.environ.get("DESK_NOTIFY_SECRET", "whsec-desk-notify-demo")
@@ -74,7 +89,8 @@ class Desk:
     api_key: str = ""  # the gateway's API key ([settings.gateway.api_keys], key_env DESK_API_KEY)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     delivered: set[str] = field(default_factory=set)  # X-Keel-Delivery ids seen: a retried delivery counts once
-    worker_log: list[str] = field(default_factory=list)
+    worker_log: list[str] = field(default_factory=list)  # the worker process's lines, read from its stdout
+    worker_pid: int = 0  # the worker process (stopped with the desk)
 
     @property
     def page(self) -> str:
@@ -141,6 +157,12 @@ def sla_reminder(runtime: keel.Runtime, channel: Any) -> Any:
         return Reminders(reminded=sent)
 
     return task(check, name="sla_reminder")
+
+
+def webhook_channel(runtime: keel.Runtime) -> Any:
+    """The stack's webhook channel (``[settings.gateway.channels.webhook]``), as the gateway builds it."""
+    options = runtime.stack.settings("gateway")["channels"]["webhook"]
+    return runtime.host.channels()["webhook"].spec.factory(options)
 
 
 def _authorized(request: Request, key: str) -> bool:
@@ -216,10 +238,8 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
     if scripted:
         runtime.use_model(ScriptedModel(scripted_answer, chunks=6))
     bind_refunds(runtime)  # issue_refund and the stack's approver (desk_service:approver) use this store
-    # the worker sends tickets' product events through the stack's webhook channel, as the gateway does
-    webhook = runtime.host.channels()["webhook"].spec.factory(runtime.stack.settings("gateway")["channels"]["webhook"])
     box: list[Desk] = []
-    runtime.add(sla_reminder(runtime, webhook))
+    runtime.add(sla_reminder(runtime, webhook_channel(runtime)))  # its eval dataset runs here
     gateway = create_app(runtime)  # [settings.gateway]: the page, the API key, the webhook channel
     _add_desk_routes(gateway, box)
     try:
@@ -229,41 +249,18 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
             desk = Desk(runtime, queue, recorder, state, url, intake_url, api_key)
             box.append(desk)
             intake = Intake(queue, {"helpdesk": {"task": "desk", "secret": IN_SECRET}})
-            await Schedules(queue).add(
-                {
-                    "id": "sla-reminder",
-                    "task": "sla_reminder",
-                    "queue": "maintenance",
-                    "every": 2,
-                    "overlap": "skip",
-                    "catchup_window": 5,
-                },
-                replace=True,
-            )
-            log = desk.worker_log.append
-            # tickets' product events go to the webhook channel; the SLA checks' own do not
-            worker = Worker(
-                queue, runtime, poll_interval=0.1, channels=[webhook], on_event=lambda e: log(_worker_line(e))
-            )
-            maintenance = Worker(queue, runtime, queues=["maintenance"], concurrency=1, poll_interval=0.25)
-            scheduler = Scheduler(queue, poll_interval=0.5)
             servers: list[uvicorn.Server] = []
             async with anyio.create_task_group() as tg:
                 web_up, intake_up = anyio.Event(), anyio.Event()
                 tg.start_soon(serve_app, gateway, web_port, web_up, servers)
                 tg.start_soon(serve_app, intake.asgi(), intake_port, intake_up, servers)
-                await tg.start(worker.run)
-                await tg.start(maintenance.run)
-                tg.start_soon(scheduler.run)
                 with anyio.fail_after(30):
                     await web_up.wait()
                     await intake_up.wait()
                 try:
-                    yield desk
+                    async with worker_process(desk, scripted):  # posts to /desk/notify: after the gateway is up
+                        yield desk
                 finally:
-                    scheduler.stop()
-                    worker.stop()
-                    maintenance.stop()
                     for server in servers:
                         server.should_exit = True
                     tg.cancel_scope.cancel()
@@ -272,6 +269,58 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
         recorder.close()
 
 
-def _worker_line(event: WorkerEvent) -> str:
+@asynccontextmanager
+async def worker_process(desk: Desk, scripted: bool) -> AsyncIterator[None]:
+    """``worker.py`` in a process of its own, its log read through a pipe into ``desk.worker_log``;
+    stopped on every way out of the block (SIGTERM, then SIGKILL after 20 s). Killed itself, this
+    process closes the worker's stdin on its way out, which stops the worker too."""
+    command = [sys.executable, str(HERE / "worker.py"), "--state", str(desk.state), *(["--scripted"] * scripted)]
+    process = await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+    desk.worker_pid = process.pid
+    ready = anyio.Event()
+
+    async def read_log() -> None:
+        assert process.stdout is not None
+        buffered = b""
+        async for chunk in process.stdout:
+            buffered += chunk
+            *lines, buffered = buffered.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace")
+                desk.worker_log.append(text)
+                if text.startswith("ready pid "):
+                    ready.set()
+        ready.set()  # it ended: the check below says so
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_log)
+            with anyio.fail_after(120):  # it starts the stack's environments (the MCP server, the sandbox)
+                await ready.wait()
+            if process.returncode is not None or not any(x.startswith("ready pid ") for x in desk.worker_log):
+                raise RuntimeError("the desk's worker process did not start:\n" + "\n".join(desk.worker_log[-20:]))
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _stop(process)
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    if process.stdin is not None:
+        await process.stdin.aclose()  # its reader of stdin returns (end of file): it stops
+    if process.returncode is None:
+        process.terminate()
+        with anyio.move_on_after(20):
+            await process.wait()
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    await process.aclose()
+
+
+def worker_line(event: WorkerEvent) -> str:
     detail = f" ({event.detail})" if event.detail else ""
     return f"worker: {event.kind} {event.job.task} {event.job.id}{detail}"

@@ -78,8 +78,8 @@ async def walk(desk: Desk, *, answer: str = "auto", say: Callable[[str], None] =
     say(f"stage 6    the worker started flow 'desk' as execution {execution_id}")
     answered = False
     async for event in execution.events():
-        if event.kind == "flow.stream" and isinstance(event.payload.get("item"), dict):
-            item = event.payload["item"]
+        item = event.payload.get("item") if event.kind == "flow.stream" else None
+        if isinstance(item, dict) and "message" in item:  # a stage line (not the classifier's fields)
             say(f"stage {item.get('stage', '?'):<4} {item['message']}")
         elif event.kind == "execution.waiting" and not answered:
             answered = True
@@ -159,8 +159,18 @@ async def _evidence(desk: Desk, ticket_id: str) -> str:
     return ", ".join(f"{n} {k}s" for k, n in sorted(kinds.items())) + f" (role scopes: {len(scopes)})"
 
 
-async def _observe(desk: Desk, execution_id: str, classifier_id: str, say: Callable[[str], None]) -> dict[str, Any]:
+async def _recorded(desk: Desk, *execution_ids: str) -> None:
+    """Until DevTools holds the end of each execution: the worker process records the runs it does
+    in the same recording, shipped every 0.2 s."""
     desk.recorder.flush()
+    with anyio.fail_after(60):
+        for execution_id in execution_ids:
+            while (desk.recorder.db.execution(execution_id) or {}).get("status") not in ("completed", "failed"):
+                await anyio.sleep(0.1)
+
+
+async def _observe(desk: Desk, execution_id: str, classifier_id: str, say: Callable[[str], None]) -> dict[str, Any]:
+    await _recorded(desk, execution_id, classifier_id)
     exported = keel_devtools.export_execution(desk.recorder.db, execution_id, desk.state / f"{execution_id}.jsonl")
     header = json.loads(exported.read_text(encoding="utf-8").splitlines()[0])
     say(f"stage 11   DevTools recorded the flow ({header['status']}) and exported it to {exported}")

@@ -1,5 +1,7 @@
-// The desk's page: the inbox (GET /desk/tickets), one ticket's product events over SSE (the flow's
-// and its classifier's), its approval answered through the gateway, and what the webhook channel got.
+// The desk's page: the inbox (GET /desk/tickets), one ticket's product events over SSE (its flow's,
+// which pass on its classifier's fields as task.partial: the flow runs in the worker's process, and
+// the gateway follows it there), its approval answered through the gateway, and what the webhook
+// channel got.
 // Product events only: task.started, task.progress, task.partial, task.waiting, task.completed, task.failed.
 "use strict";
 
@@ -9,9 +11,8 @@ const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token") || "";
 const auth = { Authorization: `Bearer ${token}` };
 window.deskLog = [];
-let current = null; // {id, execution_id, classifier_execution}
+let current = null; // {id, execution_id}
 let flowSource = null;
-let classifierSource = null;
 let waitingFor = null;
 
 function requestId() {
@@ -36,17 +37,6 @@ function showTriage(field, value) {
   if (cell) cell.textContent = value ?? "";
 }
 
-function followClassifier(executionId) {
-  if (classifierSource) classifierSource.close();
-  classifierSource = follow(executionId, {
-    "task.partial": (e) => {
-      if (e.data.reset) ["category", "priority", "summary"].forEach((f) => showTriage(f, ""));
-      else showTriage(e.data.field, e.data.value);
-    },
-    "task.completed": (e) => Object.entries(e.data || {}).forEach(([f, v]) => showTriage(f, v)),
-  });
-}
-
 function addStage(message) {
   const li = document.createElement("li");
   li.textContent = message;
@@ -57,6 +47,10 @@ function followFlow(executionId) {
   if (flowSource) flowSource.close();
   flowSource = follow(executionId, {
     "task.started": () => { $("status").textContent = "running"; },
+    "task.partial": (e) => { // the classifier's fields, as they stream
+      if (e.data.reset) ["category", "priority", "summary"].forEach((f) => showTriage(f, ""));
+      else showTriage(e.data.field, e.data.value);
+    },
     "task.progress": (e) => {
       if (e.percent !== null) {
         $("progress").value = e.percent;
@@ -93,7 +87,6 @@ function open(ticket) {
   $("result").textContent = "";
   ["category", "priority", "summary"].forEach((f) => showTriage(f, ""));
   followFlow(ticket.execution_id);
-  if (ticket.classifier_execution) followClassifier(ticket.classifier_execution);
   for (const row of document.querySelectorAll("tr.ticket")) row.classList.toggle("selected", row.dataset.id === ticket.id);
 }
 
@@ -116,11 +109,6 @@ async function refresh() {
   const newest = tickets.find((t) => t.execution_id);
   if (!current && newest) open(newest);
   if (current) {
-    const mine = tickets.find((t) => t.id === current.id);
-    if (mine && mine.classifier_execution && !current.classifier_execution) {
-      current.classifier_execution = mine.classifier_execution;
-      followClassifier(mine.classifier_execution);
-    }
     for (const row of document.querySelectorAll("tr.ticket")) row.classList.toggle("selected", row.dataset.id === current.id);
   }
   const notes = await (await fetch("/desk/notifications", { headers: auth })).json();

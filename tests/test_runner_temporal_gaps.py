@@ -170,3 +170,38 @@ async def test_chains_that_always_overlap_continue_as_new_and_finish_as_on_the_l
                 assert started.continued_execution_run_id, "the last run came from a continue-as-new"
     assert out[0] == out[1]
     assert out[0][0] == {"last": 12} and len(out[0][1]) == 5 + 12 * 2
+
+
+async def test_a_pydantic_value_of_an_event_from_outside_reaches_its_chain_as_the_model_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    shipped: list[Any] = []
+
+    async def ship(ctx: Any) -> Any:
+        shipped.append(ctx.value)
+        ctx.set_result({"got": type(ctx.value).__name__, "qty": ctx.value.qty})  # a dict has no .qty
+        return ctx.value
+
+    flow = TriggerFlow("python-external-model")
+    flow.to(lambda ctx: ctx.value).pause_for("done")
+    flow.when("order").to(ship)
+    out = []
+    for name in ("local", "temporal"):
+        (tmp_path / name).mkdir()
+        text = on_temporal(temporal_address) if name == "temporal" else ""
+        async with Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(tmp_path / name, text)) as runtime:
+            execution = await runtime.start(flow, 1)
+            with anyio.fail_after(60):
+                async for event in execution.events():
+                    if event.kind == "execution.waiting":
+                        break
+                await execution.emit("order", Order(item="rope", qty=3))  # type: ignore[attr-defined]
+                while not shipped:  # the chain ran (not a timing: bounded by fail_after)
+                    await anyio.sleep(0.05)
+                shipped.clear()
+                await execution.signal("done", "yes")
+                try:
+                    out.append(await execution.result())
+                except Exception as err:
+                    out.append(str(err).split("on Temporal: ")[-1])
+    assert out[0] == out[1] == {"got": "Order", "qty": 3}, out

@@ -226,15 +226,20 @@ class TemporalExecution:
     async def emit(self, event: str, value: Any = None) -> None:
         """Deliver an external event to the running execution's ``when(event)`` chains (a Temporal
         workflow update), as the local runner's ``execution.emit``."""
+        from pydantic import BaseModel
         from temporalio.client import WorkflowUpdateFailedError
         from temporalio.service import RPCError
 
         from keel_runner_temporal._workflow import EMIT_UPDATE
+        from keel_runner_temporal.activities import wrapped
 
         if self._done.is_set():
             raise TemporalRunnerError(f"execution {self.id!r} has ended; events can only reach a running execution")
+        # a pydantic value reaches the chains as the model (as a pydantic output does), as on the local runner
+        model = f"{type(value).__module__}:{type(value).__qualname__}" if isinstance(value, BaseModel) else None
+        sent = wrapped(model, to_jsonable_python(value))
         try:
-            await self._handle.execute_update(EMIT_UPDATE, {"event": event, "value": to_jsonable_python(value)})
+            await self._handle.execute_update(EMIT_UPDATE, {"event": event, "value": sent})
         except (RPCError, WorkflowUpdateFailedError) as err:
             raise TemporalRunnerError(f"execution {self.id!r} did not take event {event!r}: {err}") from None
 

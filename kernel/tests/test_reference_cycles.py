@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -109,3 +110,32 @@ def tool_execution(runtime: keel.Runtime, action: str) -> Callable[[], Awaitable
         assert ("action.failed" in kinds) == (action == "always_fails")
 
     return one
+
+
+async def frames_of_each_raise(result: Callable[[], Awaitable[Any]], times: int = 4) -> list[int]:
+    counts = []
+    for _ in range(times):
+        try:
+            await result()
+        except Exception as err:
+            counts.append(len(traceback.extract_tb(err.__traceback__)))
+    return counts
+
+
+class Failing(keel.BaseExecution):
+    async def body(self) -> Any:
+        raise ValueError("the ledger is closed")
+
+
+async def test_result_raises_a_kept_error_again_without_growing_its_traceback(keel_runtime: keel.Runtime) -> None:
+    # raising one exception object again adds the raiser's frames to its traceback: a failed
+    # execution polled for its result (a UI, a gateway client) grew it by three frames a call
+    def model_down(request: keel.ModelRequest) -> str:
+        raise RuntimeError("the model is down")
+
+    keel_runtime.use_model(ScriptedModel(model_down))
+    agent = await keel.Agent("report", "Summarise.", output=REPORT).start("x", runtime=keel_runtime)
+    handwritten = Failing(keel_runtime).launch()
+    for execution in (agent, handwritten):
+        counts = await frames_of_each_raise(execution.result)
+        assert len(set(counts)) == 1, counts

@@ -7,6 +7,7 @@ import bisect
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -91,6 +92,7 @@ class AgentExecution:
         self._done = anyio.Event()
         self._data: Any = None
         self._error: BaseException | None = None
+        self._error_tb: TracebackType | None = None  # its traceback when kept: each raise starts there
         self._scope = anyio.CancelScope()
         self._cancel_reason = ""
         self._attempt_has_instant = False
@@ -123,8 +125,8 @@ class AgentExecution:
     async def get_data(self) -> Any:
         """The final validated output; never anything partial."""
         await self._done.wait()
-        if self._error is not None:
-            raise self._error
+        if self._error is not None:  # as kept: raising one object again adds this caller's frames to it
+            raise self._error.with_traceback(self._error_tb)
         return self._data
 
     async def result(self) -> Any:
@@ -259,7 +261,7 @@ class AgentExecution:
         if self._attempt_has_instant and status is not ExecutionStatus.COMPLETED:
             self._instant.append(reset_event(self._attempt, reason))
             self._attempt_has_instant = False
-        self._error = error
+        self._error, self._error_tb = error, error.__traceback__ if error is not None else None
         self.reason = reason
         self._status = status
         payload: dict[str, Any] = {"agent": self.agent.name, "reason": reason, "attempts": len(self.attempts)}

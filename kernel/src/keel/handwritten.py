@@ -21,6 +21,7 @@ and those come with it::
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
@@ -62,6 +63,7 @@ class BaseExecution:
         self._answer: Any = None
         self._result: Any = None
         self._error: BaseException | None = None
+        self._error_tb: TracebackType | None = None  # its traceback when kept: each raise starts there
         self._reason = ""
 
     # ------------------------------------------------------------------ for the subclass
@@ -115,8 +117,8 @@ class BaseExecution:
 
     async def result(self) -> Any:
         await self._done.wait()
-        if self._error is not None:
-            raise self._error
+        if self._error is not None:  # as kept: raising one object again adds this caller's frames to it
+            raise self._error.with_traceback(self._error_tb)
         return self._result
 
     async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:
@@ -158,6 +160,7 @@ class BaseExecution:
 
     def _finish(self, status: ExecutionStatus, error: BaseException | None = None, reason: str = "") -> None:
         self._status, self._error = status, error
+        self._error_tb = error.__traceback__ if error is not None else None
         payload: dict[str, Any] = {}
         if error is not None:  # the protocol's user-safe reason, the error for the logs, its stable code
             reason = reason or f"{type(error).__name__}: {error}"

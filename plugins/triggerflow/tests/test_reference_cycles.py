@@ -10,6 +10,7 @@ per-execution cycle brings dozens along, and the slack is for the runtime's own 
 from __future__ import annotations
 
 import gc
+import traceback
 from typing import Any
 
 import keel
@@ -51,3 +52,23 @@ async def test_in_memory_flow_executions_leave_no_cycles(keel_runtime: keel.Runt
     finally:
         gc.enable()
     assert found <= N, f"{found} objects in cycles after {N} executions (about 60 each before)"
+
+
+async def fails(ctx: Any) -> int:
+    raise ValueError("the ledger is closed")
+
+
+async def test_result_raises_a_kept_error_again_without_growing_its_traceback(keel_runtime: keel.Runtime) -> None:
+    # raising one exception object again adds the raiser's frames to its traceback: a failed flow
+    # polled for its result grew it with every call
+    flow = TriggerFlow("fails", durability="none")
+    flow.to(add_one).to(fails)
+    execution = flow.create_execution(keel_runtime)
+    await execution.run(0)
+    counts = []
+    for _ in range(4):
+        try:
+            await execution.result()
+        except Exception as err:
+            counts.append(len(traceback.extract_tb(err.__traceback__)))
+    assert len(counts) == 4 and len(set(counts)) == 1, counts

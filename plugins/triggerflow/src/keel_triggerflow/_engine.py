@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -72,6 +73,8 @@ class FlowExecution:
         self._input: Any = None
         self._result: Any = None
         self._error: BaseException | None = None
+        self._raised: BaseException | None = None  # the error result() raises, with its traceback then
+        self._raised_tb: TracebackType | None = None
         self._finished = anyio.Event()
         self._settled = anyio.Event()  # finished, or waiting
         self._started = False
@@ -143,8 +146,11 @@ class FlowExecution:
     async def result(self) -> Any:
         """Wait for the end; return the result or raise what the execution failed with."""
         await self._finished.wait()
-        if self._error is not None:
-            raise self._error
+        error = self._error
+        if error is not None:  # raised as first seen here: raising it again adds the caller's frames to it
+            if self._raised is not error:
+                self._raised, self._raised_tb = error, error.__traceback__
+            raise error.with_traceback(self._raised_tb)
         return self._result
 
     async def signal(self, name: str, payload: Any = None, *, request_id: str | None = None) -> None:

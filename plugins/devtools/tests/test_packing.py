@@ -220,3 +220,19 @@ async def test_recorded_rows_are_the_events_json_whatever_the_payload(
         assert raw == [expected(e).decode() for e in batch]
     finally:
         rec.close()
+
+
+async def test_a_masked_envelope_field_is_masked_in_the_summary_too(tmp_path: Path) -> None:
+    # the writer reads an event's envelope from the fields that travelled with it, unless masking
+    # could change one of them: then from the masked text, as before
+    from keel_devtools import configure
+
+    rec: Recorder = configure(tmp_path / "r.db", redact_keys=["tenant"])
+    try:
+        rec.observe(keel.RuntimeEvent(kind="execution.started", execution_id="exe_t", seq=1, tenant="acme-secret"))
+        assert rec.flush() and rec.failed == 0
+        summary = rec.db.execution("exe_t")
+        assert summary is not None and summary["tenant"] == "***"
+        assert "acme-secret" not in "".join(rec.db.raw_events("exe_t"))
+    finally:
+        rec.close()

@@ -45,7 +45,7 @@ from pydantic_core import PydanticSerializationError, to_json, to_jsonable_pytho
 
 import keel
 
-__all__ = ["decode", "encode"]
+__all__ = ["decode", "decode_items", "encode"]
 
 log = logging.getLogger("keel.devtools")
 
@@ -166,16 +166,24 @@ class _Unpickler(pickle.Unpickler):
 def decode(data: bytes) -> tuple[list[bytes], int]:
     """The batch's events as JSON texts, in order, and how many could not be turned into JSON
     (each one logged)."""
+    items, failed = decode_items(data)
+    return [text for _fields, text in items], failed
+
+
+def decode_items(data: bytes) -> tuple[list[tuple[dict[str, Any] | None, bytes]], int]:
+    """:func:`decode`, each text with the event's top-level fields when they travelled as values
+    (``None`` for an event that travelled as its JSON text): the writer reads the envelope from
+    them instead of parsing it again."""
     _Event.model_rebuild()  # its serializer is built once (a no-op after that)
     serialize = _Event.__pydantic_serializer__.to_json
     unchecked = _Event.unchecked
     raws = _Raws.current = _Raws()
     items = _Unpickler(io.BytesIO(data)).load()
-    lines: list[bytes] = []
+    lines: list[tuple[dict[str, Any] | None, bytes]] = []
     failed = 0
     for item in items:
         if isinstance(item, bytes):
-            lines.append(item)
+            lines.append((None, item))
             continue
         try:
             event = unchecked(item)
@@ -183,7 +191,7 @@ def decode(data: bytes) -> tuple[list[bytes], int]:
                 line = serialize(event)
             except PydanticSerializationError:  # as in the execution's process: a value JSON cannot hold, as its repr
                 line = serialize(event, fallback=repr)
-            lines.append(raws.put_back(line))
+            lines.append((item, raws.put_back(line)))
         except Exception:
             failed += 1
             log.exception("DevTools: an event of %s could not be recorded", _execution_of(item))

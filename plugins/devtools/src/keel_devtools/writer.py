@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict
 
+import keel
 from keel_devtools import packing
 from keel_devtools.db import RecordingDB
 from keel_devtools.prices import Price, PriceTable
@@ -41,6 +42,13 @@ from keel_devtools.redact import mask_keys, secret_pattern
 __all__ = ["Sink", "SinkConfig", "main"]
 
 log = logging.getLogger("keel.devtools")
+
+
+#: an event's top-level fields (what ingest reads from the envelope)
+_ENVELOPE = frozenset(keel.RuntimeEvent.model_fields) - {"payload"}
+
+#: a packed event as the writer holds it: its top-level fields (None: it travelled as JSON text), its JSON text
+Packed = tuple[dict[str, Any] | None, bytes]
 
 
 class SinkConfig(BaseModel):
@@ -65,6 +73,9 @@ class Sink:
         self.db = db or RecordingDB(config.path, prices=prices)
         self._keys = frozenset(config.keys)
         self._secret = secret_pattern(self._keys)
+        # an event's envelope read from the fields that travelled with it, unless masking could
+        # change one of them (a key of the user's naming a top-level field)
+        self._envelope_ok = not (self._keys & _ENVELOPE)
         self.written = 0
         self.failed = 0
         self._last_retention = 0.0
@@ -77,14 +88,20 @@ class Sink:
             return text
         return json.dumps(mask_keys(json.loads(text), self._keys), ensure_ascii=False, separators=(",", ":"))
 
-    def write(self, lines: list[bytes], drops: dict[str, int] | None = None) -> None:
-        """Mask and write one batch in one transaction; a failure is logged and counted."""
+    def write(self, lines: list[bytes | Packed], drops: dict[str, int] | None = None) -> None:
+        """Mask and write one batch in one transaction; a failure is logged and counted. A line is
+        an event's JSON text, or ``(top-level fields or None, JSON text)`` from a packed batch."""
         if not lines and not drops:
             return
-        rows: list[str] = []
+        rows: list[str | tuple[dict[str, Any], str]] = []
         for line in lines:
             try:
-                rows.append(self._masked(line))
+                if isinstance(line, tuple):
+                    fields, text = line
+                    masked = self._masked(text)
+                    rows.append((fields, masked) if fields is not None and self._envelope_ok else masked)
+                else:
+                    rows.append(self._masked(line))
             except ValueError:  # not JSON: counted, the rest of the batch goes on
                 self.failed += 1
                 log.exception("DevTools: an event could not be read")
@@ -114,7 +131,7 @@ def serve(source: IO[bytes], answer: IO[bytes]) -> None:
     """Read the pipe until its end (see the module's docstring)."""
     config = SinkConfig.model_validate_json(source.readline())
     sink = Sink(config)
-    pending: list[bytes] = []
+    pending: list[bytes | Packed] = []
     drops: dict[str, int] = {}
     try:
         while line := source.readline():
@@ -126,8 +143,8 @@ def serve(source: IO[bytes], answer: IO[bytes]) -> None:
                 data = source.read(size)
                 if len(data) < size:  # the recorder's process died mid-batch: the batch in flight is lost
                     break
-                lines, failed = packing.decode(data)
-                pending.extend(lines)
+                items, failed = packing.decode_items(data)
+                pending.extend(items)
                 sink.failed += failed
             elif head == b"E":
                 sink.write(pending, drops)

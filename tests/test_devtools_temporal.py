@@ -176,7 +176,7 @@ async def test_two_processes_following_one_execution_record_it_once(temporal_add
     (tmp_path / "keel.toml").write_text(stack)
     (tmp_path / "follower.toml").write_text(stack + "worker = false\n")
     flow = TriggerFlow("followed-twice")
-    flow.to(held).to(verdict_of)
+    flow.to(held).pause_for("approve").to(verdict_of)  # run by the first, answered by the second
     recorder = configure(tmp_path / "devtools.db")  # both runtimes' recorders write this one file
     try:
         plugins = (devtools_plugin, triggerflow_plugin, temporal_plugin, sqlite_plugin)
@@ -190,9 +190,16 @@ async def test_two_processes_following_one_execution_record_it_once(temporal_add
                 found = await get_runner(follower).find(execution.id, "default")
                 assert found is not None
                 gate[execution.id].set()
-                assert await execution.result() == await found.result() == "ada, held: ok"
+                async for event in found.events():
+                    if event.kind == "execution.waiting":
+                        break
+                await found.signal("approve", "yes")
+                assert await execution.result() == await found.result() == "yes: ok"
             seen = [e async for e in execution.events()]
             assert [(e.seq, e.kind) for e in seen] == [(e.seq, e.kind) async for e in found.events()]
+            assert [e.kind for e in seen if not e.kind.startswith("flow.step.")] == [
+                "execution.started", "execution.waiting", "flow.signal", "execution.completed",
+            ]  # fmt: skip
         assert recorder.flush()
     finally:
         recorder.close()

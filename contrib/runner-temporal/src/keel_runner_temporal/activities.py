@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from keel import Runtime, TraceParent, continuing_trace
-from keel_runner_temporal.stepevents import StepEvents, retries_in_definition, retries_in_plan
+from keel_runner_temporal.stepevents import StepEvents, retries_in_definition, retries_in_plan, wait_reached
 
 if TYPE_CHECKING:
     from keel_runner_temporal.runner import TemporalRunner
@@ -591,8 +591,6 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
 
     @activity.defn(name=WAITING_ACTIVITY)
     async def waiting(call: dict[str, Any]) -> None:
-        execution = runner.followed.get(call["execution_id"])
-        if execution is not None:
-            execution._now_waiting({k: v for k, v in call.items() if k != "execution_id"})
+        await wait_reached(runner, call)
 
     return [run_chunk, decide, pause_payload, reduce_state, condition, waiting]

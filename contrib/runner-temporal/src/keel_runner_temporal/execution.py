@@ -9,6 +9,7 @@ each step's events its attempt's span, as the local runner's do."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -57,6 +58,7 @@ class TemporalExecution:
         self._handle = handle
         self._status = status  # what Temporal said when this object was made (found: maybe finished)
         self._pending: dict[str, dict[str, Any]] = {}  # interrupt id -> the wait this object knows of
+        self._shown: set[str] = set()  # the interrupt ids of the waits and answers it has shown
         self._resolve = resolve  # a result passed by reference, read back from the stack's store
         self._log: EventLog[RuntimeEvent] = EventLog()
         self._done = anyio.Event()
@@ -67,9 +69,21 @@ class TemporalExecution:
         self._publish = publish
         self._stream_seq = 0  # the last stream item relayed from the stack's store (the runner relays them)
         self._drain: Callable[[], Awaitable[None]] | None = None  # relays the rest, before the end event
+        self._caught_up = anyio.Event()  # the relay has shown what the store held when it began
+        #: writes a record to the execution's store stream, which every follower relays (the runner's)
+        self._record: Callable[[dict[str, Any]], Awaitable[bool]] | None = None
+        self._found_waiting = list(waiting or ())  # the memo's waits, for :meth:`_found`
         self._event("execution.started", {"flow": flow, "runner": "temporal", **(started or {})})
-        for interrupt in waiting or ():  # found waiting: what a follower of the live execution saw last
-            self._now_waiting(interrupt)
+        if self._found_waiting:
+            self._status = ExecutionStatus.WAITING  # its events follow the store's (see _found)
+            self._pending = {str(i["id"]): i for i in self._found_waiting}
+
+    def _found(self) -> None:
+        """Found waiting, once the relay has caught up with the store: the waits the memo names
+        that no record there has shown (a worker from before waits were stored)."""
+        for interrupt in self._found_waiting:
+            if str(interrupt["id"]) not in self._shown:
+                self._now_waiting(interrupt)
 
     @property
     def status(self) -> ExecutionStatus:
@@ -138,16 +152,21 @@ class TemporalExecution:
                 yield event.payload["item"]
 
     def _stored(self, record: dict[str, Any]) -> None:
-        """One record of the execution's store stream, which a worker wrote: a stream item, or a
-        step's event (``stepevents``), with the time and span the worker gave it."""
+        """One record of the execution's store stream: a stream item or a step's event
+        (``stepevents``) a worker wrote, a wait it reached, or an answer a process gave; with the
+        time and span the writer gave it. Every follower shows them in the store's order, so
+        their events are the same, seq for seq."""
         kind = record.get("event")
+        when = {"time": float(record["time"])} if isinstance(record.get("time"), (int, float)) else {}
         if kind is None:
             self._event("flow.stream", {"path": record["path"], "item": record["item"]})
+        elif kind == "execution.waiting" and isinstance(record.get("interrupt"), dict):
+            self._now_waiting(dict(record["interrupt"]), **when)
+        elif kind == "flow.signal" and isinstance(record.get("payload"), dict):
+            self._answered(dict(record["payload"]), str(record.get("name") or ""), **when)
         elif isinstance(kind, str) and kind.startswith("flow.step."):
-            more: dict[str, Any] = {"level": _LEVELS.get(kind, "info")}
-            if isinstance(record.get("time"), (int, float)):
-                more["time"] = float(record["time"])  # when the worker saw it, for the timeline
-            self._event(kind, dict(record.get("payload") or {}), span=record.get("span") or None, **more)
+            level = _LEVELS.get(kind, "info")
+            self._event(kind, dict(record.get("payload") or {}), span=record.get("span") or None, level=level, **when)
 
     async def position(self) -> dict[str, Any]:
         """The workflow's own answer to where it is (a Temporal query): ``step``, ``steps``, ``chunk``."""
@@ -160,10 +179,27 @@ class TemporalExecution:
         name = described.status.name if described.status is not None else "RUNNING"
         return _CLOSED.get(name, ExecutionStatus.RUNNING if name == "RUNNING" else ExecutionStatus.FAILED)
 
-    def _now_waiting(self, interrupt: dict[str, Any]) -> None:
+    def _now_waiting(self, interrupt: dict[str, Any], **when: Any) -> None:
+        key = str(interrupt["id"])
+        if key in self._shown:
+            return  # shown already: from the store, the memo or the worker, whichever came first
+        self._shown.add(key)
         self._status = ExecutionStatus.WAITING
-        self._pending[str(interrupt["id"])] = interrupt
-        self._event("execution.waiting", {"interrupts": [interrupt]})
+        self._pending[key] = interrupt
+        self._event("execution.waiting", {"interrupts": [interrupt]}, **when)
+
+    def _answered(self, payload: dict[str, Any], name: str, **when: Any) -> None:
+        """An answer to a wait (this process's or another's): ``flow.signal``, as the local runner
+        records it (a replay answers the wait with it)."""
+        key = payload.get("interrupt")
+        if key is None:  # the answering process had not seen the wait: the first one of that name
+            key = next((k for k, i in self._pending.items() if i["name"] == name), None)
+        if key is not None:
+            self._pending.pop(str(key), None)
+            self._shown.add(str(key))  # a record of its wait that comes after the answer shows nothing
+        if self._status is ExecutionStatus.WAITING and not self._pending:
+            self._status = ExecutionStatus.RUNNING
+        self._event("flow.signal", payload, **when)
 
     async def refresh(self) -> None:
         """Re-read where it is from Temporal (the workflow's ``keel_waiting`` memo, no worker needed):
@@ -216,10 +252,12 @@ class TemporalExecution:
         if request_id is not None:
             self._sent[request_id] = call
         answered = next((k for k, i in self._pending.items() if i["name"] == name), None)
+        payload = {"interrupt": answered, "request_id": request_id, "value": call["payload"]}
+        record = {"event": "flow.signal", "name": name, "payload": payload, "time": time.time()}
+        if self._record is None or not await self._record(record):  # else shown when the relay reads it
+            self._answered(payload, name)
         if answered is not None:
-            del self._pending[answered]
-            # the answer, as the local runner records it (a replay answers the wait with it)
-            self._event("flow.signal", {"interrupt": answered, "request_id": request_id, "value": call["payload"]})
+            self._pending.pop(answered, None)  # answered now, whenever the relay shows it
         if self._status is ExecutionStatus.WAITING and not self._pending:
             self._status = ExecutionStatus.RUNNING
 

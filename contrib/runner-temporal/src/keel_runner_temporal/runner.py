@@ -341,7 +341,11 @@ class TemporalRunner:
         waiting = memo.get(WAITING_MEMO) if status is ExecutionStatus.RUNNING else None
         waiting = [waiting] if isinstance(waiting, dict) else waiting  # one wait, as memos before lists had it
         started = {"followed": True, **_drawing(flow)}
-        return self._follow(handle, name, tenant, status=status, waiting=waiting, started=started)
+        found = self._follow(handle, name, tenant, status=status, waiting=waiting, started=started)
+        with anyio.move_on_after(30):  # what the store holds first (its steps, its waits, in order)
+            await found._caught_up.wait()
+        found._found()
+        return found
 
     async def list_executions(self, tenant: str = "default") -> list[dict[str, Any]]:
         """This stack's executions of ``tenant`` on Temporal (its task queue), oldest first, as
@@ -445,6 +449,7 @@ class TemporalRunner:
             publish=self.runtime.publish if running else None, **seen,
         )  # fmt: skip
         execution.served_here = self.options.worker and flow in self.flows
+        execution._record = lambda record: self._recorded(execution, record)
         self.followed[execution.id] = execution
         self.runtime.task_group.start_soon(self._watch, execution)
         return execution
@@ -468,6 +473,12 @@ class TemporalRunner:
         try:
             if follow:
                 with relay:
+                    try:  # what is there already, then live
+                        for record in await store.read(execution.tenant, stream, after=execution._stream_seq):
+                            execution._stream_seq = record.seq
+                            execution._stored(record.data)
+                    finally:
+                        execution._caught_up.set()
                     async for record in store.subscribe(execution.tenant, stream, after=execution._stream_seq):
                         execution._stream_seq = record.seq
                         execution._stored(record.data)
@@ -478,3 +489,13 @@ class TemporalRunner:
                 execution._stored(record.data)
         except Exception as err:  # a store that fails costs the items, not the execution
             log.warning("execution %s: its stream items were not read from the store: %s", execution.id, err)
+
+    async def _recorded(self, execution: TemporalExecution, record: dict[str, Any]) -> bool:
+        """``record`` (an answer this process gave) in the execution's store stream, which every
+        follower relays; ``False`` when the store did not take it."""
+        try:
+            await self.runtime.store().append(execution.tenant, stream_name(execution.id), [record])
+        except Exception as err:
+            log.warning("execution %s: an answer was not stored (shown here only): %s", execution.id, err)
+            return False
+        return True

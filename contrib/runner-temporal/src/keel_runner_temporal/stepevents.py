@@ -21,11 +21,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel import Runtime, TraceParent
 
-__all__ = ["StepEvents", "step_span", "trace_of"]
+if TYPE_CHECKING:
+    from keel_runner_temporal.runner import TemporalRunner
+
+__all__ = ["StepEvents", "step_span", "trace_of", "wait_reached"]
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +142,27 @@ class StepEvents:
     async def paused(self) -> None:
         """The attempt stopped at ``ctx.pause_for``: the step goes on when it runs again."""
         await self._after_start([])
+
+
+async def wait_reached(runner: TemporalRunner, call: Mapping[str, Any]) -> None:
+    """The workflow reached a wait (the waiting activity): a record of it in the execution's
+    store stream, so that every follower shows it at the same place in its events; the follower
+    in this process is told at once when the store does not take it."""
+    from keel_runner_temporal._workflow import MEMO_KEY
+    from keel_runner_temporal.activities import stream_name
+
+    execution_id = str(call["execution_id"])
+    interrupt = {k: v for k, v in call.items() if k != "execution_id"}
+    followed = runner.followed.get(execution_id)
+    try:
+        if followed is not None:
+            tenant = followed.tenant
+        else:  # the start's memo names it (a wait is rare: one round trip is fine)
+            described = await (await runner.client()).get_workflow_handle(execution_id).describe()
+            tenant = str(((await described.memo()).get(MEMO_KEY) or {}).get("tenant", "default"))
+        record = {"event": "execution.waiting", "interrupt": interrupt, "time": time.time()}
+        await runner.runtime.store().append(tenant, stream_name(execution_id), [record])
+    except Exception as err:
+        log.warning("execution %s: its wait %s was not stored: %s", execution_id, interrupt.get("id"), err)
+        if followed is not None:
+            followed._now_waiting(interrupt)

@@ -107,13 +107,16 @@ async def test_a_copy_in_another_runtime_follows_the_owner_live(tmp_path: Path) 
     owner_store, reader_store = sqlite.SqliteStore(str(db)), sqlite.SqliteStore(str(db))
     async with process(owner_store, tmp_path, flow) as owner_rt, process(reader_store, tmp_path, flow) as reader:
         owned = await flow.start({"go": str(go), "ticket": "t"}, runtime=owner_rt)
-        found = await reader.find_execution(owned.id)
-        assert found is not owned and found.status is ExecutionStatus.RUNNING
-        go.touch()  # the owner runs on; the reader follows
-        with anyio.fail_after(30):
-            seen = await _follow_and_answer(found, {"draft": "t"})
-            assert await found.result() == {"answer": {"draft": "t"}}
-            assert await owned.result() == {"answer": {"draft": "t"}}
+        async with reader.bus.subscribe(buffer=10_000) as published:
+            found = await reader.find_execution(owned.id)
+            assert found is not owned and found.status is ExecutionStatus.RUNNING
+            go.touch()  # the owner runs on; the reader follows
+            with anyio.fail_after(30):
+                seen = await _follow_and_answer(found, {"draft": "t"})
+                assert await found.result() == {"answer": {"draft": "t"}}
+                assert await owned.result() == {"answer": {"draft": "t"}}
+            # the owner's process publishes the run to its observers; the follower's bus does not again
+            assert [e.kind for e in published.drain() if e.execution_id == owned.id] == []
         _check([e for e in seen if e.kind != "execution.started"])
         assert found.status is ExecutionStatus.COMPLETED
         assert not found.running_here  # the owner ran it; the copy only followed

@@ -466,3 +466,34 @@ async def test_the_index_keeps_the_latest_fact_when_writes_land_out_of_order() -
             tg.start_soon(write, seq)
     rows = {r["id"]: r for r in await list_index(store, "default")}
     assert rows["e2"]["status"] == "s7"
+
+
+async def test_a_flush_that_comes_while_another_writes_returns_once_that_write_is_done() -> None:
+    """A flush with nothing of its own queued (an answer's commit_with_index flushes first) that
+    comes while another commit is being written returns once that write is done; it waited for a
+    next batch that never came (a signal right after an external event's chain hung for ever)."""
+    from keel_triggerflow._history import History
+
+    gate = anyio.Event()
+
+    class SlowStore(MemoryStore):
+        async def append(self, *args: Any, **kwargs: Any) -> int:
+            await gate.wait()
+            return await super().append(*args, **kwargs)
+
+    history = History(SlowStore(), "default", "e1", 0, "sync")
+    flushed = anyio.Event()
+
+    async def flush() -> None:
+        await history.flush()
+        flushed.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(history.commit, {"t": "c", "p": "@0"})
+            await anyio.wait_all_tasks_blocked()  # the commit is being written
+            tg.start_soon(flush)
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+            await flushed.wait()
+    assert history.seq == 1

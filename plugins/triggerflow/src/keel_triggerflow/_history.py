@@ -196,6 +196,10 @@ class History:
                     done.set()
         finally:
             self._leader = False
+            # a flush that came after the last batch was taken (it had nothing of its own queued,
+            # as an answer's commit_with_index) waits on this event: no next batch will set it
+            self._done.set()
+            self._done = anyio.Event()
 
 
 class Lease:

@@ -18,7 +18,7 @@ from pydantic_core import to_jsonable_python
 
 from keel import ConflictError, EventLog, ExecutionStatus, RuntimeEvent
 from keel_runner_temporal.errors import TemporalExecutionFailed, TemporalRunnerError
-from keel_runner_temporal.stepevents import trace_of
+from keel_runner_temporal.stepevents import step_span, trace_of
 
 __all__ = ["TemporalExecution"]
 
@@ -59,6 +59,8 @@ class TemporalExecution:
         self._status = status  # what Temporal said when this object was made (found: maybe finished)
         self._pending: dict[str, dict[str, Any]] = {}  # interrupt id -> the wait this object knows of
         self._shown: set[str] = set()  # the interrupt ids of the waits and answers it has shown
+        self._running: set[str] = set()  # the paths of the steps started and not ended (store records)
+        self._pauses: dict[str, dict[str, Any]] = {}  # interrupt id -> its pause_for step's started payload
         self._resolve = resolve  # a result passed by reference, read back from the stack's store
         self._log: EventLog[RuntimeEvent] = EventLog()
         self._done = anyio.Event()
@@ -107,6 +109,8 @@ class TemporalExecution:
         try:
             result = await self._handle.result()
             await self._drained()
+            for key in list(self._pauses):  # a wait it went on from unanswered (on_timeout="continue")
+                self._pause_step({"id": key}, "flow.step.completed")
             self._result = result if self._resolve is None else await self._resolve(result)
             self._status = ExecutionStatus.COMPLETED
             self._event("execution.completed", {"output": to_jsonable_python(self._result, fallback=repr)})
@@ -161,12 +165,38 @@ class TemporalExecution:
         if kind is None:
             self._event("flow.stream", {"path": record["path"], "item": record["item"]})
         elif kind == "execution.waiting" and isinstance(record.get("interrupt"), dict):
-            self._now_waiting(dict(record["interrupt"]), **when)
+            interrupt = dict(record["interrupt"])
+            path = str(interrupt.get("path") or "")
+            if path not in self._running and str(interrupt["id"]) not in self._shown:  # not a chunk's own wait
+                self._pause_step(interrupt, "flow.step.started", **when)
+            self._now_waiting(interrupt, **when)
         elif kind == "flow.signal" and isinstance(record.get("payload"), dict):
             self._answered(dict(record["payload"]), str(record.get("name") or ""), **when)
         elif isinstance(kind, str) and kind.startswith("flow.step."):
-            level = _LEVELS.get(kind, "info")
-            self._event(kind, dict(record.get("payload") or {}), span=record.get("span") or None, level=level, **when)
+            payload = dict(record.get("payload") or {})
+            if kind == "flow.step.started":
+                self._running.add(str(payload.get("path")))
+            else:
+                self._running.discard(str(payload.get("path")))
+            self._event(kind, payload, span=record.get("span") or None, level=_LEVELS.get(kind, "info"), **when)
+
+    def _pause_step(self, interrupt: dict[str, Any], kind: str, **when: Any) -> None:
+        """A ``pause_for`` node is a step on the local runner (``pause_for:<name>``, the wait inside
+        it): the same events here, started with its wait, completed with its answer (or at the end
+        of an execution that went on past it), so the two runners' recordings line up."""
+        key = str(interrupt["id"])
+        if kind == "flow.step.started":
+            step = self._pauses[key] = {
+                "path": str(interrupt.get("path") or ""),
+                "step": f"pause_for:{interrupt['name']}",
+            }
+            shown = {**step, "attempt": 1}
+        else:
+            found = self._pauses.pop(key, None)
+            if found is None:
+                return
+            step = shown = found
+        self._event(kind, shown, span=step_span(self.id, step["path"], 1), **when)
 
     async def position(self) -> dict[str, Any]:
         """The workflow's own answer to where it is (a Temporal query): ``step``, ``steps``, ``chunk``."""
@@ -200,6 +230,8 @@ class TemporalExecution:
         if self._status is ExecutionStatus.WAITING and not self._pending:
             self._status = ExecutionStatus.RUNNING
         self._event("flow.signal", payload, **when)
+        if key is not None:
+            self._pause_step({"id": key}, "flow.step.completed", **when)
 
     async def refresh(self) -> None:
         """Re-read where it is from Temporal (the workflow's ``keel_waiting`` memo, no worker needed):
@@ -241,6 +273,7 @@ class TemporalExecution:
                     f"execution {self.id!r}: request id {request_id!r} was already used for another signal"
                 )
             return  # delivered already, maybe to a workflow that has closed since
+        given = time.time()  # its record's time: the next step may start (and be stored) before it
         try:
             await self._handle.execute_update(SIGNAL_UPDATE, call)
         except RPCError as err:
@@ -253,9 +286,9 @@ class TemporalExecution:
             self._sent[request_id] = call
         answered = next((k for k, i in self._pending.items() if i["name"] == name), None)
         payload = {"interrupt": answered, "request_id": request_id, "value": call["payload"]}
-        record = {"event": "flow.signal", "name": name, "payload": payload, "time": time.time()}
+        record = {"event": "flow.signal", "name": name, "payload": payload, "time": given}
         if self._record is None or not await self._record(record):  # else shown when the relay reads it
-            self._answered(payload, name)
+            self._answered(payload, name, time=given)
         if answered is not None:
             self._pending.pop(answered, None)  # answered now, whenever the relay shows it
         if self._status is ExecutionStatus.WAITING and not self._pending:

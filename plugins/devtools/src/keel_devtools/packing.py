@@ -14,10 +14,10 @@ the text it writes is byte for byte the one the execution's process would have m
 Any other value is turned into JSON here, by pydantic-core, as it would have been inside the
 event, and only the event's builtin values travel as they are:
 
-- a pydantic model of the kernel's (``keel.*``: a model request, its messages, usage) travels as
-  its class's name and its fields (the writer imports the same class, and serializes it with it);
-- another value that cannot be a dict key (a model or dataclass of the user's, a ``dict`` or
-  ``list`` subclass) travels as its JSON text, which the writer puts back in place;
+- a value that cannot be a dict key (a pydantic model, the kernel's ``ModelRequest`` and its
+  messages included, a dataclass, a ``dict`` or ``list`` subclass) travels as its JSON text, which
+  the writer puts back in place (sending a kernel model as its class and fields instead measured
+  slower: the pickler's Python callbacks cost more than pydantic-core's JSON of the same model);
 - a value that can be a key (an enum, a ``datetime``, a ``UUID``, a ``Decimal``, an object
   recorded as its ``repr``) travels as its JSON-ready form (``to_jsonable_python``), what
   pydantic-core makes of it as a key and as a value;
@@ -26,8 +26,8 @@ event, and only the event's builtin values travel as they are:
 
 The batch is a pickle of a list of items, each an event's fields (the event's own ``__dict__``)
 or its JSON text (``bytes``). The writer unpickles it with an unpickler that builds nothing but
-builtin values, this module's two helpers and the kernel's pydantic models: the pipe comes from
-its own parent process, and even so a batch cannot make it import or run anything else.
+builtin values and this module's two helpers: the pipe comes from its own parent process, and even
+so a batch cannot make it import or run anything else.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError, to_json, to_jsonable_python
 
 import keel
@@ -67,31 +66,11 @@ def _same(value: Any) -> Any:
     return value
 
 
-def _model(cls: type[BaseModel], fields: dict[str, Any]) -> BaseModel:
-    """Unpickled in the writer: a kernel model from its fields (as ``model_construct`` does, unvalidated)."""
-    model = cls.__new__(cls)
-    _set = object.__setattr__
-    _set(model, "__dict__", fields)
-    _set(model, "__pydantic_fields_set__", set(fields))
-    _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
-    return model
-
-
-def _kernel_model(cls: type) -> bool:
-    module = getattr(cls, "__module__", "")
-    return (module == "keel" or module.startswith("keel.")) and "<" not in cls.__qualname__
-
-
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         # called only for what pickle does not write natively (builtins never come here)
-        if obj is _raw or obj is _model or obj is _same or (isinstance(obj, type) and _kernel_model(obj)):
+        if obj is _raw or obj is _same:
             return NotImplemented  # pickled by reference (a module-level name)
-        if isinstance(obj, BaseModel):
-            cls = type(obj)
-            if _kernel_model(cls) and obj.__pydantic_extra__ is None and obj.__pydantic_private__ is None:
-                return _model, (cls, obj.__dict__)
         if type(obj).__hash__ is None:  # cannot be a dict key: its JSON text, put back in place
             return _raw, (to_json(obj, fallback=repr),)
         ready = to_jsonable_python(obj, fallback=repr)
@@ -154,12 +133,8 @@ class _Raws:
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module == __name__ and name in ("_raw", "_model", "_same"):
+        if module == __name__ and name in ("_raw", "_same"):
             return globals()[name]
-        if module == "keel" or module.startswith("keel."):
-            found = super().find_class(module, name)
-            if isinstance(found, type) and issubclass(found, BaseModel):
-                return found
         raise pickle.UnpicklingError(f"DevTools' writer builds no {module}.{name}")
 
 

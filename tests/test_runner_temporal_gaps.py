@@ -205,3 +205,48 @@ async def test_a_pydantic_value_of_an_event_from_outside_reaches_its_chain_as_th
                 except Exception as err:
                     out.append(str(err).split("on Temporal: ")[-1])
     assert out[0] == out[1] == {"got": "Order", "qty": 3}, out
+
+
+async def test_a_drain_gives_way_to_a_chain_that_waits_for_an_answer(temporal_address: str, tmp_path: Path) -> None:
+    """A chain waits for an answer while the main chain passes boundaries where it is time to
+    continue as new: the drain does not hold the other chains until the answer comes (it may take
+    days); they run, and the flow ends as on the local runner once the answer comes."""
+    done: list[int] = []
+
+    async def slow(ctx: Any) -> Any:
+        seen(ctx, "slow")
+        return ctx.value
+
+    async def tick(ctx: Any) -> Any:
+        seen(ctx, "tick")
+        done.append(ctx.value)
+        if ctx.value < 4:
+            ctx.emit("tick", ctx.value + 1)
+        return ctx.value
+
+    async def ask(ctx: Any) -> Any:
+        await anyio.sleep(0.5)  # the main chain reaches a boundary meanwhile, and a drain begins
+        return await ctx.pause_for("ok")  # the wait opens during the drain: it gives way
+
+    flow = TriggerFlow("python-drain-wait")
+    flow.to(slow).emit("ask").to(slow).emit("tick").to(slow).to(slow).to(slow)
+    flow.when("ask").to(slow).to(ask)
+    flow.when("tick").to(tick)
+    out = []
+    for name in ("local", "temporal"):
+        (tmp_path / name).mkdir()
+        text = on_temporal(temporal_address, continue_after=1) if name == "temporal" else ""
+        calls.clear()
+        done.clear()
+        async with Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(tmp_path / name, text)) as runtime:
+            execution = await runtime.start(flow, 0)
+            with anyio.fail_after(60):
+                async for event in execution.events():
+                    if event.kind == "execution.waiting" and event.payload["interrupts"][0]["name"] == "ok":
+                        break
+                while len(done) < 5:  # every tick runs while the wait is open (bounded by fail_after)
+                    await anyio.sleep(0.05)
+                await execution.signal("ok", "yes")
+                out.append((await execution.result(), sorted(calls)))
+    assert out[0] == out[1]
+    assert out[0][0] == 0 and len(out[0][1]) == 5 + 1 + 5  # main, the asking chain, ticks 0..4

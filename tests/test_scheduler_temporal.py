@@ -95,8 +95,8 @@ async def test_a_schedule_with_overlap_skip_is_a_temporal_schedule_that_keel_lis
 ) -> None:
     """`keel schedule add` on a temporal stack creates a Temporal Schedule; Temporal fires it, the
     worker holds the first run, and the ticks after it are skipped (Temporal counts them) while no
-    second execution starts. `keel schedule ls|show|pause|rm` and `keel flow ls|show|purge|graph`
-    see it all; `keel scheduler` has nothing to tick and says why."""
+    second execution starts. `keel schedule ls|show|pause|trigger|rm` and `keel flow
+    ls|show|cancel|purge|graph` see it all; `keel scheduler` has nothing to tick and says why."""
     (tmp_path / "effects").mkdir()
     (tmp_path / "reports.py").write_text(FLOWS)
     stack = (
@@ -138,6 +138,15 @@ async def test_a_schedule_with_overlap_skip_is_a_temporal_schedule_that_keel_lis
 
         assert (await until(running))[0]["flow"] == "report"  # the run is an execution like any other
         assert (await json_of(tmp_path, "schedule", "pause", "nightly"))["paused"] is True
+        assert (await json_of(tmp_path, "schedule", "trigger", "nightly"))["triggered"] is True  # whatever overlap
+
+        async def second_run() -> Any:
+            started = log.read_text().split()[1::2]
+            return started[1] if len(started) == 2 else None
+
+        second = await until(second_run)
+        cancelled = await json_of(tmp_path, "flow", "cancel", second)  # the worker ends it; its chunk is abandoned
+        assert cancelled["status"] == "cancelled" and "cancelled from the command line" in cancelled["error"]
         (tmp_path / "effects" / "release").touch()
 
         async def completed() -> Any:
@@ -148,10 +157,10 @@ async def test_a_schedule_with_overlap_skip_is_a_temporal_schedule_that_keel_lis
         graph = await keel(tmp_path, "flow", "graph", "reports.py:report")
         assert graph.exit_code == 0 and "hold" in graph.stdout, graph.output
         purged = await json_of(tmp_path, "flow", "purge", "--older-than", "0")
-        assert purged["executions"] == [runs[0]]  # deleted from Temporal: its history is gone
+        assert sorted(purged["executions"]) == sorted([runs[0], second])  # deleted from Temporal
 
-        async def unlisted() -> bool:  # Temporal drops it from its listing at once, its history soon after
-            return runs[0] not in [row["id"] for row in await json_of(tmp_path, "flow", "ls")]
+        async def unlisted() -> bool:  # Temporal drops them from its listing at once, their histories soon after
+            return not {runs[0], second} & {row["id"] for row in await json_of(tmp_path, "flow", "ls")}
 
         await until(unlisted)
         assert (await json_of(tmp_path, "flow", "purge", "--older-than", "0"))["executions"] == []

@@ -250,3 +250,52 @@ async def test_a_drain_gives_way_to_a_chain_that_waits_for_an_answer(temporal_ad
                 out.append((await execution.result(), sorted(calls)))
     assert out[0] == out[1]
     assert out[0][0] == 0 and len(out[0][1]) == 5 + 1 + 5  # main, the asking chain, ticks 0..4
+
+
+# ------------------------------------------------------------- stream items while the step runs
+async def test_stream_items_reach_readers_while_the_step_runs_on_both_runners(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    """A chunk holds after putting an item until the reader has it: the item must arrive while the
+    step runs (on Temporal it came only with the step's end). A plain chunk (in a thread) and an
+    async one; a chunk that waits inside shows the items before its wait once, not once per run."""
+    import threading
+
+    released = threading.Event()
+
+    def talk(ctx: Any) -> Any:  # plain: runs in a thread
+        ctx.put_into_stream("hello")
+        released.wait(30)
+        return "said"
+
+    async def ask(ctx: Any) -> Any:
+        ctx.put_into_stream("asking")
+        answer = await ctx.pause_for("ok")
+        ctx.put_into_stream(f"got {answer}")
+        return answer
+
+    talks = Registry()
+    talks.add_chunk("talk", talk)
+    data_flow = talks.load({"name": "data-talk", "steps": [{"to": "talk"}]})
+    python_flow = TriggerFlow("python-ask")
+    python_flow.to(ask)
+    for name in ("local", "temporal"):
+        (tmp_path / name).mkdir()
+        text = on_temporal(temporal_address) if name == "temporal" else ""
+        async with Runtime(make_host(triggerflow_plugin, temporal_plugin), stack(tmp_path / name, text)) as runtime:
+            released.clear()
+            execution = await runtime.start(data_flow, None)
+            with anyio.fail_after(30):
+                async for item in execution.stream():
+                    assert item == "hello", name
+                    break
+                released.set()
+                assert await execution.result() == "said"
+            execution = await runtime.start(python_flow, None)
+            with anyio.fail_after(30):
+                async for event in execution.events():
+                    if event.kind == "execution.waiting":
+                        break
+                await execution.signal("ok", "yes")
+                assert await execution.result() == "yes"
+                assert [item async for item in execution.stream()] == ["asking", "got yes"], name

@@ -72,6 +72,7 @@ def pauser(call: Mapping[str, Any]) -> Callable[..., Any]:
             {"pause_for": name, "payload": payload, "timeout": timeout, "on_timeout": on_timeout, "default": default}
         )
 
+    on_pause.replaying = lambda: asked[0] < len(answers)  # type: ignore[attr-defined]  # see StepEvents.streamer
     return on_pause
 
 
@@ -126,7 +127,7 @@ class ChunkContext:
         self.path = str(call["path"])
         self.attempt = int(call["attempt"])  # 1, 2, ...: a failure of the chunk counts, a lost worker does not
         self.state = ChunkState(dict(call.get("state") or {}), sets)
-        self.streamed: list[Any] = []
+        self.on_stream: Callable[[Any], None] | None = None  # each item as it is put (StepEvents.streamer)
         self.result: dict[str, Any] | None = None
         self._on_pause = pauser(call)
         self.trace_id = trace.trace_id if trace is not None else ""  # the execution's trace
@@ -156,8 +157,9 @@ class ChunkContext:
         self.result = {"result": to_jsonable_python(value)}
 
     def put_into_stream(self, item: Any) -> None:
-        """An item for the execution's stream (``execution.stream()``), delivered when the step ends."""
-        self.streamed.append(to_jsonable_python(item))
+        """An item for the execution's stream (``execution.stream()``), written as it is put."""
+        if self.on_stream is not None:
+            self.on_stream(to_jsonable_python(item))
 
     async def async_put_into_stream(self, item: Any) -> None:
         self.put_into_stream(item)
@@ -502,6 +504,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         value = await resolve(runtime, tenant, call["value"])
         events = step_events(call, flow)
         ctx = ChunkContext(runtime, call, value, sets, events.trace)
+        ctx.on_stream = events.streamer(ctx._on_pause.replaying)  # type: ignore[attr-defined]
         beating = _beating(runner.options.heartbeat_timeout / 3)
         try:
             with continuing_trace(events.trace):  # an agent the chunk starts joins the flow's trace
@@ -511,19 +514,18 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
                     out = await anyio.to_thread.run_sync(fn, ctx)
                     if inspect.isawaitable(out):
                         out = await out
-        except WaitRequested as wait:  # its items come again with the run that gets the answer
+        except WaitRequested as wait:  # the run that gets the answer leaves out the items written so far
             await events.paused()
             raise waits(wait) from None
         except TemporalRunnerError as err:  # an unsupported ctx feature, a missing resource: retrying cannot help
-            await events.failed({"type": type(err).__name__, "message": str(err)}, ctx.streamed, final=True)
+            await events.failed({"type": type(err).__name__, "message": str(err)}, final=True)
             raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from None
         except Exception as err:  # the chunk failed: the workflow counts it as an attempt
-            # a failed attempt's items are shown, as on the local runner
-            await events.failed({"type": type(err).__name__, "message": str(err)}, ctx.streamed)
+            await events.failed({"type": type(err).__name__, "message": str(err)})  # its items are written
             raise failed(err) from None
         finally:
             beating.cancel()
-        await events.completed(ctx.streamed)
+        await events.completed()
         where = f"step {call['path']} ({call['chunk']})"
         model = f"{type(out).__module__}:{type(out).__qualname__}" if isinstance(out, BaseModel) else None
         data = wrapped(model, to_jsonable_python(out))
@@ -538,23 +540,24 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         value = await resolve(runtime, tenant, call["value"])
         events = step_events(call, flow)
         beating = _beating(runner.options.heartbeat_timeout / 3)
-        items: list[Any] = []  # as the chunk puts them: a failed attempt's are shown too
+        on_pause = pauser(call)
+        put = events.streamer(on_pause.replaying)  # type: ignore[attr-defined]
         try:
             with continuing_trace(events.trace):  # an agent step joins the flow's trace, under this step
                 outcome = await flow.run_step(
                     call["ref"], value, execution_id=call["execution_id"], path=call["path"],
                     attempt=int(call["attempt"]), state=call.get("state") or {}, tenant=tenant,
-                    resources=runtime.resources, runtime=runtime, on_pause=pauser(call), on_stream=items.append,
+                    resources=runtime.resources, runtime=runtime, on_pause=on_pause, on_stream=put,
                 )  # fmt: skip
         except WaitRequested as wait:  # the workflow waits, then runs the chunk again with the answer
             await events.paused()
             raise waits(wait) from None
         except Exception as err:  # the chunk failed: counted as an attempt
-            await events.failed({"type": type(err).__name__, "message": str(err)}, items)
+            await events.failed({"type": type(err).__name__, "message": str(err)})
             raise failed(err) from None
         finally:
             beating.cancel()
-        await events.completed(items)
+        await events.completed()
         where = f"step {call['path']} ({call['chunk']})"
         output = await spill(
             runtime, tenant, wrapped(outcome.model, outcome.output), runner.options.inline_limit, where

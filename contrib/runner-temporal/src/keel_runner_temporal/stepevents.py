@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from keel import Runtime, TraceParent
@@ -83,8 +84,9 @@ def retries_in_definition(definition: Mapping[str, Any], path: str) -> int:
 
 
 class StepEvents:
-    """One step attempt's events, written to the execution's store stream: ``started`` at once
-    (without holding the step up), the rest after it, with its stream items, in one append.
+    """One step attempt's events, written to the execution's store stream, in order: ``started``
+    at once (without holding the step up), each stream item as the chunk puts it (``streamer``),
+    then the attempt's end.
 
     A redelivered attempt (a worker was lost) and the run again after an answer to
     ``ctx.pause_for`` do not start the step a second time. A store that fails costs the events
@@ -103,10 +105,10 @@ class StepEvents:
         execution_id = str(call["execution_id"])
         self.span = step_span(execution_id, self.path, self.attempt)
         self.trace = TraceParent(trace_id=trace_of(execution_id)[0], span_id=self.span)
-        self._started: asyncio.Future[None] | None = None
+        self._tail: asyncio.Future[None] | None = None  # the last write: the next one follows it
+        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
         if not redelivered and not call.get("answers"):
-            record = self._record("flow.step.started", {"attempt": self.attempt})
-            self._started = asyncio.ensure_future(self._append([record]))
+            self._then([self._record("flow.step.started", {"attempt": self.attempt})])
 
     def _record(self, kind: str, more: dict[str, Any]) -> dict[str, Any]:
         payload = {"path": self.path, "step": self.step, **more}
@@ -118,30 +120,55 @@ class StepEvents:
         except Exception as err:
             log.warning("step %s: %d event(s) and stream item(s) were not stored: %s", self.path, len(records), err)
 
-    async def _after_start(self, records: list[dict[str, Any]]) -> None:
-        if self._started is not None:
-            await self._started
-        if records:
+    def _then(self, records: list[dict[str, Any]]) -> None:
+        """Write ``records`` after every write before (in this event loop's thread)."""
+        before = self._tail
+
+        async def write() -> None:
+            if before is not None:
+                await before
             await self._append(records)
 
-    async def completed(self, items: list[Any]) -> None:
-        """The step's stream items (``ctx.put_into_stream``), then its end."""
-        streamed = [{"path": self.path, "item": item} for item in items]
-        await self._after_start([*streamed, self._record("flow.step.completed", {})])
+        self._tail = asyncio.ensure_future(write())
 
-    async def failed(self, info: Mapping[str, Any], items: list[Any], *, final: bool = False) -> None:
-        """The attempt failed, after putting ``items``: a retry while the step has attempts left,
-        else the step failed."""
-        streamed = [{"path": self.path, "item": item} for item in items]
+    async def _after_all(self, records: list[dict[str, Any]]) -> None:
+        if records:
+            self._then(records)
+        if self._tail is not None:
+            await self._tail
+
+    def streamer(self, replaying: Callable[[], bool]) -> Callable[[Any], None]:
+        """The chunk's ``on_stream``: each item written as it is put (from any thread: a plain
+        chunk runs in one), as the local runner shows it, failed attempt or not. A run again after
+        an answer to ``ctx.pause_for`` puts again the items before its last answered wait
+        (``replaying()``): an earlier run of the attempt wrote them, so they are left out."""
+
+        def put(item: Any) -> None:
+            if replaying():
+                return
+            records = [{"path": self.path, "item": item}]
+            if threading.get_ident() == self._thread:
+                self._then(records)
+            else:
+                self._loop.call_soon_threadsafe(self._then, records)
+
+        return put
+
+    async def completed(self) -> None:
+        """The step's end, after its stream items."""
+        await self._after_all([self._record("flow.step.completed", {})])
+
+    async def failed(self, info: Mapping[str, Any], *, final: bool = False) -> None:
+        """The attempt failed: a retry while the step has attempts left, else the step failed."""
         if final or self.attempt > self.retries:
             end = self._record("flow.step.failed", {"error": dict(info)})
         else:
             end = self._record("flow.step.retry", {"attempt": self.attempt, "error": dict(info)})
-        await self._after_start([*streamed, end])
+        await self._after_all([end])
 
     async def paused(self) -> None:
         """The attempt stopped at ``ctx.pause_for``: the step goes on when it runs again."""
-        await self._after_start([])
+        await self._after_all([])
 
 
 async def wait_reached(runner: TemporalRunner, call: Mapping[str, Any]) -> None:

@@ -15,12 +15,15 @@ from typing import Any
 
 import anyio
 import pytest
+from click.testing import CliRunner
 
 import keel
 from keel import Runtime, load_stack
+from keel.cli import CliState
 from keel.testing import ScriptedModel, make_host
 from keel_devtools import ExecutionFilter, RecordingDB, configure
 from keel_devtools import plugin as devtools_plugin
+from keel_devtools.cli import replay as replay_command
 from keel_devtools.exchange import Recording, parent_span
 from keel_devtools.flowgraph import flow_drawing, path_taken
 from keel_devtools.replayer import replay
@@ -158,6 +161,20 @@ async def test_a_temporal_execution_is_recorded_like_a_local_one(temporal_addres
                 replayed = await replay(recording, runtime=replaying, timeout=30)
         assert replayed.ok, replayed.divergence
         assert replayed.output == result | {"by": replayed.execution_id}
+    # `keel replay` on a Temporal stack runs it in its own process (no worker of the queue takes a step)
+    (tmp_path / "elsewhere.toml").write_text('[runner]\ndriver = "temporal"\naddress = "127.0.0.1:9"\n')
+
+    class State(CliState):
+        def runtime(self) -> Runtime:
+            runtime = Runtime(make_host(triggerflow_plugin, temporal_plugin), load_stack(tmp_path / "elsewhere.toml"))
+            runtime.add(refund_flow())
+            return runtime
+
+    args = ["--db", str(tmp_path / "devtools.db"), execution.id]
+    out = await anyio.to_thread.run_sync(
+        lambda: CliRunner().invoke(replay_command, args, obj=State(make_host(), keel.Stack()))
+    )
+    assert out.exit_code == 0 and "1 of 1 replayed with no divergence" in out.output, out.output
 
     # a runtime that finds it after its end publishes nothing of it (the one that followed it did)
     other = Runtime(make_host(triggerflow_plugin, temporal_plugin), load_stack(tmp_path / "keel.toml"))

@@ -289,3 +289,10 @@ def test_two_plugins_declaring_one_slot_is_a_conflict_naming_both(monkeypatch: p
         pytest.raises(keel.PluginConflictError, match="slot name 'runner' is registered twice"),
     ):
         host.stack_slots()
+
+
+def test_a_slot_set_on_top_keeps_the_rest_and_says_who_set_it(tmp_path: Path) -> None:
+    (tmp_path / "keel.toml").write_text('store = "memory"\n[runner]\ndriver = "temporal"\naddress = "x:1"\n')
+    stack = load_stack(cwd=tmp_path).with_slot("runner", "local", "keel replay")
+    assert (stack.choice("runner").name, stack.choice("runner").source) == ("local", "keel replay")
+    assert stack.choice("store").name == "memory" and stack.name.endswith("< keel replay")

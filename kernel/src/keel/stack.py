@@ -144,6 +144,11 @@ class Stack:
     def name(self) -> str:
         return " < ".join(layer.source for layer in self.layers) or "embedded defaults"
 
+    def with_slot(self, slot: str, name: str, source: str) -> Stack:
+        """This stack with ``slot`` set to ``name`` in a layer on top, ``source`` saying who set it
+        (``keel replay`` runs flows on the local runner, whatever runner the stack names)."""
+        return Stack([*self.layers, _Layer(source, StackConfig.model_validate({slot: name}))])
+
     # ---------------------------------------------------------------------------------- slots
 
     def choice(self, slot: str) -> SlotChoice:

@@ -401,6 +401,13 @@ def replay_cli(ctx: Any, db_path: Path | None, target: str, *, live_model: bool,
 
     def factory() -> keel.Runtime:
         runtime = state.runtime() if hasattr(state, "runtime") else keel.Runtime.from_stack()
+        if runtime.stack.choice("runner").name != "local":
+            # another runner runs steps in other processes (a Temporal task queue's workers), whose
+            # models and actions are real: a replay runs in this process only
+            local = keel.Runtime(runtime.host, runtime.stack.with_slot("runner", "local", "keel replay"))
+            for registered in runtime.runnables:
+                local.add(registered)
+            runtime = local
         for target in runtime.stack.config.runnables:  # the stack's runnables: today's code
             found = _import_target(target)
             if getattr(found, "name", None) not in runtime.runnables:

@@ -105,7 +105,8 @@ class StepEvents:
         execution_id = str(call["execution_id"])
         self.span = step_span(execution_id, self.path, self.attempt)
         self.trace = TraceParent(trace_id=trace_of(execution_id)[0], span_id=self.span)
-        self._tail: asyncio.Future[None] | None = None  # the last write: the next one follows it
+        self._queue: list[dict[str, Any]] = []  # records not written yet, in order
+        self._writer: asyncio.Future[None] | None = None  # writes the queue (what comes meanwhile: next)
         self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
         if not redelivered and not call.get("answers"):
             self._then([self._record("flow.step.started", {"attempt": self.attempt})])
@@ -121,21 +122,22 @@ class StepEvents:
             log.warning("step %s: %d event(s) and stream item(s) were not stored: %s", self.path, len(records), err)
 
     def _then(self, records: list[dict[str, Any]]) -> None:
-        """Write ``records`` after every write before (in this event loop's thread)."""
-        before = self._tail
+        """Write ``records`` after every record before (in this event loop's thread); those that
+        come while a write is under way go together in the next (items a chunk puts quickly)."""
+        self._queue.extend(records)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_queued())
 
-        async def write() -> None:
-            if before is not None:
-                await before
-            await self._append(records)
-
-        self._tail = asyncio.ensure_future(write())
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            await self._append(batch)
 
     async def _after_all(self, records: list[dict[str, Any]]) -> None:
         if records:
             self._then(records)
-        if self._tail is not None:
-            await self._tail
+        if self._writer is not None:
+            await self._writer
 
     def streamer(self, replaying: Callable[[], bool]) -> Callable[[Any], None]:
         """The chunk's ``on_stream``: each item written as it is put (from any thread: a plain

@@ -14,7 +14,9 @@ large recording.
   median of per-pass differences (``paired_median_*``), and the **serialization floor**
   (``serialize_us_per_event``: the same events turned into JSON by pydantic-core in one burst,
   best of 5, what no recorder that serializes in the execution's process can avoid;
-  ``in_process_floor_*`` adds the kernel floor).
+  ``json_floor_*`` adds the kernel floor) and the **packing floor** (``pack_us_per_event``: the
+  same burst in :mod:`keel_devtools.packing`'s compact form, what the shipper does since the
+  writer process makes the JSON; ``in_process_floor_*`` adds the kernel floor).
 - ``devtools.open_10k``: one execution of 10,000 events (one model call streaming 9,990 deltas),
   recorded; then ``GET /executions/{id}`` from the UI served by uvicorn on 127.0.0.1 (the whole
   HTML page: waterfall, step tree, every event row), timed with httpx. Number: ms for the page.
@@ -155,14 +157,24 @@ def best_us(work):
         t0 = _time.thread_time(); work(); runs.append(_time.thread_time() - t0)
     return min(runs) * 1e6 / len(sample)
 serialize_us = best_us(lambda: b"\\n".join([to_json(event) for event in sample]))
+# what the shipper does now instead: the events' fields in keel_devtools.packing's form (the writer
+# process makes the JSON); the same burst, best of 5. The shipper meets the events colder than this
+try:
+    from keel_devtools import packing as _packing
+    pack_us = best_us(lambda: _packing.encode(sample, to_json))
+except ImportError:
+    pack_us = None
 emit(
     extra("process"),
     plain_cpu_ms=per["plain"], recorded_cpu_ms=per["process"], floor_cpu_ms=per["floor"], thread_cpu_ms=per["thread"],
     us_per_event=us("process"), floor_us_per_event=us("floor"), floor_extra=extra("floor"),
     dispatched_floor_extra=extra("dispatched"), dispatched_floor_us_per_event=us("dispatched"),
     thread_extra=extra("thread"), thread_us_per_event=us("thread"),
-    serialize_us_per_event=serialize_us, in_process_floor_us_per_event=us("floor") + serialize_us,
-    in_process_floor_extra=extra("floor") + serialize_us * blocks["process"][0][2] / n / (per["plain"] * 1000),
+    serialize_us_per_event=serialize_us, pack_us_per_event=pack_us,
+    json_floor_us_per_event=us("floor") + serialize_us,
+    json_floor_extra=extra("floor") + serialize_us * blocks["process"][0][2] / n / (per["plain"] * 1000),
+    in_process_floor_us_per_event=us("floor") + (pack_us or serialize_us),
+    in_process_floor_extra=extra("floor") + (pack_us or serialize_us) * blocks["process"][0][2] / n / (per["plain"] * 1000),
     paired_median_extra=paired("process"), paired_median_floor_extra=paired("floor"),
     writer_process_cpu_us_per_event=median(writer_cpu) * 1e6,
     wall_plain_ms=median(b[1] for b in blocks["plain"]) * 1000 / n,
@@ -409,12 +421,16 @@ def figures() -> list[Figure]:
             rounds=ROUNDS,
             args={"n": 500, "blocks": 4, "prompt": PROMPT, "answer": ANSWER},
             notes=[
-                "the machine is shared (2 cores, load average 4 to 6): on 2026-12-02 the same code measured "
-                "-14% to +67% per round over 3 runs (9 rounds, median +13.6%), the kernel floor -15% to +20%; "
-                "a 'met' from one run's median is not a reliable pass",
-                "serialize_us_per_event is the JSON alone (pydantic-core, one burst, best of 5): 2.4 to 3.7 us "
-                "an event in those runs, 10.5% to 15.6% of the execution; no recorder that serializes in the "
-                "execution's process goes below it (docs/observability.md, Recording)",
+                "the machine is shared (2 cores, load average 3 to 6): on 2026-12-03, before the run recorded here, four "
+                "runs of this code (12 rounds) measured median +20.0% (+10.5% to +32.9%), 2.7 to 3.2 us an event, the "
+                "writer process 14.6 to 16.2 us an event; three runs of the code before it (the shipper made the JSON; "
+                "9 rounds, the same morning) +24.7% (+19.2% to +37.0%), 3.4 to 5.5 us an event; the kernel floor -7% to "
+                "+6% per round",
+                "pack_us_per_event is what the shipper now does in this process (the events' fields pickled, "
+                "keel_devtools.packing; one burst, best of 5): 0.9 to 2.0 us an event in those runs, 6% to 13% of the "
+                "execution, against 1.6 to 2.1 us (11% to 15%) for the JSON (serialize_us_per_event), which the "
+                "writer process now makes; in place the shipper meets the events cold and packing costs it 1.8 to "
+                "2.0 us an event; what would reach 10% is in docs/observability.md, Recording",
             ],
             sides=[
                 Side(
@@ -422,7 +438,8 @@ def figures() -> list[Figure]:
                     "keel",
                     code=RECORD,
                     how="keel-devtools: an inline observer (keel.inline_observer) appends to a deque from publish; "
-                    "shipper thread serializes in bursts; masking, pricing and SQLite in a writer process",
+                    "shipper thread pickles the events' fields in bursts (keel_devtools.packing); JSON, masking, "
+                    "pricing and SQLite in a writer process",
                 ),
                 Side(
                     "kernel floor",

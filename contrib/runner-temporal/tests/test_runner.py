@@ -176,10 +176,18 @@ async def test_a_wait_that_times_out_continues_with_its_default_or_fails(tempora
     async with Runtime(make_host()) as runtime:
         runner = runner_for(runtime, temporal_address)
         with anyio.fail_after(60):
-            assert await (await runner.start(data_flow("t1", steps))).result() == "dflt"
+            going = await runner.start(data_flow("t1", steps))
+            assert await going.result() == "dflt"
             failing = await runner.start(data_flow("t2", [{"pause_for": "go", "timeout": 0.5}]))
             with pytest.raises(TemporalExecutionFailed, match="no 'go' signal within 0.5s"):
                 await failing.result()
+        # the pause is a step with its wait inside, as on the local runner: it times out, then ends
+        for execution, end in ((going, "flow.step.completed"), (failing, "flow.step.failed")):
+            kinds = [(e.kind, e.payload.get("step")) async for e in execution.events()][1:-1]
+            assert kinds == [("flow.step.started", "pause_for:go"), ("execution.waiting", None),
+                             ("flow.wait.timeout", None), (end, "pause_for:go")]  # fmt: skip
+        last_step = [e async for e in failing.events()][-2]
+        assert last_step.payload["error"] == {"type": "WaitTimeout", "message": "no 'go' signal within 0.5s"}
 
 
 async def test_what_does_not_run_on_temporal_yet_is_refused_before_anything_starts() -> None:

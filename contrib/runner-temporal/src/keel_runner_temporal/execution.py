@@ -109,8 +109,7 @@ class TemporalExecution:
         try:
             result = await self._handle.result()
             await self._drained()
-            for key in list(self._pauses):  # a wait it went on from unanswered (on_timeout="continue")
-                self._pause_step({"id": key}, "flow.step.completed")
+            self._timed_out(None)  # a wait it went on from unanswered: on_timeout = "continue"
             self._result = result if self._resolve is None else await self._resolve(result)
             self._status = ExecutionStatus.COMPLETED
             self._event("execution.completed", {"output": to_jsonable_python(self._result, fallback=repr)})
@@ -122,6 +121,8 @@ class TemporalExecution:
             cancelled = isinstance(err.cause, TemporalCancelled)
             self._status = ExecutionStatus.CANCELLED if cancelled else ExecutionStatus.FAILED
             message = getattr(cause, "message", None) or str(cause or err)  # without the error type's prefix
+            if getattr(cause, "type", None) == "WaitTimeout":  # a wait's timeout failed it
+                self._timed_out({"type": "WaitTimeout", "message": message})
             reason = (self._cancel_reason or "cancelled") if cancelled else message
             self._error = TemporalExecutionFailed(
                 f"execution {self.id!r} {'was cancelled' if cancelled else 'failed'} on Temporal: {reason}"
@@ -161,7 +162,7 @@ class TemporalExecution:
         time and span the writer gave it. Every follower shows them in the store's order, so
         their events are the same, seq for seq."""
         kind = record.get("event")
-        when = {"time": float(record["time"])} if isinstance(record.get("time"), (int, float)) else {}
+        when: dict[str, Any] = {"time": float(record["time"])} if isinstance(record.get("time"), (int, float)) else {}
         if kind is None:
             self._event("flow.stream", {"path": record["path"], "item": record["item"]})
         elif kind == "execution.waiting" and isinstance(record.get("interrupt"), dict):
@@ -180,7 +181,20 @@ class TemporalExecution:
                 self._running.discard(str(payload.get("path")))
             self._event(kind, payload, span=record.get("span") or None, level=_LEVELS.get(kind, "info"), **when)
 
-    def _pause_step(self, interrupt: dict[str, Any], kind: str, **when: Any) -> None:
+    def _timed_out(self, error: dict[str, Any] | None) -> None:
+        """The pause steps still open at the end: their waits timed out (``flow.wait.timeout``, as
+        on the local runner), then the step ends: failed with ``error``, or went on (``None``)."""
+        for key in list(self._pauses):
+            name = self._pauses[key]["step"].partition(":")[2]
+            self._event("flow.wait.timeout", {"interrupt": key, "name": name})
+            if error is None:
+                self._pause_step({"id": key}, "flow.step.completed")
+            else:
+                self._pause_step({"id": key}, "flow.step.failed", more={"error": error})
+
+    def _pause_step(
+        self, interrupt: dict[str, Any], kind: str, *, more: dict[str, Any] | None = None, **when: Any
+    ) -> None:
         """A ``pause_for`` node is a step on the local runner (``pause_for:<name>``, the wait inside
         it): the same events here, started with its wait, completed with its answer (or at the end
         of an execution that went on past it), so the two runners' recordings line up."""
@@ -195,8 +209,9 @@ class TemporalExecution:
             found = self._pauses.pop(key, None)
             if found is None:
                 return
-            step = shown = found
-        self._event(kind, shown, span=step_span(self.id, step["path"], 1), **when)
+            step, shown = found, {**found, **(more or {})}
+        level = _LEVELS.get(kind, "info")
+        self._event(kind, shown, span=step_span(self.id, step["path"], 1), level=level, **when)
 
     async def position(self) -> dict[str, Any]:
         """The workflow's own answer to where it is (a Temporal query): ``step``, ``steps``, ``chunk``."""

@@ -3,7 +3,9 @@
 A real Temporal dev server (the suite starts it; never mocked). The flow's events reach the
 recorder through the bus of the runtime that started and follows the execution (the
 ``keel_on_runtime_event`` observers), the agent its step ran through the worker's runtime (here
-the same process), each an execution of its own in the recording.
+the same process), each an execution of its own in the recording, in one trace: the flow's steps
+and the agent under its step's span, as the local runner records them (compared), so a replay
+serves the agent. Two runtimes following one execution into one file record it once.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from keel_runner_temporal import (
     plugin,
 )
 from keel_runner_temporal.devserver import find_cli
+from keel_runner_temporal.stepevents import Traces
 
 
 def data_flow(name: str, steps: list[dict[str, Any]], **chunks: Any) -> Any:
@@ -76,6 +77,29 @@ async def test_a_linear_flow_is_one_workflow_whose_id_is_the_execution_id(tempor
         assert {e.trace_id for e in events} == {execution.trace_id} and len(execution.trace_id) == 32
         assert {e.parent_span_id for e in events if e.kind.startswith("flow.step.")} == {execution.span_id}
         assert len({e.span_id for e in events if e.kind.startswith("flow.step.")}) == 3
+
+
+async def test_a_flow_started_in_a_callers_trace_is_in_it_in_every_process(temporal_address: str) -> None:
+    async def traced(ctx: Any) -> list[str]:
+        return [ctx.trace_id, ctx.span_id]  # what an agent the step starts joins
+
+    caller = keel.TraceParent(trace_id="ab" * 16, span_id="cd" * 8)  # a gateway request's traceparent
+    flow = data_flow("traced", [{"to": "traced"}], traced=traced)
+    async with Runtime(make_host()) as runtime, Runtime(make_host()) as other:
+        runner = runner_for(runtime, temporal_address)
+        with keel.continuing_trace(caller):
+            execution = await runner.start(flow)
+        with anyio.fail_after(60):
+            trace_id, span_id = await execution.result()
+        events = [e async for e in execution.events()]
+        assert trace_id == caller.trace_id and {e.trace_id for e in events} == {caller.trace_id}
+        assert events[0].parent_span_id == caller.span_id  # the execution's span, under the caller's
+        assert span_id == next(e.span_id for e in events if e.kind == "flow.step.started")
+        follower = TemporalRunner(other, {**runner.options.model_dump(), "worker": False})
+        found = await follower.find(execution.id, "default")  # another process: the same trace
+        assert found is not None and (found.trace_id, found.span_id) == (execution.trace_id, execution.span_id)
+        # a worker that does not follow it reads the trace from the start's memo
+        assert await Traces(runner_for(other, temporal_address)).of(execution.id) == caller.trace_id
 
 
 async def test_the_same_execution_id_twice_is_a_conflict_and_resume_follows_it(temporal_address: str) -> None:

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from keel import Runtime, TraceParent, continuing_trace
-from keel_runner_temporal.stepevents import StepEvents, retries_in_definition, retries_in_plan, wait_reached
+from keel_runner_temporal.stepevents import StepReporter, wait_reached
 
 if TYPE_CHECKING:
     from keel_runner_temporal.runner import TemporalRunner
@@ -480,18 +480,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
             )
         return flow
 
-    plan_retries: dict[str, dict[str, int]] = {}  # a flow built in Python: each step ref's retries
-
-    def step_events(call: dict[str, Any], flow: Any) -> StepEvents:
-        """The attempt's flow.step.* events (and stream items), into the stack's store, which every
-        process that follows the execution relays (``stepevents``)."""
-        if "ref" in call:
-            if flow.name not in plan_retries:
-                plan_retries[flow.name] = retries_in_plan(flow.plan().model_dump(mode="json"))
-            retries = plan_retries[flow.name].get(str(call["ref"]), 0)
-        else:
-            retries = retries_in_definition(flow.definition, str(call["path"]))
-        return StepEvents(runtime, call, retries, redelivered=activity.info().attempt > 1)
+    reporter = StepReporter(runner)  # each attempt's flow.step.* events, into the stack's store
 
     @activity.defn(name=CHUNK_ACTIVITY)
     async def run_chunk(call: dict[str, Any]) -> Any:
@@ -502,7 +491,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         tenant = str(call["tenant"])
         sets: list[list[Any]] = []
         value = await resolve(runtime, tenant, call["value"])
-        events = step_events(call, flow)
+        events = await reporter.start(call, flow, redelivered=activity.info().attempt > 1)
         ctx = ChunkContext(runtime, call, value, sets, events.trace)
         ctx.on_stream = events.streamer(ctx._on_pause.replaying)  # type: ignore[attr-defined]
         beating = _beating(runner.options.heartbeat_timeout / 3)
@@ -538,7 +527,7 @@ def activities(runner: TemporalRunner) -> list[Callable[..., Any]]:
         """A step of a flow built in Python: ``flow.run_step`` (TriggerFlow's runner contract)."""
         flow, tenant = served(call["flow"]), str(call["tenant"])
         value = await resolve(runtime, tenant, call["value"])
-        events = step_events(call, flow)
+        events = await reporter.start(call, flow, redelivered=activity.info().attempt > 1)
         beating = _beating(runner.options.heartbeat_timeout / 3)
         on_pause = pauser(call)
         put = events.streamer(on_pause.replaying)  # type: ignore[attr-defined]

@@ -47,14 +47,18 @@ class TemporalExecution:
         resolve: Callable[[Any], Awaitable[Any]] | None = None,
         publish: Callable[[RuntimeEvent], Any] | None = None,
         started: dict[str, Any] | None = None,
+        trace: dict[str, Any] | None = None,
     ):
         """:param publish: where each event goes besides :meth:`events` (the runtime's bus).
         :param started: more of the ``execution.started`` payload (the ``input``, when this
-            process started it; ``followed: true`` when it only follows one started elsewhere)."""
+            process started it; ``followed: true`` when it only follows one started elsewhere).
+        :param trace: the caller's trace it was started in (the start's memo: ``trace_id``, ``parent``)."""
         self.id: str = handle.id
         self.flow = flow
         self.tenant = tenant
-        self.trace_id, self.span_id = trace_of(self.id)  # the same in every process that follows it
+        # the same in every process that follows it: the caller's trace (from the memo), or its own
+        self.trace_id, self.span_id = trace_of(self.id, trace)
+        self._parent_span: str | None = str((trace or {}).get("parent") or "") or None
         self._handle = handle
         self._status = status  # what Temporal said when this object was made (found: maybe finished)
         self._pending: dict[str, dict[str, Any]] = {}  # interrupt id -> the wait this object knows of
@@ -96,7 +100,7 @@ class TemporalExecution:
         event = RuntimeEvent(
             kind=kind, execution_id=self.id, seq=len(self._log) + 1, tenant=self.tenant, source="temporal",
             payload=payload, trace_id=self.trace_id, span_id=span or self.span_id,
-            parent_span_id=self.span_id if span else None, **more,
+            parent_span_id=self.span_id if span else self._parent_span, **more,
         )  # fmt: skip
         self._log.append(event)
         if self._publish is not None:

@@ -22,10 +22,11 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
-from keel import ConflictError, ExecutionStatus, KeelError, Runtime, new_id, parse_options
+from keel import ConflictError, ExecutionStatus, KeelError, Runtime, current_trace, new_id, parse_options
 from keel_runner_temporal.activities import ChunkContext, activities, frozen, resolve, stream_name, subflows
 from keel_runner_temporal.errors import TemporalExecutionFailed, TemporalRunnerError, TemporalUnavailableError
 from keel_runner_temporal.execution import _STATUS, TemporalExecution
+from keel_runner_temporal.stepevents import trace_in_memo
 
 log = logging.getLogger(__name__)
 
@@ -197,20 +198,25 @@ class TemporalRunner:
         job = await self._job(flow, input, tenant)
         client = await self.client()
         execution_id = execution_id or new_id("flow")
+        memo: dict[str, Any] = {"flow": flow.name, "tenant": tenant}
+        caller = current_trace()  # started for a caller with a traceparent: its trace, in every process
+        if caller is not None:
+            memo["trace"] = {"trace_id": caller.trace_id, "parent": caller.span_id}
         try:
             handle = await client.start_workflow(
                 WORKFLOW,
                 job,
                 id=execution_id,
                 task_queue=self.options.task_queue,
-                memo={MEMO_KEY: {"flow": flow.name, "tenant": tenant}},  # what find() reads back, from anywhere
+                memo={MEMO_KEY: memo},  # what find() reads back, from anywhere
             )
         except WorkflowAlreadyStartedError:
             raise ConflictError(
                 f"execution {execution_id!r} already exists on Temporal (the workflow id is the execution id); "
                 "follow it with runner.resume(flow, execution_id), or start with another id"
             ) from None
-        return self._follow(handle, flow.name, tenant, started={"input": job["input"], **_drawing(flow)})
+        started = {"input": job["input"], **_drawing(flow)}
+        return self._follow(handle, flow.name, tenant, started=started, trace=memo.get("trace"))
 
     async def schedule(
         self,
@@ -287,9 +293,9 @@ class TemporalRunner:
         if options:
             raise TemporalRunnerError(f"the temporal runner's resume does not take {', '.join(sorted(options))}")
         await self.serve([flow])
-        client = await self.client()
+        handle = (await self.client()).get_workflow_handle(execution_id)
         started = {"followed": True, **_drawing(flow)}
-        return self._follow(client.get_workflow_handle(execution_id), flow.name, tenant, started=started)
+        return self._follow(handle, flow.name, tenant, started=started, trace=await trace_in_memo(handle))
 
     async def recover(
         self,
@@ -341,7 +347,9 @@ class TemporalRunner:
         waiting = memo.get(WAITING_MEMO) if status is ExecutionStatus.RUNNING else None
         waiting = [waiting] if isinstance(waiting, dict) else waiting  # one wait, as memos before lists had it
         started = {"followed": True, **_drawing(flow)}
-        found = self._follow(handle, name, tenant, status=status, waiting=waiting, started=started)
+        found = self._follow(
+            handle, name, tenant, status=status, waiting=waiting, started=started, trace=keel_memo.get("trace")
+        )
         with anyio.move_on_after(30):  # what the store holds first (its steps, its waits, in order)
             await found._caught_up.wait()
         found._found()

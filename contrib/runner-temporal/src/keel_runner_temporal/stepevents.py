@@ -21,6 +21,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +30,29 @@ from keel import Runtime, TraceParent
 if TYPE_CHECKING:
     from keel_runner_temporal.runner import TemporalRunner
 
-__all__ = ["StepEvents", "step_span", "trace_of", "wait_reached"]
+__all__ = ["StepEvents", "StepReporter", "step_span", "trace_of", "wait_reached"]
 
 log = logging.getLogger(__name__)
 
 
-def trace_of(execution_id: str) -> tuple[str, str]:
-    """The trace id of an execution and its own span id (W3C sizes: 32 and 16 hex digits)."""
+def trace_of(execution_id: str, caller: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The trace id of an execution and its own span id (W3C sizes: 32 and 16 hex digits): the
+    trace of the caller it was started for (``caller``, from the start's memo), else its own."""
     digest = hashlib.sha256(f"keel.trace:{execution_id}".encode()).hexdigest()
-    return digest[:32], digest[32:48]
+    given = str((caller or {}).get("trace_id") or "")
+    return (given if len(given) == 32 else digest[:32]), digest[32:48]
+
+
+async def trace_in_memo(handle: Any) -> dict[str, Any] | None:
+    """The caller's trace an execution was started in (its start's memo), or ``None`` (none, or
+    Temporal did not answer: the execution's own trace then)."""
+    from keel_runner_temporal._workflow import MEMO_KEY
+
+    try:
+        trace = ((await (await handle.describe()).memo()).get(MEMO_KEY) or {}).get("trace")
+    except Exception:
+        return None
+    return dict(trace) if isinstance(trace, dict) else None
 
 
 def step_span(execution_id: str, path: str, attempt: int) -> str:
@@ -83,6 +98,50 @@ def retries_in_definition(definition: Mapping[str, Any], path: str) -> int:
         return 0
 
 
+class Traces:
+    """The trace id of each execution a worker runs steps of: the follower's here, else the start's
+    memo (one round trip per execution, remembered for the last ``limit``)."""
+
+    def __init__(self, runner: TemporalRunner, limit: int = 4096):
+        self.runner = runner
+        self.limit = limit
+        self._known: OrderedDict[str, str] = OrderedDict()
+
+    async def of(self, execution_id: str) -> str:
+        followed = self.runner.followed.get(execution_id)
+        if followed is not None:
+            return followed.trace_id
+        known = self._known.get(execution_id)
+        if known is None:
+            handle = (await self.runner.client()).get_workflow_handle(execution_id)
+            known = self._known[execution_id] = trace_of(execution_id, await trace_in_memo(handle))[0]
+            if len(self._known) > self.limit:
+                self._known.popitem(last=False)
+        return known
+
+
+class StepReporter:
+    """What a worker's activities make each step attempt's :class:`StepEvents` with: the step's
+    ``retries`` (whether a failure is a retry or the step's end) and the execution's trace."""
+
+    def __init__(self, runner: TemporalRunner):
+        self.runner = runner
+        self.traces = Traces(runner)
+        self.plan_retries: dict[str, dict[str, int]] = {}  # a flow built in Python: each step ref's retries
+
+    async def start(self, call: Mapping[str, Any], flow: Any, *, redelivered: bool) -> StepEvents:
+        """The attempt's events (and stream items), into the stack's store, which every process
+        that follows the execution relays."""
+        if "ref" in call:
+            if flow.name not in self.plan_retries:
+                self.plan_retries[flow.name] = retries_in_plan(flow.plan().model_dump(mode="json"))
+            retries = self.plan_retries[flow.name].get(str(call["ref"]), 0)
+        else:
+            retries = retries_in_definition(flow.definition, str(call["path"]))
+        trace_id = await self.traces.of(str(call["execution_id"]))
+        return StepEvents(self.runner.runtime, call, retries, redelivered=redelivered, trace_id=trace_id)
+
+
 class StepEvents:
     """One step attempt's events, written to the execution's store stream, in order: ``started``
     at once (without holding the step up), each stream item as the chunk puts it (``streamer``),
@@ -92,7 +151,7 @@ class StepEvents:
     ``ctx.pause_for`` do not start the step a second time. A store that fails costs the events
     (logged), never the step."""
 
-    def __init__(self, runtime: Runtime, call: Mapping[str, Any], retries: int, *, redelivered: bool):
+    def __init__(self, runtime: Runtime, call: Mapping[str, Any], retries: int, *, redelivered: bool, trace_id: str):
         from keel_runner_temporal.activities import stream_name
 
         self.runtime = runtime
@@ -104,7 +163,7 @@ class StepEvents:
         self.retries = retries
         execution_id = str(call["execution_id"])
         self.span = step_span(execution_id, self.path, self.attempt)
-        self.trace = TraceParent(trace_id=trace_of(execution_id)[0], span_id=self.span)
+        self.trace = TraceParent(trace_id=trace_id, span_id=self.span)
         self._queue: list[dict[str, Any]] = []  # records not written yet, in order
         self._writer: asyncio.Future[None] | None = None  # writes the queue (what comes meanwhile: next)
         self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()

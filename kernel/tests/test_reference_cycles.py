@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import keel
-from keel.testing import Reply, ScriptedModel
+from keel.testing import Reply, ScriptedModel, make_host
 
 N = 40  # executions per measurement
 REPORT = {"title": (str, "a short title"), "priority": (int, "1 to 5"), "tags": (list[str], "keywords")}
@@ -139,3 +139,27 @@ async def test_result_raises_a_kept_error_again_without_growing_its_traceback(ke
     for execution in (agent, handwritten):
         counts = await frames_of_each_raise(execution.result)
         assert len(set(counts)) == 1, counts
+
+
+async def test_a_closed_runtime_lets_go_of_the_executions_it_kept() -> None:
+    # each execution refers to its runtime, which kept every finished one in runtime.executions:
+    # once closed, the runtime and all of them were one cycle for a full collection to find
+    # (~80 objects per execution). The runtime's own few hundred objects do not grow with the
+    # executions, so the difference between a short and a long run is the per-execution part.
+    agent = keel.Agent("report", "Summarise the report.", output=REPORT)
+
+    async def run(n: int) -> int:
+        with collector_off() as found:
+            async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+                runtime.use_model(ScriptedModel(lambda request: ANSWER, chunks=16))
+                for _ in range(n):
+                    execution = await agent.start("Summarise this report.", runtime=runtime)
+                    await execution.result()
+                assert len(runtime.executions.list()) == n
+            assert runtime.executions.list() == []
+            del runtime, execution
+        return found[0]
+
+    await run(5)  # warm-up
+    short, long = await run(10), await run(10 + N)
+    assert long - short <= N, f"{long - short} more objects in cycles for {N} more executions"

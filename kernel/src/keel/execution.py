@@ -318,3 +318,12 @@ class ExecutionRegistry:
 
     def discard(self, execution_id: str, tenant: str = "default") -> None:
         self._drop((tenant, execution_id))
+
+    def clear(self) -> None:
+        """Forget every execution (a closed runtime does: each execution refers to its runtime,
+        so a registry kept past the end made one reference cycle of the runtime and every
+        execution it held, freed only by a full garbage collection)."""
+        self._items.clear()
+        self._sizes.clear()
+        self.finished_bytes = 0
+        self._next_sweep = 0

@@ -166,6 +166,7 @@ class Runtime:
                     self._observer_scope.deadline = anyio.current_time() + OBSERVER_GRACE_SECONDS
                 if base is not None:
                     await base.__aexit__(None, None, None)
+                self.executions.clear()  # see ExecutionRegistry.clear: freed as their holders let go
 
     async def _settle_executions(self) -> None:
         """Wait up to ``shutdown_grace`` for running executions to reach a wait or their end, then

@@ -22,7 +22,7 @@ import httpx
 
 import keel
 from keel.testing import make_host
-from keel_scheduler import Queue, Schedules, Worker, WorkerEvent, current_job, task
+from keel_scheduler import Queue, Worker, WorkerEvent, current_job, schedules_for, task
 from keel_scheduler.intake import Intake, sign
 
 provider_calls: dict[str, int] = {}
@@ -77,7 +77,7 @@ async def main() -> None:
         await queue.enqueue("send_invoice", {"invoice": "INV-8"}, dedup_key="invoice:INV-8", backoff=0.05)
         await queue.enqueue("send_invoice", {"invoice": "INV-BROKEN"}, max_attempts=2, backoff=0.05)
 
-        schedules = Schedules(queue)
+        schedules = schedules_for(runtime, queue)  # the stack's schedules: Temporal's on a temporal runner
         await schedules.add({"id": "reminders", "task": "send_reminder", "every": 3600}, replace=True)
         now = time.time()
         first = await schedules.backfill("reminders", now - 3 * 3600, now)

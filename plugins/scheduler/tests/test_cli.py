@@ -155,3 +155,20 @@ def test_a_plugin_that_keeps_the_schedules_gets_the_schedule_commands(tmp_path: 
     missing = run("schedule", "show", "nightly")
     assert "no schedule 'nightly' in the dict" in str(missing.exception)  # type: ignore[union-attr]
     assert not (tmp_path / "jobs.db").exists()  # nothing went to keel-scheduler's own tables
+
+
+async def test_schedules_for_gives_application_code_the_stack_s_schedules(tmp_path: Path) -> None:
+    """Application code that adds a schedule reaches the engine that fires it, not tables nobody ticks."""
+    import keel
+    from keel_scheduler import EngineSchedules, Queue, Schedules, schedules_for
+
+    kept = Kept()
+    async with Queue(str(tmp_path / "jobs.db")) as queue:
+        on_engine = schedules_for(keel.Runtime(make_host(scheduler_plugin, kept)), queue)
+        assert isinstance(on_engine, EngineSchedules)
+        await on_engine.add({"id": "hourly", "task": "echo", "every": 3600})
+        assert list(kept.specs) == ["hourly"] and await Schedules(queue).list() == []
+        own = schedules_for(keel.Runtime(make_host(scheduler_plugin)), queue)
+        assert isinstance(own, Schedules)
+        await own.add({"id": "daily", "task": "echo", "every": 86400})
+        assert [s.schedule.id for s in await own.list()] == ["daily"] and list(kept.specs) == ["hourly"]

@@ -16,6 +16,7 @@ from keel import lazy_exports
 
 if TYPE_CHECKING:
     from keel_scheduler._db import Database, PostgresDatabase, SqliteDatabase, open_database
+    from keel_scheduler.engines import EngineSchedules, schedules_for
     from keel_scheduler.errors import DuplicateJob, JobNotFound, SchedulerError, ScheduleSpecError
     from keel_scheduler.jobs import Job, JobStatus, delivery_hash
     from keel_scheduler.queue import Queue
@@ -28,7 +29,7 @@ _WHERE = {
     "DuplicateJob": "errors", "JobNotFound": "errors", "SchedulerError": "errors", "ScheduleSpecError": "errors",
     "Job": "jobs", "JobStatus": "jobs", "Queue": "queue", "delivery_hash": "jobs",
     "Schedule": "schedules", "Scheduler": "schedules", "Schedules": "schedules", "ScheduleState": "schedules",
-    "parse_schedule": "schedules",
+    "parse_schedule": "schedules", "EngineSchedules": "engines", "schedules_for": "engines",
     "FunctionRunnable": "tasks", "JobContext": "tasks", "current_job": "tasks", "task": "tasks",
     "Worker": "worker", "WorkerEvent": "worker",
 }  # fmt: skip
@@ -36,6 +37,7 @@ _WHERE = {
 __all__ = [
     "Database",
     "DuplicateJob",
+    "EngineSchedules",
     "FunctionRunnable",
     "Job",
     "JobContext",
@@ -56,6 +58,7 @@ __all__ = [
     "delivery_hash",
     "open_database",
     "parse_schedule",
+    "schedules_for",
     "task",
 ]
 

@@ -14,9 +14,9 @@ from typing import Any
 import keel
 from keel_scheduler import hookspecs
 from keel_scheduler.errors import JobNotFound
-from keel_scheduler.schedules import Schedule, ScheduleState, parse_schedule
+from keel_scheduler.schedules import Schedule, Schedules, ScheduleState, parse_schedule
 
-__all__ = ["EngineSchedules", "schedule_engine"]
+__all__ = ["EngineSchedules", "schedule_engine", "schedules_for"]
 
 
 def schedule_engine(runtime: keel.Runtime) -> EngineSchedules | None:
@@ -27,6 +27,17 @@ def schedule_engine(runtime: keel.Runtime) -> EngineSchedules | None:
         pm.add_hookspecs(hookspecs)  # a host built by hand, without this plugin's keel_addhooks
     engine = pm.hook.keel_scheduler_schedules(runtime=runtime)
     return None if engine is None else EngineSchedules(engine)
+
+
+def schedules_for(runtime: keel.Runtime, queue: Any) -> EngineSchedules | Schedules:
+    """The stack's schedules, wherever the stack keeps them: the engine a plugin answers
+    ``keel_scheduler_schedules`` with (Temporal Schedules on a stack whose runner is ``temporal``),
+    else keel-scheduler's own tables in ``queue``'s database.
+
+    Application code that adds schedules should use this rather than ``Schedules(queue)``, which
+    always writes to keel-scheduler's tables: on a stack whose schedules another engine fires, no
+    ``keel scheduler`` runs (it refuses), so a schedule written there would never fire."""
+    return schedule_engine(runtime) or Schedules(queue)
 
 
 class EngineSchedules:

@@ -180,3 +180,52 @@ def test_failures_are_classified_by_kernel_error_codes_not_class_names() -> None
     assert failure_code(ValueError("a bug")) == "error"
     assert failure_code({"code": "flow.wait_timeout"}) == "timeout"
     assert failure_code({"type": "SomethingTimeout"}) == "error", "a record is read by its code only"
+
+
+class Review(keel.BaseExecution):
+    """Three steps, then a wait: what a durable execution found after a restart shows at once."""
+
+    kind = "review"
+
+    async def body(self) -> object:
+        for _ in range(3):
+            self.emit("flow.step.completed", {})
+        return await self.wait_for("approve", {"message": "publish this?"})
+
+
+async def test_the_log_shows_a_wait_without_waiting_for_the_store_to_keep_what_came_before(monkeypatch) -> None:
+    """The projection runs ahead of the store: while every write of the product stream is held, a
+    log that starts on an execution already waiting (found after a restart) shows its wait, then
+    keeps every event once the store takes them (a view read that wait from the log, and missed it
+    when the store was slow: tests/test_gateway_temporal.py)."""
+    from keel_gateway.state import GatewayState
+
+    async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+        store, held = runtime.store(), anyio.Event()
+        append = store.append
+
+        async def slow_append(tenant: str, stream: str, records: object, **options: object) -> int:
+            if stream.startswith("gateway.product."):
+                await held.wait()
+            return await append(tenant, stream, records, **options)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "append", slow_append)
+        execution = Review(runtime).launch()
+        with anyio.fail_after(10):
+            while execution.status is not keel.ExecutionStatus.WAITING:
+                await anyio.sleep(0.01)
+        state = GatewayState(runtime)
+        log = ProductHub(runtime, state=state).log(execution)
+        with anyio.fail_after(10):
+            while log.waiting_for is None:
+                await log.changed()
+        assert log.waiting_for["signals"][0]["message"] == "publish this?"
+        assert await state.product_events(execution.tenant, execution.id) == []  # nothing kept yet
+        held.set()
+        await execution.signal("approve", {"ok": True}, request_id="r1")
+        with anyio.fail_after(10):
+            async for _ in log.follow():
+                pass
+        kept = await state.product_events(execution.tenant, execution.id)
+        assert [(e.seq, e.type) for e in kept] == [(f.event.seq, f.event.type) for f in log.frames]
+        assert [e.type for e in kept] == ["task.started", *["task.progress"] * 3, "task.waiting", "task.completed"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic_core import to_jsonable_python
 
 from keel import (
@@ -405,13 +407,14 @@ class ProductHub:
         last = product.last
         return last is not None and last.type in ("task.completed", "task.failed")
 
-    async def _keep(self, product: ProductLog, event: ProductEvent) -> None:
-        """Write one event to the store (all but ``task.partial``), for the next process."""
-        if self.state is None or not product.persisting or event.type == "task.partial":
+    async def _keep(self, product: ProductLog, events: list[ProductEvent]) -> None:
+        """Write events to the store (all but ``task.partial``), for the next process."""
+        events = [event for event in events if event.type != "task.partial"]
+        if self.state is None or not product.persisting or not events:
             return
         try:
-            await self.state.append_product(product.tenant, product.execution_id, event, product.stored)
-            product.stored += 1
+            await self.state.append_products(product.tenant, product.execution_id, events, product.stored)
+            product.stored += len(events)
         except ConflictError:
             product.persisting = False  # another process projects it too: its copy is kept
             log.info("product events of %s are kept by another process", product.execution_id)
@@ -419,9 +422,26 @@ class ProductHub:
             product.persisting = False
             log.warning("keeping product events of %s failed", product.execution_id, exc_info=True)
 
-    async def _add(self, product: ProductLog, event: ProductEvent) -> None:
+    async def _keeper(self, product: ProductLog, queued: MemoryObjectReceiveStream[ProductEvent]) -> None:
+        """Keep the log's events in the store, in order, behind the projection (those that came
+        during a write go together in the next). The log itself never waits for the store: an
+        execution found after a restart, whose events up to its wait are all there at once, shows
+        that wait as soon as it is projected, not one store round trip (an fsync) per event later."""
+        with queued:
+            async for event in queued:
+                batch = [event]
+                while True:
+                    try:
+                        batch.append(queued.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await self._keep(product, batch)
+
+    @staticmethod
+    def _add(product: ProductLog, event: ProductEvent, keep: MemoryObjectSendStream[ProductEvent] | None) -> None:
         product.append(event)
-        await self._keep(product, event)
+        if keep is not None:
+            keep.send_nowait(event)  # never blocks: the stream has no bound
 
     async def _project(self, execution: Execution, product: ProductLog, new: bool = False) -> None:
         projection = Projection(execution.id)
@@ -433,24 +453,32 @@ class ProductHub:
             if ended:
                 return
             async with anyio.create_task_group() as tg:
+                keep: MemoryObjectSendStream[ProductEvent] | None = None
+                if self.state is not None:  # what the log gets is kept behind it (see _keeper)
+                    keep, queued = anyio.create_memory_object_stream[ProductEvent](math.inf)
+                    tg.start_soon(self._keeper, product, queued)
                 if callable(instant):
                     tg.start_soon(self._partials, instant, projection, product, instant_done)
                 else:
                     instant_done.set()
                 terminal: RuntimeEvent | None = None
-                async for event in execution.events():
-                    if event.kind in TERMINAL:
-                        terminal = event
-                        continue
-                    try:
-                        found = projection.runtime(event)
-                    except Exception:
-                        log.exception("projecting %s of %s failed", event.kind, execution.id)
-                        continue
-                    if found is not None:
-                        await self._add(product, found)
-                await instant_done.wait()
-                await self._add(product, await self._final(execution, projection, terminal))
+                try:
+                    async for event in execution.events():
+                        if event.kind in TERMINAL:
+                            terminal = event
+                            continue
+                        try:
+                            found = projection.runtime(event)
+                        except Exception:
+                            log.exception("projecting %s of %s failed", event.kind, execution.id)
+                            continue
+                        if found is not None:
+                            self._add(product, found, keep)
+                    await instant_done.wait()
+                    self._add(product, await self._final(execution, projection, terminal), keep)
+                finally:
+                    if keep is not None:
+                        keep.close()  # the keeper writes what is queued, then ends
         except Exception:
             log.exception("the projector of execution %s failed", execution.id)
             if not (product.last and product.last.type in ("task.completed", "task.failed")):

@@ -92,5 +92,12 @@ class GatewayState:
 
     async def append_product(self, tenant: str, execution_id: str, event: ProductEvent, expected_seq: int) -> None:
         """Append one product event; a :class:`keel.ConflictError` when another process wrote there."""
-        record = event.model_dump(mode="json")
-        await self.runtime.store().append(tenant, product_stream(execution_id), [record], expected_seq=expected_seq)
+        await self.append_products(tenant, execution_id, [event], expected_seq)
+
+    async def append_products(
+        self, tenant: str, execution_id: str, events: list[ProductEvent], expected_seq: int
+    ) -> None:
+        """Append product events in one write (all or none); a :class:`keel.ConflictError` when
+        another process wrote there."""
+        records = [event.model_dump(mode="json") for event in events]
+        await self.runtime.store().append(tenant, product_stream(execution_id), records, expected_seq=expected_seq)

@@ -110,13 +110,19 @@ class Gateway:
     async def execution(self, execution_id: str, principal: Principal) -> Execution:
         """The caller's execution, or 404 (only when it does not exist or belongs to another
         tenant). One that no live object holds (after a restart, or started by another process) is
-        adopted from the store by the plugin that owns its kind (``runtime.find_execution``)."""
+        adopted from the store by the plugin that owns its kind (``runtime.find_execution``); push
+        channels get it only when a gateway started it (the process that starts one pushes it)."""
         try:
             execution = await self.runtime.find_execution(execution_id, principal.tenant)
         except NotFoundError:
             raise ApiError(404, "not_found", f"no execution {execution_id!r}") from None
-        if execution not in self.hub:  # first seen here (adopted after a restart): push what comes next
-            self.dispatcher.follow(execution, resumed=True)
+        if execution not in self.hub:
+            self.hub.log(execution)  # held from here on: a request meanwhile does not come here again
+            if await self.runnable_of(execution) is not None:
+                # a gateway started it (adopted after a restart): its push channels go on here. One
+                # another process started (a worker's job) is pushed by that process; a gateway that
+                # sent it too would deliver each event twice, under another X-Keel-Delivery
+                self.dispatcher.follow(execution, resumed=True)
         return execution
 
     # --------------------------------------------------------------------------------- validation

@@ -78,7 +78,10 @@ def assert_walked(output: str, approved_by: str) -> dict[str, object]:
     assert result["refunded"] is True and result["refund_eur"] == 240.0 and result["approved_by"] == approved_by
     assert "intake: 202" in output and "again: 200, the same job" in output  # one delivery, one job
     assert "the scheduled SLA check sent a reminder" in output
-    assert "task.waiting" in output and "task.completed" in output  # through the signed webhook channel
+    # through the signed webhook channel, each event once, from one sender (the worker that runs the
+    # job): the job's start, its wait, the SLA check's reminder, its end
+    delivered = "stage 8    the webhook channel delivered (signed, verified by the receiver): "
+    assert f"{delivered}task.started, task.waiting, task.progress, task.completed" in output, output
     assert "no divergence" in output
     # doctor on the live runtime: every row passes, `proactive` too: the worker runs in a process of
     # its own, and the gateway follows its flows there

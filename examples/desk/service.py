@@ -240,7 +240,9 @@ async def open_desk(state: Path, *, scripted: bool = False, port: int = 0) -> As
     bind_refunds(runtime)  # issue_refund and the stack's approver (desk_service:approver) use this store
     box: list[Desk] = []
     runtime.add(sla_reminder(runtime, webhook_channel(runtime)))  # its eval dataset runs here
-    gateway = create_app(runtime)  # [settings.gateway]: the page, the API key, the webhook channel
+    # [settings.gateway]: the page, the API key; its webhook channel pushes only what the gateway
+    # starts (nothing here): the worker process sends the tickets' events, each once
+    gateway = create_app(runtime)
     _add_desk_routes(gateway, box)
     try:
         async with runtime, Queue(str(state / "scheduler.db")) as queue:

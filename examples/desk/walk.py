@@ -95,7 +95,9 @@ async def walk(desk: Desk, *, answer: str = "auto", say: Callable[[str], None] =
             n["type"] == "task.completed" and n["task_id"] == first.json().get("job") for n in desk.notifications
         ):
             await anyio.sleep(0.05)
-    kinds = [n["type"] for n in desk.notifications if n["task_id"] in (first.json().get("job"), ticket["id"])]
+    # everything the receiver kept: the job's events, sent by the worker that runs it (the only
+    # sender: the gateway pushes only what it starts), and the SLA check's reminder; each once
+    kinds = [n["type"] for n in desk.notifications]
     say(f"stage 8    the webhook channel delivered (signed, verified by the receiver): {', '.join(kinds)}")
     evidence = await _evidence(desk, ticket["id"])
     say(f"stage 10   Workspace ticket-{ticket['id']}: {evidence}")

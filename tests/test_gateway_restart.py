@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 from conftest import wait_for_status
 
 import keel
-from keel_gateway import create_app
+from keel_gateway import ProductHub, create_app
+from keel_gateway.state import GatewayState
 from keel_gateway.testing import serve
 from keel_triggerflow import TriggerFlow
 
@@ -64,3 +66,39 @@ def test_a_waiting_execution_is_reachable_and_answerable_after_a_restart(tmp_pat
     with serve(create_app(runtime_for(tmp_path), settings, adopt=True)) as url, httpx.Client(base_url=url) as http:
         final = http.get(f"/v1/executions/{execution_id}").json()
         assert final["status"] == "completed" and final["output"] == {"published": True}
+
+
+async def test_a_restart_says_the_wait_once_more_and_nothing_else_again(tmp_path: Path) -> None:
+    """The product log of an execution found after a restart goes on from the events the previous
+    process kept: the wait is said once more (docs/service.md), not its start a second time (a found
+    TriggerFlow execution says execution.started again; push channels sent it on with a new seq)."""
+    async with runtime_for(tmp_path) as runtime:
+        execution = await runtime.start("review", {"topic": "tides"})
+        state = GatewayState(runtime)
+        log = ProductHub(runtime, state=state).log(execution, new=True)
+        with anyio.fail_after(20):
+            await log.settled()
+            while len(await state.product_events(execution.tenant, execution.id)) < len(log):
+                await anyio.sleep(0.01)  # kept behind the log
+        before = [(f.event.type, f.event.message) for f in log.frames]
+        assert before == [("task.started", "started"), ("task.progress", "1 step done"), ("task.waiting", "publish this?")]  # fmt: skip
+
+    async with runtime_for(tmp_path) as runtime:  # the next process, over the same store
+        await runtime.adopt_executions()
+        found = await runtime.find_execution(execution.id)
+        log = ProductHub(runtime, state=GatewayState(runtime)).log(found)
+        with anyio.fail_after(20):
+            await log.ready.wait()
+            while len(log) == log.restored:
+                await log.changed()
+        assert log.restored == len(before) and log.waiting_for is not None
+        await found.signal("approve", {"approved": True}, request_id="r1")
+        with anyio.fail_after(20):
+            async for _ in log.follow():
+                pass
+        events = [(f.event.type, f.event.message) for f in log.frames]
+        assert events[: len(before)] == before
+        after = events[len(before) :]
+        assert after[0] == ("task.waiting", "publish this?"), after
+        assert ("task.started", "started") not in after and "task.waiting" not in [t for t, _ in after[1:]], after
+        assert after[-1] == ("task.completed", "completed"), after

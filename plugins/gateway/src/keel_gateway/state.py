@@ -6,7 +6,8 @@ for every worker over one store:
   claim while the start is under way (``{"execution": null, "at": <epoch s>}``);
 - stream ``gateway.product.<execution id>``: its product events but ``task.partial`` (which exist
   only while an answer streams), each with its ``seq``, so that ``Last-Event-ID`` and ``seq`` go on
-  in the next process.
+  in the next process, and the seq of the RuntimeEvent it was projected from (``source``), so that
+  the next process does not say it again when the execution tells that event again.
 
 All keys and streams are per tenant. Answers' request ids are not kept here: the ``Execution``
 protocol promises that a request id is delivered once, and a durable execution keeps them in its
@@ -87,17 +88,36 @@ class GatewayState:
     # ---------------------------------------------------------------------------- product events
 
     async def product_events(self, tenant: str, execution_id: str) -> list[ProductEvent]:
+        return [event for event, _source in await self.kept_products(tenant, execution_id)]
+
+    async def kept_products(self, tenant: str, execution_id: str) -> list[tuple[ProductEvent, int | None]]:
+        """The kept product events, each with the seq of the RuntimeEvent it was projected from
+        (``None``: not known, e.g. kept by an older version)."""
         records = await self.runtime.store().read(tenant, product_stream(execution_id))
-        return [ProductEvent.model_validate(r.data) for r in records]
+        kept: list[tuple[ProductEvent, int | None]] = []
+        for record in records:
+            data = dict(record.data)
+            source = data.pop("source", None)
+            kept.append((ProductEvent.model_validate(data), source if isinstance(source, int) else None))
+        return kept
 
     async def append_product(self, tenant: str, execution_id: str, event: ProductEvent, expected_seq: int) -> None:
         """Append one product event; a :class:`keel.ConflictError` when another process wrote there."""
         await self.append_products(tenant, execution_id, [event], expected_seq)
 
     async def append_products(
-        self, tenant: str, execution_id: str, events: list[ProductEvent], expected_seq: int
+        self,
+        tenant: str,
+        execution_id: str,
+        events: list[ProductEvent],
+        expected_seq: int,
+        sources: list[int | None] | None = None,
     ) -> None:
-        """Append product events in one write (all or none); a :class:`keel.ConflictError` when
-        another process wrote there."""
+        """Append product events in one write (all or none), each with the seq of the RuntimeEvent
+        it was projected from (``sources``, which a restart reads to not say it again); a
+        :class:`keel.ConflictError` when another process wrote there."""
         records = [event.model_dump(mode="json") for event in events]
+        for record, source in zip(records, sources or [], strict=False):
+            if source is not None:
+                record["source"] = source
         await self.runtime.store().append(tenant, product_stream(execution_id), records, expected_seq=expected_seq)

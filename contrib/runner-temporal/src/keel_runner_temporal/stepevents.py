@@ -50,7 +50,8 @@ async def trace_in_memo(handle: Any) -> dict[str, Any] | None:
 
     try:
         trace = ((await (await handle.describe()).memo()).get(MEMO_KEY) or {}).get("trace")
-    except Exception:
+    except Exception:  # the trace is a nicety: the execution runs on in its own trace, and we say so
+        log.warning("the caller's trace of %s could not be read; its own is used", handle.id, exc_info=True)
         return None
     return dict(trace) if isinstance(trace, dict) else None
 

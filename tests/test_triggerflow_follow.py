@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
-from test_adoption import process
+from triggerflow_support import process
 
 from keel import ExecutionStatus, RuntimeEvent
-
-sqlite = pytest.importorskip("keel_store_sqlite")
+from keel_store_sqlite import SqliteStore
 
 FLOW_MODULE = '''
 import time
@@ -104,7 +102,7 @@ def _check(seen: list[RuntimeEvent]) -> None:
 async def test_a_copy_in_another_runtime_follows_the_owner_live(tmp_path: Path) -> None:
     db, go = tmp_path / "flows.db", tmp_path / "go"
     flow = _flow_module(tmp_path).desk()
-    owner_store, reader_store = sqlite.SqliteStore(str(db)), sqlite.SqliteStore(str(db))
+    owner_store, reader_store = SqliteStore(str(db)), SqliteStore(str(db))
     async with process(owner_store, tmp_path, flow) as owner_rt, process(reader_store, tmp_path, flow) as reader:
         owned = await flow.start({"go": str(go), "ticket": "t"}, runtime=owner_rt)
         async with reader.bus.subscribe(buffer=10_000) as published:
@@ -125,7 +123,7 @@ async def test_a_copy_in_another_runtime_follows_the_owner_live(tmp_path: Path) 
 async def test_status_of_a_found_copy_keeps_up_without_looking_it_up_again(tmp_path: Path) -> None:
     db = tmp_path / "flows.db"
     flow = _flow_module(tmp_path).desk()
-    owner_store, reader_store = sqlite.SqliteStore(str(db)), sqlite.SqliteStore(str(db))
+    owner_store, reader_store = SqliteStore(str(db)), SqliteStore(str(db))
     async with process(owner_store, tmp_path, flow) as owner_rt, process(reader_store, tmp_path, flow) as reader:
         (tmp_path / "go").touch()
         owned = await flow.start({"go": str(tmp_path / "go"), "ticket": "t"}, runtime=owner_rt)
@@ -143,7 +141,7 @@ async def test_status_of_a_found_copy_keeps_up_without_looking_it_up_again(tmp_p
 async def test_a_stream_item_reaches_a_follower_while_its_step_still_runs(tmp_path: Path) -> None:
     db, go = tmp_path / "flows.db", tmp_path / "go"
     flow = _flow_module(tmp_path).live()
-    owner_store, reader_store = sqlite.SqliteStore(str(db)), sqlite.SqliteStore(str(db))
+    owner_store, reader_store = SqliteStore(str(db)), SqliteStore(str(db))
     async with process(owner_store, tmp_path, flow) as owner_rt, process(reader_store, tmp_path, flow) as reader:
         owned = await flow.start(str(go), runtime=owner_rt)
         found = await reader.find_execution(owned.id)
@@ -160,15 +158,15 @@ async def test_a_stream_item_reaches_a_follower_while_its_step_still_runs(tmp_pa
 OWNER = """
 import sys, anyio
 sys.path.insert(0, {here!r})
-sys.path.insert(0, {plugin_tests!r})
-from test_adoption import process
+sys.path.insert(0, {support!r})
+from triggerflow_support import process
 from pathlib import Path
-import keel_store_sqlite
+from keel_store_sqlite import SqliteStore
 import follow_flows
 
 async def main():
     flow = follow_flows.desk()
-    async with process(keel_store_sqlite.SqliteStore({db!r}), Path({here!r}), flow) as runtime:
+    async with process(SqliteStore({db!r}), Path({here!r}), flow) as runtime:
         execution = await flow.start({{"go": {go!r}, "ticket": "t"}}, runtime=runtime)
         print(execution.id, flush=True)
         with anyio.fail_after(60):
@@ -185,7 +183,7 @@ async def test_a_test_process_follows_a_flow_another_process_runs(tmp_path: Path
     _flow_module(tmp_path)
     (tmp_path / "sub").mkdir()
     script = textwrap.dedent(
-        OWNER.format(here=str(tmp_path), plugin_tests=str(Path(__file__).parent), db=str(db), go=str(go))
+        OWNER.format(here=str(tmp_path), support=str(Path(__file__).parent), db=str(db), go=str(go))
     )
     owner = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -199,7 +197,7 @@ async def test_a_test_process_follows_a_flow_another_process_runs(tmp_path: Path
             execution_id = (await anyio.to_thread.run_sync(owner.stdout.readline)).strip()
         assert execution_id.startswith("flow_"), execution_id
         flow = _flow_module(tmp_path).desk()
-        async with process(sqlite.SqliteStore(str(db)), tmp_path, flow) as reader:
+        async with process(SqliteStore(str(db)), tmp_path, flow) as reader:
             found = await reader.find_execution(execution_id)
             go.touch()  # the owner runs on from its first step; this process follows
             with anyio.fail_after(60):

@@ -12,12 +12,11 @@ from typing import Any
 
 import anyio
 import pytest
-from test_adoption import approval, process
+from triggerflow_support import approval, process
 
 from keel import ConflictError, ExecutionStatus
+from keel_store_sqlite import SqliteStore
 from keel_triggerflow._history import inbox_name, stream_name
-
-sqlite = pytest.importorskip("keel_store_sqlite")
 
 
 async def _dead_owner_waiting(a: Any, flow: Any) -> Any:
@@ -42,9 +41,9 @@ async def test_repeats_of_one_answer_to_an_orphaned_execution_apply_once(tmp_pat
     db = tmp_path / "flows.db"
     flow = approval()
     flow.lease_ttl = 0.5
-    async with process(sqlite.SqliteStore(str(db)), tmp_path, flow) as a:
+    async with process(SqliteStore(str(db)), tmp_path, flow) as a:
         dead = await _dead_owner_waiting(a, flow)
-        store_b = sqlite.SqliteStore(str(db))
+        store_b = SqliteStore(str(db))
         async with process(store_b, tmp_path, flow) as b:
             await b.adopt_executions()  # b serves: it takes the execution over once the lease expires
             found = await b.find_execution(dead.id)
@@ -85,9 +84,9 @@ async def test_a_repeat_another_process_wrote_to_the_inbox_is_applied_once(tmp_p
     db = tmp_path / "flows.db"
     flow = approval()
     flow.lease_ttl = 0.5
-    async with process(sqlite.SqliteStore(str(db)), tmp_path, flow) as a:
+    async with process(SqliteStore(str(db)), tmp_path, flow) as a:
         dead = await _dead_owner_waiting(a, flow)
-        store_b = sqlite.SqliteStore(str(db))
+        store_b = SqliteStore(str(db))
         async with process(store_b, tmp_path, flow) as b:
             await b.adopt_executions()
             found = await b.find_execution(dead.id)
@@ -108,7 +107,7 @@ async def test_a_direct_answer_and_its_inbox_copy_at_once_apply_once(tmp_path: P
     """The owner applies a caller's answer while the same answer (one request id) arrives through
     its inbox, written earlier by a process that did not own it then: one answer record (the PG
     serve drill saw two when the inbox copy was read while the direct answer's commit awaited)."""
-    store = sqlite.SqliteStore(str(tmp_path / "flows.db"))
+    store = SqliteStore(str(tmp_path / "flows.db"))
     flow = approval()
     async with process(store, tmp_path, flow) as runtime:
         execution = flow.create_execution(runtime)

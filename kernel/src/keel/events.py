@@ -140,7 +140,7 @@ _setattr = object.__setattr__
 Observer = Callable[[RuntimeEvent], Any]
 
 
-def inline_observer(function: Any) -> Any:
+def inline_observer(function: Any = None, *, bind: Callable[[Any], Observer | None] | None = None) -> Any:
     """Mark a ``keel_on_runtime_event`` implementation as *inline*: the bus calls it from
     :meth:`EventBus.publish`, on the execution's own path, in publish order, instead of from the
     dispatcher task one loop turn later. Saves the per-event hop through a queue and the event loop
@@ -156,9 +156,40 @@ def inline_observer(function: Any) -> Any:
         @keel.inline_observer
         def keel_on_runtime_event(event):
             QUEUE.append(event)
+
+    ``bind``: a function of the runtime, called once when the runtime's bus is built, that returns
+    the callable its bus calls with each event (``callable(event)``, the same contract), or
+    ``None`` to observe nothing of that runtime. The bus then calls that callable directly: no
+    wrapper passing ``runtime``, no per-event look-up of what the runtime is configured for (a
+    recorder's ``queue.append``, say, one C call an event). The hook function itself stays what a
+    plain ``pm.hook.keel_on_runtime_event(...)`` call runs. A ``bind`` that raises leaves the
+    observer out of that runtime: logged, and shown as the observer disabled on its first event::
+
+        @keel.hookimpl
+        @keel.inline_observer(bind=lambda runtime: QUEUE.append if wanted(runtime) else None)
+        def keel_on_runtime_event(event):
+            QUEUE.append(event)
     """
+    if function is None:
+        return lambda function: inline_observer(function, bind=bind)
     function.keel_inline = True
+    if bind is not None:
+        function.keel_bind = bind
     return function
+
+
+class BoundObserver:
+    """What an inline observer's ``bind`` returned for one runtime: the bus calls :attr:`call`
+    itself (a builtin such as ``deque.append`` cannot carry the inline mark)."""
+
+    __slots__ = ("call",)
+    keel_inline = True
+
+    def __init__(self, call: Observer):
+        self.call = call
+
+    def __call__(self, event: RuntimeEvent) -> Any:
+        return self.call(event)
 
 
 def is_inline(observer: Any) -> bool:
@@ -213,7 +244,11 @@ class EventBus:
 
     def __init__(self, observers: list[tuple[str, Observer]] | None = None, buffer: int = 1024):
         every = list(observers or [])
-        self._inline = [(plugin, observer) for plugin, observer in every if is_inline(observer)]
+        self._inline = [
+            (plugin, observer.call if isinstance(observer, BoundObserver) else observer)
+            for plugin, observer in every
+            if is_inline(observer)
+        ]
         self._observers = [(plugin, observer) for plugin, observer in every if not is_inline(observer)]
         self._buffer = buffer
         self._subs: dict[str, MemoryObjectSendStream[RuntimeEvent]] = {}

@@ -307,7 +307,10 @@ def keel_on_runtime_event(event: RuntimeEvent, runtime: Runtime) -> None:
     own drains) may be marked ``@keel.inline_observer`` (under ``@keel.hookimpl``): the bus then
     calls it from ``publish``, in order, without the dispatcher's per-event hop. It must not
     block or await; one that raises or returns anything but ``None`` is disabled for that
-    runtime, logged and counted (``runtime.bus.disabled``, ``runtime.bus.dropped``).
+    runtime, logged and counted (``runtime.bus.disabled``, ``runtime.bus.dropped``). With
+    ``@keel.inline_observer(bind=f)``, ``f(runtime)`` runs once per runtime and returns the callable
+    the bus calls with each of its events (``None``: nothing of that runtime is observed), so the
+    per-event cost is that callable alone.
 
     :param event: the event; treat it as read-only.
     :param runtime: the runtime whose bus carries the event; take only what you need (most often

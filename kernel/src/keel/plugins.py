@@ -39,6 +39,7 @@ import pluggy
 
 from keel import hookspecs
 from keel.errors import IncompatiblePluginError, KeelError, PluginConflictError, PluginLoadError, UnknownPluginError
+from keel.events import BoundObserver
 from keel.families import FAMILIES, PluginInfo, Registered, check_specs
 from keel.types import (
     ActionCall,
@@ -498,9 +499,12 @@ class PluginHost:
 
     def observers(self, runtime: Any = None) -> list[tuple[str, Any]]:
         """(plugin name, function) for each ``keel_on_runtime_event`` implementation, bound to the
-        runtime whose events it will observe."""
+        runtime whose events it will observe (an inline observer's ``bind`` may leave it out)."""
         impls = self.pm.hook.keel_on_runtime_event.get_hookimpls()
-        return [(impl.plugin_name, _bind_event(impl.function, impl.argnames, runtime)) for impl in impls]
+        bound = [
+            (impl.plugin_name, _bind_event(impl.plugin_name, impl.function, impl.argnames, runtime)) for impl in impls
+        ]
+        return [(name, observer) for name, observer in bound if observer is not None]
 
     def check_action(self, call: ActionCall, context: ActionContext) -> PolicyDecision:
         """Every policy's answer to ``call``, combined by :func:`keel.policy.combine_decisions`."""
@@ -563,7 +567,20 @@ class PluginHost:
         return out + self._conflicting
 
 
-def _bind_event(function: Any, argnames: tuple[str, ...], runtime: Any) -> Any:
+def _bind_event(plugin: str, function: Any, argnames: tuple[str, ...], runtime: Any) -> Any:
+    bind = getattr(function, "keel_bind", None)
+    if bind is not None and runtime is not None:  # keel.inline_observer(bind=...): its own per-runtime callable
+        try:
+            observer = bind(runtime)
+        except Exception as err:  # a plugin must never break the runtime: out for this runtime, said on its first event
+            log.exception("inline runtime-event observer %r could not bind to a runtime", plugin)
+            failure = KeelError(f"binding to this runtime failed ({type(err).__name__}: {err})")
+
+            def failed(event: Any) -> None:
+                raise failure
+
+            observer = failed
+        return None if observer is None else BoundObserver(observer)  # the bus calls it from publish
     if "runtime" in argnames:
 
         def observer_with_runtime(event: Any) -> Any:

@@ -149,7 +149,6 @@ async def test_the_stack_settings_choose_where_a_runtime_records(
     from keel_devtools import plugin
 
     monkeypatch.setattr(recorder_module, "_configured", None)
-    plugin._reset()
     target = tmp_path / "from-stack.db"
     stack_file = tmp_path / "keel.toml"
     stack_file.write_text(f'[settings.devtools]\npath = "{target}"\nredact_keys = ["agent"]\n', encoding="utf-8")
@@ -163,7 +162,6 @@ async def test_the_stack_settings_choose_where_a_runtime_records(
     assert '"agent":"***"' in raw and '"agent":"plain"' not in raw
     rec.close()
     stack_file.write_text("[settings.devtools]\nenabled = false\n", encoding="utf-8")
-    plugin._reset()
     async with keel.Runtime(make_host(plugin), keel.load_stack(stack_file)) as runtime:
         runtime.use_model(scripted(FINAL))
         await (await keel.Agent("plain", "Extract.").start("text", runtime=runtime)).result()

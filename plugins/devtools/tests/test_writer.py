@@ -107,6 +107,8 @@ async def test_a_dead_writer_process_is_replaced_by_a_thread_and_its_loss_counte
 
 def test_the_writer_process_ends_with_its_input(tmp_path: Path) -> None:
     rec = configure(tmp_path / "r.db")
-    proc = rec._channel._proc  # type: ignore[attr-defined]
+    assert rec._channel is None and not (tmp_path / "r.db").exists()  # nothing starts before an event
+    rec.observe(keel.RuntimeEvent(kind="a", execution_id="exe_w", seq=1))
+    proc = rec._channel._proc  # type: ignore[union-attr]
     rec.close()
     assert proc.poll() == 0  # ended with its input, not left behind

@@ -3,35 +3,28 @@ and ``keel replay``. Cheap to import: the recorder, its database and the web UI 
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import keel
 
-# which recorder each runtime's events go to (its stack's [settings.devtools] decide)
-_observers: weakref.WeakKeyDictionary[keel.Runtime, Any] = weakref.WeakKeyDictionary()
+
+def _bind(runtime: keel.Runtime) -> Any:
+    """Once per runtime (its stack's ``[settings.devtools]`` decide): the recorder's ``observe``,
+    which the bus then calls with each event directly, or ``None`` when nothing is recorded."""
+    from keel_devtools.record import recorder_for
+
+    observe = recorder_for(runtime)
+    return observe or None
 
 
-# the last runtime seen (weakly: a closed runtime is not kept alive) and its observer: events come
-# in runs from one runtime, and an identity check costs less per event than a weak-dictionary look-up
-_last: tuple[Any, Any] = (lambda: None, None)
-
-
-# inline (keel.inline_observer): the bus calls it from publish, without the dispatcher's per-event
-# hop through a queue and the event loop; all it does per event is one deque append (Recorder.observe)
+# inline (keel.inline_observer): the bus calls the recorder's observe from publish, bound once per
+# runtime: per event, one bounded deque append (Recorder.observe), no look-up, no hop through a queue
 @keel.hookimpl
-@keel.inline_observer
+@keel.inline_observer(bind=_bind)
 def keel_on_runtime_event(event: keel.RuntimeEvent, runtime: keel.Runtime) -> None:
-    global _last
-    last_runtime, observe = _last
-    if last_runtime() is not runtime:
-        observe = _observers.get(runtime)
-        if observe is None:
-            from keel_devtools.record import recorder_for
-
-            observe = _observers[runtime] = recorder_for(runtime)
-        _last = (weakref.ref(runtime), observe)
-    if observe is not False:
+    # what a direct pm.hook call runs (the bus calls the bound observe instead)
+    observe = _bind(runtime)
+    if observe is not None:
         observe(event)
 
 
@@ -41,13 +34,6 @@ def keel_model_prices() -> dict[str, Any]:
     from keel_devtools.prices import DEFAULT_PRICES
 
     return {name: price.model_dump() for name, price in DEFAULT_PRICES.items()}
-
-
-def _reset() -> None:
-    """Forget which recorder each runtime uses (``configure()`` installs a new one)."""
-    global _last
-    _observers.clear()
-    _last = (lambda: None, None)
 
 
 @keel.hookimpl

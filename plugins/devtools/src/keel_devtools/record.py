@@ -252,33 +252,55 @@ class Recorder:
         prices: PriceTable | None = None,
     ):
         self.settings = settings or RecorderSettings()
-        self.db = RecordingDB(path or default_path(), prices=prices)  # readers' connection
+        self.path = Path(path or default_path())
+        self._prices = prices
+        self._db: RecordingDB | None = None
         self.redactors: list[Redactor] = list(redactors)
         self._keys = secret_keys(self.settings.redact_keys, defaults=self.settings.mask_default_keys)
-        self._config = config_from(str(self.db.path), self._keys, prices, self.settings.retention)
-        keel.RuntimeEvent.model_rebuild()  # its serializer is built once, here, not in the shipper
-        self._to_json = keel.RuntimeEvent.__pydantic_serializer__.to_json
         self._queue: deque[keel.RuntimeEvent] = deque()
-        self._capacity = self.settings.capacity
+        # 0 until the first event starts the recorder (Recorder._full): a runtime that publishes
+        # nothing opens no file and starts no writer, and observe checks nothing else per event
+        self._capacity = 0
         self._drops: dict[str, int] = {}
         self._drop_lock = threading.Lock()
-        #: events observed, events dropped because the queue was full
-        self.observed = 0
+        self._start_lock = threading.Lock()
+        #: events dropped because the queue was full
         self.dropped = 0
+        self._taken = 0  # events the shipper took from the queue
         self._lost = 0  # events lost before the writer had them (a redactor that failed, a dead writer)
         self._retired = (0, 0)  # (written, failed) by a writer process that died
-        self._channel: _Channel = self._open_channel()
-        if isinstance(self._channel, _ProcessChannel):
-            self.db.prices.frozen = (
-                "the writer process prices the answers with the table it was started with; "
-                "pass prices=PriceTable({...}) to keel_devtools.configure() or a prices file in [settings.devtools]"
-            )
+        self._channel: _Channel | None = None
+        self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._shipping = False
         self._stop = False
         self.closed = False
-        self._thread = threading.Thread(target=self._run, name="keel-devtools-recorder", daemon=True)
-        self._thread.start()
+
+    @property
+    def db(self) -> RecordingDB:
+        """The readers' connection to the recording (opened, and the file created, on first use)."""
+        with _lock:
+            if self._db is None:
+                self._db = RecordingDB(self.path, prices=self._prices)
+                if self.settings.process:
+                    self._db.prices.frozen = (
+                        "the writer process prices the answers with the table it was started with; pass "
+                        "prices=PriceTable({...}) to keel_devtools.configure() or a prices file in [settings.devtools]"
+                    )
+            return self._db
+
+    def _start(self) -> None:
+        """Open the recording and start the writer and the shipper (on the first event)."""
+        with self._start_lock:
+            if self._thread is not None or self.closed:
+                return
+            self._config = config_from(str(self.db.path), self._keys, self._prices, self.settings.retention)
+            keel.RuntimeEvent.model_rebuild()  # its serializer is built once, here, not in the shipper
+            self._to_json = keel.RuntimeEvent.__pydantic_serializer__.to_json
+            self._channel = self._open_channel()
+            self._thread = threading.Thread(target=self._run, name="keel-devtools-recorder", daemon=True)
+            self._thread.start()
+            self._capacity = self.settings.capacity
 
     def _open_channel(self) -> _Channel:
         if self.settings.process:
@@ -291,16 +313,33 @@ class Recorder:
     # --------------------------------------------------------------------------- observing
 
     def observe(self, event: keel.RuntimeEvent) -> None:
-        """Queue an event; never blocks. A full queue drops the event and counts it."""
-        self.observed += 1
+        """Queue an event; never blocks. A full queue drops the event and counts it. The bus calls
+        it with every event of the runtimes bound to this recorder: a length check and an append."""
         queue = self._queue
         if len(queue) >= self._capacity:
-            self.dropped += 1
-            key = event.execution_id or ""
-            with self._drop_lock:
-                self._drops[key] = self._drops.get(key, 0) + 1
+            self._full(event)
             return
         queue.append(event)  # the shipper wakes on its own: waking it per event would cost more
+
+    def _full(self, event: keel.RuntimeEvent) -> None:
+        if self._thread is None and not self.closed:  # the first event: start, then queue it
+            self._start()
+            if len(self._queue) < self._capacity:
+                self._queue.append(event)
+                return
+        current = _configured
+        if self.closed and current is not None and current is not self and not current.closed:
+            current.observe(event)  # a runtime bound before configure() replaced this recorder
+            return
+        self.dropped += 1
+        key = event.execution_id or ""
+        with self._drop_lock:
+            self._drops[key] = self._drops.get(key, 0) + 1
+
+    @property
+    def observed(self) -> int:
+        """Events observed: shipped, queued or dropped."""
+        return self._taken + len(self._queue) + self.dropped
 
     def add_redactor(self, redactor: Redactor) -> None:
         """Run ``redactor`` on every event's JSON form before it is written."""
@@ -309,12 +348,12 @@ class Recorder:
     @property
     def written(self) -> int:
         """Events the writer has written (as of its last answer: :meth:`flush` asks)."""
-        return self._retired[0] + self._channel.written
+        return self._retired[0] + (self._channel.written if self._channel is not None else 0)
 
     @property
     def failed(self) -> int:
         """Events lost to an error (each one logged)."""
-        return self._retired[1] + self._channel.failed + self._lost
+        return self._retired[1] + (self._channel.failed if self._channel is not None else 0) + self._lost
 
     # ----------------------------------------------------------------------------- shipping
 
@@ -366,6 +405,7 @@ class Recorder:
                 continue
             self._shipping = True
             batch = [queue.popleft() for _ in range(min(len(queue), self.settings.batch))]
+            self._taken += len(batch)
             with self._drop_lock:
                 drops, self._drops = self._drops, {}
             self._ship(batch, drops)
@@ -376,6 +416,7 @@ class Recorder:
         run, in :mod:`keel_devtools.packing`'s compact form: the writer makes the JSON, not this
         process. Otherwise each event's JSON text, made here."""
         channel = self._channel
+        assert channel is not None  # the shipper runs once the recorder started
         if isinstance(channel, _ProcessChannel) and not self.redactors:
             data, count = packing.encode(batch, self._json_or_lost)
             send = lambda: channel.send_packed(data, count, drops)  # noqa: E731
@@ -395,12 +436,15 @@ class Recorder:
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every queued event is written; ``False`` if that took longer than ``timeout``."""
         deadline = time.monotonic() + timeout
+        thread, channel = self._thread, self._channel
+        if thread is None or channel is None:
+            return True  # not started: nothing observed
         while self._queue or self._drops or self._shipping:
-            if time.monotonic() > deadline or not self._thread.is_alive():
+            if time.monotonic() > deadline or not thread.is_alive():
                 return False
             self._wake.set()
             time.sleep(0.005)
-        return self._channel.sync(max(deadline - time.monotonic(), 0.0))
+        return self._channel.sync(max(deadline - time.monotonic(), 0.0)) if self._channel is not None else False
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (for at most ``timeout`` seconds), stop the writer, close the file."""
@@ -408,10 +452,16 @@ class Recorder:
             return
         self.flush(timeout)
         self._stop = self.closed = True
+        self._capacity = 0  # every later observe takes the slow path: to the recorder in force, or dropped
         self._wake.set()
-        self._thread.join(timeout)
-        self._channel.close(timeout)
-        self.db.close()
+        with self._start_lock:  # no start after this
+            thread, channel = self._thread, self._channel
+        if thread is not None:
+            thread.join(timeout)
+        if channel is not None:
+            channel.close(timeout)
+        if self._db is not None:
+            self._db.close()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -420,7 +470,7 @@ class Recorder:
             "dropped": self.dropped,
             "failed": self.failed,
             "queued": len(self._queue),
-            "writer_cpu_seconds": self._channel.cpu,
+            "writer_cpu_seconds": self._channel.cpu if self._channel is not None else None,
         }
 
 
@@ -506,7 +556,4 @@ def configure(
             previous.close()
         _configured = Recorder(path, settings=settings, redactors=redactors, prices=prices)
         atexit.register(_configured.close)
-    from keel_devtools import plugin
-
-    plugin._reset()
     return _configured

@@ -7,7 +7,6 @@ import dataclasses
 import datetime
 import decimal
 import enum
-import io
 import json
 import pickle
 import uuid
@@ -83,6 +82,9 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "kernel model": {"usage": keel.Usage(input_tokens=3, output_tokens=4), "call": keel.ToolCall(id="c", name="n", arguments={"k": [1]})},
     "scalars": {"when": datetime.datetime(2026, 12, 3, 4, 5, 6, tzinfo=datetime.UTC), "id": uuid.UUID(int=7),
                 "price": decimal.Decimal("1.50"), "colour": Colour.red, "level": Level.high, "path": Path("/tmp/x")},
+    "times": {"offset": datetime.datetime(2026, 12, 3, 4, 5, 6, 789, tzinfo=datetime.timezone(datetime.timedelta(hours=2))),
+              "naive": datetime.datetime(2026, 12, 3, 4, 5), "day": datetime.date(2026, 1, 2), "clock": datetime.time(3, 4, 5),
+              "span": datetime.timedelta(days=-1, seconds=5), "negzero": -0.0, "i64min": -(2**63), "u64": 2**64 - 1},
     "scalar keys": {"map": {Colour.red: 1, Level.high: 2, uuid.UUID(int=1): 3}},
     "dataclass": {"point": Point(1, 2.5), "points": [Point(3, 4.0)]},
     "opaque": {"thing": Opaque(), "kind": Opaque},
@@ -166,19 +168,16 @@ async def test_every_event_kind_of_real_executions_round_trips(host: keel.Plugin
     assert failed == 0 and lines == [TO_JSON(e) for e in seen]
 
 
-def test_values_repeated_across_a_batch_travel_once() -> None:
-    execution_id = "exe_" + "f" * 28
-    trace = "a" * 32
-    batch = [
-        keel.RuntimeEvent(kind="model.delta", execution_id=execution_id, trace_id=trace, seq=i, payload={"text": "x"})
-        for i in range(100)
-    ]
-    data, _ = packing.encode(batch, TO_JSON)
-    assert data.count(execution_id.encode()) == 1 and data.count(trace.encode()) == 1
-    assert data.count(b"execution_id") == 1
-    assert len(data) < sum(len(TO_JSON(e)) for e in batch) / 2
-    lines, failed = packing.decode(data)
-    assert failed == 0 and lines == [TO_JSON(e) for e in batch]
+def test_one_event_that_cannot_travel_as_fields_leaves_the_rest_of_the_batch_as_fields() -> None:
+    # 2**100 is past what orjson writes: that event's JSON text is made here, the others still
+    # travel as fields (the writer reads their envelope without parsing text), in order
+    batch = [event("model.delta", {"text": str(i)}, seq=i) for i in range(1, 1200)]
+    batch[700] = event("odd", {"big": 2**100}, seq=701)
+    data, count = packing.encode(batch, TO_JSON)
+    assert count == len(batch)
+    items, failed = packing.decode_items(data)
+    assert failed == 0 and [text for _, text in items] == [TO_JSON(e) for e in batch]
+    assert [i for i, (fields, _) in enumerate(items) if fields is None] == [700]
 
 
 def test_an_event_no_json_can_hold_is_counted_and_the_rest_written() -> None:
@@ -190,18 +189,47 @@ def test_an_event_no_json_can_hold_is_counted_and_the_rest_written() -> None:
     assert [json.loads(line)["kind"] for line in lines] == ["a", "c"]
 
 
-def test_the_writer_builds_nothing_but_values_and_kernel_models() -> None:
+def test_the_writer_reads_nothing_but_json_values() -> None:
     class Evil:
         def __reduce__(self) -> Any:
             return (print, ("ran",))
 
-    data = pickle.dumps([Evil()], protocol=5)
-    with pytest.raises(pickle.UnpicklingError, match="builds no builtins.print"):
-        packing.decode(data)
-    buffer = io.BytesIO()
-    pickle.Pickler(buffer, 5).dump([Path("/etc")])
-    with pytest.raises(pickle.UnpicklingError, match="builds no pathlib"):
-        packing.decode(buffer.getvalue())
+    with pytest.raises(ValueError):  # a pickle (or anything else that is not JSON) is refused, unread
+        packing.decode(pickle.dumps([Evil()], protocol=5))
+    with pytest.raises(ValueError, match="JSON array"):
+        packing.decode(b'{"kind": "a"}')
+    good = TO_JSON(event("a", {"n": 1}))
+    lines, failed = packing.decode(
+        b'[1, ["x"], {"kind": "missing fields"}, ' + json.dumps(good.decode()).encode() + b"]"
+    )
+    assert lines == [good] and failed == 3  # each item that is not an event is counted, the rest read
+
+
+def test_plain_kernel_models_are_their_fields_json() -> None:
+    # what lets a PLAIN_MODELS value travel as its __dict__: the JSON of its fields is its JSON
+    message = keel.Message(
+        role="assistant", content="x", tool_calls=[keel.ToolCall(id="c", name="n", arguments={"a": (1, 2)})]
+    )
+    samples = [
+        keel.ModelRequest(messages=[keel.Message(role="system", content="s"), message],
+                          tools=[keel.ToolSchema(name="t", description="d")], output_schema={"type": "object"},
+                          options={"temperature": 0.5, "when": datetime.datetime(2026, 1, 2, tzinfo=datetime.UTC)}),
+        message, keel.ToolCall(id="c", name="n"), keel.ToolSchema(name="t"), keel.Usage(input_tokens=1, output_tokens=2),
+    ]  # fmt: skip
+    assert {type(m) for m in samples} == set(packing.PLAIN_MODELS)
+    for model in samples:
+        cls = type(model)
+        assert not cls.model_computed_fields, cls
+        assert not cls.__pydantic_decorators__.field_serializers and not cls.__pydantic_decorators__.model_serializers
+        assert cls.model_config.get("extra") != "allow" and not cls.model_config.get("serialize_by_alias")
+        for name, field in cls.model_fields.items():
+            assert not field.exclude and not field.metadata and field.serialization_alias is None, (cls, name)
+        carried = event("m", {"v": model})
+        data, _ = packing.encode([carried], TO_JSON)
+        items, failed = packing.decode_items(data)
+        assert failed == 0 and items[0][0] is not None  # as fields, not as text made here
+        assert items[0][1] == TO_JSON(carried)
+        assert json.loads(items[0][1])["payload"]["v"] == json.loads(model.model_dump_json())
 
 
 @pytest.mark.parametrize("process", [True, False], ids=["writer-process", "writer-thread"])

@@ -184,11 +184,12 @@ class _ProcessChannel:
             self.dead = True
             self._answers.notify_all()
 
-    def _write(self, data: bytes, timeout: float = -1) -> bool:
+    def _write(self, *data: bytes, timeout: float = -1) -> bool:
         if not self._lock.acquire(timeout=timeout):
             return False
         try:
-            self._stdin.write(data)
+            for part in data:  # one after the other: a batch is not copied into one buffer first
+                self._stdin.write(part)
             self._stdin.flush()
         finally:
             self._lock.release()
@@ -201,7 +202,7 @@ class _ProcessChannel:
 
     def send_packed(self, data: bytes, count: int, drops: dict[str, int]) -> None:
         """A batch of ``count`` events in :mod:`keel_devtools.packing`'s form."""
-        self._write(b"M%d\n" % len(data) + data + _drops_line(drops) + b"E\n")
+        self._write(b"M%d\n" % len(data), data, _drops_line(drops) + b"E\n")
         self.sent += count
 
     def sync(self, timeout: float) -> bool:
@@ -209,7 +210,7 @@ class _ProcessChannel:
         self._asked += 1
         token = self._asked
         try:
-            if not self._write(b"F%d\n" % token, timeout):
+            if not self._write(b"F%d\n" % token, timeout=timeout):
                 return False
         except OSError:
             return False

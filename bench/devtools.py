@@ -3,21 +3,21 @@ large recording.
 
 - ``devtools.record``: sequential structured-output executions of the 10-field ``Report`` on the
   kernel's ``ScriptedModel`` (the answer cut in 16-character chunks: 23 events an execution), in
-  blocks of ``n`` = 500, each side (no observer, the kernel floor, recording) one block per pass,
-  ``blocks`` = 4 passes in an order reversed every other pass, in the same process. Every block
-  starts after a full garbage collection: until 2026-12-03 (13ad349, ceeb716) each execution left
-  about 150 objects in reference cycles, and a full collection (40 to 170 ms on this machine)
-  landing in one block and not the other was the largest source of noise; the collection is kept
-  so that figures before and after compare. The recorded time includes ``recorder.flush()`` at the
-  end: the shipper's serialization is paid for, not hidden. Number: recording's extra CPU per
-  execution as a ratio of the unrecorded one, each side's least disturbed block (the machine's
-  other load only ever adds CPU time); extras: the same in microseconds per recorded event, the
-  median of per-pass differences (``paired_median_*``), and the **serialization floor**
-  (``serialize_us_per_event``: the same events turned into JSON by pydantic-core in one burst,
-  best of 5, what no recorder that serializes in the execution's process can avoid;
-  ``json_floor_*`` adds the kernel floor) and the **packing floor** (``pack_us_per_event``: the
-  same burst in :mod:`keel_devtools.packing`'s compact form, what the shipper does since the
-  writer process makes the JSON; ``in_process_floor_*`` adds the kernel floor).
+  blocks of ``n`` = 100, each side (no observer, recording, the kernel floor...) one block per pass,
+  ``blocks`` = 16 passes in an order reversed every other pass, no observer and recording always
+  side by side, in the same process. Every block starts after a full garbage collection. The
+  recorded time includes ``recorder.flush()`` at the end: the shipper's work is paid for, not
+  hidden. Number: the median over passes of recording's extra CPU per execution against the plain
+  block next to it (CPU time on this shared VM drifts by +-30% over seconds; two adjacent 70 ms
+  blocks see the same drift; until 2026-12-03 the figure compared each side's least disturbed
+  500-execution block, in the extras as ``least_disturbed_*``); extras: the same in microseconds
+  per event, the **serialization floor** (``serialize_us_per_event``: the same events turned into
+  JSON by pydantic-core in one burst, best of 5) and the **packing floor** (``pack_us_per_event``:
+  the same burst in :mod:`keel_devtools.packing`'s form, orjson, what the shipper does), the
+  shipper thread's own CPU per event in place (``shipper_thread_cpu_us_per_event``) and the writer
+  process's (``writer_process_cpu_us_per_event``).
+- ``devtools.record_instructions``: the same executions counted in instructions by valgrind
+  (cachegrind), recorded minus plain: a figure the machine's load cannot move.
 - ``devtools.open_10k``: one execution of 10,000 events (one model call streaming 9,990 deltas),
   recorded; then ``GET /executions/{id}`` from the UI served by uvicorn on 127.0.0.1 (the whole
   HTML page: waterfall, step tree, every event row), timed with httpx. Number: ms for the page.
@@ -105,7 +105,8 @@ def timed(host, n, recorder=None):
     return _time.process_time() - c0, _time.perf_counter() - w0, events
 
 n = ARGS["n"]
-hosts = {"plain": make_host(), "floor": make_host(NoopObserver()), "dispatched": make_host(DispatchedNoopObserver()), "process": make_host(plugin), "thread": make_host(plugin)}
+# plain and process side by side in every pass (in either order): the pair the figure compares
+hosts = {"plain": make_host(), "process": make_host(plugin), "floor": make_host(NoopObserver()), "dispatched": make_host(DispatchedNoopObserver()), "thread": make_host(plugin)}
 FLOOR = bool(_os.environ.get("KEEL_BENCH_FLOOR"))
 if FLOOR:
     hosts = {"plain": hosts["plain"], "floor": hosts["floor"], "dispatched": hosts["dispatched"]}
@@ -134,19 +135,23 @@ for pass_ in range(ARGS["blocks"] + 1):  # the first pass is a warm-up
         if pass_:
             blocks[name].append((c, w, e))
 median = _statistics.median
-# each side's least disturbed block: the machine's other load only ever adds CPU time (cache misses,
-# migrations), so the minimum over blocks is the figure; the median of per-pass differences is in the extras
+# the figure: the median over passes of each pass's pair (side against the plain block run next to
+# it): on this shared VM CPU time drifts by +-30% over seconds, and short adjacent blocks see the
+# same drift. Each side's least disturbed block (the figure until 2026-12-03) is in the extras
 def extra(name):
     return min(b[0] for b in blocks[name]) / min(b[0] for b in blocks["plain"]) - 1
 def us(name):
     return (min(b[0] for b in blocks[name]) - min(b[0] for b in blocks["plain"])) * 1e6 / blocks[name][0][2]
 def paired(name):  # the median over passes of (side - plain) / plain, each pass against its own plain block
     return median((s[0] - p[0]) / p[0] for s, p in zip(blocks[name], blocks["plain"]))
-per = {name: min(b[0] for b in rows) * 1000 / n for name, rows in blocks.items()}
+def paired_us(name):  # the same, in microseconds per event
+    return median((s[0] - p[0]) * 1e6 / s[2] for s, p in zip(blocks[name], blocks["plain"]))
+per = {name: median(b[0] for b in rows) * 1000 / n for name, rows in blocks.items()}
 if FLOOR:
     emit(
-        extra("floor"), plain_cpu_ms=per["plain"], floor_cpu_ms=per["floor"], us_per_event=us("floor"),
-        dispatched_extra=extra("dispatched"), dispatched_us_per_event=us("dispatched"), paired_median_extra=paired("floor"),
+        paired("floor"), plain_cpu_ms=per["plain"], floor_cpu_ms=per["floor"], us_per_event=paired_us("floor"),
+        dispatched_extra=paired("dispatched"), dispatched_us_per_event=paired_us("dispatched"),
+        least_disturbed_extra=extra("floor"),
     )
     _sys.exit(0)
 # the serialization floor: the same executions' events turned into JSON by pydantic-core in one burst
@@ -168,17 +173,17 @@ try:
 except ImportError:
     pack_us = None
 emit(
-    extra("process"),
+    paired("process"),
     plain_cpu_ms=per["plain"], recorded_cpu_ms=per["process"], floor_cpu_ms=per["floor"], thread_cpu_ms=per["thread"],
-    us_per_event=us("process"), floor_us_per_event=us("floor"), floor_extra=extra("floor"),
-    dispatched_floor_extra=extra("dispatched"), dispatched_floor_us_per_event=us("dispatched"),
-    thread_extra=extra("thread"), thread_us_per_event=us("thread"),
+    us_per_event=paired_us("process"), floor_us_per_event=paired_us("floor"), floor_extra=paired("floor"),
+    dispatched_floor_extra=paired("dispatched"), dispatched_floor_us_per_event=paired_us("dispatched"),
+    thread_extra=paired("thread"), thread_us_per_event=paired_us("thread"),
+    least_disturbed_extra=extra("process"), least_disturbed_us_per_event=us("process"),
     serialize_us_per_event=serialize_us, pack_us_per_event=pack_us,
-    json_floor_us_per_event=us("floor") + serialize_us,
-    json_floor_extra=extra("floor") + serialize_us * blocks["process"][0][2] / n / (per["plain"] * 1000),
-    in_process_floor_us_per_event=us("floor") + (pack_us or serialize_us),
-    in_process_floor_extra=extra("floor") + (pack_us or serialize_us) * blocks["process"][0][2] / n / (per["plain"] * 1000),
-    paired_median_extra=paired("process"), paired_median_floor_extra=paired("floor"),
+    json_floor_us_per_event=paired_us("floor") + serialize_us,
+    json_floor_extra=paired("floor") + serialize_us * blocks["process"][0][2] / n / (per["plain"] * 1000),
+    in_process_floor_us_per_event=paired_us("floor") + (pack_us or serialize_us),
+    in_process_floor_extra=paired("floor") + (pack_us or serialize_us) * blocks["process"][0][2] / n / (per["plain"] * 1000),
     writer_process_cpu_us_per_event=median(writer_cpu) * 1e6,
     # the recorder's shipper thread's own CPU per event (in the figure's total): the rest of the
     # extra is the executions' thread running slower beside it (caches, lock hand-overs, memory)
@@ -447,12 +452,12 @@ def figures() -> list[Figure]:
         Figure(
             figure="devtools.record",
             group="11. DevTools",
-            title="recording every event of 500-execution blocks on the scripted model (CPU time, writes flushed, least disturbed block)",
+            title="recording every event of 100-execution blocks on the scripted model (CPU time, writes flushed, median of 16 adjacent pairs)",
             unit="x extra CPU per execution",
             target="recording costs at most 10% over an execution's overhead and at most 5 us per event (issue 19)",
             rules=[keel_below(0.10, "<="), extra_at_most("us_per_event", 5.0)],
             rounds=ROUNDS,
-            args={"n": 500, "blocks": 4, "prompt": PROMPT, "answer": ANSWER},
+            args={"n": 100, "blocks": 16, "prompt": PROMPT, "answer": ANSWER},
             notes=[
                 "the machine is shared (2 cores, load average 3 to 6): on 2026-12-03, before the run recorded here, four "
                 "runs of this code (12 rounds) measured median +20.0% (+10.5% to +32.9%), 2.7 to 3.2 us an event, the "

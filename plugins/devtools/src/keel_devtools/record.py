@@ -265,6 +265,7 @@ class Recorder:
         self._drops: dict[str, int] = {}
         self._drop_lock = threading.Lock()
         self._start_lock = threading.Lock()
+        self._db_lock = threading.Lock()
         #: events dropped because the queue was full
         self.dropped = 0
         self._taken = 0  # events the shipper took from the queue
@@ -281,7 +282,7 @@ class Recorder:
     @property
     def db(self) -> RecordingDB:
         """The readers' connection to the recording (opened, and the file created, on first use)."""
-        with _lock:
+        with self._db_lock:  # its own lock: _start holds _start_lock, configure() holds _lock while it closes
             if self._db is None:
                 self._db = RecordingDB(self.path, prices=self._prices)
                 if self.settings.process:

@@ -238,3 +238,34 @@ def test_a_value_json_cannot_hold_is_recorded_as_its_repr_and_the_rest_of_the_ba
         assert rec.written == 3 and rec.failed == 0
     finally:
         rec.close()
+
+
+async def test_a_runtime_bound_before_configure_records_into_the_recorder_in_force(
+    host: keel.PluginHost, tmp_path: Path
+) -> None:
+    # the bus binds the recorder once per runtime: a configure() after that closes the old one,
+    # and what the runtime publishes next goes to the new recorder, nothing dropped or lost
+    first = configure(tmp_path / "first.db")
+    assert not (tmp_path / "first.db").exists()  # a recorder starts on its first event, not before
+    async with keel.Runtime(host, keel.Stack()) as runtime:
+        runtime.actions.add(lookup_vendor)
+        runtime.use_model(scripted(tool_reply(), FINAL))
+        before = await invoice_agent().start("Invoice from Nordlys AS", runtime=runtime)
+        await before.result()
+        second = configure(tmp_path / "second.db")  # closes `first`, which had the runtime bound
+        try:
+            runtime.use_model(scripted(tool_reply(), FINAL))
+            after = await invoice_agent().start("Invoice from Nordlys AS", runtime=runtime)
+            await after.result()
+            assert second.flush()
+            assert first.closed and first.dropped == 0
+            assert second.db.execution(after.id) is not None and second.dropped == 0
+            assert second.db.execution(after.id)["events"] == len([e async for e in after.events()])
+            assert second.db.execution(before.id) is None
+        finally:
+            second.close()
+    reread = Recorder(tmp_path / "first.db")
+    try:
+        assert reread.db.execution(before.id) is not None and reread.db.execution(after.id) is None
+    finally:
+        reread.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import anyio
+import pytest
 from conftest import FINAL, invoice_agent, lookup_vendor, scripted, tool_reply
 
 import keel
@@ -112,3 +115,47 @@ def test_the_writer_process_ends_with_its_input(tmp_path: Path) -> None:
     proc = rec._channel._proc  # type: ignore[union-attr]
     rec.close()
     assert proc.poll() == 0  # ended with its input, not left behind
+
+
+def test_the_writer_process_collects_garbage_itself_at_a_bounded_cadence(tmp_path: Path) -> None:
+    # serve() in the writer process turns the automatic collector off (what it builds is acyclic:
+    # reference counting frees it) and runs a full collection every `collect_every` events
+    # handled, so garbage stays bounded by the work done; none of it outlives serve()
+    from keel_devtools import packing, writer
+
+    keel.RuntimeEvent.model_rebuild()
+    to_json = keel.RuntimeEvent.__pydantic_serializer__.to_json
+    events = [keel.RuntimeEvent(kind="model.delta", execution_id="exe_g", seq=i + 1, payload={"text": str(i)})
+              for i in range(40)]  # fmt: skip
+    pipe = io.BytesIO()
+    pipe.write(writer.write_config(writer.SinkConfig(path=str(tmp_path / "g.db"), keys=[])))
+    for start in range(0, 40, 10):
+        data, _ = packing.encode(events[start : start + 10], to_json)
+        pipe.write(b"M%d\n" % len(data) + data + b"E\n")
+    full: list[bool] = []  # each full collection: whether the automatic collector was on
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(gc.isenabled())
+
+    gc.callbacks.append(seen)
+    try:
+        writer.serve(io.BytesIO(pipe.getvalue()), io.BytesIO(), collect_every=15)
+    finally:
+        gc.callbacks.remove(seen)
+    # each batch counts its 10 events and its end: 11, 22 (collect), 11, 22 (collect)
+    assert full.count(False) == 2 and full[-2:] == [False, False]
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # the process's collector as it was
+    summary = RecordingDB(tmp_path / "g.db").execution("exe_g")
+    assert summary is not None and summary["events"] == 40
+
+
+@pytest.mark.parametrize("process", [True, False], ids=["writer-process", "writer-thread"])
+def test_recording_leaves_the_executions_process_collector_alone(tmp_path: Path, process: bool) -> None:
+    rec = configure(tmp_path / "r.db", process=process)
+    try:
+        rec.observe(keel.RuntimeEvent(kind="a", execution_id="exe_c", seq=1))
+        assert rec.flush() and rec.written == 1
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        rec.close()

@@ -77,3 +77,17 @@ def test_a_file_that_is_not_utf8_is_a_recording_error(tmp_path: Path) -> None:
     file.write_bytes(b'{"format": "keel-execution", "x": "\xff\xfe"}\n')
     with pytest.raises(RecordingError, match="UTF-8"):
         read_execution(file)
+
+
+@given(
+    st.sets(st.text(alphabet="abcdekpst_-", min_size=1, max_size=8), min_size=1, max_size=6),
+    st.text(alphabet='abcdekpst_-"\\', max_size=40),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_fast_check_finds_exactly_the_quoted_names(names: set[str], text: str) -> None:
+    """The scan's pattern is the names as a trie: it finds what the list of every name (longest
+    first) found, no more, no less, whatever the names share (a name that is a prefix of another)."""
+    found = secret_pattern(frozenset(names)).search(text)
+    variants = {v for k in names for v in (k, k.replace("_", "-"))}
+    plain = any(f'"{v}"' in text or f'"{v}\\"' in text for v in variants)
+    assert bool(found) == plain

@@ -288,8 +288,10 @@ class RecordingDB:
 
     def ingest(self, events: Sequence[str | tuple[dict[str, Any], str]], drops: dict[str, int] | None = None) -> None:
         """Write events (each one's JSON text, already redacted, or ``(top-level fields, text)``
-        when the caller has the fields at hand) and update the executions' summaries, in one
-        transaction. An event recorded already (its execution id, seq and span) is left out."""
+        when the caller has the fields at hand: with a ``payload`` among them, it must be the
+        text's, and is read instead of parsing the text again) and update the executions'
+        summaries, in one transaction. An event recorded already (its execution id, seq and span)
+        is left out."""
         rows, summaries = self._prepare(events)
         if not self._commit(rows, summaries, drops):
             self._commit_new(events, rows, drops)
@@ -311,7 +313,7 @@ class RecordingDB:
             kind = event["kind"]
             payload: dict[str, Any] | None = None
             if not kind.startswith(_PAYLOAD_NOT_NEEDED):
-                payload = loads(data).get("payload") or {}
+                payload = (event["payload"] if "payload" in event else loads(data).get("payload")) or {}
             execution_id = event.get("execution_id") or ""
             step = paths.path(execution_id, kind, payload or {}) if steps is None else steps[i]
             tokens_in = tokens_out = None

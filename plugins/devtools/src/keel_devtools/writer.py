@@ -34,7 +34,6 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict
 
-import keel
 from keel_devtools import packing
 from keel_devtools.db import RecordingDB
 from keel_devtools.prices import Price, PriceTable
@@ -44,9 +43,6 @@ __all__ = ["Sink", "SinkConfig", "main"]
 
 log = logging.getLogger("keel.devtools")
 
-
-#: an event's top-level fields (what ingest reads from the envelope)
-_ENVELOPE = frozenset(keel.RuntimeEvent.model_fields) - {"payload"}
 
 #: a packed event as the writer holds it: its top-level fields (None: it travelled as JSON text), its JSON text
 Packed = tuple[dict[str, Any] | None, bytes]
@@ -74,19 +70,16 @@ class Sink:
         self.db = db or RecordingDB(config.path, prices=prices)
         self._keys = frozenset(config.keys)
         self._secret = secret_pattern(self._keys)
-        # an event's envelope read from the fields that travelled with it, unless masking could
-        # change one of them (a key of the user's naming a top-level field)
-        self._envelope_ok = not (self._keys & _ENVELOPE)
         self.written = 0
         self.failed = 0
         self._last_retention = 0.0
 
-    def _masked(self, line: bytes) -> str:
-        text = line.decode("utf-8", "replace")
+    def _masked(self, text: str) -> str | None:
+        """The event's text masked, or ``None`` when there is nothing to mask (the text as it is)."""
         if '"kind":"model.delta"' in text[:100] or not self._secret.search(text.lower()):
             # the common case: no key to mask, no second pass (a delta is a piece of text, with no
             # keys of its own: a secret key in it is not one the masking could find anyway)
-            return text
+            return None
         return json.dumps(mask_keys(json.loads(text), self._keys), ensure_ascii=False, separators=(",", ":"))
 
     def write(self, lines: list[bytes | Packed], drops: dict[str, int] | None = None) -> None:
@@ -97,12 +90,15 @@ class Sink:
         rows: list[str | tuple[dict[str, Any], str]] = []
         for line in lines:
             try:
-                if isinstance(line, tuple):
-                    fields, text = line
-                    masked = self._masked(text)
-                    rows.append((fields, masked) if fields is not None and self._envelope_ok else masked)
+                fields, data = line if isinstance(line, tuple) else (None, line)
+                text = data.decode("utf-8", "replace")
+                masked = self._masked(text)
+                if masked is not None:
+                    rows.append(masked)
+                elif fields is not None:  # the text is the fields' JSON: ingest reads them (payload too), not the text
+                    rows.append((fields, text))
                 else:
-                    rows.append(self._masked(line))
+                    rows.append(text)
             except ValueError:  # not JSON: counted, the rest of the batch goes on
                 self.failed += 1
                 log.exception("DevTools: an event could not be read")

@@ -45,3 +45,20 @@ def test_the_fields_that_travelled_make_the_rows_the_text_alone_makes(tmp_path: 
     from_fields.ingest([(fields, text.decode()) if fields is not None else text.decode() for fields, text in items])
     from_text.close(), from_fields.close()
     assert dump(tmp_path / "text.db") == dump(tmp_path / "fields.db")
+
+
+def test_what_has_no_value_is_null(tmp_path: Path) -> None:
+    # the writer binds a missing value as NaN (SQLite stores it as NULL, as it would None)
+    db = RecordingDB(tmp_path / "r.db")
+    db.ingest([e.model_dump_json() for e in batch()[:5]])
+    db.close()
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        types = conn.execute(
+            "SELECT kind, typeof(input_tokens), typeof(output_tokens), typeof(cost) FROM events ORDER BY n"
+        ).fetchall()
+        summary = conn.execute(
+            "SELECT typeof(ended_at), typeof(error), typeof(trace_id), typeof(input), status FROM executions"
+        ).fetchall()
+    assert [t[1:] for t in types if t[0] != "model.response"] == [("null", "null", "null")] * 4
+    assert [t[1:] for t in types if t[0] == "model.response"] == [("integer", "integer", "real")]
+    assert summary == [("real", "null", "null", "text", "completed")]

@@ -62,3 +62,13 @@ def test_what_has_no_value_is_null(tmp_path: Path) -> None:
     assert [t[1:] for t in types if t[0] != "model.response"] == [("null", "null", "null")] * 4
     assert [t[1:] for t in types if t[0] == "model.response"] == [("integer", "integer", "real")]
     assert summary == [("real", "null", "null", "text", "completed")]
+
+
+def test_a_new_file_has_16k_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    RecordingDB(tmp_path / "new.db").close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute("CREATE TABLE other (a)")
+    RecordingDB(tmp_path / "old.db").close()
+    for name, size in (("new.db", 16384), ("old.db", 4096)):
+        with sqlite3.connect(tmp_path / name) as conn:
+            assert conn.execute("PRAGMA page_size").fetchone()[0] == size

@@ -188,17 +188,19 @@ def serve(source: IO[bytes], answer: IO[bytes], *, collect_every: int | None = N
                 sink.failed += failed
             elif head == b"E":
                 sink.write(pending, drops)
-                if collector is not None:
-                    collector.tick(len(pending) + 1)  # a batch of drops only is work too
+                handled = len(pending) + 1  # a batch of drops only is work too
                 pending, drops = [], {}
+                if collector is not None:
+                    collector.tick(handled)  # once the batch is freed: a collection does not traverse it
             elif head == b"D":
                 for key, count in json.loads(line[1:]).items():
                     drops[key] = drops.get(key, 0) + int(count)
             elif head == b"F":
                 sink.write(pending, drops)
-                if collector is not None:
-                    collector.tick(len(pending) + 1)
+                handled = len(pending) + 1
                 pending, drops = [], {}
+                if collector is not None:
+                    collector.tick(handled)
                 token = line[1:].strip().decode()
                 answer.write(f"A{token} {sink.written} {sink.failed} {time.process_time():.6f}\n".encode())
                 answer.flush()

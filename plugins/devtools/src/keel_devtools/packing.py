@@ -14,15 +14,23 @@ originals:
   ``tuple``, ``uuid.UUID`` and enums travel as orjson writes them (the same values, the same text);
 - a few kernel models whose JSON is their fields' JSON (:data:`PLAIN_MODELS`, checked by the
   tests) travel as their fields;
-- any other value (a model of the user's, a ``datetime``, a dataclass, a ``set``, ``bytes``, a
-  subclass of a builtin...) travels as ``pydantic_core.to_jsonable_python(value)``: what
-  pydantic-core makes of it as JSON, as plain values (``repr`` for what it cannot serialize, as in
-  the execution's process);
+- a ``datetime``, ``date``, ``time``, ``timedelta``, ``Decimal`` or ``bytes`` travels as
+  ``pydantic_core.to_jsonable_python(value)``: the str pydantic-core writes for it;
+- any other value (a model of the user's, a dataclass, a ``set``, a subclass of a builtin...)
+  travels as the plain values of pydantic-core's JSON of it (``repr`` for what it cannot
+  serialize, as in the execution's process), once checked that writing those values gives the
+  same text (tests/test_packing_properties.py found where it does not: keys that collide once made
+  strings, a model's own ``ser_json_inf_nan``);
 - an event none of that can carry (an ``int`` past 64 bits, a key that is not a ``str``, a lone
-  surrogate, a cycle, an event of a ``RuntimeEvent`` subclass) travels as its whole JSON text,
+  surrogate, a cycle, deep nesting, colliding keys, a subclass of a kernel model, a bool in
+  ``Usage``'s counts, an event of a ``RuntimeEvent`` subclass) travels as its whole JSON text,
   made here by pydantic-core, as a JSON string in the same array, in order. orjson refuses such a
   value rather than changing it, and the batch's other events still travel as fields (a batch
   that fails is halved until the odd events are alone).
+
+One value is not checked: an ``orjson.Fragment`` is written by orjson as its raw bytes (no
+``default`` call to refuse it), so it changes its event's text and, when not valid JSON, makes the
+batch unreadable (a ``ValueError`` in :func:`decode`); finding one would cost a walk of every value.
 
 The writer reads the array with orjson: the array holds nothing but JSON values, so reading it
 builds nothing else and runs nothing, whatever the pipe carries.
@@ -30,6 +38,8 @@ builds nothing else and runs nothing, whatever the pipe carries.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import logging
 import operator
 from collections.abc import Callable, Sequence
@@ -37,6 +47,7 @@ from typing import Any
 
 import orjson
 from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic_core import to_json as _to_json
 
 import keel
 
@@ -57,10 +68,58 @@ _ONLY_EVENTS = {_Event}
 _fields = operator.attrgetter("__dict__")
 
 
+#: values whose JSON form pydantic-core gives as one str (or number): nothing inside them can
+#: change how it is written
+_SCALARS = frozenset({datetime.datetime, datetime.date, datetime.time, datetime.timedelta, decimal.Decimal, bytes,
+                      bytearray})  # fmt: skip
+_PLAIN_BASES = tuple(PLAIN_MODELS)
+_JSON = frozenset({dict, list, tuple, str, int, float, bool, type(None)})
+#: the PLAIN_MODELS fields that hold a list of a model (model_construct can put any model there)
+_MODEL_LISTS: dict[type, tuple[tuple[str, type], ...]] = {
+    keel.Message: (("tool_calls", keel.ToolCall),),
+    keel.ModelRequest: (("messages", keel.Message), ("tools", keel.ToolSchema)),
+}
+
+
+class _NotAsFields(TypeError):
+    """A value whose plain JSON values would not be written as the value itself is: its event
+    travels as its JSON text (orjson re-raises this from ``default``)."""
+
+
 def _default(value: Any) -> Any:
-    if type(value) in PLAIN_MODELS:
-        return value.__dict__
-    return to_jsonable_python(value, fallback=repr)
+    cls = type(value)
+    if cls in PLAIN_MODELS:
+        # an ``int`` field holding a bool (model_construct) is written 1, the bool alone true
+        if cls is keel.Usage and (type(value.input_tokens) is bool or type(value.output_tokens) is bool):
+            raise _NotAsFields(cls)
+        fields = value.__dict__
+        for name, declared in _MODEL_LISTS.get(cls, ()):  # another model, a dataclass... there is written {}
+            items = fields.get(name)
+            if type(items) is list:
+                for item in items:
+                    if type(item) is not declared and type(item) not in _JSON:
+                        raise _NotAsFields(cls)
+        return fields
+    if cls in _SCALARS:
+        return to_jsonable_python(value, fallback=repr)
+    if isinstance(value, _PLAIN_BASES):
+        # a subclass of a kernel model inside one is written as the declared model (its own
+        # fields dropped): only the whole event's text has that right
+        raise _NotAsFields(cls)
+    return _checked(value)
+
+
+def _checked(value: Any) -> Any:
+    """A container's JSON form as plain values, when writing those gives the same text: not so
+    when keys collide once made strings (``{1: .., "1": ..}`` is written with both) or a model's
+    own config writes a float as ``Infinity``/``NaN`` (not JSON: ``orjson.loads`` refuses it)."""
+    text = _to_json(value, fallback=repr, inf_nan_mode="null")  # the event's config: nan is null
+    plain = orjson.loads(text)
+    # orjson writes plain values as pydantic-core does: the same text back means nothing was lost
+    # in reading it (a key written twice, an int past 64 bits read as a float); else: as text
+    if orjson.dumps(plain) != text:
+        raise _NotAsFields(type(value))
+    return plain
 
 
 def _dumps(value: Any) -> bytes:

@@ -241,9 +241,19 @@ async def main():
         rt.use_model(ScriptedModel([text], chunks=1))
         execution = await keel.Agent("long", "Write.").start("go", runtime=rt)
         await execution.result()
-        return execution.id, 0
+        return execution.id, [e async for e in execution.events()]
 
-execution_id, count = anyio.run(main)
+execution_id, events = anyio.run(main)
+# since issue 15 the kernel batches a turn's tiny chunks past the 256th (one model.delta per 1,024
+# characters or 50 ms): a scripted answer no longer makes 10,000 events. The rest of the execution's
+# 10,000 are its deltas as a model streaming 1 character every 50 ms would have made them, recorded
+# with the next sequence numbers before its end (the same kind, span, trace and payload shape)
+delta = next(e for e in events if e.kind == "model.delta")
+end = events[-1]
+seq = max(e.seq for e in events)
+for i in range(ARGS["events"] - len(events)):
+    recorder.observe(delta.model_copy(update={"id": f"ev_more_{i}", "seq": seq + 1 + i, "payload": {**delta.payload, "text": "x"}}))
+recorder.observe(end.model_copy(update={"id": "ev_more_end", "seq": seq + ARGS["events"]}))
 assert recorder.flush(300)
 count = recorder.db.execution(execution_id)["events"]
 assert count >= ARGS["events"] - 10, count
@@ -459,25 +469,23 @@ def figures() -> list[Figure]:
             rounds=ROUNDS,
             args={"n": 100, "blocks": 16, "prompt": PROMPT, "answer": ANSWER},
             notes=[
-                "the machine is shared (2 cores, load average 3 to 6): on 2026-12-03, before the run recorded here, four "
-                "runs of this code (12 rounds) measured median +20.0% (+10.5% to +32.9%), 2.7 to 3.2 us an event, the "
-                "writer process 14.6 to 16.2 us an event; three runs of the code before it (the shipper made the JSON; "
-                "9 rounds, the same morning) +24.7% (+19.2% to +37.0%), 3.4 to 5.5 us an event; the kernel floor -7% to "
-                "+6% per round",
-                "pack_us_per_event is what the shipper now does in this process (the events' fields pickled, "
-                "keel_devtools.packing; one burst, best of 5): 0.9 to 2.0 us an event in those runs, 6% to 13% of the "
-                "execution, against 1.6 to 2.1 us (11% to 15%) for the JSON (serialize_us_per_event), which the "
-                "writer process now makes; in place the shipper meets the events cold and packing costs it 1.8 to "
-                "2.0 us an event; what would reach 10% is in docs/observability.md, Recording",
+                "the machine is shared (2 cores): CPU time drifts by +-30% over seconds; the figure pairs each "
+                "recorded block with the plain block next to it and takes the median over 16 passes; the kernel "
+                "floor (an inline observer that does nothing) reads -12% to +4% per round by the same method, "
+                "which is the figure's resolution: read devtools.record_instructions beside it",
+                "on 2026-12-03 after the changes of that afternoon (the recorder bound once per runtime, orjson "
+                "instead of a pickle, a cheaper writer process): 6 rounds, median +1.0% (-6.0% to +5.5%), the "
+                "shipper thread 1.8 to 2.0 us an event; earlier that day, by the same method, +7.9% and +10.1%; "
+                "before those changes (least disturbed block): +20% median (+10.5% to +33%), 2.7 to 3.2 us an event",
             ],
             sides=[
                 Side(
                     "keel",
                     "keel",
                     code=RECORD,
-                    how="keel-devtools: an inline observer (keel.inline_observer) appends to a deque from publish; "
-                    "shipper thread pickles the events' fields in bursts (keel_devtools.packing); JSON, masking, "
-                    "pricing and SQLite in a writer process",
+                    how="keel-devtools: the recorder's observe bound once per runtime (keel.inline_observer(bind=...)) "
+                    "appends to a deque from publish; a shipper thread writes each batch's fields as one JSON array "
+                    "with orjson (keel_devtools.packing); JSON, masking, pricing and SQLite in a writer process",
                 ),
                 Side(
                     "kernel floor",
@@ -532,6 +540,12 @@ def figures() -> list[Figure]:
             rules=[keel_below(2000)],
             rounds=ROUNDS,
             args={"events": 10_000},
+            notes=[
+                "since issue 15 (2026-12-02) the kernel batches a model turn's tiny chunks past the 256th, so a "
+                "scripted answer no longer makes 10,000 events: the execution is a real one, and the rest of its "
+                "10,000 events its model deltas as a model streaming slowly would have made them (same kind, "
+                "span, trace and payload shape, the next sequence numbers), recorded through the recorder",
+            ],
             sides=[Side("keel", "keel", code=OPEN_10K, how="keel devtools UI on uvicorn, httpx GET")],
         ),
         Figure(

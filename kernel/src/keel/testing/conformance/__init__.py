@@ -26,6 +26,7 @@ from keel.testing.conformance.drivers import (
     SlotConformance,
 )
 from keel.testing.conformance.execution import TERMINAL_KINDS, AdoptionConformance, ExecutionConformance
+from keel.testing.conformance.observers import ObserverConformance
 from keel.testing.conformance.store import StoreConformance
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "EvaluatorConformance",
     "ExecutionConformance",
     "ModelConformance",
+    "ObserverConformance",
     "PriceConformance",
     "SlotConformance",
     "StoreConformance",

@@ -159,3 +159,42 @@ def test_recording_leaves_the_executions_process_collector_alone(tmp_path: Path,
         assert gc.isenabled() and gc.get_freeze_count() == 0
     finally:
         rec.close()
+
+
+def test_a_batch_that_cannot_be_read_is_counted_and_the_writer_goes_on(tmp_path: Path) -> None:
+    # an orjson.Fragment of bad JSON in a payload is written raw into the batch (packing.py): the
+    # writer process must not die of it, and the batch's events are counted as failed
+    from keel_devtools import packing
+    from keel_devtools.writer import SinkConfig, serve, write_config
+
+    good = [keel.RuntimeEvent(kind="a", execution_id="exe_g", seq=i) for i in (1, 2)]
+    data, count = packing.encode(good, lambda e: None)
+    broken = b"[" + b"]]" + b"]"
+    stream = io.BytesIO(
+        write_config(SinkConfig(path=str(tmp_path / "w.db"), keys=[]))
+        + b"M%d 7\n" % len(broken) + broken + b"E\n"
+        + b"M%d %d\n" % (len(data), count) + data + b"E\nF1\n"
+    )  # fmt: skip
+    answers = io.BytesIO()
+    serve(stream, answers)
+    token, written, failed, _cpu = answers.getvalue().decode().split()
+    assert (token, written, failed) == ("A1", "2", "7")
+    db = RecordingDB(tmp_path / "w.db")
+    try:
+        assert db.execution("exe_g")["events"] == 2
+    finally:
+        db.close()
+
+
+def test_a_bad_fragment_costs_its_batch_not_the_writer_process(tmp_path: Path) -> None:
+    import orjson
+
+    rec = configure(tmp_path / "r.db")
+    try:
+        rec.observe(keel.RuntimeEvent(kind="odd", execution_id="exe_f", seq=1, payload={"raw": orjson.Fragment(b"]]")}))
+        assert rec.flush() and rec.failed == 1 and rec.written == 0
+        rec.observe(keel.RuntimeEvent(kind="fine", execution_id="exe_f", seq=2))
+        assert rec.flush() and rec.written == 1 and rec.failed == 1
+        assert rec._channel.cpu is not None  # type: ignore[union-attr]  # still the writer process, not a thread
+    finally:
+        rec.close()

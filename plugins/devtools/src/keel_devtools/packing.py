@@ -30,7 +30,8 @@ originals:
 
 One value is not checked: an ``orjson.Fragment`` is written by orjson as its raw bytes (no
 ``default`` call to refuse it), so it changes its event's text and, when not valid JSON, makes the
-batch unreadable (a ``ValueError`` in :func:`decode`); finding one would cost a walk of every value.
+batch unreadable (a ``ValueError`` in :func:`decode`: the writer process counts that batch's
+events as failed and goes on); finding one would cost a walk of every value.
 
 The writer reads the array with orjson: the array holds nothing but JSON values, so reading it
 builds nothing else and runs nothing, whatever the pipe carries.

@@ -202,7 +202,7 @@ class _ProcessChannel:
 
     def send_packed(self, data: bytes, count: int, drops: dict[str, int]) -> None:
         """A batch of ``count`` events in :mod:`keel_devtools.packing`'s form."""
-        self._write(b"M%d\n" % len(data), data, _drops_line(drops) + b"E\n")
+        self._write(b"M%d %d\n" % (len(data), count), data, _drops_line(drops) + b"E\n")
         self.sent += count
 
     def sync(self, timeout: float) -> bool:

@@ -9,9 +9,10 @@ The pipe speaks lines (an event's JSON text has no raw newline):
 
 - ``{...}`` an event's JSON text, already redacted by the user's redactor functions (sent when
   there are some: they run in the recorder's process, Python callables cannot travel);
-- ``M<n>`` followed by ``n`` bytes: a batch of events in :mod:`keel_devtools.packing`'s compact
-  form (what the recorder sends when there is no redactor of the user's): this process makes
-  their JSON text, byte for byte what the recorder's process would have made;
+- ``M<n> <count>`` followed by ``n`` bytes: a batch of ``count`` events in
+  :mod:`keel_devtools.packing`'s compact form (what the recorder sends when there is no redactor
+  of the user's): this process makes their JSON text, byte for byte what the recorder's process
+  would have made; a batch that cannot be read is counted as failed and the writer goes on;
 - ``D{"execution id": n, ...}`` events the recorder dropped, per execution;
 - ``E`` the end of a batch: write what came since the last one;
 - ``F<n>`` write everything received, then answer ``A<n> <written> <failed> <cpu seconds>`` on
@@ -179,11 +180,16 @@ def serve(source: IO[bytes], answer: IO[bytes], *, collect_every: int | None = N
             if head == b"{":
                 pending.append(line.rstrip(b"\n"))
             elif head == b"M":
-                size = int(line[1:])
-                data = source.read(size)
-                if len(data) < size:  # the recorder's process died mid-batch: the batch in flight is lost
+                size, _, count = line[1:].partition(b" ")
+                data = source.read(int(size))
+                if len(data) < int(size):  # the recorder's process died mid-batch: the batch in flight is lost
                     break
-                items, failed = packing.decode_items(data)
+                try:
+                    items, failed = packing.decode_items(data)
+                except ValueError:  # not a JSON array (an orjson.Fragment of bad JSON in a payload): this batch only
+                    log.exception("DevTools: a batch of %s events could not be read; they are not recorded", count)
+                    sink.failed += int(count or 0)
+                    continue
                 pending.extend(items)
                 sink.failed += failed
             elif head == b"E":

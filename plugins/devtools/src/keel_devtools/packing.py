@@ -82,6 +82,11 @@ _MODEL_LISTS: dict[type, tuple[tuple[str, type], ...]] = {
 }
 
 
+#: what a value orjson will not write (orjson.JSONEncodeError is a TypeError, as is _NotAsFields),
+#: one pydantic-core cannot read back (a ValueError) or nesting too deep for either
+_REFUSED = (TypeError, ValueError, RecursionError)
+
+
 class _NotAsFields(TypeError):
     """A value whose plain JSON values would not be written as the value itself is: its event
     travels as its JSON text (orjson re-raises this from ``default``)."""
@@ -147,7 +152,10 @@ def _array(events: Sequence[keel.RuntimeEvent]) -> bytes | None:
         return None
     try:
         return _dumps(list(map(_fields, events)))
-    except Exception:  # a value orjson refuses (see the module's docstring)
+    except _REFUSED:  # a value orjson refuses, or _default sends as text (see the module's docstring)
+        return None
+    except Exception:  # anything else is a bug here or in a value's own code: said, and the events go one by one
+        log.exception("DevTools: a batch of %d events could not be packed; they go one by one", len(events))
         return None
 
 
@@ -179,8 +187,10 @@ def _one(event: keel.RuntimeEvent, as_json: Callable[[keel.RuntimeEvent], bytes 
     if type(event) is _Event:
         try:
             return _dumps(event.__dict__)
-        except Exception:
+        except _REFUSED:  # as its JSON text, below
             pass
+        except Exception:
+            log.exception("DevTools: an event of %s could not be packed; it goes as its JSON text", event.execution_id)
     text = as_json(event)
     return None if text is None else orjson.dumps(text.decode("utf-8", "replace"))  # pydantic's JSON is UTF-8
 
